@@ -1,0 +1,85 @@
+"""ArchSpec / TensorSpec: the one table verify, converters and the planner read."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Iterator
+
+from ..errors import ConfigError
+
+
+class Role(str, Enum):
+    ATTN = "attn"
+    DENSE_MLP = "dense_mlp"
+    EXPERT = "expert"
+    SHARED_EXPERT = "shared_expert"
+    ROUTER = "router"
+    ROUTER_BIAS = "router_bias"
+    NORM = "norm"
+    EMBED = "embed"
+    HEAD = "head"
+    MTP = "mtp"  # MTP-only extras: enorm, hnorm, eh_proj, shared_head.*, embed_tokens
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One expected tensor. `linear` weights are [out, in]; `fp8` ones carry a `_scale_inv` in block-FP8 checkpoints."""
+
+    name: str
+    shape: tuple[int, ...]
+    role: Role
+    layer: int | None = None
+    expert: int | None = None
+    linear: bool = False
+    fp8: bool = False
+    mtp: bool = False  # belongs to an MTP (next-n) layer
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def scale_name(self) -> str:
+        return self.name[: -len(".weight")] + ".weight_scale_inv" if self.name.endswith(".weight") else self.name + "_scale_inv"
+
+
+@dataclass
+class ArchSpec:
+    """Expected tensors (in canonical order) and the model's key dimensions."""
+
+    architecture: str
+    config: dict[str, Any]
+    tensors: list[TensorSpec] = field(default_factory=list)
+    num_layers: int = 0
+    num_mtp_layers: int = 0
+    experts_per_token: int = 0
+    num_experts: int = 0
+
+    def __iter__(self) -> Iterator[TensorSpec]:
+        return iter(self.tensors)
+
+    @property
+    def by_name(self) -> dict[str, TensorSpec]:
+        return {t.name: t for t in self.tensors}
+
+    def params(self) -> dict[str, int]:
+        """Parameter counts: total (main model), active per token, mtp (extra), routed experts."""
+        main = [t for t in self.tensors if not t.mtp]
+        total = sum(t.numel for t in main)
+        routed = sum(t.numel for t in main if t.role is Role.EXPERT)
+        moe_layers = len({t.layer for t in main if t.role is Role.EXPERT})
+        per_expert_layer = routed / max(1, moe_layers * self.num_experts) if self.num_experts else 0
+        active = total - routed + int(per_expert_layer * self.experts_per_token * moe_layers)
+        mtp = sum(t.numel for t in self.tensors if t.mtp)
+        return {"total": total, "active": active, "mtp": mtp, "routed_experts": routed}
+
+
+def require(config: dict[str, Any], *keys: str) -> list[Any]:
+    """Fetch required config fields, or raise ConfigError naming the first missing one."""
+    out = []
+    for k in keys:
+        if config.get(k) is None:
+            raise ConfigError(f"config.json: required field {k!r} is missing", path="config.json")
+        out.append(config[k])
+    return out
