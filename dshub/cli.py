@@ -1,0 +1,18 @@
+"""`dshub` console entry point: the typer app with every command module registered."""
+from __future__ import annotations
+
+from .cli_app import app
+
+# Each module registers its commands on `app` when imported.
+from . import cli_core  # noqa: E402,F401  synth, info, verify
+from . import cli_convert  # noqa: E402,F401  convert
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Atomic file writes: temp name in the same directory, fsync, rename, fsync the directory."""
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+from .constants import TMP_SUFFIX
+from .errors import DiskSpaceError, OutputError
+
+
+def tmp_name(path: Path) -> Path:
+    return path.with_name(path.name + TMP_SUFFIX)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Write `path` under a temporary name; rename only when the block finished without error."""
+    path = Path(path)
+    tmp = tmp_name(path)
+    try:
+        with open(tmp, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.errno == errno.ENOSPC:
+            raise OutputError(f"{path}: disk full while writing; temporary file removed. Free space and run again", path=str(path)) from None
+        raise
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: str | os.PathLike, doc: Any) -> None:
+    with atomic_open(path, "w") as f:
+        json.dump(doc, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def copy_atomic(src: Path, dst: Path) -> None:
+    with open(src, "rb") as fi, atomic_open(dst) as fo:
+        shutil.copyfileobj(fi, fo, 8 << 20)
+
+
+def check_free_space(directory: Path, needed: int, *, margin: float = 1.02) -> None:
+    """Raise DiskSpaceError when `directory` (or its nearest existing parent) has less than `needed` bytes free."""
+    probe = directory
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < needed * margin:
+        raise DiskSpaceError(
+            f"{directory}: {needed / 1e9:.2f} GB needed, {free / 1e9:.2f} GB free. Free space or choose another --out",
+            path=str(directory), needed=needed, free=free,
+        )
+
+
+def remove_stale_temps(directory: Path) -> int:
+    """Delete temp files a killed run left behind. Returns how many."""
+    n = 0
+    if directory.is_dir():
+        for p in directory.glob(f"*{TMP_SUFFIX}"):
+            p.unlink(missing_ok=True)
+            n += 1
+    return n

@@ -1,0 +1,229 @@
+"""Synthetic DeepSeek-V3 checkpoints with the real layout: block-FP8 weights, F32 scales, MTP layer, index, tokenizer."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .arch import spec_for
+from .arch.spec import Role, TensorSpec
+from .errors import UsageError
+from .fsutil import atomic_open, write_json_atomic
+from .safetensors_writer import TensorDecl, write_shard
+from .synth_tokenizer import build_tokenizer
+
+FP8_MAX = 448.0  # largest finite e4m3fn value
+QUANTIZATION_CONFIG = {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8", "weight_block_size": [128, 128]}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Model dimensions of a synthetic checkpoint plus how to shard it."""
+
+    dims: dict[str, Any]
+    shard_bytes: int
+    description: str
+    yarn: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset(
+        dims=dict(hidden_size=256, num_hidden_layers=3, first_k_dense_replace=1, num_attention_heads=4, q_lora_rank=192,
+                  kv_lora_rank=128, qk_nope_head_dim=64, qk_rope_head_dim=32, v_head_dim=64, intermediate_size=512,
+                  moe_intermediate_size=256, n_routed_experts=8, num_experts_per_tok=2, n_group=2, topk_group=1,
+                  n_shared_experts=1, num_nextn_predict_layers=1, max_position_embeddings=4096),
+        shard_bytes=1 << 20,
+        description="seconds to write; for tests (3 layers, 8 experts, MTP layer)",
+    ),
+    "tiny-yarn": Preset(
+        dims=dict(hidden_size=256, num_hidden_layers=3, first_k_dense_replace=1, num_attention_heads=4, q_lora_rank=192,
+                  kv_lora_rank=128, qk_nope_head_dim=64, qk_rope_head_dim=32, v_head_dim=64, intermediate_size=512,
+                  moe_intermediate_size=256, n_routed_experts=8, num_experts_per_tok=2, n_group=2, topk_group=1,
+                  n_shared_experts=1, num_nextn_predict_layers=1, max_position_embeddings=16384),
+        shard_bytes=1 << 20,
+        description="tiny with a YaRN rope_scaling block (factor 4, as V3's is 40)",
+        yarn=True,
+    ),
+    "tiny-v2": Preset(
+        dims=dict(hidden_size=256, num_hidden_layers=2, first_k_dense_replace=1, num_attention_heads=4, q_lora_rank=None,
+                  kv_lora_rank=128, qk_nope_head_dim=64, qk_rope_head_dim=32, v_head_dim=64, intermediate_size=512,
+                  moe_intermediate_size=256, n_routed_experts=4, num_experts_per_tok=2, n_group=1, topk_group=1,
+                  n_shared_experts=1, num_nextn_predict_layers=0, max_position_embeddings=4096),
+        shard_bytes=1 << 20,
+        description="V2-Lite-like: q_lora_rank null (q_proj), no MTP",
+    ),
+    "bench": Preset(
+        dims=dict(hidden_size=2048, num_hidden_layers=4, first_k_dense_replace=1, num_attention_heads=16, q_lora_rank=768,
+                  kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128, intermediate_size=5632,
+                  moe_intermediate_size=1024, n_routed_experts=32, num_experts_per_tok=4, n_group=4, topk_group=2,
+                  n_shared_experts=1, num_nextn_predict_layers=1, max_position_embeddings=16384),
+        shard_bytes=200 << 20,
+        description="a few hundred MB, wide layers, 32 experts; for benchmarks",
+    ),
+}
+
+
+def make_config(preset: Preset, vocab_size: int) -> dict[str, Any]:
+    """config.json as the hub writes it for DeepSeek-V3 (fields, order and quantization_config shape)."""
+    d = preset.dims
+    cfg: dict[str, Any] = {
+        "architectures": ["DeepseekV3ForCausalLM" if d["q_lora_rank"] or d["num_nextn_predict_layers"] else "DeepseekV2ForCausalLM"],
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "bos_token_id": 0,
+        "eos_token_id": 1,
+        "ep_size": 1,
+        "first_k_dense_replace": d["first_k_dense_replace"],
+        "hidden_act": "silu",
+        "hidden_size": d["hidden_size"],
+        "initializer_range": 0.02,
+        "intermediate_size": d["intermediate_size"],
+        "kv_lora_rank": d["kv_lora_rank"],
+        "max_position_embeddings": d["max_position_embeddings"],
+        "model_type": "deepseek_v3",
+        "moe_intermediate_size": d["moe_intermediate_size"],
+        "moe_layer_freq": 1,
+        "n_group": d["n_group"],
+        "n_routed_experts": d["n_routed_experts"],
+        "n_shared_experts": d["n_shared_experts"],
+        "norm_topk_prob": True,
+        "num_attention_heads": d["num_attention_heads"],
+        "num_experts_per_tok": d["num_experts_per_tok"],
+        "num_hidden_layers": d["num_hidden_layers"],
+        "num_key_value_heads": d["num_attention_heads"],
+        "num_nextn_predict_layers": d["num_nextn_predict_layers"],
+        "q_lora_rank": d["q_lora_rank"],
+        "qk_nope_head_dim": d["qk_nope_head_dim"],
+        "qk_rope_head_dim": d["qk_rope_head_dim"],
+        "quantization_config": dict(QUANTIZATION_CONFIG),
+        "rms_norm_eps": 1e-06,
+        "rope_scaling": None,
+        "rope_theta": 10000,
+        "routed_scaling_factor": 2.5,
+        "scoring_func": "sigmoid",
+        "tie_word_embeddings": False,
+        "topk_group": d["topk_group"],
+        "topk_method": "noaux_tc",
+        "torch_dtype": "bfloat16",
+        "transformers_version": "4.46.3",
+        "use_cache": True,
+        "v_head_dim": d["v_head_dim"],
+        "vocab_size": vocab_size,
+    }
+    if preset.yarn:
+        cfg["rope_scaling"] = {"beta_fast": 32, "beta_slow": 1, "factor": 4.0, "mscale": 1.0, "mscale_all_dim": 1.0,
+                               "original_max_position_embeddings": 4096, "type": "yarn"}
+    return cfg
+
+
+def quantize_fp8_block(w: torch.Tensor, block: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """Quantize fp32 `w` to e4m3 with one F32 scale (the `_scale_inv` multiplier) per block×block tile."""
+    rows, cols = w.shape
+    rb, cb = math.ceil(rows / block), math.ceil(cols / block)
+    padded = torch.zeros(rb * block, cb * block)
+    padded[:rows, :cols] = w
+    tiles = padded.view(rb, block, cb, block)
+    amax = tiles.abs().amax(dim=(1, 3)).clamp(min=1e-12)
+    scale = (amax / FP8_MAX).float()
+    q = (tiles / scale[:, None, :, None]).clamp(-FP8_MAX, FP8_MAX).view(rb * block, cb * block)[:rows, :cols]
+    return q.to(torch.float8_e4m3fn).contiguous(), scale.contiguous()
+
+
+def _values(t: TensorSpec, gen: torch.Generator, hidden: int) -> torch.Tensor:
+    """fp32 values with a plausible distribution for the tensor's role."""
+    if len(t.shape) == 1:
+        if t.role is Role.ROUTER_BIAS:
+            return torch.randn(t.shape, generator=gen) * 0.05
+        return 1.0 + 0.1 * torch.randn(t.shape, generator=gen)
+    rows, cols = t.shape
+    w = torch.randn((rows, cols), generator=gen) * (1.0 / math.sqrt(cols))
+    if t.role is Role.ROUTER:
+        # A trained router has experts with clearly different scores: give each expert row its own magnitude and bias direction.
+        w = w * torch.exp(0.7 * torch.randn((rows, 1), generator=gen)) * 4.0
+    elif t.fp8:
+        # Spread block magnitudes so scales differ from block to block, as in trained weights.
+        rb, cb = math.ceil(rows / 128), math.ceil(cols / 128)
+        mag = torch.exp(0.5 * torch.randn((rb, cb), generator=gen)).repeat_interleave(128, 0).repeat_interleave(128, 1)
+        w = w * mag[:rows, :cols]
+    elif t.role in (Role.EMBED, Role.MTP, Role.HEAD):
+        w = w * (math.sqrt(cols) * 0.02 if t.role is not Role.HEAD else 1.0)
+    return w
+
+
+def plan_shards(decls: list[TensorDecl], shard_bytes: int) -> list[list[TensorDecl]]:
+    """Group tensors (in order) into shards of about `shard_bytes`, never splitting a layer's scale from its weight."""
+    shards: list[list[TensorDecl]] = [[]]
+    size = 0
+    for d in decls:
+        if shards[-1] and size + d.nbytes > shard_bytes and not d.name.endswith("_scale_inv"):
+            shards.append([])
+            size = 0
+        shards[-1].append(d)
+        size += d.nbytes
+    return shards
+
+
+def write_synthetic(out: str | Path, preset: str = "tiny", seed: int = 0) -> dict[str, Any]:
+    """Write a synthetic block-FP8 checkpoint to `out`. Deterministic for (preset, seed). Returns a summary."""
+    if preset not in PRESETS:
+        raise UsageError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+    p = PRESETS[preset]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tok_json, tok_cfg, n_ids = build_tokenizer()
+    vocab_size = n_ids + (-n_ids % 64) + 64  # padded with unused ids, as V3's 129280 > its 128815 + added tokens
+    config = make_config(p, vocab_size)
+    spec = spec_for(config)
+    hidden = config["hidden_size"]
+
+    decls: list[TensorDecl] = []
+    for t in spec:
+        dtype = "F8_E4M3" if t.fp8 else ("F32" if t.role is Role.ROUTER_BIAS else "BF16")
+        decls.append(TensorDecl(t.name, dtype, t.shape))
+        if t.fp8:
+            decls.append(TensorDecl(t.scale_name, "F32", (math.ceil(t.shape[0] / 128), math.ceil(t.shape[1] / 128))))
+    # HF writes the MTP layer into the last shard(s); our canonical spec order already puts it last.
+    shards = plan_shards(decls, p.shard_bytes)
+    n = len(shards)
+    names = [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+    by_name = spec.by_name
+    cache: dict[str, torch.Tensor] = {}
+
+    def produce(d: TensorDecl) -> torch.Tensor:
+        if d.name in cache:
+            return cache.pop(d.name)
+        t = by_name[d.name]
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + _stable_hash(d.name))
+        v = _values(t, gen, hidden)
+        if t.fp8:
+            q, s = quantize_fp8_block(v)
+            cache[t.scale_name] = s
+            return q
+        return v.to(torch.float32 if d.dtype == "F32" else torch.bfloat16)
+
+    weight_map: dict[str, str] = {}
+    for name, group in zip(names, shards):
+        write_shard(out / name, group, produce, metadata={"format": "pt"})
+        weight_map.update({d.name: name for d in group})
+    total = sum(d.nbytes for d in decls)
+    write_json_atomic(out / "model.safetensors.index.json", {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))})
+    write_json_atomic(out / "config.json", config)
+    write_json_atomic(out / "generation_config.json", {"_from_model_config": True, "bos_token_id": 0, "eos_token_id": 1, "do_sample": True, "temperature": 0.6, "top_p": 0.95})
+    with atomic_open(out / "tokenizer.json", "w") as f:
+        json.dump(tok_json, f, ensure_ascii=False, indent=2)
+    write_json_atomic(out / "tokenizer_config.json", tok_cfg)
+    return {"path": str(out), "preset": preset, "seed": seed, "shards": n, "tensors": len(decls), "bytes": total,
+            "params": spec.params()}
+
+
+def _stable_hash(s: str) -> int:
+    """A process-independent hash (Python's hash() is salted)."""
+    h = 1469598103934665603
+    for b in s.encode():
+        h = ((h ^ b) * 1099511628211) & 0xFFFFFFFF
+    return h
