@@ -1,0 +1,53 @@
+"""Triton kernels behind the codec registry (device kind "cuda").
+
+Triton is optional: this package imports without it, and then registers nothing, so
+`get_codec(name, "cuda")` falls back to the torch reference. Kernel modules are imported on
+first call, which keeps `import quant` cheap and lets tests set TRITON_INTERPRET=1 first.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import Any, Callable
+
+from ..registry import register_codec
+
+# codec name -> (kernel module in this package, function). Same signature as the torch reference.
+KERNELS: dict[str, tuple[str, str]] = {
+    "fp8_block_dequant_f32": ("fp8", "dequant_fp8_block_f32"),
+    "fp8_block_dequant_bf16": ("fp8", "dequant_fp8_block_bf16"),
+    "mxfp4_dequant_f32": ("mxfp4", "dequant_mxfp4_f32"),
+    "mxfp4_dequant_bf16": ("mxfp4", "dequant_mxfp4_bf16"),
+}
+
+
+def triton_installed() -> bool:
+    """True when the `triton` package can be imported (without importing it)."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def kernel(codec: str) -> Callable[..., Any]:
+    """The Triton implementation of `codec`, importing its module now."""
+    module, fn = KERNELS[codec]
+    return getattr(importlib.import_module(f"{__name__}.{module}"), fn)
+
+
+def _lazy(codec: str) -> Callable[..., Any]:
+    def run(*args: Any, **kwargs: Any) -> Any:
+        return kernel(codec)(*args, **kwargs)
+
+    run.__name__ = f"triton_{codec}"
+    run.__doc__ = f"Triton kernel for codec {codec!r} (imported on first call)."
+    return run
+
+
+def register_all() -> list[str]:
+    """Register every kernel under device kind "cuda"; nothing when triton is missing."""
+    if not triton_installed():
+        return []
+    for codec in KERNELS:
+        register_codec(codec, "cuda")(_lazy(codec))
+    return sorted(KERNELS)
+
+
+REGISTERED = register_all()
