@@ -3,3 +3,4 @@ from .registry import get_codec, register_codec, CODECS  # noqa: F401
 from . import fp8  # noqa: F401  (registers)
 from . import mxfp4  # noqa: F401  (registers)
 from . import triton as _triton_kernels  # noqa: F401  (registers "cuda" kernels when triton is installed)
+from . import int4  # noqa: F401  (registers)

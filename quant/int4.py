@@ -1,0 +1,317 @@
+"""INT4 weight-only group quantization (W4A16) and the three on-disk packings engines read.
+
+Quantization (torch reference, CPU, deterministic):
+
+* Groups are `group_size` consecutive elements along the input (last) dimension of a `[out, in]`
+  weight, computed from exact fp32 values (e.g. FP8 * scale_inv in fp32, never rounded to BF16 first).
+* Symmetric: ``scale = S(absmax / 7.5)``, levels ``q = clamp(rne(x / scale), -8, 7)``, no zero point
+  (GPTQ's and compressed-tensors' convention: 16 levels, ``-absmax`` maps to -7.5 -> -8,
+  ``+absmax`` to 7.5 -> 8 -> clipped to 7).
+* Asymmetric: ``lo = min(min(x), 0)``, ``hi = max(max(x), 0)``, ``scale = S((hi - lo) / 15)``,
+  unsigned zero point ``zu = clamp(rne(-lo / scale), 0, 15)``, ``q = clamp(rne(x / scale) + zu - 8, -8, 7)``,
+  signed zero point ``z = zu - 8``.
+* ``S`` rounds the fp32 quotient to the stored scale dtype (BF16 for compressed-tensors, FP16 for
+  GPTQ/AWQ) with round-to-nearest-even; levels are computed against that *stored* scale (upcast to
+  fp32), so dequantization ``(q - z) * scale`` reproduces exactly what the file implies.
+  ``rne`` is round half to even (``torch.round``). All divisions are IEEE fp32.
+* A scale that rounds to 0 (an all-zero group, or a group so small its scale underflows) is replaced by
+  the smallest normal number of the scale dtype; its levels are then 0 or tiny, and stay exact.
+* A scale that overflows the stored dtype (FP16 max is 65504, i.e. a group absmax above ~491k) raises
+  `ScaleOverflowError`: clipping it would silently corrupt the weights. Real DeepSeek weights are far
+  below this; the FP16 overflow known on DeepSeek layer 60 is in *activations* of fp16 kernels, which
+  the weight scales cannot fix (keep those layers out with an ignore pattern, or run in bf16).
+
+Dequantization: ``dtype((q - z) * scale)`` computed in fp32, rounded once to the scale dtype, which
+is bit-identical to compressed-tensors' own dequantizer (``(q - z)`` is exact in BF16/FP16 and the
+product of a 5-bit integer and a BF16/FP16 scale is exact in fp32).
+
+Packings (unsigned nibble ``u = q + 8``, least significant nibble first):
+
+* compressed-tensors ``pack-quantized``: ``weight_packed`` int32 ``[out, ceil(in/8)]``, nibble j of word c
+  is column ``8c + j``; ``weight_zero_point`` (asym) packed the same way along dim 0:
+  int32 ``[ceil(out/8), in/g]``; ``weight_scale`` ``[out, in/g]``; ``weight_shape`` int64 ``[out, in]``.
+* GPTQ (v1, ``desc_act: false``): ``qweight`` int32 ``[in/8, out]`` packed along the input dim,
+  ``qzeros`` int32 ``[in/g, out/8]`` storing ``zu - 1`` (v1 off-by-one), ``scales`` fp16 ``[in/g, out]``,
+  ``g_idx`` int32 ``[in]`` = k // g. Symmetric only (``zu = 8`` -> stored 7, ``0x77777777``): v1 cannot
+  store ``zu = 0`` and vLLM's Marlin GPTQ kernels require ``sym``.
+* AWQ GEMM: ``qweight`` int32 ``[in, out/8]`` packed along the output dim with nibble p holding
+  column ``8c + AWQ_ORDER[p]``; ``qzeros`` int32 ``[in/g, out/8]`` same interleave, no offset;
+  ``scales`` fp16 ``[in/g, out]``. Symmetric input is written with ``zu = 8``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .fp8 import expand_scale
+from .registry import register_codec
+
+BITS = 4
+PACK_FACTOR = 32 // BITS  # nibbles per int32 word
+QMIN, QMAX = -8, 7  # signed levels
+UMAX = 15  # unsigned levels 0..15
+SYM_DIVISOR = 7.5  # absmax / 7.5: 16 levels spanning [-absmax, absmax] (GPTQ / compressed-tensors)
+ASYM_DIVISOR = 15.0
+AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)  # nibble p of an AWQ word holds column 8c + AWQ_ORDER[p]
+ROW_CHUNK = 256  # rows quantized per step: bounds the fp32 temporaries
+GROUP_SIZES = (32, 64, 128)  # the sizes the engines' Marlin / WNA16 kernels support
+
+NIBBLE_SHIFTS = torch.arange(PACK_FACTOR, dtype=torch.int64) * BITS
+
+
+class Int4Error(ValueError):
+    """A weight cannot be quantized or packed as asked (shape, range or format)."""
+
+
+class ScaleOverflowError(Int4Error):
+    """A group's scale is not finite in the stored scale dtype."""
+
+
+@dataclass(frozen=True)
+class Int4Scheme:
+    """How to quantize: group size along the input dim, symmetric or not, stored scale dtype."""
+
+    group_size: int = 128
+    symmetric: bool = True
+    scale_dtype: torch.dtype = torch.bfloat16
+
+
+@dataclass
+class Int4Tensor:
+    """A group-quantized `[out, in]` weight: signed levels, stored scales, signed zero points (asym)."""
+
+    q: torch.Tensor  # int8 [out, in], values in [-8, 7]
+    scale: torch.Tensor  # scale_dtype [out, in // group]
+    zero: torch.Tensor | None  # int8 [out, in // group], values in [-8, 7]; None when symmetric
+    group_size: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.q.shape)  # type: ignore[return-value]
+
+    @property
+    def symmetric(self) -> bool:
+        return self.zero is None
+
+
+# ------------------------------------------------------------------ quantization
+def check_groupable(shape: tuple[int, ...], group_size: int) -> None:
+    """Raise `Int4Error` unless `shape` is a 2-D weight whose input dim splits into whole groups."""
+    if len(shape) != 2:
+        raise Int4Error(f"INT4 group quantization needs a 2-D [out, in] weight, got shape {list(shape)}")
+    if group_size <= 0 or shape[1] % group_size:
+        raise Int4Error(f"input dim {shape[1]} is not a multiple of group size {group_size}")
+
+
+def rne_to_dtype_f32(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`x` (fp32) rounded to `dtype` with round-to-nearest-even, returned as fp32 again."""
+    return x.to(dtype).to(torch.float32)
+
+
+def stored_scale(raw: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """fp32 raw scales -> the fp32 value of the stored scale (RNE to `dtype`, underflow -> tiny, overflow -> error)."""
+    s = rne_to_dtype_f32(raw, dtype)
+    if not bool(torch.isfinite(s).all()):
+        worst = float(raw[~torch.isfinite(s)].max())
+        raise ScaleOverflowError(
+            f"group scale {worst:.6g} overflows {str(dtype).removeprefix('torch.')} "
+            f"(max {torch.finfo(dtype).max:.6g}); the weight values are out of range for this format"
+        )
+    return torch.where(s > 0, s, torch.full_like(s, torch.finfo(dtype).tiny))
+
+
+def quantize_rows(w: torch.Tensor, scheme: Int4Scheme) -> Int4Tensor:
+    """Group-quantize fp32 rows `w` [r, in] (one step of `quantize_int4`)."""
+    rows, cols = w.shape
+    g = scheme.group_size
+    x = w.to(torch.float32).reshape(rows, cols // g, g)
+    if scheme.symmetric:
+        raw = x.abs().amax(dim=-1) / SYM_DIVISOR
+        s = stored_scale(raw, scheme.scale_dtype)
+        q = torch.round(x / s.unsqueeze(-1)).clamp_(QMIN, QMAX)
+        zero = None
+    else:
+        lo = x.amin(dim=-1).clamp(max=0.0)
+        hi = x.amax(dim=-1).clamp(min=0.0)
+        s = stored_scale((hi - lo) / ASYM_DIVISOR, scheme.scale_dtype)
+        zu = torch.round(-lo / s).clamp_(0, UMAX)
+        q = (torch.round(x / s.unsqueeze(-1)) + (zu - 8).unsqueeze(-1)).clamp_(QMIN, QMAX)
+        zero = (zu - 8).to(torch.int8)
+    return Int4Tensor(q.reshape(rows, cols).to(torch.int8), s.to(scheme.scale_dtype), zero, g)
+
+
+def cat_rows(parts: list[Int4Tensor]) -> Int4Tensor:
+    """Concatenate row chunks of one quantized weight."""
+    zero = None if parts[0].zero is None else torch.cat([p.zero for p in parts])  # type: ignore[misc]
+    return Int4Tensor(torch.cat([p.q for p in parts]), torch.cat([p.scale for p in parts]), zero, parts[0].group_size)
+
+
+@register_codec("int4_quantize", "cpu")
+def quantize_int4(w: torch.Tensor, scheme: Int4Scheme) -> Int4Tensor:
+    """Group-quantize a float `[out, in]` weight (values taken exactly, upcast to fp32), a few rows at a time."""
+    check_groupable(tuple(w.shape), scheme.group_size)
+    parts = [quantize_rows(w[r : r + ROW_CHUNK], scheme) for r in range(0, w.shape[0], ROW_CHUNK)]
+    return cat_rows(parts)
+
+
+@register_codec("int4_quantize_fp8", "cpu")
+def quantize_int4_fp8(
+    weight: torch.Tensor, scale_inv: torch.Tensor, scheme: Int4Scheme, block: tuple[int, int] = (128, 128)
+) -> Int4Tensor:
+    """Fused block-FP8 dequant -> group quantize: fp32(w) * fp32(scale_inv) per block, never materialising
+    more than `ROW_CHUNK` fp32 rows. Same result as `quantize_int4(dequant_fp8_block_f32(w, s))`."""
+    check_groupable(tuple(weight.shape), scheme.group_size)
+    br, bc = block
+    rows, cols = weight.shape
+    s = scale_inv.to(torch.float32)
+    step = max(br, ROW_CHUNK // br * br)
+    parts = []
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
+        srow = s[r0 // br : (r1 + br - 1) // br]
+        sfull = expand_scale(srow, bc, cols).repeat_interleave(br, dim=0)[: r1 - r0]
+        parts.append(quantize_rows(weight[r0:r1].to(torch.float32) * sfull, scheme))
+    return cat_rows(parts)
+
+
+@register_codec("int4_dequantize", "cpu")
+def dequantize_int4(t: Int4Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """`(q - z) * scale` per group in fp32, rounded once to `dtype` (default: the scale dtype)."""
+    rows, cols = t.shape
+    g = t.group_size
+    q = t.q.to(torch.float32).reshape(rows, cols // g, g)
+    if t.zero is not None:
+        q = q - t.zero.to(torch.float32).unsqueeze(-1)
+    out = q * t.scale.to(torch.float32).unsqueeze(-1)
+    return out.reshape(rows, cols).to(dtype or t.scale.dtype)
+
+
+# ------------------------------------------------------------------ nibble packing
+def to_int32(words: torch.Tensor) -> torch.Tensor:
+    """uint32 values held in int64 -> the same 32 bits as int32 (two's complement)."""
+    return torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)
+
+
+def pack_nibbles_last(u: torch.Tensor, order: tuple[int, ...] | None = None) -> torch.Tensor:
+    """Pack unsigned nibbles along the last dim, 8 per int32, least significant first; zero-pad to a
+    multiple of 8. With `order`, nibble p of each word holds element `order[p]` of its 8."""
+    rows, cols = u.shape
+    pad = (-cols) % PACK_FACTOR
+    v = torch.nn.functional.pad(u.to(torch.int64), (0, pad)).reshape(rows, -1, PACK_FACTOR)
+    if order is not None:
+        v = v[..., list(order)]
+    return to_int32((v << NIBBLE_SHIFTS).sum(dim=-1))
+
+
+def unpack_nibbles_last(words: torch.Tensor, cols: int, order: tuple[int, ...] | None = None) -> torch.Tensor:
+    """Inverse of `pack_nibbles_last`: int32 words [r, w] -> unsigned nibbles int8 [r, cols]."""
+    v = (words.to(torch.int64).unsqueeze(-1) >> NIBBLE_SHIFTS) & 0xF
+    if order is not None:
+        v = v[..., [order.index(j) for j in range(PACK_FACTOR)]]
+    return v.reshape(words.shape[0], -1)[:, :cols].to(torch.int8)
+
+
+def require_multiple(what: str, n: int, k: int, fmt: str) -> None:
+    if n % k:
+        raise Int4Error(f"{fmt} needs the {what} ({n}) to be a multiple of {k}")
+
+
+def require_fp16_scales(t: Int4Tensor, fmt: str) -> None:
+    """GPTQ/AWQ store FP16 scales: quantize with `scale_dtype=torch.float16` so levels match them."""
+    if t.scale.dtype != torch.float16:
+        raise Int4Error(f"{fmt} stores float16 scales; quantize with scale_dtype=float16 (got {t.scale.dtype})")
+
+
+# ------------------------------------------------------------------ formats
+@register_codec("int4_pack_compressed_tensors", "cpu")
+def pack_compressed_tensors(t: Int4Tensor) -> dict[str, torch.Tensor]:
+    """compressed-tensors `pack-quantized` tensors (suffixes after the module prefix)."""
+    out = {
+        "weight_packed": pack_nibbles_last(t.q.to(torch.int64) + 8),
+        "weight_scale": t.scale.contiguous(),
+        "weight_shape": torch.tensor(t.shape, dtype=torch.int64),
+    }
+    if t.zero is not None:
+        out["weight_zero_point"] = pack_nibbles_last(t.zero.to(torch.int64).T + 8).T.contiguous()
+    return out
+
+
+@register_codec("int4_pack_gptq", "cpu")
+def pack_gptq(t: Int4Tensor) -> dict[str, torch.Tensor]:
+    """GPTQ v1 tensors (`desc_act: false`, symmetric): qweight [in/8, out], qzeros [in/g, out/8], scales, g_idx."""
+    rows, cols = t.shape
+    require_fp16_scales(t, "gptq")
+    if t.zero is not None:
+        raise Int4Error("gptq output is symmetric only (v1 zeros cannot hold 0; Marlin GPTQ kernels need sym)")
+    require_multiple("input dim", cols, PACK_FACTOR, "gptq")
+    require_multiple("output dim", rows, PACK_FACTOR, "gptq")
+    ngroups = t.scale.shape[1]
+    stored_zeros = torch.full((ngroups, rows), 8 - 1, dtype=torch.int64)  # v1 stores zu - 1
+    return {
+        # packing along the input dim is the compressed-tensors word layout, transposed
+        "qweight": pack_nibbles_last(t.q.to(torch.int64) + 8).T.contiguous(),
+        "qzeros": pack_nibbles_last(stored_zeros),
+        "scales": t.scale.T.contiguous(),
+        "g_idx": (torch.arange(cols, dtype=torch.int32) // t.group_size),
+    }
+
+
+@register_codec("int4_pack_awq", "cpu")
+def pack_awq(t: Int4Tensor) -> dict[str, torch.Tensor]:
+    """AWQ GEMM tensors: qweight [in, out/8] (interleaved), qzeros [in/g, out/8], scales fp16 [in/g, out]."""
+    rows, _ = t.shape
+    require_fp16_scales(t, "awq")
+    require_multiple("output dim", rows, PACK_FACTOR, "awq")
+    zu = torch.full(t.scale.shape, 8, dtype=torch.int64) if t.zero is None else t.zero.to(torch.int64) + 8
+    return {
+        "qweight": pack_nibbles_last((t.q.to(torch.int64) + 8).T.contiguous(), AWQ_ORDER),
+        "qzeros": pack_nibbles_last(zu.T.contiguous(), AWQ_ORDER),
+        "scales": t.scale.T.contiguous(),
+    }
+
+
+@register_codec("int4_unpack_compressed_tensors", "cpu")
+def unpack_compressed_tensors(tensors: dict[str, torch.Tensor], group_size: int) -> Int4Tensor:
+    """Read back our (or anyone's) `pack-quantized` tensors into levels, scales and zero points."""
+    rows, cols = (int(v) for v in tensors["weight_shape"].tolist())
+    q = unpack_nibbles_last(tensors["weight_packed"], cols).to(torch.int16) - 8
+    zero = None
+    if "weight_zero_point" in tensors:
+        zero = (unpack_nibbles_last(tensors["weight_zero_point"].T.contiguous(), rows).T.to(torch.int16) - 8).to(torch.int8)
+    return Int4Tensor(q.to(torch.int8), tensors["weight_scale"], None if zero is None else zero.contiguous(), group_size)
+
+
+@dataclass(frozen=True)
+class Int4Format:
+    """What an on-disk INT4 format stores: its packer, scale dtype, and whether it can hold zero points."""
+
+    name: str
+    pack: Callable[[Int4Tensor], dict[str, torch.Tensor]]
+    scale_dtype: torch.dtype
+    asymmetric: bool  # can the format store asymmetric (zero-point) quantization
+    suffixes: tuple[str, ...]  # tensors written per quantized module (asym adds zero points where listed)
+
+
+FORMATS: dict[str, Int4Format] = {
+    f.name: f
+    for f in (
+        Int4Format("compressed-tensors", pack_compressed_tensors, torch.bfloat16, True, ("weight_packed", "weight_scale", "weight_shape")),
+        Int4Format("gptq", pack_gptq, torch.float16, False, ("qweight", "qzeros", "scales", "g_idx")),
+        Int4Format("awq", pack_awq, torch.float16, True, ("qweight", "qzeros", "scales")),
+    )
+}
+
+
+def scheme_for(fmt: str, group_size: int = 128, symmetric: bool = True) -> Int4Scheme:
+    """The quantization scheme that writes `fmt` exactly (its scale dtype); rejects what it cannot store."""
+    try:
+        f = FORMATS[fmt]
+    except KeyError:
+        raise Int4Error(f"unknown INT4 format {fmt!r}; known: {', '.join(FORMATS)}") from None
+    if not symmetric and not f.asymmetric:
+        raise Int4Error(f"{fmt} output is symmetric only; use --format compressed-tensors or awq for --asymmetric")
+    if group_size <= 0 or group_size % PACK_FACTOR:
+        raise Int4Error(f"group size {group_size} must be a positive multiple of {PACK_FACTOR}")
+    return Int4Scheme(group_size=group_size, symmetric=symmetric, scale_dtype=f.scale_dtype)
