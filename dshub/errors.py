@@ -75,3 +75,41 @@ class DeviceError(DshubError, RuntimeError):
 
 class HubError(DshubError, RuntimeError):
     """A hub request or download failed."""
+
+
+# ---- hub / download (issue 3) ----
+class RepoNotFound(HubError, LookupError):
+    """The repository does not exist (or is private and no valid token was sent)."""
+
+
+class GatedRepo(HubError, PermissionError):
+    """The repository is gated or the token was refused."""
+
+
+class RevisionNotFound(HubError, LookupError):
+    """The branch, tag or commit does not exist in the repository."""
+
+
+class RemoteFileMissing(HubError, LookupError):
+    """A file listed for download is missing on the hub."""
+
+
+class HubUnreachable(HubError, ConnectionError):
+    """The hub cannot be reached (network down, or HF_HUB_OFFLINE set with files still missing)."""
+
+
+class SourceUnavailable(HubError):
+    """The requested source needs an optional package that is not installed."""
+
+
+class HashMismatch(CheckpointError):
+    """A file's sha256 (or git blob sha1) differs from what the hub or the download manifest records."""
+
+    def __init__(self, message: str, *, path: str, expected: str, actual: str):
+        super().__init__(message, path=path)
+        self.expected = expected
+        self.actual = actual
+
+
+class GGUFError(CheckpointError):
+    """A GGUF file or split set is malformed, incomplete or disagrees with its architecture."""

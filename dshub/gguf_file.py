@@ -1,0 +1,350 @@
+"""GGUF v3 files: a streaming writer (plan first, then header, KV, tensor infos, data) and a header reader.
+
+The writer takes each tensor's bytes as a stream of chunks, so a stacked expert tensor can be produced expert by
+expert. Split sets follow llama.cpp (`<stem>-00001-of-0000N.gguf`; every file is a complete GGUF carrying
+`split.no`, `split.count` and `split.tensors.count`; all other metadata lives in the first file).
+"""
+from __future__ import annotations
+
+import hashlib
+import mmap
+import re
+import struct
+from dataclasses import dataclass, field
+from enum import IntEnum
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from quant.gguf.types import GGML_TYPES, GGML_TYPES_BY_CODE
+
+from .errors import GGUFError
+from .fsutil import atomic_open
+
+GGUF_MAGIC = b"GGUF"
+GGUF_VERSION = 3
+DEFAULT_ALIGNMENT = 32
+MAX_DIMS = 4
+MAX_NAME_BYTES = 63  # GGML_MAX_NAME - 1
+SPLIT_NO, SPLIT_COUNT, SPLIT_TENSORS = "split.no", "split.count", "split.tensors.count"
+SPLIT_RE = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
+
+
+class VT(IntEnum):
+    """GGUF metadata value types."""
+
+    UINT8 = 0
+    INT8 = 1
+    UINT16 = 2
+    INT16 = 3
+    UINT32 = 4
+    INT32 = 5
+    FLOAT32 = 6
+    BOOL = 7
+    STRING = 8
+    ARRAY = 9
+    UINT64 = 10
+    INT64 = 11
+    FLOAT64 = 12
+
+
+SCALAR_FORMAT: dict[VT, str] = {
+    VT.UINT8: "B", VT.INT8: "b", VT.UINT16: "H", VT.INT16: "h", VT.UINT32: "I", VT.INT32: "i",
+    VT.FLOAT32: "f", VT.BOOL: "?", VT.UINT64: "Q", VT.INT64: "q", VT.FLOAT64: "d",
+}
+
+
+@dataclass(frozen=True)
+class KV:
+    """One metadata entry. Arrays give their element type in `sub`."""
+
+    key: str
+    vtype: VT
+    value: Any
+    sub: VT | None = None
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """A tensor as GGUF declares it. `shape` is numpy order (slowest axis first); GGUF stores it reversed as `ne`."""
+
+    name: str
+    shape: tuple[int, ...]
+    ggml_type: str
+    offset: int = 0  # relative to the data section (reader only)
+
+    @property
+    def ne(self) -> tuple[int, ...]:
+        return tuple(reversed(self.shape))
+
+    @property
+    def nbytes(self) -> int:
+        return GGML_TYPES[self.ggml_type].nbytes(self.shape)
+
+
+def pad(n: int, align: int) -> int:
+    return (n + align - 1) // align * align
+
+
+# ---------------------------------------------------------------- encoding
+def _string(s: str) -> bytes:
+    raw = s.encode("utf-8")
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def _value(vtype: VT, value: Any, sub: VT | None) -> bytes:
+    if vtype is VT.STRING:
+        return _string(value)
+    if vtype is VT.ARRAY:
+        if sub is None or sub is VT.ARRAY:
+            raise ValueError("array metadata needs a scalar or string element type")
+        head = struct.pack("<IQ", sub, len(value))
+        if sub is VT.STRING:
+            return head + b"".join(_string(v) for v in value)
+        return head + struct.pack(f"<{len(value)}{SCALAR_FORMAT[sub]}", *value)
+    return struct.pack("<" + SCALAR_FORMAT[vtype], value)
+
+
+def encode_kv(kv: KV) -> bytes:
+    return _string(kv.key) + struct.pack("<I", kv.vtype) + _value(kv.vtype, kv.value, kv.sub)
+
+
+def encode_preamble(kvs: list[KV], tensors: list[TensorInfo], alignment: int = DEFAULT_ALIGNMENT) -> bytes:
+    """Header, KV entries and tensor infos, zero-padded to where the data section starts."""
+    keys = [kv.key for kv in kvs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"duplicate metadata keys: {sorted({k for k in keys if keys.count(k) > 1})}")
+    out = bytearray(GGUF_MAGIC + struct.pack("<IQQ", GGUF_VERSION, len(tensors), len(kvs)))
+    for kv in kvs:
+        out += encode_kv(kv)
+    offset = 0
+    for t in tensors:
+        if len(t.name.encode()) > MAX_NAME_BYTES:
+            raise ValueError(f"tensor name {t.name!r} is longer than {MAX_NAME_BYTES} bytes")
+        if not 1 <= len(t.shape) <= MAX_DIMS:
+            raise ValueError(f"tensor {t.name}: {len(t.shape)} dimensions (1..{MAX_DIMS} allowed)")
+        out += _string(t.name) + struct.pack(f"<I{len(t.shape)}QIQ", len(t.shape), *t.ne, GGML_TYPES[t.ggml_type].code, offset)
+        offset += pad(t.nbytes, alignment)
+    out += b"\0" * (pad(len(out), alignment) - len(out))
+    return bytes(out)
+
+
+def file_size(kvs: list[KV], tensors: list[TensorInfo], alignment: int = DEFAULT_ALIGNMENT) -> int:
+    """Exact size of the file `write_gguf` produces (the last tensor is padded too)."""
+    return len(encode_preamble(kvs, tensors, alignment)) + sum(pad(t.nbytes, alignment) for t in tensors)
+
+
+# ---------------------------------------------------------------- splitting
+def split_names(stem: str, count: int) -> list[str]:
+    """llama.cpp's file names for a set of `count` files (a single file is just `<stem>.gguf`)."""
+    if count == 1:
+        return [f"{stem}.gguf"]
+    return [f"{stem}-{i + 1:05d}-of-{count:05d}.gguf" for i in range(count)]
+
+
+def split_tensors(tensors: list[TensorInfo], max_bytes: int = 0, max_tensors: int = 0) -> list[list[TensorInfo]]:
+    """Group tensors in order the way llama.cpp does: a new file when the next tensor would exceed a limit."""
+    groups: list[list[TensorInfo]] = [[]]
+    size = 0
+    for t in tensors:
+        cur = groups[-1]
+        if cur and ((max_tensors and len(cur) >= max_tensors) or (max_bytes and size + t.nbytes > max_bytes)):
+            groups.append([])
+            size = 0
+        groups[-1].append(t)
+        size += t.nbytes
+    return groups
+
+
+def split_kvs(kvs: list[KV], index: int, count: int, n_tensors: int) -> list[KV]:
+    """The metadata of file `index` in a set: everything in the first file, split keys only in the others."""
+    if count == 1:
+        return list(kvs)
+    keys = [KV(SPLIT_NO, VT.UINT16, index), KV(SPLIT_COUNT, VT.UINT16, count), KV(SPLIT_TENSORS, VT.INT32, n_tensors)]
+    return (list(kvs) if index == 0 else []) + keys
+
+
+# ---------------------------------------------------------------- writing
+Chunks = Iterable[Any]  # bytes-like objects (bytes, memoryview, numpy/torch uint8 buffers)
+
+
+@dataclass
+class WriteResult:
+    path: Path
+    size: int
+    sha256: str
+
+
+def write_gguf(
+    path: Path,
+    kvs: list[KV],
+    tensors: list[TensorInfo],
+    produce: Callable[[TensorInfo], Chunks],
+    alignment: int = DEFAULT_ALIGNMENT,
+    on_tensor: Callable[[TensorInfo], None] | None = None,
+) -> WriteResult:
+    """Write one GGUF file atomically. `produce(t)` yields the tensor's bytes in order; their total must be `t.nbytes`."""
+    digest = hashlib.sha256()
+    size = 0
+    with atomic_open(path) as f:
+
+        def put(b: Any) -> None:
+            nonlocal size
+            mv = memoryview(b).cast("B")
+            f.write(mv)
+            digest.update(mv)
+            size += len(mv)
+
+        put(encode_preamble(kvs, tensors, alignment))
+        for t in tensors:
+            start = size
+            for chunk in produce(t):
+                put(chunk)
+            if size - start != t.nbytes:
+                raise GGUFError(f"{path.name}: tensor {t.name}: {size - start} bytes produced, {t.nbytes} declared",
+                                path=str(path), tensor=t.name)
+            put(b"\0" * (pad(t.nbytes, alignment) - t.nbytes))
+            if on_tensor:
+                on_tensor(t)
+    return WriteResult(path, size, digest.hexdigest())
+
+
+# ---------------------------------------------------------------- reading
+@dataclass
+class GGUFHeader:
+    """What a GGUF file declares, read without touching tensor data."""
+
+    path: Path
+    version: int
+    kv: dict[str, Any]
+    kv_types: dict[str, VT]
+    tensors: list[TensorInfo]
+    alignment: int
+    data_offset: int
+    file_size: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def split(self) -> tuple[int, int, int] | None:
+        """(split.no, split.count, split.tensors.count), or None for a single file."""
+        if SPLIT_COUNT not in self.kv:
+            return None
+        return int(self.kv.get(SPLIT_NO, 0)), int(self.kv[SPLIT_COUNT]), int(self.kv.get(SPLIT_TENSORS, len(self.tensors)))
+
+    def tensor_data(self, t: TensorInfo) -> tuple[int, int]:
+        """Absolute (start, end) byte range of a tensor's data."""
+        start = self.data_offset + t.offset
+        return start, start + t.nbytes
+
+
+class _Cursor:
+    def __init__(self, buf: Any, path: Path):
+        self.buf, self.pos, self.path = buf, 0, path
+
+    def take(self, n: int, what: str) -> bytes:
+        if n < 0 or self.pos + n > len(self.buf):
+            raise GGUFError(f"{self.path.name}: truncated while reading {what} at byte {self.pos}", path=str(self.path))
+        b = self.buf[self.pos:self.pos + n]
+        self.pos += n
+        return b
+
+    def unpack(self, fmt: str, what: str) -> Any:
+        vals = struct.unpack("<" + fmt, self.take(struct.calcsize("<" + fmt), what))
+        return vals[0] if len(vals) == 1 else vals
+
+    def string(self, what: str) -> str:
+        n = self.unpack("Q", what)
+        try:
+            return bytes(self.take(n, what)).decode("utf-8")
+        except UnicodeDecodeError:
+            raise GGUFError(f"{self.path.name}: {what} is not valid UTF-8", path=str(self.path)) from None
+
+    def value(self, vtype: int, what: str) -> Any:
+        if vtype == VT.STRING:
+            return self.string(what)
+        if vtype == VT.ARRAY:
+            sub, n = self.unpack("IQ", what)
+            if sub == VT.ARRAY or sub not in VT._value2member_map_:
+                raise GGUFError(f"{self.path.name}: {what}: bad array element type {sub}", path=str(self.path))
+            if sub == VT.STRING:
+                return [self.string(what) for _ in range(n)]
+            fmt = SCALAR_FORMAT[VT(sub)]
+            if n * struct.calcsize(fmt) > len(self.buf) - self.pos:
+                raise GGUFError(f"{self.path.name}: truncated while reading {what}", path=str(self.path))
+            return list(struct.unpack(f"<{n}{fmt}", self.take(n * struct.calcsize(fmt), what)))
+        if vtype not in VT._value2member_map_:
+            raise GGUFError(f"{self.path.name}: {what}: unknown value type {vtype}", path=str(self.path))
+        return self.unpack(SCALAR_FORMAT[VT(vtype)], what)
+
+
+def read_gguf_header(path: str | Path) -> GGUFHeader:
+    """Parse and validate a GGUF file's header, metadata and tensor infos (data is not read)."""
+    path = Path(path)
+    with open(path, "rb") as fh:
+        size = path.stat().st_size
+        if size < 24:
+            raise GGUFError(f"{path.name}: {size} bytes, too short for a GGUF header", path=str(path))
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            return _parse(_Cursor(buf, path), size)
+
+
+def _parse(c: _Cursor, size: int) -> GGUFHeader:
+    path = c.path
+    if bytes(c.take(4, "magic")) != GGUF_MAGIC:
+        raise GGUFError(f"{path.name}: not a GGUF file (bad magic)", path=str(path))
+    version, n_tensors, n_kv = c.unpack("IQQ", "header")
+    if version != GGUF_VERSION:
+        raise GGUFError(f"{path.name}: GGUF version {version}, only {GGUF_VERSION} is supported", path=str(path))
+    if n_tensors > size or n_kv > size:
+        raise GGUFError(f"{path.name}: header claims {n_tensors} tensors and {n_kv} keys, impossible for {size} bytes", path=str(path))
+    kv: dict[str, Any] = {}
+    kv_types: dict[str, VT] = {}
+    for i in range(n_kv):
+        key = c.string(f"metadata key {i}")
+        vtype = c.unpack("I", f"type of {key}")
+        if key in kv:
+            raise GGUFError(f"{path.name}: duplicate metadata key {key}", path=str(path))
+        kv[key] = c.value(vtype, key)
+        kv_types[key] = VT(vtype)
+    alignment = int(kv.get("general.alignment", DEFAULT_ALIGNMENT))
+    if alignment <= 0 or alignment & (alignment - 1):
+        raise GGUFError(f"{path.name}: general.alignment {alignment} is not a power of two", path=str(path))
+    tensors: list[TensorInfo] = []
+    for i in range(n_tensors):
+        name = c.string(f"tensor info {i}")
+        n_dims = c.unpack("I", f"tensor {name}")
+        if not 1 <= n_dims <= MAX_DIMS:
+            raise GGUFError(f"{path.name}: tensor {name}: {n_dims} dimensions", path=str(path), tensor=name)
+        ne = c.unpack(f"{n_dims}Q", f"tensor {name}")
+        ne = (ne,) if n_dims == 1 else tuple(ne)
+        code, offset = c.unpack("IQ", f"tensor {name}")
+        t = GGML_TYPES_BY_CODE.get(code)
+        if t is None:
+            raise GGUFError(f"{path.name}: tensor {name}: unknown ggml type {code}", path=str(path), tensor=name)
+        if ne[0] % t.block:
+            raise GGUFError(f"{path.name}: tensor {name}: row length {ne[0]} is not a multiple of {t.name}'s block {t.block}",
+                            path=str(path), tensor=name)
+        if offset % alignment:
+            raise GGUFError(f"{path.name}: tensor {name}: offset {offset} not aligned to {alignment}", path=str(path), tensor=name)
+        tensors.append(TensorInfo(name, tuple(reversed(ne)), t.name, offset))
+    data_offset = pad(c.pos, alignment)
+    names = [t.name for t in tensors]
+    if len(set(names)) != len(names):
+        raise GGUFError(f"{path.name}: duplicate tensor names", path=str(path))
+    end = data_offset
+    for t in sorted(tensors, key=lambda t: t.offset):
+        if data_offset + t.offset < end:
+            raise GGUFError(f"{path.name}: tensor {t.name} overlaps the previous tensor", path=str(path), tensor=t.name)
+        end = data_offset + t.offset + t.nbytes
+    if end > size:
+        raise GGUFError(f"{path.name}: tensor data ends at byte {end}, file has {size} bytes (truncated?)", path=str(path))
+    return GGUFHeader(path, version, kv, kv_types, tensors, alignment, data_offset, size)
+
+
+def split_set(first: str | Path) -> list[Path]:
+    """All files of the set `first` belongs to (by llama.cpp's naming), or just `first` for a single file."""
+    first = Path(first)
+    m = SPLIT_RE.match(first.name)
+    if not m:
+        return [first]
+    count = int(m["count"])
+    return [first.with_name(n) for n in split_names(m["prefix"], count)]
