@@ -9,10 +9,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
 import torch
-from safetensors import safe_open
 
 from .errors import CheckpointError, ConfigError, IndexError_, PickleRefused
 from .safetensors_header import ShardHeader, TensorEntry, read_header
+from .safetensors_writer import ST_TO_TORCH
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
@@ -125,10 +125,9 @@ class Checkpoint:
 
     # ---------------------------------------------------------------- data
     def read(self, name: str) -> torch.Tensor:
-        """Read one tensor (mmap; only its bytes are touched)."""
+        """Read one tensor: a positioned read of exactly its bytes (memory = the tensor, nothing more)."""
         shard = self.weight_map[name]
-        with safe_open(str(self.shard_path(shard)), framework="pt") as f:
-            return f.get_tensor(name)
+        return read_entry(self.shard_path(shard), self.entry(name))
 
     # ---------------------------------------------------------------- encoding
     @cached_property
@@ -186,3 +185,19 @@ def detect_encoding(config: dict[str, Any], census: dict[str, int]) -> Encoding:
 def scale_shape(shape: tuple[int, ...], block: tuple[int, int]) -> tuple[int, int]:
     """The `weight_scale_inv` shape for a 2-D block-FP8 weight."""
     return (math.ceil(shape[0] / block[0]), math.ceil(shape[1] / block[1]))
+
+
+def read_entry(path: Path, entry: TensorEntry) -> torch.Tensor:
+    """Read one tensor's bytes from `path` into a fresh tensor of its dtype and shape."""
+    buf = torch.empty(entry.nbytes, dtype=torch.uint8)
+    if entry.nbytes:
+        with open(path, "rb", buffering=0) as f:
+            f.seek(entry.start)
+            view = memoryview(buf.numpy())
+            got = 0
+            while got < entry.nbytes:
+                n = f.readinto(view[got:])
+                if not n:
+                    raise CheckpointError(f"{path.name}: tensor {entry.name}: file ended early", path=str(path), tensor=entry.name)
+                got += n
+    return buf.view(ST_TO_TORCH[entry.dtype]).reshape(entry.shape)

@@ -1,6 +1,7 @@
 """Streaming safetensors writer: header first (from declared dtypes/shapes), then tensors one at a time."""
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import struct
@@ -64,18 +65,26 @@ def write_shard(
     produce: Callable[[TensorDecl], torch.Tensor],
     metadata: dict[str, str] | None = None,
     on_tensor: Callable[[TensorDecl], None] | None = None,
-) -> None:
-    """Write one shard atomically, calling `produce(decl)` for each tensor in order (only one alive at a time)."""
+) -> str:
+    """Write one shard atomically, calling `produce(decl)` for each tensor in order (one alive at a time).
+
+    Returns the file's sha256, computed while writing."""
+    h = hashlib.sha256()
     with atomic_open(path) as f:
-        f.write(encode_header(decls, metadata))
+        header = encode_header(decls, metadata)
+        f.write(header)
+        h.update(header)
         for d in decls:
             t = produce(d)
             if TORCH_TO_ST.get(t.dtype) != d.dtype or tuple(t.shape) != d.shape:
                 raise ValueError(f"{path.name}: tensor {d.name}: produced {t.dtype}{list(t.shape)}, declared {d.dtype}{list(d.shape)}")
-            f.write(tensor_bytes(t))
-            del t
+            data = tensor_bytes(t)
+            f.write(data)
+            h.update(data)
+            del t, data
             if on_tensor:
                 on_tensor(d)
+    return h.hexdigest()
 
 
 def write_tensors(path: Path, tensors: Iterable[tuple[str, torch.Tensor]], metadata: dict[str, str] | None = None) -> None:

@@ -1,0 +1,84 @@
+"""Block-FP8 -> BF16: same shards and tensor order, scales consumed, `quantization_config` removed."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from dshub.arch import spec_for
+from dshub.checkpoint import Checkpoint, read_entry
+from dshub.safetensors_header import TensorEntry
+from dshub.safetensors_writer import TensorDecl, shard_size, write_shard
+from quant import get_codec
+
+from .base import Advance, ConversionOptions, ConversionPlan, Converter, OutputFile, copy_sidecars, register_converter, write_index_and_config
+
+FP8_DTYPES = ("F8_E4M3", "F8_E5M2")
+SHARD_METADATA = {"format": "pt"}
+
+
+def scale_name(weight: str) -> str:
+    return weight[: -len(".weight")] + ".weight_scale_inv"
+
+
+def mtp_tensor_names(ckpt: Checkpoint) -> set[str]:
+    return {t.name for t in spec_for(ckpt.config) if t.mtp}
+
+
+@register_converter("bf16")
+class Bf16Converter(Converter):
+    """Dequantize every block-FP8 weight to bf16 (round to nearest even); copy everything else unchanged."""
+
+    def plan(self, ckpt: Checkpoint, opts: ConversionOptions) -> ConversionPlan:
+        drop = mtp_tensor_names(ckpt) if opts.drop_mtp else set()
+        files: list[OutputFile] = []
+        n_fp8 = 0
+        for shard in ckpt.shard_names:
+            entries = ckpt.tensors_in(shard)
+            names = {e.name for e in entries}
+            decls: list[TensorDecl] = []
+            sources: list[TensorEntry] = []
+            for e in entries:
+                if e.name.endswith("_scale_inv") or e.name in drop:
+                    continue
+                is_fp8 = e.dtype in FP8_DTYPES
+                n_fp8 += is_fp8
+                decls.append(TensorDecl(e.name, "BF16" if is_fp8 else e.dtype, e.shape))
+                sources.append(e)
+            if decls:
+                files.append(OutputFile(shard, shard_size(decls, SHARD_METADATA), len(decls), (decls, sources)))
+            del names
+        return ConversionPlan("bf16", ckpt.root, opts.out, files, summary={"fp8_weights": n_fp8, "dropped_mtp_tensors": len(drop)})
+
+    def write_file(self, ckpt: Checkpoint, plan: ConversionPlan, opts: ConversionOptions, f: OutputFile, advance: Advance) -> str:
+        decls, sources = f.data
+        src = {e.name: e for e in sources}
+        path = ckpt.shard_path(f.name)
+        block = ckpt.encoding.block or (128, 128)
+        dequant = get_codec("fp8_block_dequant_bf16", plan.device)
+
+        def produce(d: TensorDecl) -> torch.Tensor:
+            e = src[d.name]
+            w = read_entry(path, e)
+            if e.dtype not in FP8_DTYPES:
+                return w
+            sname = scale_name(d.name)
+            scale = ckpt.read(sname)
+            out = dequant(w, scale, block)
+            return out.cpu() if out.device.type != "cpu" else out
+
+        return write_shard(opts.out / f.name, decls, produce, SHARD_METADATA, on_tensor=lambda d: advance(d.nbytes))
+
+    def finalize(self, ckpt: Checkpoint, plan: ConversionPlan, opts: ConversionOptions) -> None:
+        weight_map = {d.name: f.name for f in plan.files for d in f.data[0]}
+        total = sum(d.nbytes for f in plan.files for d in f.data[0])
+        copy_sidecars(ckpt.root, opts.out)
+        write_index_and_config(opts.out, weight_map, total, bf16_config(ckpt.config, opts.drop_mtp))
+
+
+def bf16_config(config: dict[str, Any], drop_mtp: bool) -> dict[str, Any]:
+    cfg = {k: v for k, v in config.items() if k != "quantization_config"}
+    cfg["torch_dtype"] = "bfloat16"
+    if drop_mtp:
+        cfg["num_nextn_predict_layers"] = 0
+    return cfg

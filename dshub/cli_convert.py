@@ -1,0 +1,55 @@
+"""Command: convert (every target; target-specific options travel in ConversionOptions.params)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from converters import ConversionOptions, run_conversion
+
+from .cli_app import DeviceOpt, DryRunOpt, JsonOpt, WorkersOpt, app, guarded, out_console, print_json
+from .cli_core import human
+
+
+@app.command()
+def convert(
+    path: Annotated[Path, typer.Argument(help="Input checkpoint directory (block-FP8 or BF16 safetensors).")],
+    to: Annotated[str, typer.Option("--to", help="Target: bf16 | int4 | gguf.")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory (created; a rerun resumes).")],
+    device: DeviceOpt = "auto",
+    workers: WorkersOpt = 1,
+    drop_mtp: Annotated[bool, typer.Option("--drop-mtp", help="Leave out the MTP (next-token prediction) layers.")] = False,
+    dry_run: DryRunOpt = False,
+    json_: JsonOpt = False,
+    # ---- int4 ----
+    format_: Annotated[Optional[str], typer.Option("--format", help="int4: compressed-tensors | gptq | awq.")] = None,
+    group_size: Annotated[Optional[int], typer.Option("--group-size", help="int4: 32 | 64 | 128.")] = None,
+    symmetric: Annotated[Optional[bool], typer.Option("--symmetric/--asymmetric", help="int4: symmetric or with zero points.")] = None,
+    scope: Annotated[Optional[str], typer.Option("--scope", help="int4: experts | mlp | all-linear.")] = None,
+    ignore: Annotated[Optional[list[str]], typer.Option("--ignore", help="int4: regex of modules kept in BF16 (repeatable).")] = None,
+    # ---- gguf ----
+    quant: Annotated[Optional[str], typer.Option("--quant", help="gguf: type or mixture, e.g. Q8_0, Q4_K_M.")] = None,
+    split_max_size: Annotated[Optional[str], typer.Option("--split-max-size", help="gguf: max size per split file, e.g. 50G.")] = None,
+    split_max_tensors: Annotated[Optional[int], typer.Option("--split-max-tensors", help="gguf: max tensors per split file.")] = None,
+    tensor_type: Annotated[Optional[list[str]], typer.Option("--tensor-type", help="gguf: REGEX=TYPE override (repeatable, first match wins).")] = None,
+    policy: Annotated[Optional[Path], typer.Option("--policy", help="gguf: YAML quantization policy file.")] = None,
+    target_size: Annotated[Optional[str], typer.Option("--target-size", help="gguf: byte budget for the whole file, e.g. 200G.")] = None,
+) -> None:
+    """Convert a checkpoint: streaming, bounded memory, atomic files, resumable."""
+    raw: dict[str, Any] = {
+        "format": format_, "group_size": group_size, "symmetric": symmetric, "scope": scope, "ignore": ignore or None,
+        "quant": quant, "split_max_size": split_max_size, "split_max_tensors": split_max_tensors,
+        "tensor_type": tensor_type or None, "policy": str(policy) if policy else None, "target_size": target_size,
+    }
+    params = {k: v for k, v in raw.items() if v is not None}
+    opts = ConversionOptions(target=to, out=out, device=device, workers=workers, drop_mtp=drop_mtp, dry_run=dry_run, params=params)
+    result = guarded(lambda: run_conversion(path, opts))
+    doc = result.to_dict()
+    if json_:
+        print_json(doc)
+        return
+    verb = "would write" if result.dry_run else "wrote"
+    out_console.print(f"{verb} {len(doc['files'])} files, {human(doc['total_bytes'])} to {doc['out']} (device {doc['device']})")
+    if result.skipped:
+        out_console.print(f"resumed: {len(result.skipped)} finished files checked and kept")

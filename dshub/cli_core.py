@@ -1,0 +1,79 @@
+"""Commands: synth, info, verify."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from .cli_app import JsonOpt, app, guarded, out_console, print_json
+from .info import checkpoint_info
+from .synth import PRESETS, write_synthetic
+from .verify import verify as run_verify
+
+PathArg = Annotated[Path, typer.Argument(help="Checkpoint directory (HF layout).")]
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Argument(help="Directory to write the synthetic checkpoint into.")],
+    preset: Annotated[str, typer.Option(help=f"One of: {', '.join(PRESETS)}.")] = "tiny",
+    seed: Annotated[int, typer.Option(help="Random seed (same seed => same bytes).")] = 0,
+    json_: JsonOpt = False,
+) -> None:
+    """Write a small block-FP8 DeepSeek-V3 checkpoint with the real layout (no network needed)."""
+    res = guarded(lambda: write_synthetic(out, preset, seed))
+    if json_:
+        print_json(res)
+    else:
+        out_console.print(f"wrote {res['preset']} checkpoint to {res['path']}: {res['shards']} shards, {res['tensors']} tensors, {human(res['bytes'])}")
+
+
+@app.command()
+def info(path: PathArg, json_: JsonOpt = False) -> None:
+    """Architecture, parameter counts, encodings, shards and the size of each output format."""
+    doc = guarded(lambda: checkpoint_info(path))
+    if json_:
+        print_json(doc)
+        return
+    p = doc["params"]
+    out_console.print(f"[bold]{doc['architecture']}[/] ({doc['model_type']}) at {doc['path']}")
+    out_console.print(f"layers {doc['layers']} (+{doc['mtp_layers']} MTP, {doc['dense_layers']} dense), hidden {doc['hidden_size']}, "
+                      f"experts {doc['experts']['routed']} routed + {doc['experts']['shared']} shared, {doc['experts']['per_token']} per token")
+    out_console.print(f"params: total {p['total'] / 1e9:.3f} B, active {p['active'] / 1e9:.3f} B, MTP {p['mtp'] / 1e9:.3f} B")
+    enc = doc["encoding"]
+    out_console.print(f"encoding: {enc['name']}" + (f" {enc['fmt']} blocks {enc['block']}" if enc["block"] else ""))
+    out_console.print("dtypes: " + ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in doc["dtype_census"].items()))
+    out_console.print(f"shards: {doc['shards']}, tensors: {doc['tensors']}, {human(doc['bytes'])}")
+    table = Table("output format", "size (weights)")
+    for fmt, size in doc["output_sizes"].items():
+        table.add_row(fmt, human(size))
+    out_console.print(table)
+
+
+@app.command()
+def verify(
+    path: PathArg,
+    deep: Annotated[bool, typer.Option("--deep", help="Also scan every value for NaN/Inf (reads all data).")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Check headers, index, tensor set and shapes, and FP8 scales. Exit 0 clean, 1 with findings."""
+    report = guarded(lambda: run_verify(path, deep=deep))
+    if json_:
+        print_json(report.to_dict())
+    else:
+        for f in report.findings:
+            out_console.print(f"{f.severity}: {f}", soft_wrap=True, markup=False)
+        status = "ok" if report.ok else f"FAILED ({sum(f.severity == 'error' for f in report.findings)} errors)"
+        out_console.print(f"{report.path}: {status} — {report.shards} shards, {report.tensors} tensors, checks: {', '.join(report.checks)}")
+    if not report.ok:
+        raise typer.Exit(1)

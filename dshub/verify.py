@@ -1,0 +1,231 @@
+"""Structural verification: a registry of checks, each yielding findings that name file and tensor."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+from .arch import spec_for
+from .arch.spec import ArchSpec
+from .checkpoint import INDEX_NAME, Checkpoint, pickle_files, scale_shape
+from .errors import CheckpointError, DshubError
+from .safetensors_header import ShardHeader
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem found. `severity` is "error" (fails verification) or "warning"."""
+
+    check: str
+    severity: str
+    file: str | None
+    tensor: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = ": ".join(x for x in (self.file, f"tensor {self.tensor}" if self.tensor else None) if x)
+        return f"{where}: {self.message}" if where else self.message
+
+    def to_dict(self) -> dict[str, str | None]:
+        return asdict(self)
+
+
+@dataclass
+class VerifyContext:
+    """What the checks share: the opened checkpoint, parsed headers (None when unreadable) and the spec."""
+
+    ckpt: Checkpoint
+    headers: dict[str, ShardHeader | None]
+    spec: ArchSpec | None
+    deep: bool = False
+
+
+Check = Callable[[VerifyContext], Iterator[Finding]]
+CHECKS: dict[str, Check] = {}
+
+
+def check(name: str) -> Callable[[Check], Check]:
+    def deco(fn: Check) -> Check:
+        CHECKS[name] = fn
+        return fn
+
+    return deco
+
+
+def _err(check_name: str, file: str | None, tensor: str | None, msg: str) -> Finding:
+    return Finding(check_name, "error", file, tensor, msg)
+
+
+@check("pickle")
+def _pickles(ctx: VerifyContext) -> Iterator[Finding]:
+    for p in pickle_files(ctx.ckpt.root):
+        yield _err("pickle", p.name, None, "pickle model file: never loaded by dshub (unpickling can run code); remove it or use safetensors")
+
+
+@check("index")
+def _index(ctx: VerifyContext) -> Iterator[Finding]:
+    ckpt = ctx.ckpt
+    seen: dict[str, str] = {}
+    for shard, header in ctx.headers.items():
+        if header is None:
+            continue
+        for name in header.tensors:
+            if name in seen:
+                yield _err("index", shard, name, f"also stored in {seen[name]} (a tensor must live in exactly one shard)")
+            seen.setdefault(name, shard)
+            if ckpt.weight_map.get(name) is None:
+                yield _err("index", shard, name, f"stored in the shard but missing from {INDEX_NAME}")
+            elif ckpt.weight_map[name] != shard:
+                yield _err("index", shard, name, f"{INDEX_NAME} places it in {ckpt.weight_map[name]}")
+    for name, shard in ckpt.weight_map.items():
+        header = ctx.headers.get(shard)
+        if header is not None and name not in header.tensors:
+            yield _err("index", shard, name, f"listed in {INDEX_NAME} but not stored in the shard")
+    listed = set(ckpt.weight_map.values())
+    for p in sorted(ckpt.root.glob("*.safetensors")):
+        if p.name not in listed and len(listed) > 1:
+            yield Finding("index", "warning", p.name, None, f"shard not referenced by {INDEX_NAME}")
+
+
+@check("architecture")
+def _architecture(ctx: VerifyContext) -> Iterator[Finding]:
+    if ctx.spec is None:
+        return
+    stored = {n: (s, h.tensors[n]) for s, h in ctx.headers.items() if h for n in h.tensors}
+    fp8 = ctx.ckpt.encoding.name == "fp8-block"
+    expected = set()
+    for t in ctx.spec:
+        expected.add(t.name)
+        if t.name not in stored:
+            yield _err("architecture", ctx.ckpt.weight_map.get(t.name), t.name, f"missing (the architecture needs {list(t.shape)})")
+            continue
+        shard, e = stored[t.name]
+        if e.shape != t.shape:
+            yield _err("architecture", shard, t.name, f"shape {list(e.shape)}, the architecture needs {list(t.shape)}")
+        if fp8 and t.fp8:
+            expected.add(t.scale_name)
+    for name in sorted(set(stored) - expected):
+        yield _err("architecture", stored[name][0], name, "unexpected tensor (not part of the architecture)")
+
+
+@check("fp8-scales")
+def _scales(ctx: VerifyContext) -> Iterator[Finding]:
+    ckpt = ctx.ckpt
+    if ctx.spec is None or ckpt.encoding.name != "fp8-block":
+        return
+    block = ckpt.encoding.block or (128, 128)
+    stored = {n: (s, h.tensors[n]) for s, h in ctx.headers.items() if h for n in h.tensors}
+    for t in ctx.spec:
+        if not t.fp8 or t.name not in stored:
+            continue
+        shard, w = stored[t.name]
+        if w.dtype not in ("F8_E4M3", "F8_E5M2"):
+            continue  # a non-FP8 weight in an FP8 checkpoint is legal (modules kept in higher precision)
+        if t.scale_name not in stored:
+            yield _err("fp8-scales", shard, t.scale_name, f"missing: FP8 weight {t.name} cannot be dequantized without it")
+            continue
+        sshard, s = stored[t.scale_name]
+        want = scale_shape(w.shape, block)
+        if s.shape != want:
+            yield _err("fp8-scales", sshard, t.scale_name, f"shape {list(s.shape)}, {list(want)} expected for {t.name} {list(w.shape)} in {block[0]}x{block[1]} blocks")
+            continue
+        yield from _scale_values(ckpt, sshard, t.scale_name)
+
+
+def _scale_values(ckpt: Checkpoint, shard: str, name: str) -> Iterator[Finding]:
+    v = ckpt.read(name).to(torch.float32)
+    bad_nan = int((~torch.isfinite(v)).sum())
+    bad_pos = int((v <= 0).sum())
+    if bad_nan:
+        yield _err("fp8-scales", shard, name, f"{bad_nan} of {v.numel()} scales are NaN or Inf")
+    if bad_pos:
+        yield _err("fp8-scales", shard, name, f"{bad_pos} of {v.numel()} scales are zero or negative")
+
+
+@check("values")
+def _values(ctx: VerifyContext) -> Iterator[Finding]:
+    if not ctx.deep:
+        return
+    for shard, header in ctx.headers.items():
+        if header is None:
+            continue
+        for name, e in header.tensors.items():
+            if e.dtype.startswith(("F", "BF")) and e.dtype != "F8_E8M0":
+                t = ctx.ckpt.read(name)
+                n_bad = _count_nonfinite(t)
+                if n_bad:
+                    yield _err("values", shard, name, f"{n_bad} NaN/Inf values")
+
+
+def _count_nonfinite(t: torch.Tensor, chunk: int = 1 << 24) -> int:
+    flat = t.reshape(-1)
+    return sum(int((~torch.isfinite(flat[i : i + chunk].to(torch.float32))).sum()) for i in range(0, flat.numel(), chunk))
+
+
+@dataclass
+class VerifyReport:
+    path: str
+    findings: list[Finding]
+    shards: int
+    tensors: int
+    checks: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.severity == "error" for f in self.findings)
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "ok": self.ok, "shards": self.shards, "tensors": self.tensors, "checks": self.checks,
+                "findings": [f.to_dict() for f in self.findings]}
+
+
+def verify(path: str | Path, *, deep: bool = False) -> VerifyReport:
+    """Run every structural check (plus value scans with `deep`). Never raises for a bad checkpoint: reports it."""
+    try:
+        ckpt = Checkpoint.open(path)
+    except DshubError as e:
+        return VerifyReport(str(path), [_err("open", e.path and Path(e.path).name, e.tensor, _strip_where(str(e), e))], 0, 0, ["open"])
+    headers: dict[str, ShardHeader | None] = {}
+    findings: list[Finding] = []
+    for shard in ckpt.shard_names:
+        try:
+            headers[shard] = ckpt.header(shard)
+        except DshubError as e:
+            headers[shard] = None
+            findings.append(_err("header", shard, e.tensor, _strip_where(str(e), e)))
+    spec = None
+    try:
+        spec = spec_for(ckpt.config)
+        ckpt.encoding  # noqa: B018  (raises on a malformed quantization_config)
+    except CheckpointError as e:
+        findings.append(_err("config", "config.json", None, _strip_where(str(e), e)))
+        spec = None
+    ctx = VerifyContext(ckpt, headers, spec, deep)
+    for name, fn in CHECKS.items():
+        findings.extend(fn(ctx))
+    n_tensors = sum(len(h.tensors) for h in headers.values() if h)
+    return VerifyReport(str(path), findings, len(headers), n_tensors, list(CHECKS))
+
+
+def _strip_where(msg: str, e: DshubError) -> str:
+    """Drop a leading 'file: ' or 'file: tensor X: ' from an error message (Finding re-adds it)."""
+    for prefix in (f"{Path(e.path).name}: " if e.path else None, "config.json: ", f"{INDEX_NAME}: "):
+        if prefix and msg.startswith(prefix):
+            msg = msg[len(prefix):]
+    if e.tensor and msg.startswith(f"tensor {e.tensor}: "):
+        msg = msg[len(f"tensor {e.tensor}: "):]
+    return msg
+
+
+def require_valid(path: str | Path) -> Checkpoint:
+    """Preflight for converters: verify structurally and raise the first error as CheckpointError."""
+    report = verify(path)
+    errors = [f for f in report.findings if f.severity == "error"]
+    if errors:
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more; run `dshub verify {path}`)" if len(errors) > 1 else ""
+        raise CheckpointError(f"{first}{more}", path=first.file, tensor=first.tensor)
+    return Checkpoint.open(path)
