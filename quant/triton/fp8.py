@@ -27,7 +27,10 @@ def _fp8_block_dequant_kernel(
     mask = (r[:, None] < rows) & (c[None, :] < cols)
     offs = r[:, None].to(tl.int64) * cols + c[None, :]
     scale = tl.load(s_ptr + (pid_r * TILE_R // BLOCK_R) * s_stride + (pid_c * TILE_C // BLOCK_C))
-    x = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32) * scale.to(tl.float32)
+    byte = tl.load(w_ptr + offs, mask=mask, other=0)
+    x = byte.to(tl.float8e4nv, bitcast=True).to(tl.float32)
+    x = tl.where((byte & 0x7F) == 0x7F, float("nan"), x)  # e4m3fn NaN; the interpreter decodes it as inf
+    x = x * scale.to(tl.float32)
     if OUT_BF16:
         store_bf16(out_ptr + offs, x, mask)
     else:
@@ -42,7 +45,7 @@ def _dequant(weight: torch.Tensor, scale_inv: torch.Tensor, block: tuple[int, in
     want = ((rows + br - 1) // br, (cols + bc - 1) // bc)
     if tuple(scale_inv.shape) != want:
         raise ValueError(f"scale_inv shape {tuple(scale_inv.shape)} does not match weight {rows}x{cols} in {br}x{bc} blocks (want {want})")
-    w = weight.contiguous()
+    w = weight.contiguous().view(torch.uint8)
     s = scale_inv.to(torch.float32).contiguous()
     out = torch.empty((rows, cols), dtype=out_dtype, device=weight.device)
     if out.numel() == 0:

@@ -1,0 +1,40 @@
+"""Bit-level comparison of a kernel's output with its torch reference (used by tests and bench)."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+INT_VIEW: dict[torch.dtype, torch.dtype] = {
+    torch.float32: torch.int32,
+    torch.bfloat16: torch.int16,
+    torch.float16: torch.int16,
+    torch.float64: torch.int64,
+}
+
+
+def interpreting() -> bool:
+    """True when Triton runs kernels in its CPU interpreter (TRITON_INTERPRET=1)."""
+    return os.environ.get("TRITON_INTERPRET", "") not in ("", "0")
+
+
+def kernel_device() -> torch.device:
+    """Where kernel inputs must live: the GPU, or the CPU under the interpreter."""
+    return torch.device("cpu" if interpreting() or not torch.cuda.is_available() else "cuda")
+
+
+def bit_mismatch(got: torch.Tensor, want: torch.Tensor) -> str | None:
+    """None when both tensors have the same dtype, shape and bits (any NaN matches any NaN); else why not."""
+    if got.dtype != want.dtype or got.shape != want.shape:
+        return f"dtype/shape {got.dtype}{tuple(got.shape)} != {want.dtype}{tuple(want.shape)}"
+    got, want = got.detach().cpu(), want.detach().cpu()
+    view = INT_VIEW.get(got.dtype)
+    if view is None:
+        diff = got.ne(want)
+    else:
+        nan_g, nan_w = torch.isnan(got), torch.isnan(want)
+        diff = nan_g.ne(nan_w) | (~nan_g & got.view(view).ne(want.view(view)))
+    if not bool(diff.any()):
+        return None
+    idx = tuple(int(i) for i in diff.nonzero()[0])
+    return f"{int(diff.sum())} of {diff.numel()} elements differ; first at {idx}: {got[idx].item()!r} != {want[idx].item()!r}"
