@@ -113,3 +113,7 @@ class HashMismatch(CheckpointError):
 
 class GGUFError(CheckpointError):
     """A GGUF file or split set is malformed, incomplete or disagrees with its architecture."""
+
+
+class QuantizationError(DshubError, ValueError):
+    """A weight cannot be quantized or packed as asked (shape not divisible, scale out of range)."""
