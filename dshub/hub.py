@@ -1,0 +1,455 @@
+"""Download a checkpoint completely and verifiably: plan, check disk, fetch what is missing or bad, verify, record.
+
+`plan_download` resolves the revision to a commit, lists files with sizes and digests and classifies each local
+file; `run_download` hashes what is present but unverified, fetches the rest with byte-range resume in parallel,
+and installs each file only after its digest matched. The download manifest (`.dshub/download.json`) is written
+before any transfer, so `verify_hashes` works offline later.
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Iterable
+
+from tqdm.auto import tqdm
+
+from .download_manifest import (
+    DownloadManifest, RemoteFile, hash_cache_path, load_manifest, redact_url, save_manifest,
+)
+from .errors import DiskSpaceError, DshubError, HashMismatch, HubError, HubUnreachable, UsageError
+from .fsutil import check_free_space
+from .hashing import HashCache, git_blob_sha1, hash_many
+from .hub_layout import HfCacheLayout, Layout, LocalDirLayout, cached_commit, hf_cache_dir
+from .hub_sources import Source, hf_offline, is_commit, make_source
+from .hub_transfer import RetryPolicy, fetch_to_part
+
+DEFAULT_WORKERS = 8
+
+
+class FileState(str, Enum):
+    """A listed file's local state before the run."""
+
+    VERIFIED = "verified"  # size matches and the remembered digest matches
+    PRESENT = "present"  # size matches, not hashed yet
+    PARTIAL = "partial"  # a partial transfer (or a short file) to resume
+    MISSING = "missing"
+    BAD = "bad"  # wrong size or a remembered digest that does not match
+
+
+@dataclass
+class FilePlan:
+    file: RemoteFile
+    state: FileState
+    have: int = 0  # bytes a resume starts from
+
+    @property
+    def remaining(self) -> int:
+        return 0 if self.state in (FileState.VERIFIED, FileState.PRESENT) else self.file.size - self.have
+
+
+@dataclass
+class DownloadPlan:
+    """Everything decided before the first byte moves."""
+
+    source: Source
+    manifest: DownloadManifest
+    layout: Layout
+    files: list[FilePlan]
+    free_bytes: int | None = None
+
+    @property
+    def root(self) -> Path:
+        return self.layout.root
+
+    def bytes_in(self, *states: FileState) -> int:
+        return sum(p.file.size for p in self.files if p.state in states)
+
+    @property
+    def to_fetch_bytes(self) -> int:
+        return sum(p.remaining for p in self.files)
+
+    def to_dict(self) -> dict[str, Any]:
+        m = self.manifest
+        return {
+            "source": m.source, "repo_id": m.repo_id, "revision": m.revision, "commit": m.commit,
+            "endpoint": redact_url(m.endpoint), "layout": self.layout.kind, "local_dir": str(self.root),
+            "files": [
+                {"path": p.file.path, "size": p.file.size, "state": p.state.value, "have": p.have,
+                 "sha256": p.file.sha256}
+                for p in self.files
+            ],
+            "totals": {
+                "files": len(self.files),
+                "bytes": sum(p.file.size for p in self.files),
+                "verified_bytes": self.bytes_in(FileState.VERIFIED),
+                "present_unverified_bytes": self.bytes_in(FileState.PRESENT),
+                "resumable_bytes": sum(p.have for p in self.files),
+                "to_fetch_bytes": self.to_fetch_bytes,
+                "free_bytes": self.free_bytes,
+            },
+        }
+
+
+@dataclass
+class FileFailure:
+    path: str
+    message: str
+    expected: str | None = None
+    actual: str | None = None
+
+
+@dataclass
+class DownloadResult:
+    plan: DownloadPlan
+    fetched: list[str] = field(default_factory=list)
+    verified: list[str] = field(default_factory=list)
+    refetched_bad: list[str] = field(default_factory=list)
+    failures: list[FileFailure] = field(default_factory=list)
+    bytes_transferred: int = 0
+    offline: bool = False
+    checks: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and not any(c.get("severity") == "error" for c in self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "plan": self.plan.to_dict(),
+            "fetched": sorted(self.fetched),
+            "verified": sorted(self.verified),
+            "refetched_bad": sorted(self.refetched_bad),
+            "failures": [f.__dict__ for f in self.failures],
+            "bytes_transferred": self.bytes_transferred,
+            "offline": self.offline,
+            "checks": self.checks,
+        }
+
+
+# ------------------------------------------------------------------------------------------------------ planning
+def select(files: Iterable[RemoteFile], include: Iterable[str] = (), exclude: Iterable[str] = ()) -> list[RemoteFile]:
+    """Files whose path matches any include pattern (all when none) and no exclude pattern (fnmatch, like `hf`)."""
+    inc, exc = list(include), list(exclude)
+    return [
+        f for f in files
+        if (not inc or any(fnmatch.fnmatchcase(f.path, p) for p in inc)) and not any(fnmatch.fnmatchcase(f.path, p) for p in exc)
+    ]
+
+
+def make_layout(repo_id: str, commit: str, local_dir: str | os.PathLike | None) -> Layout:
+    return LocalDirLayout(Path(local_dir)) if local_dir is not None else HfCacheLayout(hf_cache_dir(), repo_id, commit)
+
+
+def classify(layout: Layout, f: RemoteFile, cache: HashCache) -> FilePlan:
+    """Decide what a rerun must do for one file, from sizes and remembered digests only (no hashing here)."""
+    data, part = layout.data(f), layout.part(f)
+    size = data.stat().st_size if data.is_file() else None
+    part_size = part.stat().st_size if part.is_file() else 0
+    if size == f.size:
+        known = cache.get(f.path)
+        if known is None or f.sha256 is None:
+            return FilePlan(f, FileState.PRESENT)
+        return FilePlan(f, FileState.VERIFIED if known == f.sha256 else FileState.BAD)
+    if size is not None and size < f.size and part_size == 0:
+        return FilePlan(f, FileState.PARTIAL, have=size)  # a short file: resume from it, the digest decides
+    if 0 < part_size <= f.size:
+        return FilePlan(f, FileState.PARTIAL, have=part_size)
+    return FilePlan(f, FileState.MISSING if size is None else FileState.BAD)
+
+
+def plan_download(
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    local_dir: str | os.PathLike | None = None,
+    include: Iterable[str] = (),
+    exclude: Iterable[str] = (),
+    source: str = "hf",
+    endpoint: str | None = None,
+    token: str | None = None,
+) -> DownloadPlan:
+    """Resolve, list, filter and classify. Online only; see `offline_plan` for HF_HUB_OFFLINE."""
+    include, exclude = list(include), list(exclude)
+    src = make_source(source, endpoint=endpoint, token=token)
+    commit = src.resolve(repo_id, revision)
+    listed = src.list_files(repo_id, commit)
+    chosen = select(listed, include, exclude)
+    if not chosen:
+        raise UsageError(
+            f"{repo_id}@{revision or 'main'}: no file matches --include {include or ['*']} / --exclude {exclude}; "
+            f"the repository has {len(listed)} files"
+        )
+    manifest = DownloadManifest(
+        source=src.name, repo_id=repo_id, revision=revision or src.default_revision,
+        commit=commit, endpoint=src.endpoint, files={f.path: f for f in chosen}, include=include, exclude=exclude,
+    )
+    return _classified(src, manifest, make_layout(repo_id, commit, local_dir))
+
+
+def _classified(src: Source | None, manifest: DownloadManifest, layout: Layout) -> DownloadPlan:
+    cache = HashCache(layout.root, hash_cache_path(layout.root))
+    files = [classify(layout, f, cache) for f in manifest.files.values()]
+    return DownloadPlan(src, manifest, layout, files)  # type: ignore[arg-type]
+
+
+def offline_plan(repo_id: str, *, revision: str | None, local_dir: str | os.PathLike | None) -> DownloadPlan:
+    """The plan from a previous run's manifest, for HF_HUB_OFFLINE: nothing can be fetched, everything is checked."""
+    if local_dir is not None:
+        root = Path(local_dir)
+    else:
+        commit = revision if is_commit(revision) else cached_commit(repo_id, revision or "main")
+        if commit is None:
+            raise HubUnreachable(f"{repo_id}: HF_HUB_OFFLINE is set and the HF cache has no {revision or 'main'!r} snapshot")
+        root = HfCacheLayout(hf_cache_dir(), repo_id, commit).root
+    manifest = load_manifest(root)
+    if manifest is None or manifest.repo_id != repo_id:
+        raise HubUnreachable(f"{root}: HF_HUB_OFFLINE is set and this directory has no dshub download manifest for {repo_id}")
+    layout = make_layout(repo_id, manifest.commit, local_dir)
+    return _classified(None, manifest, layout)
+
+
+def check_disk(plan: DownloadPlan) -> None:
+    """Refuse before transferring when the target file system cannot hold what is left to fetch."""
+    needed = plan.to_fetch_bytes
+    probe = plan.root
+    while not probe.exists():
+        probe = probe.parent
+    import shutil
+
+    plan.free_bytes = shutil.disk_usage(probe).free
+    try:
+        check_free_space(plan.root, needed)
+    except DiskSpaceError as e:
+        raise DiskSpaceError(
+            f"{plan.root}: {needed / 1e9:.2f} GB still to download, {e.free / 1e9:.2f} GB free. "
+            "Free space or choose another --local-dir",
+            path=str(plan.root), needed=needed, free=e.free,
+        ) from None
+
+
+# ------------------------------------------------------------------------------------------------------ running
+class _Bar:
+    """A thread-safe aggregated progress bar on stderr (bytes, rate, ETA, files done); quiet when not a TTY."""
+
+    def __init__(self, desc: str, total: int, files: int, enabled: bool):
+        self._lock = threading.Lock()
+        self._files, self._done = files, 0
+        self.bar = tqdm(
+            total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
+            disable=None if enabled else True, dynamic_ncols=True, leave=False,
+        )
+        self._postfix()
+
+    def _postfix(self) -> None:
+        self.bar.set_postfix_str(f"{self._done}/{self._files} files", refresh=False)
+
+    def update(self, n: int) -> None:
+        with self._lock:
+            self.bar.update(n)
+
+    def file_done(self) -> None:
+        with self._lock:
+            self._done += 1
+            self._postfix()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _expected(f: RemoteFile) -> tuple[str, str] | None:
+    """(algorithm, digest) the hub records for a file."""
+    if f.sha256:
+        return "sha256", f.sha256
+    if f.blob_id:
+        return "git-sha1", f.blob_id
+    return None
+
+
+def _sniff(path: Path) -> str:
+    """A hint for bytes that are not the file at all."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(64).lstrip()
+    except OSError:
+        return ""
+    if head.startswith(b"version https://git-lfs"):
+        return " (it is a git-LFS pointer, not the file)"
+    if head[:15].lower().startswith((b"<!doctype html", b"<html")):
+        return " (it is an HTML page)"
+    return ""
+
+
+class _Runner:
+    """Executes a plan: per-file tasks on a thread pool, shared hash cache and progress."""
+
+    def __init__(self, plan: DownloadPlan, *, workers: int, progress: bool, verify: bool, retry: RetryPolicy):
+        self.plan, self.workers, self.progress, self.verify, self.retry = plan, workers, progress, verify, retry
+        self.cache = HashCache(plan.root, hash_cache_path(plan.root))
+        self.result = DownloadResult(plan)
+        self._lock = threading.Lock()
+
+    # -- phase 1: hash files that are present but unverified
+    def hash_present(self) -> None:
+        present = [p for p in self.plan.files if p.state == FileState.PRESENT]
+        if not present:
+            return
+        if not self.verify:
+            for p in present:
+                p.state = FileState.VERIFIED
+            return
+        bar = _Bar("verify", sum(p.file.size for p in present), len(present), self.progress)
+        by_path = {p.file.path: p for p in present}
+        try:
+            digests = hash_many(by_path, self.cache, workers=self.workers, progress=bar.update)
+        finally:
+            bar.close()
+        for rel, digest in digests.items():
+            p = by_path[rel]
+            if isinstance(digest, OSError):
+                p.state = FileState.BAD
+            elif self._matches(p.file, digest, self.plan.layout.data(p.file)):
+                p.state = FileState.VERIFIED
+            else:
+                p.state = FileState.BAD
+                self.cache.forget(rel)
+                self.result.refetched_bad.append(rel)
+
+    @staticmethod
+    def _matches(f: RemoteFile, sha256: str, path: Path) -> bool:
+        if f.sha256:
+            return sha256 == f.sha256
+        if f.blob_id:
+            return git_blob_sha1(path) == f.blob_id
+        return True
+
+    # -- phase 2: fetch what is missing, partial or bad
+    def fetch_all(self) -> None:
+        todo = [p for p in self.plan.files if p.state not in (FileState.VERIFIED, FileState.PRESENT)]
+        self.result.verified = [p.file.path for p in self.plan.files if p.state == FileState.VERIFIED]
+        if not todo:
+            return
+        bar = _Bar("download", sum(p.remaining for p in todo), len(todo), self.progress)
+        try:
+            with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="dshub-dl") as pool:
+                for _ in pool.map(lambda p: self._fetch_one(p, bar), sorted(todo, key=lambda p: -p.remaining)):
+                    pass
+        finally:
+            bar.close()
+
+    def _fetch_one(self, p: FilePlan, bar: _Bar) -> None:
+        f, layout, src = p.file, self.plan.layout, self.plan.source
+        data, part = layout.data(f), layout.part(f)
+        if p.state == FileState.PARTIAL and p.have and not part.exists() and data.is_file():
+            part.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(data, part)  # a short file at the final name: resume from its bytes
+        elif p.state == FileState.BAD and data.is_file():
+            data.unlink()
+            self.cache.forget(f.path)
+
+        def on_bytes(n: int) -> None:
+            bar.update(n)
+            with self._lock:
+                self.result.bytes_transferred += n
+
+        url = src.file_url(self.plan.manifest.repo_id, self.plan.manifest.commit, f.path)
+        expected = _expected(f)
+        try:
+            for attempt in (1, 2):  # a digest mismatch earns one fresh transfer from byte 0
+                with src.errors(self.plan.manifest.repo_id, self.plan.manifest.commit, f.path):
+                    sha256, git_sha1 = fetch_to_part(
+                        url, part, f.size, src.headers(), want_git_sha1=not f.sha256 and bool(f.blob_id),
+                        on_bytes=on_bytes, retry=self.retry, label=f.path,
+                    )
+                actual = sha256 if f.sha256 else git_sha1
+                if expected is None or actual == expected[1]:
+                    break
+                hint = _sniff(part)
+                part.unlink(missing_ok=True)
+                if attempt == 2:
+                    raise HashMismatch(
+                        f"{f.path}: {expected[0]} {actual} does not match the hub's {expected[1]}{hint}; "
+                        "fetched twice, the source serves bad bytes",
+                        path=f.path, expected=expected[1], actual=str(actual),
+                    )
+                with self._lock:
+                    self.result.refetched_bad.append(f.path)
+            layout.install(f, part, self.plan.manifest.commit)
+            self.cache.put(f.path, sha256)
+            with self._lock:
+                self.result.fetched.append(f.path)
+            bar.file_done()
+        except HashMismatch as e:
+            self._fail(f.path, str(e), e.expected, e.actual)
+        except DshubError as e:
+            self._fail(f.path, str(e))
+
+    def _fail(self, path: str, message: str, expected: str | None = None, actual: str | None = None) -> None:
+        with self._lock:
+            self.result.failures.append(FileFailure(path, message, expected, actual))
+
+
+def run_download(
+    plan: DownloadPlan,
+    *,
+    workers: int = DEFAULT_WORKERS,
+    verify: bool = True,
+    progress: bool = True,
+    retry: RetryPolicy | None = None,
+) -> DownloadResult:
+    """Execute a plan. Per-file failures are collected in the result; fatal errors (disk, hub) raise."""
+    plan.layout.prepare(list(plan.manifest.files.values()))
+    save_manifest(plan.root, plan.manifest)
+    runner = _Runner(plan, workers=workers, progress=progress, verify=verify, retry=retry or RetryPolicy.from_env())
+    try:
+        runner.hash_present()
+        if plan.source is None:  # offline: report what would need fetching
+            for p in plan.files:
+                if p.state not in (FileState.VERIFIED, FileState.PRESENT):
+                    runner._fail(p.file.path, f"{p.file.path}: {p.state.value} and HF_HUB_OFFLINE is set; run again online")
+            runner.result.verified = [p.file.path for p in plan.files if p.state == FileState.VERIFIED]
+            runner.result.offline = True
+        else:
+            check_disk(plan)
+            runner.fetch_all()
+            if not runner.result.failures:
+                plan.layout.finish(plan.manifest.revision, plan.manifest.commit)
+    finally:
+        runner.cache.save()
+    runner.result.failures.sort(key=lambda x: x.path)
+    return runner.result
+
+
+def download(
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    local_dir: str | os.PathLike | None = None,
+    include: Iterable[str] = (),
+    exclude: Iterable[str] = (),
+    source: str = "hf",
+    workers: int = DEFAULT_WORKERS,
+    dry_run: bool = False,
+    verify: bool = True,
+    progress: bool = True,
+    endpoint: str | None = None,
+    token: str | None = None,
+) -> DownloadResult | DownloadPlan:
+    """`dshub download` as a function: the plan when `dry_run`, else the result of running it."""
+    if source == "hf" and hf_offline():
+        plan = offline_plan(repo_id, revision=revision, local_dir=local_dir)
+        return plan if dry_run else run_download(plan, workers=workers, verify=verify, progress=progress)
+    plan = plan_download(
+        repo_id, revision=revision, local_dir=local_dir, include=include, exclude=exclude, source=source,
+        endpoint=endpoint, token=token,
+    )
+    check_disk(plan)
+    if dry_run:
+        return plan
+    return run_download(plan, workers=workers, verify=verify, progress=progress)
