@@ -5,6 +5,7 @@ from .cli_app import app
 
 # Each module registers its commands on `app` when imported.
 from . import cli_core  # noqa: E402,F401  synth, info, verify
+from . import cli_hub  # noqa: E402,F401  download (+ verify --hashes helpers)
 from . import cli_convert  # noqa: E402,F401  convert
 
 __all__ = ["app", "main"]

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
 from .cli_app import JsonOpt, app, guarded, out_console, print_json
+from .cli_hub import hash_report, print_hash_report
 from .info import checkpoint_info
 from .synth import PRESETS, write_synthetic
 from .verify import verify as run_verify
@@ -64,16 +65,21 @@ def info(path: PathArg, json_: JsonOpt = False) -> None:
 def verify(
     path: PathArg,
     deep: Annotated[bool, typer.Option("--deep", help="Also scan every value for NaN/Inf (reads all data).")] = False,
+    hashes: Annotated[bool, typer.Option("--hashes", help="Also sha256 every file against the download manifest.")] = False,
+    against_hub: Annotated[Optional[str], typer.Option("--against-hub", metavar="REPO[@REV]", help="Check sha256 against the hub's metadata instead.")] = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Check headers, index, tensor set and shapes, and FP8 scales. Exit 0 clean, 1 with findings."""
+    """Check headers, index, tensor set and shapes, and FP8 scales (and file hashes). Exit 0 clean, 1 with findings."""
     report = guarded(lambda: run_verify(path, deep=deep))
+    hreport = hash_report(path, hashes, against_hub)
     if json_:
-        print_json(report.to_dict())
+        print_json(report.to_dict() | ({"hashes": hreport.to_dict()} if hreport else {}))
     else:
         for f in report.findings:
             out_console.print(f"{f.severity}: {f}", soft_wrap=True, markup=False)
         status = "ok" if report.ok else f"FAILED ({sum(f.severity == 'error' for f in report.findings)} errors)"
         out_console.print(f"{report.path}: {status} — {report.shards} shards, {report.tensors} tensors, checks: {', '.join(report.checks)}")
-    if not report.ok:
+        if hreport:
+            print_hash_report(hreport)
+    if not report.ok or (hreport and not hreport.ok):
         raise typer.Exit(1)

@@ -395,6 +395,44 @@ class _Runner:
             self.result.failures.append(FileFailure(path, message, expected, actual))
 
 
+STRUCTURE_FILES = ("config.json",)
+WEIGHT_INDEXES = ("model.safetensors.index.json", "model.safetensors")
+
+
+def structural_checks(plan: DownloadPlan) -> list[dict[str, Any]]:
+    """`dshub verify`'s structural checks on a downloaded checkpoint, when the download holds one whole.
+
+    Skipped (with a note) for partial downloads (--include/--exclude leaving weights out) and for architectures
+    dshub has no spec for: the hash check already covered every byte.
+    """
+    import json
+
+    from .arch import spec_for
+    from .errors import UnsupportedArchitecture
+    from .verify import verify as verify_structure
+
+    listed = plan.manifest.files
+    if "config.json" not in listed or not any(n in listed for n in WEIGHT_INDEXES):
+        return []
+    root = plan.root
+    index = root / WEIGHT_INDEXES[0]
+    if index.is_file():
+        try:
+            shards = set(json.loads(index.read_text()).get("weight_map", {}).values())
+        except (OSError, ValueError, AttributeError):
+            shards = set()
+        if not shards <= set(listed):
+            return [{"check": "structure", "severity": "note", "file": None, "tensor": None,
+                     "message": "structural checks skipped: the selected files do not hold every shard of the index"}]
+    try:
+        spec_for(json.loads((root / "config.json").read_text()))
+    except (UnsupportedArchitecture, OSError, ValueError) as e:
+        return [{"check": "structure", "severity": "note", "file": "config.json", "tensor": None,
+                 "message": f"structural checks skipped: {e}"}]
+    report = verify_structure(root)
+    return [dict(f.to_dict(), message=str(f)) for f in report.findings]
+
+
 def run_download(
     plan: DownloadPlan,
     *,
@@ -420,6 +458,8 @@ def run_download(
             runner.fetch_all()
             if not runner.result.failures:
                 plan.layout.finish(plan.manifest.revision, plan.manifest.commit)
+        if verify and not runner.result.failures:
+            runner.result.checks = structural_checks(plan)
     finally:
         runner.cache.save()
     runner.result.failures.sort(key=lambda x: x.path)

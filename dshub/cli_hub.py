@@ -1,0 +1,106 @@
+"""Command `download`, and the hash part of `verify` (`--hashes`, `--against-hub`)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from .cli_app import DryRunOpt, JsonOpt, app, err_console, guarded, out_console, print_json
+from .hub import DEFAULT_WORKERS, DownloadPlan, DownloadResult, download as run_download_cmd
+from .hub_sources import SOURCES
+from .hub_verify import HashReport, verify_hashes
+
+RevisionOpt = Annotated[Optional[str], typer.Option("--revision", help="Branch, tag or commit (default: main; master on ModelScope).")]
+PatternOpt = Annotated[Optional[list[str]], typer.Option(help="fnmatch pattern on repo paths; repeatable.")]
+
+
+def gb(n: int | None) -> str:
+    return "?" if n is None else f"{n / 1e9:.2f} GB"
+
+
+def print_plan(plan: DownloadPlan) -> None:
+    d = plan.to_dict()
+    t = d["totals"]
+    out_console.print(f"[bold]{d['repo_id']}[/] @ {d['revision']} -> commit {d['commit']} ({d['source']}, {d['endpoint']})", soft_wrap=True)
+    out_console.print(
+        f"{t['files']} files, {gb(t['bytes'])}: {gb(t['verified_bytes'])} verified, {gb(t['present_unverified_bytes'])} "
+        f"present (to hash), {gb(t['resumable_bytes'])} resumable, {gb(t['to_fetch_bytes'])} to download; "
+        f"{gb(t['free_bytes'])} free at {d['local_dir']}", soft_wrap=True,
+    )
+
+
+def print_plan_files(plan: DownloadPlan) -> None:
+    table = Table("file", "size", "state", "have")
+    for f in plan.to_dict()["files"]:
+        table.add_row(f["path"], str(f["size"]), f["state"], str(f["have"]) if f["have"] else "")
+    out_console.print(table)
+
+
+def print_result(res: DownloadResult) -> None:
+    out_console.print(
+        f"fetched {len(res.fetched)} files ({gb(res.bytes_transferred)} transferred), {len(res.verified)} already verified"
+        + (f", {len(res.refetched_bad)} bad files re-fetched" if res.refetched_bad else "")
+        + (" (offline: nothing fetched)" if res.offline else ""),
+        soft_wrap=True,
+    )
+    for c in res.checks:
+        out_console.print(f"{c['severity']}: {c['message']}", soft_wrap=True, markup=False)
+    for f in res.failures:
+        err_console.print(f"[bold red]error:[/] {f.message}", soft_wrap=True, markup=True, highlight=False)
+    out_console.print(f"{res.plan.root}: " + ("complete and verified" if res.ok else "INCOMPLETE (run again to resume)"))
+
+
+@app.command()
+def download(
+    repo: Annotated[str, typer.Argument(help="Repository id, e.g. deepseek-ai/DeepSeek-V3.")],
+    revision: RevisionOpt = None,
+    local_dir: Annotated[Optional[Path], typer.Option("--local-dir", help="Download here (default: the HF cache).")] = None,
+    include: PatternOpt = None,
+    exclude: PatternOpt = None,
+    source: Annotated[str, typer.Option("--source", help=f"Where from: {' | '.join(SOURCES)}. HF_ENDPOINT picks a mirror.")] = "hf",
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Files transferred / hashed in parallel.")] = DEFAULT_WORKERS,
+    dry_run: DryRunOpt = False,
+    no_verify: Annotated[bool, typer.Option("--no-verify", help="Trust files whose size matches; skip the structural check.")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Fetch a complete, verified checkpoint; a rerun resumes and fetches only what is missing or bad.
+
+    Honours HF_ENDPOINT (mirrors), HF_TOKEN and HF_HUB_OFFLINE. Exit 0 complete, 1 failed, 2 usage error.
+    """
+    out = guarded(lambda: run_download_cmd(
+        repo, revision=revision, local_dir=local_dir, include=include or (), exclude=exclude or (), source=source,
+        workers=workers, dry_run=dry_run, verify=not no_verify,
+    ))
+    if isinstance(out, DownloadPlan):
+        if json_:
+            print_json({"dry_run": True, "plan": out.to_dict()})
+        else:
+            print_plan(out)
+            print_plan_files(out)
+        return
+    if json_:
+        print_json(out.to_dict())
+    else:
+        print_plan(out.plan)
+        print_result(out)
+    if not out.ok:
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------------------------- verify --hashes (called by cli_core)
+def hash_report(path: Path, hashes: bool, against_hub: str | None, workers: int | None = None) -> HashReport | None:
+    """Run the hash verification when asked for; None otherwise."""
+    if not (hashes or against_hub):
+        return None
+    return guarded(lambda: verify_hashes(path, against_hub=against_hub, workers=workers))
+
+
+def print_hash_report(report: HashReport) -> None:
+    for f in report.findings:
+        out_console.print(f"error: {f.message}", soft_wrap=True, markup=False)
+    out_console.print(
+        f"hashes against {report.reference}: {report.checked - len(report.findings)}/{report.checked} files match"
+        + ("" if report.ok else f", {len(report.findings)} bad"), soft_wrap=True, markup=False,
+    )
