@@ -150,10 +150,11 @@ def make_plan(path: str | Path, opts: ConversionOptions) -> tuple[Checkpoint, Co
     opts.params = conv.validate_params(dict(opts.params))
     ckpt = require_valid(src)
     plan = conv.plan(ckpt, opts)
+    largest = max((e.numel for s in ckpt.shard_names for e in ckpt.tensors_in(s)), default=0)
     try:
-        plan.device = resolve_device(opts.device, largest_bytes=max((f.nbytes for f in plan.files), default=0))
+        plan.device = resolve_device(opts.device, largest_bytes=4 * largest)  # the largest tensor as fp32 (worst case)
     except DeviceUnavailable as e:
-        raise DeviceError(str(e)) from None
+        raise (UsageError if isinstance(e, ValueError) else DeviceError)(str(e)) from None
     return ckpt, conv, plan
 
 

@@ -1,39 +1,108 @@
-"""Device resolution for codecs: auto | cpu | cuda."""
+"""Device resolution for codecs: auto | cpu | cuda, decided before any work starts.
+
+`cuda` needs a visible GPU, triton, and enough free memory for the largest tensor's working set;
+otherwise it fails with a reason. `auto` takes the GPU when `cuda` would succeed and otherwise
+falls back to the CPU, saying why on stderr. Under TRITON_INTERPRET=1 "cuda" means Triton's CPU
+interpreter (how CI runs the kernels without a GPU): kernels then take CPU tensors.
+"""
 from __future__ import annotations
 
+import os
 import sys
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
 DEVICES = ("auto", "cpu", "cuda")
+# Device bytes per byte of the largest tensor: its input and output, plus the prefetched next pair.
+WORKING_FACTOR = 4
+GIB = 2**30
 
 
 class DeviceUnavailable(RuntimeError):
-    """The requested device cannot run the conversion (quant imports nothing of dshub; the CLI maps this)."""
+    """The requested device cannot run the conversion (quant imports nothing of dshub; callers map this)."""
 
 
-def cuda_usable() -> bool:
+class DeviceNameError(DeviceUnavailable, ValueError):
+    """`--device` names no known device (a usage error)."""
+
+
+@dataclass(frozen=True)
+class CudaState:
+    """What the GPU check found. `reason` says why it is not usable; `name`/`free_bytes` describe it when it is."""
+
+    usable: bool
+    reason: str = ""
+    name: str = ""
+    free_bytes: int = 0
+    total_bytes: int = 0
+
+
+def interpreting() -> bool:
+    """True when Triton runs kernels in its CPU interpreter (TRITON_INTERPRET=1)."""
+    return os.environ.get("TRITON_INTERPRET", "") not in ("", "0")
+
+
+def torch_device(kind: str) -> torch.device:
+    """The torch device that tensors for codecs of device kind `kind` must live on."""
+    return torch.device("cuda" if kind == "cuda" and not interpreting() and torch.cuda.is_available() else "cpu")
+
+
+def _triton_installed() -> bool:
+    from .triton import triton_installed
+
+    return triton_installed()
+
+
+def probe_cuda() -> CudaState:
+    """Check, without allocating anything, whether the codecs' "cuda" kernels can run here."""
+    if not _triton_installed():
+        return CudaState(False, "triton is not installed (pip install 'dshub[gpu]')")
+    if interpreting():
+        return CudaState(True, name="Triton interpreter on the CPU (TRITON_INTERPRET=1)", free_bytes=sys.maxsize)
+    if not torch.backends.cuda.is_built():
+        return CudaState(False, f"this torch build ({torch.__version__}) has no CUDA support")
     try:
-        return torch.cuda.is_available() and torch.cuda.device_count() > 0
-    except Exception:  # a broken driver install is "not usable", not a crash
-        return False
+        if not torch.cuda.is_available() or torch.cuda.device_count() == 0:
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            return CudaState(False, "no CUDA GPU is visible" + (f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else ""))
+        free, total = torch.cuda.mem_get_info()
+        return CudaState(True, name=torch.cuda.get_device_name(), free_bytes=free, total_bytes=total)
+    except Exception as e:  # a broken driver is "not usable", not a crash
+        return CudaState(False, f"CUDA failed to initialize: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
 
 
-def resolve_device(requested: str, *, largest_bytes: int = 0) -> str:
-    """Return "cpu" or "cuda". `cuda` without a usable GPU (or too little memory) fails before any work starts."""
+def _stderr_note(msg: str) -> None:
+    print(f"note: {msg}", file=sys.stderr)
+
+
+def resolve_device(
+    requested: str,
+    *,
+    largest_bytes: int = 0,
+    probe: Callable[[], CudaState] = probe_cuda,
+    note: Callable[[str], None] = _stderr_note,
+) -> str:
+    """Return the codec device kind, "cpu" or "cuda", for `--device requested`.
+
+    `largest_bytes` is the size of the largest tensor the run moves through the GPU (its output
+    dtype); the GPU needs WORKING_FACTOR times that free. `cuda` raises DeviceUnavailable when it
+    cannot be used; `auto` falls back to "cpu" and calls `note` with the reason.
+    """
     if requested not in DEVICES:
-        raise DeviceUnavailable(f"--device {requested!r}: choose one of {', '.join(DEVICES)}")
+        raise DeviceNameError(f"--device {requested!r}: choose one of {', '.join(DEVICES)}")
     if requested == "cpu":
         return "cpu"
-    if not cuda_usable():
-        if requested == "cuda":
-            raise DeviceUnavailable("--device cuda: no usable CUDA GPU is visible (torch.cuda.is_available() is False); use --device cpu")
-        return "cpu"
-    free, _total = torch.cuda.mem_get_info()
-    if largest_bytes and free < 4 * largest_bytes:
-        msg = f"GPU has {free / 2**30:.1f} GiB free, the largest output needs about {4 * largest_bytes / 2**30:.1f} GiB of working memory"
-        if requested == "cuda":
-            raise DeviceUnavailable(f"--device cuda: {msg}")
-        print(f"note: {msg}; converting on the CPU", file=sys.stderr)
-        return "cpu"
-    return "cuda"
+    state = probe()
+    reason = state.reason
+    need = WORKING_FACTOR * largest_bytes
+    if state.usable and need > state.free_bytes:
+        reason = (f"{state.name} has {state.free_bytes / GIB:.1f} GiB free; the largest tensor "
+                  f"({largest_bytes / GIB:.2f} GiB) needs about {need / GIB:.1f} GiB of working memory")
+    elif state.usable:
+        return "cuda"
+    if requested == "cuda":
+        raise DeviceUnavailable(f"--device cuda: {reason}; use --device cpu")
+    note(f"--device auto: {reason}; converting on the CPU")
+    return "cpu"

@@ -1,9 +1,9 @@
 """Bit-level comparison of a kernel's output with its torch reference (used by tests and bench)."""
 from __future__ import annotations
 
-import os
-
 import torch
+
+from ..device import torch_device
 
 INT_VIEW: dict[torch.dtype, torch.dtype] = {
     torch.float32: torch.int32,
@@ -13,14 +13,9 @@ INT_VIEW: dict[torch.dtype, torch.dtype] = {
 }
 
 
-def interpreting() -> bool:
-    """True when Triton runs kernels in its CPU interpreter (TRITON_INTERPRET=1)."""
-    return os.environ.get("TRITON_INTERPRET", "") not in ("", "0")
-
-
 def kernel_device() -> torch.device:
     """Where kernel inputs must live: the GPU, or the CPU under the interpreter."""
-    return torch.device("cpu" if interpreting() or not torch.cuda.is_available() else "cuda")
+    return torch_device("cuda")
 
 
 def bit_mismatch(got: torch.Tensor, want: torch.Tensor) -> str | None:

@@ -1,0 +1,106 @@
+"""Device resolution (auto | cpu | cuda): clear errors before work starts, auto falls back and says so,
+and a `--device cuda` conversion through the Triton kernels writes the same bytes as the CPU run."""
+from __future__ import annotations
+
+import filecmp
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from quant import device as qd
+from quant.device import CudaState, DeviceNameError, DeviceUnavailable, resolve_device
+
+HAS_GPU = torch.cuda.is_available()
+
+
+@pytest.fixture
+def no_interpreter(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+
+
+def fake_gpu(free_gib: float) -> CudaState:
+    return CudaState(True, name="Test GPU", free_bytes=int(free_gib * 2**30), total_bytes=80 * 2**30)
+
+
+def never_probe() -> CudaState:
+    raise AssertionError("cpu must not probe the GPU")
+
+
+def test_unknown_name_is_a_usage_error():
+    with pytest.raises(DeviceNameError, match="choose one of auto, cpu, cuda") as e:
+        resolve_device("gpu")
+    assert isinstance(e.value, ValueError)
+
+
+def test_cpu_never_touches_the_gpu():
+    assert resolve_device("cpu", largest_bytes=10**15, probe=never_probe) == "cpu"
+
+
+@pytest.mark.skipif(HAS_GPU, reason="checks the no-GPU answer")
+def test_cuda_without_a_gpu_fails_with_the_reason(no_interpreter):
+    with pytest.raises(DeviceUnavailable, match=r"--device cuda: .*(no CUDA|CUDA support).*use --device cpu"):
+        resolve_device("cuda")
+
+
+@pytest.mark.skipif(HAS_GPU, reason="checks the no-GPU answer")
+def test_auto_without_a_gpu_falls_back_and_says_so(no_interpreter, capsys):
+    assert resolve_device("auto") == "cpu"
+    err = capsys.readouterr().err
+    assert err.startswith("note: --device auto:") and "converting on the CPU" in err
+
+
+def test_too_little_gpu_memory_for_the_largest_tensor():
+    big = 3 * 2**30  # needs WORKING_FACTOR x 3 GiB
+    with pytest.raises(DeviceUnavailable, match=r"Test GPU has 8\.0 GiB free; the largest tensor \(3\.00 GiB\) needs about 12\.0 GiB"):
+        resolve_device("cuda", largest_bytes=big, probe=lambda: fake_gpu(8))
+    notes: list[str] = []
+    assert resolve_device("auto", largest_bytes=big, probe=lambda: fake_gpu(8), note=notes.append) == "cpu"
+    assert "12.0 GiB" in notes[0]
+    assert resolve_device("cuda", largest_bytes=big, probe=lambda: fake_gpu(13)) == "cuda"
+
+
+def test_gpu_without_triton_is_not_usable(monkeypatch, no_interpreter):
+    monkeypatch.setattr(qd, "_triton_installed", lambda: False)
+    state = qd.probe_cuda()
+    assert not state.usable and "pip install 'dshub[gpu]'" in state.reason
+    with pytest.raises(DeviceUnavailable, match="triton is not installed"):
+        resolve_device("cuda")
+
+
+def test_interpreter_counts_as_a_device(monkeypatch):
+    pytest.importorskip("triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert qd.probe_cuda().usable and resolve_device("cuda", largest_bytes=2**40) == "cuda"
+    assert qd.torch_device("cuda").type == "cpu"
+
+
+# ------------------------------------------------------------------ through the CLI
+@pytest.mark.skipif(HAS_GPU, reason="checks the no-GPU answer")
+def test_cli_cuda_without_gpu_exits_1_before_writing(cli, tiny_ckpt: Path, tmp_path: Path, no_interpreter):
+    out = tmp_path / "out"
+    r = cli("convert", tiny_ckpt, "--to", "bf16", "--out", out, "--device", "cuda")
+    assert r.exit_code == 1
+    assert "--device cuda:" in r.stderr and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.output
+    assert not out.exists()
+
+
+def test_cli_unknown_device_exits_2(cli, tiny_ckpt: Path, tmp_path: Path):
+    r = cli("convert", tiny_ckpt, "--to", "bf16", "--out", tmp_path / "o", "--device", "tpu")
+    assert r.exit_code == 2 and "choose one of" in r.stderr
+
+
+def test_cli_cuda_conversion_is_byte_identical_to_cpu(cli, tiny_ckpt: Path, tiny_bf16: Path, tmp_path: Path, monkeypatch):
+    """On a GPU machine this runs the kernels on the GPU; in CI, in the Triton interpreter."""
+    pytest.importorskip("triton")
+    if not HAS_GPU:
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+    out = tmp_path / "cuda"
+    r = cli("convert", tiny_ckpt, "--to", "bf16", "--out", out, "--device", "cuda", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["device"] == "cuda"
+    files = sorted(p.name for p in tiny_bf16.iterdir())
+    assert files == sorted(p.name for p in out.iterdir()) and any(f.endswith(".safetensors") for f in files)
+    _, mismatch, errors = filecmp.cmpfiles(tiny_bf16, out, files, shallow=False)
+    assert not mismatch and not errors
