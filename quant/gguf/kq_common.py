@@ -1,0 +1,289 @@
+"""Vectorized float32 building blocks of ggml's K-quant search routines.
+
+Layout convention: a group of `n` values (a K-quant sub-block) is a column of an `[n, S]` tensor, so
+element `i` of every sub-block is the contiguous row `t[i]`. Every reduction that ggml performs as a
+sequential float32 loop is done here as the same sequential loop over rows (each step vectorized
+across the S sub-blocks), and every expression keeps C's evaluation order, so results are
+bit-identical to ggml-quants.c. Never use torch reductions (pairwise/double accumulation) or
+`scalar / tensor` (torch computes it as reciprocal * scalar) in these paths.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+F32 = torch.float32
+GROUP_MAX_EPS = float(np.float32(1e-15))
+_MAGIC = 12582912.0  # 1.5 * 2**23: adding it rounds to an integer, half to even
+_SAFE_ROUND = 4194303.0  # nearest_int's documented domain
+
+
+def f32(v: float) -> float:
+    """Round a Python float to the nearest float32 (C's `1.5f`-style constants)."""
+    return float(np.float32(v))
+
+
+def nearest_int(v: torch.Tensor, exact: bool = True) -> torch.Tensor:
+    """ggml's nearest_int on float32 `v`, as a float32 tensor of integers.
+
+    Inside |v| <= 4194303 this is round-half-to-even. ggml computes it by bit tricks that return
+    defined garbage outside that domain (inf, nan, huge values after overflowing scales);
+    `exact=True` reproduces those bits, `exact=False` is the fast path for callers that know
+    their values are in range.
+    """
+    if not exact:
+        return torch.round(v)
+    r = torch.round(v)
+    bad = ~(r.abs() <= _SAFE_ROUND)  # also catches nan
+    if bool(bad.any()):
+        bits = (v[bad] + _MAGIC).view(torch.int32)
+        r[bad] = ((bits & 0x7FFFFF) - 0x400000).to(F32)
+    return r
+
+
+def ranged(v: torch.Tensor) -> bool:
+    """True when every finite value of `v` is safely inside nearest_int's domain and none is nan/inf."""
+    return bool((v.abs() <= _SAFE_ROUND).all())
+
+
+def fp16_round(t: torch.Tensor) -> torch.Tensor:
+    """GGML_FP16_TO_FP32(GGML_FP32_TO_FP16(t)): round-to-nearest-even through half precision."""
+    return t.to(torch.float16).to(F32)
+
+
+def seqsum(t: torch.Tensor, zero_init: bool = True) -> torch.Tensor:
+    """Sequential float32 sum over dim 0, like a C accumulation loop.
+
+    `zero_init` mirrors `float s = 0; s += t[0]; ...` (which turns an all -0.0 sum into +0.0); without it the
+    loop starts from `s = t[0]`.
+    """
+    acc = t[0].clone()
+    if zero_init:
+        acc.add_(0.0)
+    for i in range(1, t.shape[0]):
+        acc.add_(t[i])
+    return acc
+
+
+def first_absmax(t: torch.Tensor) -> torch.Tensor:
+    """Per column, the signed value with the largest |value| (first one on ties), 0.0 when all are 0.
+
+    Mirrors `if (fabsf(x) > amax) { amax = fabsf(x); max = x; }` starting from amax = 0.
+    """
+    a = t.abs()
+    amax = a.amax(dim=0)
+    idx = torch.argmax((a == amax).to(torch.uint8), dim=0)
+    val = t.gather(0, idx.unsqueeze(0)).squeeze(0)
+    return torch.where(amax > 0, val, torch.zeros_like(val))
+
+
+def pos_max(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """`m = 0; if (v > m) m = v;` over `dim`: the maximum clamped at +0.0 (never -0.0)."""
+    m = t.amax(dim=dim)
+    return torch.where(m > 0, m, torch.zeros_like(m))
+
+
+def full_div(num: float, den: torch.Tensor) -> torch.Tensor:
+    """float32 `num / den` with a true division (torch's `scalar / tensor` is reciprocal-multiply)."""
+    return torch.div(torch.full_like(den, num), den)
+
+
+def make_qkx2(x: torch.Tensor, w: torch.Tensor, nmax: int, rmin: float, rdelta: float, nstep: int,
+              use_mad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ggml make_qkx2_quants (and make_qkx3_quants with explicit weights) on `[n, S]` groups.
+
+    Returns (scale [S], the_min [S], L [n, S] as float32 integers in 0..nmax).
+    """
+    mn = x.amin(dim=0)
+    mx = x.amax(dim=0)
+    sum_w = seqsum(w, zero_init=False)
+    wx = w * x
+    sum_x = seqsum(wx, zero_init=False)
+    mn = torch.where(mn > 0, torch.zeros_like(mn), mn)
+    degenerate = mx == mn
+    one = torch.ones_like(mx)
+
+    def spread(mn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        # (max - min) and x - min for the current min; `fast` when every iscale·(x - min) is surely in range
+        rng = torch.where(degenerate, one, mx - mn)
+        return rng, x - mn, bool(((rng >= 1e-30) & (rng <= 1e30)).all())
+
+    rng, xm, fast = spread(mn)
+    iscale = full_div(float(nmax), rng)
+    scale = full_div(1.0, iscale)
+    L = nearest_int(iscale * xm, exact=not fast).clamp_(0, nmax)
+    best = _wsum_err(scale, L, mn, x, w, use_mad)
+
+    for step in range(nstep + 1):
+        # ggml keeps the accepted candidate's min for the following candidates (iscale and x - min use it)
+        num = float(np.float32(rmin) + np.float32(rdelta) * np.float32(step) + np.float32(nmax))
+        isc = full_div(num, rng)
+        la = nearest_int(isc * xm, exact=not fast).clamp_(0, nmax)
+        wl = w * la
+        sum_l = seqsum(wl)
+        sum_l2 = seqsum(wl * la)
+        sum_xl = seqsum(wl * x)
+        D = sum_w * sum_l2 - sum_l * sum_l
+        this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
+        this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
+        pos = this_min > 0
+        this_min = torch.where(pos, torch.zeros_like(this_min), this_min)
+        this_scale = torch.where(pos, sum_xl / sum_l2, this_scale)
+        cur = _wsum_err(this_scale, la, this_min, x, w, use_mad)
+        take = (D > 0) & (cur < best) & ~degenerate
+        L = torch.where(take, la, L)
+        best = torch.where(take, cur, best)
+        scale = torch.where(take, this_scale, scale)
+        if bool(take.any()):
+            mn = torch.where(take, this_min, mn)
+            rng, xm, fast = spread(mn)
+
+    zero = torch.zeros_like(scale)
+    scale = torch.where(degenerate, zero, scale)
+    L = torch.where(degenerate, torch.zeros_like(L), L)
+    return scale, -mn, L
+
+
+def _wsum_err(scale: torch.Tensor, L: torch.Tensor, mn: torch.Tensor, x: torch.Tensor, w: torch.Tensor,
+              use_mad: bool) -> torch.Tensor:
+    """Σ w·err with diff = scale·L + min − x, err = |diff| or diff², summed sequentially."""
+    diff = scale * L
+    diff.add_(mn).sub_(x)
+    diff = diff.abs_() if use_mad else diff.mul_(diff)
+    return seqsum(diff.mul_(w))
+
+
+def make_qx(x: torch.Tensor, nmax: int, qw: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """ggml make_qx_quants with rmse_type = 1 on `[n, S]` groups; weights `qw` or x².
+
+    Returns (scale [S], L [n, S] float32 integers in 0..2·nmax−1; all 0 for an all-zero group).
+    """
+    mx = first_absmax(x)
+    amax = mx.abs()
+    zero_grp = amax < GROUP_MAX_EPS
+    mxs = torch.where(zero_grp, torch.ones_like(mx), mx)
+    w = x * x if qw is None else qw
+    wx = w * x
+
+    def quant(num: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        isc = full_div(num, mxs)
+        l = nearest_int(isc * x, exact=False).clamp_(-nmax, nmax - 1)  # |isc·x| <= |num|
+        sumlx = seqsum(wx * l)
+        suml2 = seqsum((w * l).mul_(l))
+        return l, sumlx, suml2
+
+    l, sumlx, suml2 = quant(float(-nmax))
+    scale = torch.where(suml2 != 0, sumlx / suml2, torch.zeros_like(sumlx))
+    best = scale * sumlx
+    L = l
+    for step in range(-9, 10):
+        if step == 0:
+            continue
+        num = float(-(np.float32(nmax) + np.float32(0.1) * np.float32(step)))
+        l, sumlx, suml2 = quant(num)
+        take = (suml2 > 0) & (sumlx * sumlx > best * suml2)
+        L = torch.where(take, l, L)
+        scale = torch.where(take, sumlx / suml2, scale)
+        best = torch.where(take, scale * sumlx, best)
+    L = L + nmax
+    L = torch.where(zero_grp, torch.zeros_like(L), L)
+    scale = torch.where(zero_grp, torch.zeros_like(scale), scale)
+    return scale, L
+
+
+def make_q3(x: torch.Tensor, nmax: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """ggml make_q3_quants(do_rmse=true) on `[n, S]` groups: returns (scale [S], L [n, S] in 0..2·nmax−1)."""
+    n = x.shape[0]
+    mx = first_absmax(x)
+    zero_grp = mx.abs() < GROUP_MAX_EPS
+    mxs = torch.where(zero_grp, torch.ones_like(mx), mx)
+    isc = full_div(float(-nmax), mxs)
+    L = nearest_int(isc * x).clamp_(-nmax, nmax - 1)
+    w = x * x
+    wx = w * x
+    sumlx = seqsum(wx * L)
+    suml2 = seqsum((w * L).mul_(L))
+    for _ in range(5):
+        changed = torch.zeros(x.shape[1], dtype=torch.bool)
+        for i in range(n):
+            wi, xi, wxi, li = w[i], x[i], wx[i], L[i]
+            slx = sumlx - wxi * li
+            sl2 = suml2 - (wi * li) * li
+            ok = slx > 0
+            ratio = (xi * sl2) / torch.where(ok, slx, torch.ones_like(slx))
+            new_l = nearest_int(ratio).clamp_(-nmax, nmax - 1)
+            ok &= new_l != li
+            slx2 = slx + wxi * new_l
+            sl22 = sl2 + (wi * new_l) * new_l
+            ok &= (sl22 > 0) & ((slx2 * slx2) * suml2 > (sumlx * sumlx) * sl22)
+            L[i] = torch.where(ok, new_l, li)
+            sumlx = torch.where(ok, slx2, sumlx)
+            suml2 = torch.where(ok, sl22, suml2)
+            changed |= ok
+        if not bool(changed.any()):
+            break  # a group with no change stays unchanged in later passes, so stopping all is exact
+    scale = torch.where(suml2 > 0, sumlx / suml2, torch.zeros_like(sumlx))
+    L = L + nmax
+    L = torch.where(zero_grp, torch.zeros_like(L), L)
+    scale = torch.where(zero_grp, torch.zeros_like(scale), scale)
+    return scale, L
+
+
+def make_qp(x: torch.Tensor, nmax: int, qw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """ggml make_qp_quants on `[n, S]` groups of non-negative values with weights `qw`.
+
+    Returns (scale [S], L [n, S] float32 integers in 0..nmax).
+    """
+    n = x.shape[0]
+    mx = pos_max(x, 0)
+    zero_grp = mx < GROUP_MAX_EPS
+    mxs = torch.where(zero_grp, torch.ones_like(mx), mx)
+    iscale = full_div(float(nmax), mxs)
+    L = _wrap_u8(nearest_int(iscale * x))  # stored in a uint8 array, no clamp
+    scale = full_div(1.0, iscale)
+    d = x - scale * L
+    best = seqsum((qw * d).mul_(d))
+    for step in range(-4, 5):
+        if step == 0:
+            continue
+        isc = full_div(float(np.float32(0.1) * np.float32(step) + np.float32(nmax)), mxs)
+        sc = full_div(1.0, isc)
+        l = nearest_int(isc * x).clamp_(max=nmax)
+        d = x - sc * l
+        mse = seqsum((qw * d).mul_(d))
+        take = mse < best
+        best = torch.where(take, mse, best)
+        iscale = torch.where(take, isc, iscale)
+    li = nearest_int(iscale * x).clamp_(max=nmax)
+    wx = qw * x
+    sumlx = seqsum(wx * li)
+    suml2 = seqsum((qw * li).mul_(li))
+    L = _wrap_u8(li)
+    for _ in range(5):
+        changed = torch.zeros(x.shape[1], dtype=torch.bool)
+        for i in range(n):
+            wi, xi, wxi, li = qw[i], x[i], wx[i], L[i]
+            slx = sumlx - wxi * li
+            sl2 = suml2 - (wi * li) * li
+            ok = (slx > 0) & (sl2 > 0)
+            ratio = (xi * sl2) / torch.where(ok, slx, torch.ones_like(slx))
+            new_l = nearest_int(ratio).clamp_(max=nmax)
+            ok &= new_l != li
+            slx2 = slx + wxi * new_l
+            sl22 = sl2 + (wi * new_l) * new_l
+            ok &= (slx2 * slx2) * suml2 > (sumlx * sumlx) * sl22
+            L[i] = torch.where(ok, _wrap_u8(new_l), li)
+            sumlx = torch.where(ok, slx2, sumlx)
+            suml2 = torch.where(ok, sl22, suml2)
+            changed |= ok
+        if not bool(changed.any()):
+            break
+    scale = torch.where(suml2 > 0, sumlx / suml2, torch.zeros_like(sumlx))
+    L = torch.where(zero_grp, torch.zeros_like(L), L)
+    scale = torch.where(zero_grp, torch.zeros_like(scale), scale)
+    return scale, L
+
+
+def _wrap_u8(t: torch.Tensor) -> torch.Tensor:
+    """The value C reads back after storing an int in a uint8_t (negative inputs wrap)."""
+    return torch.remainder(t, 256.0)

@@ -1,0 +1,48 @@
+"""llama.cpp as a bit-exact oracle: its compiled ggml quantizers, reached through llama-cpp-python's libraries.
+
+`ggml_quantize(type, x, imatrix)` calls `ggml_quantize_chunk`, the function llama-quantize itself uses, so the
+bytes are exactly what `llama-quantize` writes for one tensor. Tests skip when llama-cpp-python is missing
+(`.ci/llama-cpp.sh` installs it).
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+
+import numpy as np
+import pytest
+
+from quant.gguf.types import GGML_TYPES
+
+_LIB: ctypes.CDLL | None = None
+
+
+def ggml_lib() -> ctypes.CDLL:
+    """libggml-base from the installed llama-cpp-python, or skip the test."""
+    global _LIB
+    if _LIB is None:
+        try:
+            import llama_cpp
+        except ImportError:
+            pytest.skip("llama-cpp-python is not installed (run .ci/llama-cpp.sh)")
+        path = os.path.join(os.path.dirname(llama_cpp.__file__), "lib", "libggml-base.so")
+        lib = ctypes.CDLL(path)
+        lib.ggml_quantize_chunk.restype = ctypes.c_size_t
+        lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                                            ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+        _LIB = lib
+    return _LIB
+
+
+def ggml_quantize(type_name: str, x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
+    """llama.cpp's bytes for float32 `x` [rows, cols] as `type_name`: uint8 [rows, row_bytes]."""
+    lib = ggml_lib()
+    t = GGML_TYPES[type_name]
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    rows, cols = x.shape
+    out = np.zeros((rows, t.row_bytes(cols)), dtype=np.uint8)
+    qw = None if imatrix is None else np.ascontiguousarray(imatrix, dtype=np.float32)
+    n = lib.ggml_quantize_chunk(t.code, x.ctypes.data, out.ctypes.data, 0, rows, cols,
+                                None if qw is None else qw.ctypes.data)
+    assert n == out.nbytes
+    return out
