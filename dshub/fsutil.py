@@ -12,6 +12,9 @@ from typing import IO, Any, Iterator
 from .constants import TMP_SUFFIX
 from .errors import DiskSpaceError, OutputError
 
+# A full disk, an exhausted quota, or a file-size limit: all mean "no room to write".
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
 
 def tmp_name(path: Path) -> Path:
     return path.with_name(path.name + TMP_SUFFIX)
@@ -39,7 +42,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
         fsync_dir(path.parent)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        if e.errno == errno.ENOSPC:
+        if e.errno in DISK_FULL_ERRNOS:
             raise OutputError(f"{path}: disk full while writing; temporary file removed. Free space and run again", path=str(path)) from None
         raise
     except BaseException:
