@@ -1,0 +1,135 @@
+"""config.json -> `deepseek2` GGUF metadata, as current llama.cpp's loader reads it (facts: shared/reference/gguf-deepseek.md)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from dshub.errors import ConfigError
+from dshub.gguf_file import KV, VT
+from quant.gguf.types import FILE_TYPES, QUANTIZATION_VERSION
+
+ARCH = "deepseek2"
+
+
+@dataclass(frozen=True)
+class Field:
+    """One `deepseek2.<suffix>` key copied from a config.json field."""
+
+    suffix: str
+    config_key: str
+    vtype: VT
+    required: bool = True
+
+
+# Copied fields, in the order llama.cpp's converter writes them. q_lora_rank is null for V2-Lite: then omitted.
+FIELDS: tuple[Field, ...] = (
+    Field("vocab_size", "vocab_size", VT.UINT32),
+    Field("context_length", "max_position_embeddings", VT.UINT32),
+    Field("embedding_length", "hidden_size", VT.UINT32),
+    Field("feed_forward_length", "intermediate_size", VT.UINT32),
+    Field("block_count", "num_hidden_layers", VT.UINT32),
+    Field("attention.head_count", "num_attention_heads", VT.UINT32),
+    Field("attention.layer_norm_rms_epsilon", "rms_norm_eps", VT.FLOAT32),
+    Field("rope.freq_base", "rope_theta", VT.FLOAT32),
+    Field("leading_dense_block_count", "first_k_dense_replace", VT.UINT32),
+    Field("attention.q_lora_rank", "q_lora_rank", VT.UINT32, required=False),
+    Field("attention.kv_lora_rank", "kv_lora_rank", VT.UINT32),
+    Field("expert_feed_forward_length", "moe_intermediate_size", VT.UINT32),
+    Field("expert_count", "n_routed_experts", VT.UINT32),
+    Field("expert_shared_count", "n_shared_experts", VT.UINT32),
+    Field("expert_used_count", "num_experts_per_tok", VT.UINT32),
+    Field("expert_weights_scale", "routed_scaling_factor", VT.FLOAT32),
+    Field("expert_weights_norm", "norm_topk_prob", VT.BOOL, required=False),
+    Field("expert_group_count", "n_group", VT.UINT32, required=False),
+    Field("expert_group_used_count", "topk_group", VT.UINT32, required=False),
+    Field("rope.dimension_count", "qk_rope_head_dim", VT.UINT32),
+)
+
+# Derived MLA keys: the `*_mla` lengths are what make llama.cpp run MLA; the plain ones describe the MQA view.
+DERIVED: tuple[tuple[str, VT, Callable[[dict[str, Any]], Any]], ...] = (
+    ("attention.head_count_kv", VT.UINT32, lambda c: 1),
+    ("attention.key_length", VT.UINT32, lambda c: c["kv_lora_rank"] + c["qk_rope_head_dim"]),
+    ("attention.value_length", VT.UINT32, lambda c: c["kv_lora_rank"]),
+    ("attention.key_length_mla", VT.UINT32, lambda c: c["qk_nope_head_dim"] + c["qk_rope_head_dim"]),
+    ("attention.value_length_mla", VT.UINT32, lambda c: c["v_head_dim"]),
+)
+
+GATING_FUNCS: dict[str, int] = {"softmax": 1, "sigmoid": 2}  # llama_expert_gating_func_type
+# Gating when config.json has no `scoring_func` (transformers 5 stopped writing it): V3-family models always use sigmoid.
+DEFAULT_GATING: dict[str, str] = {"DeepseekV2ForCausalLM": "softmax"}
+DEFAULT_GATING_OTHER = "sigmoid"
+
+# rope_scaling fields -> `deepseek2.rope.scaling.*`
+YARN_FIELDS: tuple[tuple[str, str, VT], ...] = (
+    ("factor", "factor", VT.FLOAT32),
+    ("original_context_length", "original_max_position_embeddings", VT.UINT32),
+    ("yarn_beta_fast", "beta_fast", VT.FLOAT32),
+    ("yarn_beta_slow", "beta_slow", VT.FLOAT32),
+)
+# llama.cpp divides yarn_log_multiplier by 0.1 when loading deepseek2 (PR #17945), so the file holds 0.1 * mscale_all_dim.
+YARN_LOG_MUL_FACTOR = 0.1
+
+
+def gating_func(config: dict[str, Any]) -> int:
+    """The expert gating function code: config's scoring_func, else the architecture's default."""
+    arch = (config.get("architectures") or [""])[0]
+    name = config.get("scoring_func") or DEFAULT_GATING.get(arch, DEFAULT_GATING_OTHER)
+    if name not in GATING_FUNCS:
+        raise ConfigError(f"config.json: scoring_func {name!r} is not supported; known: {', '.join(GATING_FUNCS)}", path="config.json")
+    return GATING_FUNCS[name]
+
+
+def _key(suffix: str) -> str:
+    return f"{ARCH}.{suffix}"
+
+
+def _cast(vtype: VT, v: Any) -> Any:
+    return float(v) if vtype is VT.FLOAT32 else bool(v) if vtype is VT.BOOL else int(v)
+
+
+def arch_kvs(config: dict[str, Any]) -> list[KV]:
+    """The `deepseek2.*` keys for a DeepSeek-V2/V3-family config.json."""
+    out: list[KV] = []
+    for f in FIELDS:
+        v = config.get(f.config_key)
+        if v is None:
+            if f.required:
+                raise ConfigError(f"config.json: {f.config_key} is required for GGUF key {_key(f.suffix)}", path="config.json")
+            continue
+        out.append(KV(_key(f.suffix), f.vtype, _cast(f.vtype, v)))
+    for suffix, vtype, fn in DERIVED:
+        try:
+            out.append(KV(_key(suffix), vtype, _cast(vtype, fn(config))))
+        except KeyError as e:
+            raise ConfigError(f"config.json: {e.args[0]} is required for GGUF key {_key(suffix)}", path="config.json") from None
+    out.append(KV(_key("expert_gating_func"), VT.UINT32, gating_func(config)))
+    out.extend(rope_scaling_kvs(config))
+    return out
+
+
+def rope_scaling_kvs(config: dict[str, Any]) -> list[KV]:
+    rs = config.get("rope_scaling") or {}
+    kind = rs.get("type") or rs.get("rope_type")
+    if not rs or kind in (None, "default"):
+        return []
+    if kind != "yarn":
+        raise ConfigError(f"config.json: rope_scaling type {kind!r} is not supported for deepseek2 (only yarn)", path="config.json")
+    out = [KV(_key("rope.scaling.type"), VT.STRING, "yarn")]
+    for suffix, field, vtype in YARN_FIELDS:
+        if rs.get(field) is not None:
+            out.append(KV(_key(f"rope.scaling.{suffix}"), vtype, _cast(vtype, rs[field])))
+    if rs.get("mscale_all_dim"):
+        out.append(KV(_key("rope.scaling.yarn_log_multiplier"), VT.FLOAT32, YARN_LOG_MUL_FACTOR * float(rs["mscale_all_dim"])))
+    return out
+
+
+def general_kvs(name: str, file_type: str | int) -> list[KV]:
+    """general.* keys (general.architecture first, as llama.cpp writes it)."""
+    ftype = FILE_TYPES[file_type] if isinstance(file_type, str) else file_type
+    return [
+        KV("general.architecture", VT.STRING, ARCH),
+        KV("general.type", VT.STRING, "model"),
+        KV("general.name", VT.STRING, name),
+        KV("general.file_type", VT.UINT32, ftype),
+        KV("general.quantization_version", VT.UINT32, QUANTIZATION_VERSION),
+    ]

@@ -1,0 +1,116 @@
+"""`--quant` schemes: which ggml type each GGUF tensor gets. A registry, so mixtures (Q4_K_M, policies) plug in.
+
+A scheme's `make(ctx)` returns a type function `(gguf tensor name, numpy shape) -> ggml type name`. It is asked only
+for tensors llama.cpp quantizes at all (norms, biases and the router stay F32 regardless). Parameter hooks
+(`register_param_hook`) wrap the scheme's function for extra `--to gguf` options (e.g. `policy`, `target_size`);
+`tensor_type` (REGEX=TYPE, first match wins, like llama-quantize's --tensor-type) is applied last, over everything.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from dshub.errors import UsageError
+from quant.gguf.types import FILE_TYPES, GGML_TYPES
+
+TypeFn = Callable[[str, tuple[int, ...]], str]
+
+
+@dataclass(frozen=True)
+class SchemeContext:
+    """What a scheme may look at: config.json and every quantizable GGUF tensor (name, numpy shape), in file order."""
+
+    config: dict[str, Any]
+    tensors: tuple[tuple[str, tuple[int, ...]], ...]
+
+    @property
+    def n_layer(self) -> int:
+        return int(self.config.get("num_hidden_layers") or 0)
+
+
+@dataclass(frozen=True)
+class QuantScheme:
+    name: str
+    file_type: int  # general.file_type (llama_ftype)
+    make: Callable[[SchemeContext], TypeFn]
+
+
+SCHEMES: dict[str, QuantScheme] = {}
+ParamHook = Callable[[Any, TypeFn, SchemeContext], TypeFn]
+PARAM_HOOKS: dict[str, ParamHook] = {}
+
+
+def register_scheme(name: str, file_type: int | None = None) -> Callable[[Callable[[SchemeContext], TypeFn]], Callable[[SchemeContext], TypeFn]]:
+    """Register `make` as `--quant name`; file_type defaults to llama.cpp's ftype of the same name."""
+
+    def deco(make: Callable[[SchemeContext], TypeFn]) -> Callable[[SchemeContext], TypeFn]:
+        SCHEMES[name.upper()] = QuantScheme(name.upper(), FILE_TYPES[name.upper()] if file_type is None else file_type, make)
+        return make
+
+    return deco
+
+
+def register_param_hook(param: str) -> Callable[[ParamHook], ParamHook]:
+    """Register a wrapper for a `--to gguf` option: hook(value, type_fn, ctx) -> type_fn."""
+
+    def deco(fn: ParamHook) -> ParamHook:
+        PARAM_HOOKS[param] = fn
+        return fn
+
+    return deco
+
+
+def _pure(type_name: str) -> Callable[[SchemeContext], TypeFn]:
+    return lambda ctx: (lambda name, shape: type_name)
+
+
+PURE_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1")
+for _t in PURE_TYPES:
+    register_scheme(_t)(_pure(_t))
+
+
+def parse_tensor_types(specs: list[str]) -> list[tuple[re.Pattern[str], str]]:
+    """`REGEX=TYPE` strings -> compiled rules; bad ones raise UsageError naming the rule."""
+    rules = []
+    for s in specs:
+        pattern, sep, type_name = s.rpartition("=")
+        if not sep or not pattern:
+            raise UsageError(f"--tensor-type {s!r}: expected REGEX=TYPE")
+        if type_name.upper() not in GGML_TYPES:
+            raise UsageError(f"--tensor-type {s!r}: unknown type {type_name!r}; known: {', '.join(GGML_TYPES)}")
+        try:
+            rules.append((re.compile(pattern), type_name.upper()))
+        except re.error as e:
+            raise UsageError(f"--tensor-type {s!r}: bad regex ({e})") from None
+    return rules
+
+
+def with_overrides(fn: TypeFn, rules: list[tuple[re.Pattern[str], str]]) -> TypeFn:
+    if not rules:
+        return fn
+
+    def typed(name: str, shape: tuple[int, ...]) -> str:
+        for rx, t in rules:
+            if rx.search(name):
+                return t
+        return fn(name, shape)
+
+    return typed
+
+
+def get_scheme(name: str) -> QuantScheme:
+    s = SCHEMES.get(str(name).upper())
+    if s is None:
+        raise UsageError(f"--quant {name!r} is not supported; known: {', '.join(SCHEMES)}")
+    return s
+
+
+def resolve(params: dict[str, Any], ctx: SchemeContext) -> tuple[QuantScheme, TypeFn]:
+    """The scheme named by params['quant'] and its type function with hooks and --tensor-type rules applied."""
+    scheme = get_scheme(params["quant"])
+    fn = scheme.make(ctx)
+    for key, hook in PARAM_HOOKS.items():
+        if params.get(key) is not None:
+            fn = hook(params[key], fn, ctx)
+    return scheme, with_overrides(fn, parse_tensor_types(list(params.get("tensor_type") or [])))

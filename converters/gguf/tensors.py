@@ -1,0 +1,257 @@
+"""HF DeepSeek tensors -> `deepseek2` GGUF tensors: names, shapes, types, and streaming byte production.
+
+kv_b_proj is split into attn_k_b (transposed) and attn_v_b; routed experts are stacked into 3-D `*_exps` tensors
+(expert index slowest), produced expert by expert and row-chunk by row-chunk, so no stacked tensor and no whole
+2-D float32 tensor is ever held in memory. MTP layers are left out (mainline llama.cpp rejects them).
+"""
+from __future__ import annotations
+
+import math
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import torch
+
+from dshub.arch import spec_for
+from dshub.checkpoint import Checkpoint
+from dshub.errors import CheckpointError, UnsupportedArchitecture
+from dshub.gguf_file import TensorInfo
+from dshub.safetensors_header import TensorEntry
+from dshub.safetensors_writer import ST_TO_TORCH
+from quant import get_codec
+import quant.gguf  # noqa: F401  (registers the gguf_* codecs)
+from quant.gguf.types import fit_type
+
+from .schemes import TypeFn
+
+GLOBAL_NAMES: dict[str, str] = {
+    "model.embed_tokens.weight": "token_embd.weight",
+    "model.norm.weight": "output_norm.weight",
+    "lm_head.weight": "output.weight",
+}
+# After `model.layers.{i}.` -> after `blk.{i}.`
+LAYER_NAMES: dict[str, str] = {
+    "input_layernorm.weight": "attn_norm.weight",
+    "self_attn.q_proj.weight": "attn_q.weight",
+    "self_attn.q_a_proj.weight": "attn_q_a.weight",
+    "self_attn.q_a_layernorm.weight": "attn_q_a_norm.weight",
+    "self_attn.q_b_proj.weight": "attn_q_b.weight",
+    "self_attn.kv_a_proj_with_mqa.weight": "attn_kv_a_mqa.weight",
+    "self_attn.kv_a_layernorm.weight": "attn_kv_a_norm.weight",
+    "self_attn.o_proj.weight": "attn_output.weight",
+    "post_attention_layernorm.weight": "ffn_norm.weight",
+    "mlp.gate_proj.weight": "ffn_gate.weight",
+    "mlp.up_proj.weight": "ffn_up.weight",
+    "mlp.down_proj.weight": "ffn_down.weight",
+    "mlp.gate.weight": "ffn_gate_inp.weight",
+    "mlp.gate.e_score_correction_bias": "exp_probs_b.bias",
+    "mlp.shared_experts.gate_proj.weight": "ffn_gate_shexp.weight",
+    "mlp.shared_experts.up_proj.weight": "ffn_up_shexp.weight",
+    "mlp.shared_experts.down_proj.weight": "ffn_down_shexp.weight",
+}
+KV_B = "self_attn.kv_b_proj.weight"
+EXPERT_RE = re.compile(r"^mlp\.experts\.(\d+)\.(gate|up|down)_proj\.weight$")
+LAYER_RE = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
+# Tensors llama.cpp keeps in F32 whatever the output type (its converter forces them; llama-quantize skips them).
+F32_SUFFIXES = ("_norm.weight", "ffn_gate_inp.weight")
+
+CHUNK_BYTES = 64 << 20  # float32 bytes dequantized per step
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a GGUF tensor's values come from: `kind` is tensor | k_b | v_b | experts; `names` are HF tensors."""
+
+    kind: str
+    names: tuple[str, ...]
+    split: tuple[int, int, int] = (0, 0, 0)  # k_b / v_b: (heads, qk_nope_head_dim, v_head_dim)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One piece of work: float32 rows of HF tensor `name` starting at `row0`, computed by `fn`."""
+
+    name: str
+    row0: int
+    fn: Callable[[], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class PlannedTensor:
+    info: TensorInfo
+    source: Source
+    asked: str  # what the scheme asked for ("F32" for forced tensors)
+    note: str | None = None  # why the type differs from `asked`, or why it is F32
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.info.name, "shape": list(self.info.shape), "type": self.info.ggml_type, "bytes": self.info.nbytes,
+                "asked": self.asked, **({"note": self.note} if self.note else {})}
+
+
+def forced_f32(name: str, shape: tuple[int, ...]) -> bool:
+    return len(shape) <= 1 or name.endswith(F32_SUFFIXES) or not name.endswith(".weight")
+
+
+def map_tensors(config: dict[str, Any]) -> list[tuple[str, tuple[int, ...], Source]]:
+    """(GGUF name, numpy shape, source) for every tensor of the main model, in llama.cpp's per-layer order."""
+    spec = spec_for(config)
+    heads = int(config["num_attention_heads"])
+    nope, v_head, kv_lora = int(config["qk_nope_head_dim"]), int(config["v_head_dim"]), int(config["kv_lora_rank"])
+    n_experts = int(config.get("n_routed_experts") or 0)
+    out: list[tuple[str, tuple[int, ...], Source]] = []
+    stacked: set[tuple[int, str]] = set()
+    for t in spec:
+        if t.mtp:
+            continue
+        if t.name in GLOBAL_NAMES:
+            out.append((GLOBAL_NAMES[t.name], t.shape, Source("tensor", (t.name,))))
+            continue
+        m = LAYER_RE.match(t.name)
+        if not m:
+            raise UnsupportedArchitecture(f"config.json: no GGUF name for tensor {t.name}", path="config.json", tensor=t.name)
+        layer, rest = int(m[1]), m[2]
+        blk = f"blk.{layer}."
+        if rest == KV_B:
+            split = (heads, nope, v_head)
+            out.append((blk + "attn_k_b.weight", (heads, kv_lora, nope), Source("k_b", (t.name,), split)))
+            out.append((blk + "attn_v_b.weight", (heads, v_head, kv_lora), Source("v_b", (t.name,), split)))
+        elif em := EXPERT_RE.match(rest):
+            proj = em[2]
+            if (layer, proj) not in stacked:
+                stacked.add((layer, proj))
+                names = tuple(f"model.layers.{layer}.mlp.experts.{e}.{proj}_proj.weight" for e in range(n_experts))
+                out.append((f"{blk}ffn_{proj}_exps.weight", (n_experts, *t.shape), Source("experts", names)))
+        elif rest in LAYER_NAMES:
+            out.append((blk + LAYER_NAMES[rest], t.shape, Source("tensor", (t.name,))))
+        else:
+            raise UnsupportedArchitecture(f"config.json: no GGUF name for tensor {t.name}", path="config.json", tensor=t.name)
+    return out
+
+
+def plan_tensors(mapped: list[tuple[str, tuple[int, ...], Source]], type_fn: TypeFn) -> list[PlannedTensor]:
+    """Give each mapped tensor its ggml type: F32 where llama.cpp forces it, else the scheme's, with row-size fallback."""
+    planned = []
+    for name, shape, src in mapped:
+        if forced_f32(name, shape):
+            planned.append(PlannedTensor(TensorInfo(name, shape, "F32"), src, "F32", "kept in F32 (norm, bias or router)"))
+            continue
+        asked = type_fn(name, shape).upper()
+        used, why = fit_type(asked, shape[-1])
+        planned.append(PlannedTensor(TensorInfo(name, shape, used), src, asked, why))
+    return planned
+
+
+# ---------------------------------------------------------------- reading source values
+def read_rows(path: Path, e: TensorEntry, r0: int, r1: int) -> torch.Tensor:
+    """Rows [r0, r1) of a 2-D tensor (or all of a 1-D one) straight from the file."""
+    cols = e.shape[1] if len(e.shape) == 2 else e.numel
+    item = e.nbytes // max(1, e.numel)
+    start, n = e.start + r0 * cols * item, (r1 - r0) * cols * item
+    buf = torch.empty(n, dtype=torch.uint8)
+    with open(path, "rb", buffering=0) as f:
+        f.seek(start)
+        view, got = memoryview(buf.numpy()), 0
+        while got < n:
+            k = f.readinto(view[got:])
+            if not k:
+                raise CheckpointError(f"{path.name}: tensor {e.name}: file ended early", path=str(path), tensor=e.name)
+            got += k
+    shape = (r1 - r0, cols) if len(e.shape) == 2 else tuple(e.shape)
+    return buf.view(ST_TO_TORCH[e.dtype]).reshape(shape)
+
+
+class SourceReader:
+    """Float32 values of checkpoint tensors, block-FP8 dequantized exactly (fp32(w) * fp32(scale_inv))."""
+
+    def __init__(self, ckpt: Checkpoint, device: str = "cpu"):
+        self.ckpt = ckpt
+        self.block = ckpt.encoding.block or (128, 128)
+        self.dequant = get_codec("fp8_block_dequant_f32", "cpu")
+
+    def entry(self, name: str) -> tuple[Path, TensorEntry]:
+        return self.ckpt.shard_path(self.ckpt.weight_map[name]), self.ckpt.entry(name)
+
+    def row_step(self, cols: int) -> int:
+        br = self.block[0]
+        return max(br, CHUNK_BYTES // (4 * max(1, cols)) // br * br)
+
+    def rows(self, name: str, r0: int, r1: int) -> torch.Tensor:
+        path, e = self.entry(name)
+        w = read_rows(path, e, r0, r1)
+        if e.dtype.startswith("F8_"):
+            sname = name[: -len(".weight")] + ".weight_scale_inv"
+            if sname not in self.ckpt.weight_map:
+                raise CheckpointError(f"{self.ckpt.weight_map[name]}: tensor {name}: FP8 weight without {sname}", path=str(path), tensor=name)
+            spath, se = self.entry(sname)
+            br = self.block[0]
+            s = read_rows(spath, se, r0 // br, math.ceil(r1 / br)).to(torch.float32)
+            return self.dequant(w, s, self.block)
+        return w.to(torch.float32)
+
+    def chunks(self, name: str) -> Iterator[Job]:
+        """Jobs producing consecutive float32 row chunks [rows, cols] of a tensor (1-D tensors: one row)."""
+        _, e = self.entry(name)
+        if len(e.shape) != 2:
+            yield Job(name, 0, lambda: self.rows(name, 0, 1).reshape(1, -1))
+            return
+        rows, cols = e.shape
+        step = self.row_step(cols)
+        for r0 in range(0, rows, step):
+            yield Job(name, r0, lambda a=r0, b=min(rows, r0 + step): self.rows(name, a, b))
+
+    def whole(self, name: str) -> torch.Tensor:
+        _, e = self.entry(name)
+        return self.rows(name, 0, e.shape[0] if len(e.shape) == 2 else 1).reshape(e.shape)
+
+
+def _kv_b_part(reader: SourceReader, src: Source) -> torch.Tensor:
+    """attn_k_b as [heads*kv_lora, nope] (k transposed) or attn_v_b as [heads*v_head, kv_lora]."""
+    heads, nope, v_head = src.split
+    w = reader.whole(src.names[0])
+    w = w.view(heads, nope + v_head, w.shape[-1])
+    part = w[:, :nope, :].transpose(1, 2) if src.kind == "k_b" else w[:, nope:, :]
+    return part.reshape(-1, part.shape[-1]).contiguous()
+
+
+def jobs(reader: SourceReader, p: PlannedTensor) -> Iterator[Job]:
+    """Jobs, in file order, each returning one float32 [rows, cols] piece of the tensor."""
+    src = p.source
+    if src.kind == "tensor":
+        yield from reader.chunks(src.names[0])
+    elif src.kind in ("k_b", "v_b"):
+        yield Job(src.names[0], 0, lambda: _kv_b_part(reader, src))
+    elif src.kind == "experts":
+        for name in src.names:
+            yield from reader.chunks(name)
+    else:  # pragma: no cover - table and code out of step
+        raise ValueError(f"unknown source kind {src.kind}")
+
+
+def produce(reader: SourceReader, p: PlannedTensor, workers: int = 1) -> Iterable[Any]:
+    """The tensor's GGUF bytes, chunk by chunk; with workers > 1, up to `workers` chunks are computed ahead."""
+    codec = get_codec(f"gguf_{p.info.ggml_type}", "cpu")
+
+    def run(job: Job) -> Any:
+        x = job.fn()
+        try:
+            return codec(x).numpy()
+        except ValueError as e:
+            shard = reader.ckpt.weight_map[job.name]
+            where = f" (row offset {job.row0})" if job.row0 else ""
+            raise CheckpointError(f"{shard}: tensor {job.name} -> {p.info.name}{where}: {e}", path=shard, tensor=job.name) from None
+
+    if workers <= 1:
+        for job in jobs(reader, p):
+            yield run(job)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        pending = []
+        for job in jobs(reader, p):
+            pending.append(pool.submit(run, job))
+            if len(pending) >= workers:
+                yield pending.pop(0).result()
+        for fut in pending:
+            yield fut.result()
