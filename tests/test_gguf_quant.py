@@ -115,3 +115,18 @@ def test_row_fallback(asked: str, row: int, expected: str) -> None:
     got, why = fit_type(asked, row)
     assert got == expected
     assert (why is None) == (asked == expected)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("name", TYPES)
+def test_bit_exact_against_compiled_ggml(name: str, kind: str) -> None:
+    """The same rows through llama.cpp's own compiled `ggml_quantize_chunk` (skips without llama-cpp-python)."""
+    from tests.llama_oracle import ggml_quantize
+
+    x = _rows(kind)
+    if name == "F16" and kind in ("huge_tiny", "scaled"):
+        x = np.clip(x, -6e4, 6e4)
+    ours = get_codec(f"gguf_{name}")(torch.from_numpy(x)).numpy()
+    ref = ggml_quantize(name, x)
+    mismatch = np.argwhere(ours != ref)
+    assert mismatch.size == 0, f"{name}/{kind}: first mismatch at {mismatch[0].tolist()}"
