@@ -116,6 +116,7 @@ def fetch_to_part(
             with http_stream_backoff(
                 "GET", url, headers=req, max_retries=retry.attempts, base_wait_time=retry.wait_s,
                 retry_on_status_codes=RETRY_STATUS,
+                retry_on_exceptions=(),  # connection failures are retried below, resuming from the bytes we have
             ) as resp:
                 hf_raise_for_status(resp)
                 restart = _check_response(resp, have, size, label)
@@ -127,7 +128,7 @@ def fetch_to_part(
                     digests, have = Digests.start(size, want_git_sha1), 0
                 with open(part, "ab") as f:
                     try:
-                        for chunk in resp.iter_bytes(CHUNK):
+                        for chunk in resp.iter_bytes():  # as it arrives: a cut loses nothing received
                             if have + len(chunk) > size:
                                 raise ServedWrongSize(f"{label}: server sent more than the {size} bytes the hub lists", path=label)
                             f.write(chunk)

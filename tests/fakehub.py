@@ -327,3 +327,30 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
                 time.sleep(len(chunk) / rate)
         return sent
+
+
+# ---------------------------------------------------------------------------------------------- pytest fixtures
+# Test modules import these by name (`from fakehub import hub, repo_files  # noqa: F401`).
+import pytest  # noqa: E402
+
+TEST_TOKEN = "hf_dshubTestToken0123456789abcdef"
+REPO = "deepseek-ai/DeepSeek-V3-tiny"
+
+
+@pytest.fixture
+def hub(monkeypatch: pytest.MonkeyPatch):
+    """A running fake hub; HF_ENDPOINT points at it, retries wait 10 ms, no token and not offline."""
+    with FakeHub(tokens=(TEST_TOKEN,)) as fake:
+        monkeypatch.setenv("HF_ENDPOINT", fake.endpoint)
+        monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+        monkeypatch.setenv("DSHUB_HTTP_RETRY_WAIT", "0.01")
+        monkeypatch.setenv("DSHUB_HTTP_RETRIES", "3")
+        for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+            monkeypatch.delenv(var, raising=False)
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def repo_files(tiny_ckpt) -> dict[str, bytes]:
+    """The tiny synthetic checkpoint (dshub synth) as the files of a hub repository."""
+    return {p.name: p.read_bytes() for p in sorted(tiny_ckpt.iterdir()) if p.is_file()}
