@@ -117,3 +117,12 @@ class GGUFError(CheckpointError):
 
 class QuantizationError(DshubError, ValueError):
     """A weight cannot be quantized or packed as asked (shape not divisible, scale out of range)."""
+
+
+class PlanRefused(DshubError, ValueError):
+    """The memory planner found no parallel layout that works for the request (recipes/planner.py)."""
+
+    def __init__(self, message: str, *, reasons: list[str], alternatives: list[str]):
+        super().__init__(message)
+        self.reasons = reasons
+        self.alternatives = alternatives

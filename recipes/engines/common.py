@@ -1,0 +1,69 @@
+"""What the engine modules share: where the model comes from, version gates, the launch skeleton."""
+from __future__ import annotations
+
+import posixpath
+from typing import Callable
+
+from dshub.errors import UsageError
+
+from ..engine_facts import FamilyFacts, family_facts, image_for, version_key
+from ..env import engine_env
+from ..launch import Launch, Mount, NodeLaunch, NodeRef, RecipeOptions, role_for
+from ..planner import Plan
+
+HF_CACHE_HOST = "${HOME}/.cache/huggingface"
+MODELS_DIR = "/models"
+
+
+def model_source(p: Plan, opts: RecipeOptions) -> tuple[str, str, list[Mount], list[str]]:
+    """(argument on a host, argument in a container, mounts, notes) for the model weights."""
+    eng, m, fmt = p.engine, p.model, p.weights
+    if opts.model_path or m.source == "local":
+        host = opts.model_path or str(m.path)
+        base = posixpath.basename(host.rstrip("/"))
+        if fmt.is_gguf and host.endswith(".gguf"):
+            parent = posixpath.dirname(host) or "."
+            return host, f"{MODELS_DIR}/{base}", [Mount(parent, MODELS_DIR, "models")], []
+        return host, f"{MODELS_DIR}/{base}", [Mount(host, f"{MODELS_DIR}/{base}", "models")], []
+    if fmt.is_gguf:
+        path = f"{MODELS_DIR}/{m.name}-{fmt.gguf_type}.gguf"
+        note = (f"expects the GGUF at {path} (for a split set, the -00001-of-N file); make it with "
+                f"`dshub convert {m.hub_id} --to gguf` or pass --model-path")
+        return path, path, [Mount(MODELS_DIR, MODELS_DIR, "models")], [note]
+    if fmt.name == m.shipped:
+        return m.hub_id or m.name, m.hub_id or m.name, [Mount(HF_CACHE_HOST, eng.model_cache, "hf-cache")], []
+    path = f"{MODELS_DIR}/{m.name}-{fmt.name}"
+    note = f"expects {fmt.name} weights at {path}: `dshub convert {m.hub_id} --to {fmt.name} --out {path}`"
+    return path, path, [Mount(MODELS_DIR, MODELS_DIR, "models")], [note]
+
+
+def check_version(p: Plan, fam: FamilyFacts) -> None:
+    if fam.min_version and version_key(p.engine_version) < version_key(fam.min_version):
+        raise UsageError(f"--engine-version {p.engine_version}: {p.model.name} needs {p.engine.name} >= "
+                         f"{fam.min_version} ({fam.min_version_source})")
+    if p.gpu.vendor in fam.unsupported_vendors:
+        raise UsageError(f"{p.model.name} is not supported by {p.engine.name} on {p.gpu.vendor.upper()} GPUs")
+
+
+def make_launch(p: Plan, opts: RecipeOptions, args_for: Callable[[NodeRef, str], list[str]],
+                extra_env: Callable[[NodeRef], dict[str, str]] | None = None, notes: list[str] | None = None,
+                needs_hf_token: bool = True) -> Launch:
+    """Assemble a Launch: `args_for(ref, model_arg)` gives the argv after the engine's executable."""
+    eng = p.engine
+    fam = family_facts(eng.name, p.model.family)
+    check_version(p, fam)
+    host_arg, container_arg, mounts, src_notes = model_source(p, opts)
+    base_env = engine_env(p)
+    net_env = opts.network.env() if p.nodes > 1 else {}
+
+    def build(ref: NodeRef, container: bool) -> NodeLaunch:
+        exe = eng.container_argv if container else eng.host_argv
+        model_arg = container_arg if container else host_arg
+        env = {**base_env, **net_env, **(extra_env(ref) if extra_env else {})}
+        ports = [eng.port] if ref.is_head else []
+        return NodeLaunch(role_for(ref, p.nodes), ref.rank, [*exe, *args_for(ref, model_arg)], env, ports)
+
+    image = image_for(eng, p.gpu.vendor, p.engine_version, opts.image)
+    return Launch(p, eng.name, p.engine_version, image, eng.port, host_arg, container_arg, mounts, build,
+                  p.gpu.vendor, notes=[*p.notes, *src_notes, *(notes or [])], needs_hf_token=needs_hf_token,
+                  network=opts.network)

@@ -1,0 +1,38 @@
+"""`llama-server` for a GGUF plan (serving.md §3). Mainline flags only: never ik_llama.cpp's -mla/-fmoe/-rtr/-amb."""
+from __future__ import annotations
+
+from ..engine_facts import LLAMACPP_SAMPLING
+from ..launch import Launch, NodeRef, RecipeOptions
+from ..planner import Plan
+from . import register
+from .common import make_launch
+
+KV_TYPE_FLAG = {"bf16": "f16", "q8_0": "q8_0", "q4_0": "q4_0"}
+# Unsloth: add --min-p for the 1-bit dynamic quants (serving.md §3).
+MIN_P_BY_TYPE = {"IQ1_S": "0.05", "IQ1_M": "0.05"}
+
+
+def offload_args(p: Plan) -> list[str]:
+    """Experts of the first layers to system RAM: all of them (-ot exps=CPU) or N layers (--n-cpu-moe)."""
+    ev = p.chosen
+    if not ev or not ev.experts_on_cpu_layers:
+        return []
+    if ev.experts_on_cpu_layers >= p.model.moe_layers:
+        return ["-ot", "exps=CPU"]
+    # --n-cpu-moe counts layers from 0, dense layers included.
+    first_dense = int((p.model.config or {}).get("first_k_dense_replace", 0))
+    return ["--n-cpu-moe", str(first_dense + ev.experts_on_cpu_layers)]
+
+
+@register("llamacpp")
+def build(p: Plan, opts: RecipeOptions) -> Launch:
+    def args(ref: NodeRef, model: str) -> list[str]:
+        k = KV_TYPE_FLAG[p.kv_dtype]
+        a = ["-m", model, "--alias", opts.served_name or p.model.name, "--host", "0.0.0.0",
+             "--port", str(p.engine.port), "-ngl", "999", *offload_args(p), "-c", str(p.serve_context),
+             "-fa", "on", "-ctk", k, "--jinja", "--parallel", "1", *LLAMACPP_SAMPLING]
+        if p.weights.gguf_type in MIN_P_BY_TYPE:
+            a += ["--min-p", MIN_P_BY_TYPE[p.weights.gguf_type]]
+        return a
+
+    return make_launch(p, opts, args, needs_hf_token=False)

@@ -1,0 +1,62 @@
+"""`python3 -m sglang.launch_server` for a plan (serving.md §2)."""
+from __future__ import annotations
+
+from ..engine_facts import family_facts, version_key
+from ..launch import Launch, NodeRef, RecipeOptions
+from ..planner import Plan
+from . import register
+from .common import make_launch
+
+DIST_PORT = 20000  # docs/references/multi_node_inference_k8s_lws.md
+KV_DTYPE_FLAG = {"bf16": None, "fp8": "fp8_e4m3"}
+# 0.5.23 deprecates `--dp-size N --enable-dp-attention` for `--attn-dp-size N` (server_args.py).
+ATTN_DP_SIZE_SINCE = (0, 5, 23)
+# DeepSeek's MTP draft settings (serving.md §2 "MTP").
+MTP_ARGS = ("--speculative-algorithm", "EAGLE", "--speculative-num-steps", "3", "--speculative-eagle-topk", "1",
+            "--speculative-num-draft-tokens", "4")
+
+
+def _layout_args(p: Plan, ref: NodeRef) -> list[str]:
+    lay = p.chosen.layout  # type: ignore[union-attr]
+    a = ["--tp-size", str(lay.tp)]
+    if lay.kind == "dp-attention":
+        if version_key(p.engine_version) >= ATTN_DP_SIZE_SINCE:
+            a += ["--attn-dp-size", str(lay.dp)]
+        else:
+            a += ["--dp-size", str(lay.dp), "--enable-dp-attention"]
+    if lay.ep > 1:
+        a += ["--ep-size", str(lay.ep)]
+        # DeepEP all-to-all across nodes; it needs ep == tp (serving.md §2 "EP").
+        if p.nodes > 1 and p.gpu.vendor == "nvidia" and lay.ep == lay.tp:
+            a += ["--moe-a2a-backend", "deepep"]
+    if p.nodes > 1:
+        a += ["--nnodes", str(p.nodes), "--node-rank", ref.rank_str(), "--dist-init-addr",
+              f"{ref.head_address}:{DIST_PORT}"]
+    return a
+
+
+@register("sglang")
+def build(p: Plan, opts: RecipeOptions) -> Launch:
+    fam = family_facts("sglang", p.model.family)
+
+    def args(ref: NodeRef, model: str) -> list[str]:
+        a = ["--model-path", model, "--served-model-name", opts.served_name or p.model.name, "--host", "0.0.0.0",
+             "--port", str(p.engine.port), "--trust-remote-code"]
+        a += _layout_args(p, ref)
+        a += ["--mem-fraction-static", f"{p.memory_fraction:g}", "--context-length", str(p.serve_context),
+              "--dist-timeout", "3600"]  # NCCL timeouts on slow loads (sglang#3932)
+        if KV_DTYPE_FLAG[p.kv_dtype]:
+            a += ["--kv-cache-dtype", KV_DTYPE_FLAG[p.kv_dtype]]
+        if fam.reasoning_parser:
+            a += ["--reasoning-parser", fam.reasoning_parser]
+        if fam.tool_parser:
+            a += ["--tool-call-parser", fam.tool_parser]
+        if fam.chat_template:
+            a += ["--chat-template", fam.chat_template]
+        if p.mtp:
+            a += list(MTP_ARGS)
+        if p.gpu.vendor == "amd":
+            a += ["--attention-backend", "aiter"]
+        return a
+
+    return make_launch(p, opts, args)

@@ -1,0 +1,83 @@
+"""Weight formats the planner sizes: bytes per parameter for each model component.
+
+- fp8: DeepSeek block FP8 (e4m3, one F32 scale per 128x128 block) on every linear except router and lm_head;
+  embeddings, norms, router and head stay BF16 (the released checkpoints' layout; serving.md §5: ≈673 GB).
+- bf16: everything BF16 (serving.md §5: ≈1.37 TB).
+- int4: W4A16 group 128 on MLP/expert linears with a BF16 scale per group, attention and the rest BF16
+  (compressed-tensors pack-quantized as Kimi-K2-Thinking ships; serving.md §5: ≈366 GB for 671B).
+- fp4-fp8: NVFP4 experts (4-bit + one FP8 scale per 16), the rest as fp8 (V4 / nvidia *-NVFP4 releases).
+- gguf:TYPE: llama.cpp file types as average bits per weight over the whole model, measured on DeepSeek-V3/R1:
+  the ftype mixes in ../shared/reference/gguf-deepseek.md ("My computed mixes") and Unsloth's dynamic R1 sizes
+  (serving.md §3), or the ggml block size for uniform types (Q8_0 = 34 bytes per 32 weights).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dshub.errors import UsageError
+
+FP8_SCALE = 4 / (128 * 128)  # one F32 scale per 128x128 block
+GROUP128_BF16 = 2 / 128  # one BF16 scale per 128 weights
+NVFP4 = 0.5 + 1 / 16  # 4-bit values + one FP8 scale per 16
+
+# Average bits per weight of llama.cpp file types on DeepSeek-V3/R1 (671B main-model weights).
+GGUF_BPW: dict[str, float] = {
+    "F16": 16.0, "BF16": 16.0, "Q8_0": 8.5, "Q6_K": 6.5625,
+    "Q5_K_M": 5.67,  # 443 GiB / 671B, gguf-deepseek.md
+    "Q4_K_M": 4.82,  # 377 GiB, gguf-deepseek.md
+    "Q4_0": 4.5,
+    "Q3_K_M": 3.80,  # 297 GiB, gguf-deepseek.md
+    "Q2_K": 2.91,  # 227 GiB, gguf-deepseek.md
+    "Q2_K_XL": 2.53,  # Unsloth 212 GB (serving.md §3)
+    "IQ2_XXS": 2.18,  # Unsloth 183 GB
+    "IQ1_M": 1.88,  # Unsloth 158 GB
+    "IQ1_S": 1.56,  # Unsloth 131 GB
+}
+
+_COMPONENTS = ("attn", "expert", "shared", "dense", "embed", "head", "other", "mtp")
+
+
+@dataclass(frozen=True)
+class WeightFormat:
+    """A weight format: its name, bytes per parameter by component, and the engines' view of it."""
+
+    name: str
+    bytes_per_param: dict[str, float]
+    block: int | None  # TP slices of quantized weights must be multiples of this
+    gguf_type: str | None = None
+
+    @property
+    def is_gguf(self) -> bool:
+        return self.gguf_type is not None
+
+    def bytes(self, params: dict[str, int]) -> dict[str, int]:
+        return {c: int(n * self.bytes_per_param.get(c, 2.0)) for c, n in params.items()}
+
+
+def _per(linear: float, *, mlp: float | None = None, other: float = 2.0) -> dict[str, float]:
+    mlp = linear if mlp is None else mlp
+    return {"attn": linear, "expert": mlp, "shared": mlp, "dense": mlp, "mtp": linear,
+            "embed": other, "head": other, "other": other}
+
+
+FORMATS: dict[str, WeightFormat] = {
+    "fp8": WeightFormat("fp8", _per(1 + FP8_SCALE), 128),
+    "bf16": WeightFormat("bf16", _per(2.0), None),
+    "int4": WeightFormat("int4", _per(2.0, mlp=0.5 + GROUP128_BF16), 128),
+    "fp4-fp8": WeightFormat("fp4-fp8", {**_per(1 + FP8_SCALE), "expert": NVFP4}, 128),
+}
+
+
+def weight_format(name: str) -> WeightFormat:
+    """`fp8`, `bf16`, `int4`, `fp4-fp8` or `gguf:TYPE` (e.g. gguf:Q4_K_M)."""
+    key = name.strip()
+    if key.lower().startswith("gguf"):
+        _, _, t = key.partition(":")
+        t = (t or "Q4_K_M").upper()
+        if t not in GGUF_BPW:
+            raise UsageError(f"--weights {name!r}: unknown GGUF type; known: {', '.join(GGUF_BPW)}")
+        b = GGUF_BPW[t] / 8
+        return WeightFormat(f"gguf:{t}", {c: b for c in _COMPONENTS}, None, gguf_type=t)
+    if key.lower() not in FORMATS:
+        raise UsageError(f"--weights {name!r}: unknown format; known: {', '.join(FORMATS)}, gguf:TYPE")
+    return FORMATS[key.lower()]

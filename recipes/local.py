@@ -1,0 +1,63 @@
+"""ModelInfo for a local checkpoint: its real config.json, and its real bytes per component from shard headers."""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from dshub.checkpoint import Checkpoint, load_config
+from dshub.errors import ConfigError
+
+from .models import info_from_config, ModelInfo
+
+# config.json model_type -> engine fact family. A directory name can refine it (R1 and V3 share a model_type).
+FAMILY_BY_MODEL_TYPE: dict[str, str] = {"deepseek_v3": "v3", "deepseek_v32": "v32", "kimi_k2": "kimi_k2", "deepseek_v2": "v3"}
+FAMILY_BY_DIR_NAME: tuple[tuple[str, str], ...] = (
+    (r"(?i)kimi", "kimi_k2"), (r"(?i)v3\.?2", "v32"), (r"(?i)v3\.?1", "v31"), (r"(?i)\br1\b|-r1", "r1"),
+)
+# quantization_config.quant_method -> shipped weight format
+SHIPPED_BY_QUANT_METHOD: dict[str, str] = {"fp8": "fp8", "compressed-tensors": "int4", "gptq": "int4", "awq": "int4"}
+
+
+def _family(config: dict[str, Any], name: str) -> str:
+    for pattern, family in FAMILY_BY_DIR_NAME:
+        if re.search(pattern, name):
+            return family
+    return FAMILY_BY_MODEL_TYPE.get(str(config.get("model_type", "")), "v3")
+
+
+def _shipped(config: dict[str, Any], encoding: str | None) -> str:
+    qc = config.get("quantization_config") or {}
+    if qc.get("quant_method") in SHIPPED_BY_QUANT_METHOD:
+        return SHIPPED_BY_QUANT_METHOD[qc["quant_method"]]
+    return {"fp8-block": "fp8"}.get(encoding or "", encoding or "bf16")
+
+
+def local_info(path: Path) -> ModelInfo:
+    """A checkpoint directory (config + real shard bytes) or a bare config.json (config only)."""
+    if path.is_file():
+        if path.name != "config.json":
+            raise ConfigError(f"{path}: MODEL must be a checkpoint directory or its config.json", path=str(path))
+        try:
+            config = json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ConfigError(f"{path}: not valid JSON ({e})", path=str(path)) from None
+        name = path.parent.name or "model"
+        return info_from_config(config, name=name, hub_id=None, family=_family(config, name),
+                                shipped=_shipped(config, None), source="local", path=str(path.parent))
+    if not (path / "model.safetensors.index.json").exists() and not (path / "model.safetensors").exists():
+        config = load_config(path)
+        return info_from_config(config, name=path.name, hub_id=None, family=_family(config, path.name),
+                                shipped=_shipped(config, None), source="local", path=str(path))
+    ckpt = Checkpoint.open(path)
+    component_of: dict[str, str] = {}
+    info = info_from_config(ckpt.config, name=path.name, hub_id=None, family=_family(ckpt.config, path.name),
+                            shipped=_shipped(ckpt.config, ckpt.encoding.name), source="local", path=str(path),
+                            component_of_out=component_of)
+    stored: dict[str, int] = {}
+    for tensor in ckpt.weight_map:
+        comp = component_of.get(tensor, "other")
+        stored[comp] = stored.get(comp, 0) + ckpt.entry(tensor).nbytes
+    return replace(info, stored_bytes=dict(sorted(stored.items())))

@@ -1,0 +1,394 @@
+"""Memory planner: weights per GPU for each parallel layout, the MLA KV cache, headroom, and from them the
+longest context and the concurrency that fit. Refuses layouts that cannot work, with the reason, and suggests
+the nearest requests that do.
+
+Arithmetic (../shared/reference/serving.md §5):
+- MLA KV bytes per token = (kv_lora_rank + qk_rope_head_dim) x layers x dtype bytes (V3: 576 x 61 x 2 = 70,272);
+  every GPU of an attention group holds the whole cache of its requests ("-tp 8 causes 8x KV cache
+  duplication"), unless decode context parallel splits it (-dcp) or attention is data-parallel.
+- KV budget per GPU = memory fraction x memory - weights per GPU - activations/CUDA graphs.
+- FP8 checkpoints use 128x128 blocks: every TP slice of a quantized weight must be a multiple of 128
+  (TP32 on V3's 18432-wide MLP fails: vllm#12256, sglang#3345).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from dshub.errors import PlanRefused, UsageError
+
+from .engine_facts import EngineFacts, engine as engine_facts, family_facts
+from .formats import WeightFormat, weight_format
+from .hardware import GPU, gpu as gpu_facts
+from .layouts import Layout, candidates
+from .models import ModelInfo, resolve_model
+
+GB = 1e9
+CONTEXT_STEP = 1024  # a context limited by the KV budget is rounded down to this
+MIN_CONTEXT = 4096  # a layout that cannot hold one request this long is refused
+GOALS = ("latency", "throughput")
+
+# KV cache element bytes by dtype name (engines' spellings map onto these). q8_0/q4_0: ggml blocks of 32.
+KV_DTYPE_BYTES: dict[str, float] = {"bf16": 2.0, "fp8": 1.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+KV_DTYPES_BY_ENGINE: dict[str, tuple[str, ...]] = {
+    "vllm": ("bf16", "fp8"), "sglang": ("bf16", "fp8"), "llamacpp": ("bf16", "q8_0", "q4_0"),
+}
+# vLLM stores V3.2's sparse-attention cache as fp8_ds_mla: 656 bytes per token per layer (serving.md §5).
+FP8_DS_MLA_BYTES_PER_LAYER = 656
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the user asked for."""
+
+    model: str
+    engine: str = "vllm"
+    gpu: str = "h200"
+    gpus_per_node: int | None = None
+    nodes: int = 1
+    weights: str | None = None  # None: as shipped
+    context: int | None = None
+    goal: str = "latency"
+    mtp: bool | None = None  # None: on for latency when the model has an MTP layer
+    kv_dtype: str | None = None
+    engine_version: str | None = None
+    memory_fraction: float | None = None
+
+
+@dataclass
+class Evaluation:
+    """One layout, sized. `reasons` is empty when it works."""
+
+    layout: Layout
+    reasons: list[str] = field(default_factory=list)
+    weights_per_gpu: int = 0
+    weight_parts: dict[str, int] = field(default_factory=dict)
+    kv_budget_per_gpu: int = 0
+    kv_bytes_per_token_per_gpu: int = 0
+    tokens_per_group: int = 0
+    total_tokens: int = 0
+    max_context: int = 0
+    concurrency: int = 0
+    experts_on_cpu_layers: int = 0
+    experts_on_cpu_bytes: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.reasons
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layout": self.layout.to_dict(), "ok": self.ok, "reasons": list(self.reasons),
+            "weights_per_gpu_gb": round(self.weights_per_gpu / GB, 2),
+            "weight_parts_gb": {k: round(v / GB, 2) for k, v in self.weight_parts.items() if v},
+            "kv_budget_per_gpu_gb": round(self.kv_budget_per_gpu / GB, 2),
+            "kv_bytes_per_token_per_gpu": self.kv_bytes_per_token_per_gpu,
+            "kv_tokens_per_group": self.tokens_per_group, "kv_tokens_total": self.total_tokens,
+            "max_context": self.max_context, "concurrency_at_context": self.concurrency,
+            "experts_on_cpu_layers": self.experts_on_cpu_layers,
+            "experts_on_cpu_gb": round(self.experts_on_cpu_bytes / GB, 2),
+        }
+
+
+@dataclass
+class Plan:
+    """The sized request: the layout chosen (or None) and every candidate with its numbers or reasons."""
+
+    request: Request
+    model: ModelInfo
+    gpu: GPU
+    engine: EngineFacts
+    engine_version: str
+    weights: WeightFormat
+    kv_dtype: str
+    mtp: bool
+    gpus_per_node: int
+    memory_fraction: float
+    context: int | None
+    kv_bytes_per_token: int
+    evaluations: list[Evaluation]
+    chosen: Evaluation | None
+    notes: list[str] = field(default_factory=list)
+    alternatives: list[str] = field(default_factory=list)
+
+    @property
+    def nodes(self) -> int:
+        return self.request.nodes
+
+    @property
+    def serve_context(self) -> int:
+        """The context the recipe configures: the request's, else the longest the chosen layout holds."""
+        assert self.chosen is not None
+        return self.context or self.chosen.max_context
+
+    def reasons(self) -> list[str]:
+        return [f"{e.layout.label} ({e.layout.kind}): {r}" for e in self.evaluations for r in e.reasons]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.to_dict(), "gpu": self.gpu.to_dict(), "engine": self.engine.name,
+            "engine_version": self.engine_version, "nodes": self.nodes, "gpus_per_node": self.gpus_per_node,
+            "gpus": self.nodes * self.gpus_per_node, "goal": self.request.goal, "weights": self.weights.name,
+            "weights_total_gb": round(total_weight_bytes(self.model, self.weights, self.mtp) / GB, 1),
+            "kv_dtype": self.kv_dtype, "kv_bytes_per_token": self.kv_bytes_per_token, "mtp": self.mtp,
+            "memory_fraction": self.memory_fraction, "context": self.context,
+            "chosen": self.chosen.to_dict() if self.chosen else None,
+            "candidates": [e.to_dict() for e in self.evaluations],
+            "notes": list(self.notes), "alternatives": list(self.alternatives),
+        }
+
+
+# ----------------------------------------------------------------------------------------------- sizes
+def component_bytes(model: ModelInfo, fmt: WeightFormat) -> dict[str, int]:
+    """Bytes per component: the checkpoint's real bytes when the format is what it stores, else computed."""
+    if model.stored_bytes and fmt.name == model.shipped:
+        return {**{c: 0 for c in model.params}, **model.stored_bytes}
+    if not model.modelled:
+        return {"total": int(model.stated_bytes or 0)}
+    return fmt.bytes(model.params)
+
+
+def total_weight_bytes(model: ModelInfo, fmt: WeightFormat, mtp: bool) -> int:
+    b = component_bytes(model, fmt)
+    return sum(v for k, v in b.items() if k != "mtp" or mtp)
+
+
+def kv_bytes_per_token(model: ModelInfo, engine: str, kv_dtype: str, mtp: bool) -> int:
+    """MLA cache bytes per token over all layers (plus the MTP layer's when it runs). 0 when not modelled."""
+    if not model.modelled:
+        return 0
+    layers = model.layers + (model.mtp_layers if mtp else 0)
+    if engine == "vllm" and model.family == "v32" and kv_dtype == "fp8":
+        return FP8_DS_MLA_BYTES_PER_LAYER * layers
+    return int((model.kv_lora_rank + model.qk_rope_head_dim) * layers * KV_DTYPE_BYTES[kv_dtype])
+
+
+def weights_per_gpu(model: ModelInfo, fmt: WeightFormat, lay: Layout, mtp: bool) -> dict[str, int]:
+    """Each component's bytes on the busiest GPU of the layout."""
+    b = component_bytes(model, fmt)
+    if "total" in b:  # stated size only: assume an even spread
+        return {"total": -(-b["total"] // lay.gpus)}
+    expert_split = lay.ep if lay.ep > 1 else lay.mlp_tp
+    split = {"attn": lay.attn_tp, "expert": expert_split, "shared": lay.mlp_tp, "dense": lay.mlp_tp,
+             "embed": lay.mlp_tp, "head": lay.mlp_tp, "other": 1, "mtp": expert_split}
+    out = {}
+    for comp, n in b.items():
+        if comp == "mtp" and not mtp:
+            continue
+        per = n / split.get(comp, 1)
+        if comp in ("embed", "head"):
+            per = per if lay.pp == 1 else per / 2  # first stage holds the embedding, last the head
+        elif comp != "mtp":
+            per = per / lay.pp
+        out[comp] = int(per)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- guards
+def tp_guards(model: ModelInfo, fmt: WeightFormat, lay: Layout) -> list[str]:
+    """Head, expert and quantization-block divisibility for a layout."""
+    reasons = []
+    if model.max_tp and lay.tp > model.max_tp:
+        reasons.append(f"TP{lay.tp} exceeds {model.name}'s cap of TP{model.max_tp}: {model.max_tp_source}")
+    if not model.modelled:
+        return reasons
+    if model.heads % lay.attn_tp:
+        reasons.append(f"{model.heads} attention heads are not divisible by attention TP {lay.attn_tp}")
+    if lay.ep > 1 and model.n_experts % lay.ep:
+        reasons.append(f"{model.n_experts} routed experts are not divisible by EP {lay.ep}")
+    if fmt.block:
+        expert_split = 1 if lay.ep > 1 else lay.mlp_tp
+        split = {"attn": lay.attn_tp, "dense": lay.mlp_tp, "shared": lay.mlp_tp, "expert": expert_split}
+        for comp, widths in model.tp_split_dims.items():
+            for w in widths:
+                s = split[comp]
+                if s > 1 and (w % s or (w // s) % fmt.block):
+                    reasons.append(f"{comp} width {w} / TP{s} = {w / s:g} is not a multiple of the {fmt.name} "
+                                   f"block {fmt.block} (vllm#12256, sglang#3345)")
+    return reasons
+
+
+# ----------------------------------------------------------------------------------------------- evaluation
+def evaluate(model: ModelInfo, gpu: GPU, eng: EngineFacts, fmt: WeightFormat, lay: Layout, *, mtp: bool,
+             kv_per_token: int, fraction: float, context: int | None) -> Evaluation:
+    ev = Evaluation(lay, reasons=tp_guards(model, fmt, lay))
+    if eng.name == "llamacpp":
+        return _evaluate_llamacpp(ev, model, gpu, eng, fmt, mtp=False, kv_per_token=kv_per_token, context=context)
+    parts = weights_per_gpu(model, fmt, lay, mtp)
+    ev.weight_parts = parts
+    ev.weights_per_gpu = sum(parts.values())
+    usable = fraction * gpu.memory_bytes - eng.reserved_gb * GB
+    ev.kv_budget_per_gpu = int(usable - ev.weights_per_gpu)
+    if ev.kv_budget_per_gpu <= 0:
+        ev.reasons.append(f"weights need {ev.weights_per_gpu / GB:.1f} GB per GPU; {gpu.name} leaves "
+                          f"{usable / GB:.1f} GB at memory fraction {fraction}")
+        return ev
+    if not kv_per_token:  # KV not modelled (V4): weights checked, context from the model card
+        ev.max_context = context or model.max_context
+        return ev
+    per_gpu = kv_per_token / lay.pp / lay.dcp
+    ev.kv_bytes_per_token_per_gpu = int(per_gpu)
+    ev.tokens_per_group = int(ev.kv_budget_per_gpu / per_gpu)
+    ev.total_tokens = ev.tokens_per_group * lay.attn_groups
+    need = context or MIN_CONTEXT
+    if ev.tokens_per_group < need:
+        ev.reasons.append(f"KV cache holds {ev.tokens_per_group:,} tokens per attention group "
+                          f"({ev.kv_budget_per_gpu / GB:.1f} GB per GPU after weights); one {need:,}-token request "
+                          f"needs {need * per_gpu / GB:.1f} GB")
+    by_kv = ev.tokens_per_group // CONTEXT_STEP * CONTEXT_STEP
+    ev.max_context = min(model.max_context or by_kv, by_kv)
+    ev.concurrency = ev.total_tokens // (context or ev.max_context or 1)
+    return ev
+
+
+def _evaluate_llamacpp(ev: Evaluation, model: ModelInfo, gpu: GPU, eng: EngineFacts, fmt: WeightFormat, *,
+                       mtp: bool, kv_per_token: int, context: int | None) -> Evaluation:
+    """llama.cpp: one KV pool spread with the layers; routed experts of the first N layers go to system RAM
+    (`--n-cpu-moe N`) until the rest fits (serving.md §3 "MoE offload")."""
+    lay = ev.layout
+    parts = component_bytes(model, fmt)
+    parts = {k: v for k, v in parts.items() if k != "mtp"}  # llama.cpp does not load the MTP layer
+    vram = lay.gpus * (gpu.memory_bytes - eng.reserved_gb * GB)
+    ctx = context or min(model.max_context or 32768, 32768)
+    kv = ctx * kv_per_token
+    resident = sum(v for k, v in parts.items() if k != "expert")
+    experts = parts.get("expert", 0)
+    free = vram - resident - kv
+    ev.kv_bytes_per_token_per_gpu = kv_per_token  # split over GPUs with the layers, never replicated
+    if free < 0:
+        ev.reasons.append(f"non-expert weights ({resident / GB:.1f} GB) and a {ctx:,}-token KV cache ({kv / GB:.1f} GB) "
+                          f"exceed {lay.gpus}x {gpu.name} ({vram / GB:.0f} GB after compute buffers)")
+        return ev
+    per_layer = experts / max(1, model.moe_layers)
+    cpu_layers = 0 if experts <= free else min(model.moe_layers, int(-(-(experts - free) // per_layer)))
+    ev.experts_on_cpu_layers = cpu_layers
+    ev.experts_on_cpu_bytes = int(cpu_layers * per_layer)
+    ev.weights_per_gpu = int((resident + experts - ev.experts_on_cpu_bytes) / lay.gpus)
+    ev.weight_parts = {"resident": resident, "experts_gpu": int(experts - ev.experts_on_cpu_bytes),
+                       "experts_cpu": ev.experts_on_cpu_bytes}
+    ev.kv_budget_per_gpu = int(kv / lay.gpus)
+    ev.tokens_per_group = ctx
+    ev.total_tokens = ctx
+    ev.max_context = ctx
+    ev.concurrency = 1
+    return ev
+
+
+# ----------------------------------------------------------------------------------------------- planning
+def _resolve_request(req: Request) -> tuple[ModelInfo, GPU, EngineFacts, WeightFormat, str, bool, int, float, str]:
+    if req.goal not in GOALS:
+        raise UsageError(f"--goal {req.goal!r}: choose one of {', '.join(GOALS)}")
+    if req.nodes < 1 or (req.gpus_per_node is not None and req.gpus_per_node < 1):
+        raise UsageError("--nodes and --gpus-per-node must be at least 1")
+    if req.context is not None and req.context < 1:
+        raise UsageError("--context must be a positive number of tokens")
+    model = resolve_model(req.model)
+    card = gpu_facts(req.gpu)
+    eng = engine_facts(req.engine)
+    fmt = weight_format(req.weights or model.shipped)
+    kind = "gguf" if fmt.is_gguf else fmt.name
+    if kind not in eng.formats:
+        if fmt.is_gguf:
+            raise UsageError(f"--weights {fmt.name} with --engine {eng.name}: GGUF is llama.cpp's format; vLLM's GGUF "
+                             "loader is experimental and single-file only (vllm#13665, #15277, #12573); use --engine llamacpp")
+        raise UsageError(f"--weights {fmt.name} with --engine {eng.name}: llama.cpp serves GGUF only; "
+                         "convert with `dshub convert --to gguf` and pass --weights gguf:TYPE")
+    kv = req.kv_dtype or ("fp8" if model.family == "v4" and eng.name != "llamacpp" else "bf16")
+    if kv == "f16":
+        kv = "bf16"
+    if kv not in KV_DTYPES_BY_ENGINE[eng.name]:
+        raise UsageError(f"--kv-dtype {kv!r} with --engine {eng.name}: choose one of {', '.join(KV_DTYPES_BY_ENGINE[eng.name])}")
+    mtp = _want_mtp(req, model, eng)
+    gpn = req.gpus_per_node or card.gpus_per_node
+    fraction = req.memory_fraction or eng.memory_fraction
+    version = req.engine_version or eng.validated_version
+    return model, card, eng, fmt, kv, mtp, gpn, fraction, version
+
+
+def _want_mtp(req: Request, model: ModelInfo, eng: EngineFacts) -> bool:
+    has_mtp = model.mtp_layers > 0 or (not model.modelled and model.family == "v4")
+    if req.mtp and not has_mtp:
+        raise UsageError(f"--mtp: {model.name} has no MTP (next-token prediction) layer")
+    if req.mtp and eng.name == "llamacpp":
+        raise UsageError("--mtp: llama-server does not run DeepSeek's MTP layer")
+    if req.mtp is None:
+        return has_mtp and req.goal == "latency" and eng.name != "llamacpp"
+    return req.mtp
+
+
+def plan(req: Request, *, suggest: bool = True) -> Plan:
+    """Size every candidate layout for the request and choose the first that works (see layouts.CANDIDATES)."""
+    model, card, eng, fmt, kv, mtp, gpn, fraction, version = _resolve_request(req)
+    kv_tok = kv_bytes_per_token(model, eng.name, kv, mtp)
+    evals = [evaluate(model, card, eng, fmt, lay, mtp=mtp, kv_per_token=kv_tok, fraction=fraction, context=req.context)
+             for lay in candidates(eng.name, req.goal, gpn, req.nodes)]
+    if not evals:
+        evals = [Evaluation(Layout("none", gpn * req.nodes),
+                            reasons=[f"{eng.name} recipes here are single-node; use --nodes 1 (llama.cpp RPC is not generated)"])]
+    chosen = next((e for e in evals if e.ok), None)
+    p = Plan(req, model, card, eng, version, fmt, kv, mtp, gpn, fraction, req.context, kv_tok, evals, chosen)
+    p.notes = _notes(p)
+    if chosen is None and suggest:
+        p.alternatives = suggest_alternatives(req, p)
+    return p
+
+
+def require(p: Plan) -> Plan:
+    """The plan, or PlanRefused with every layout's reason and the nearest requests that work."""
+    if p.chosen is None:
+        what = (f"{p.model.name} ({p.weights.name}) on {p.nodes}x{p.gpus_per_node} {p.gpu.name} with {p.engine.name}")
+        alt = "; ".join(p.alternatives) if p.alternatives else "none found nearby"
+        raise PlanRefused(f"no layout fits {what}: {' | '.join(p.reasons())}. Nearest that work: {alt}",
+                          reasons=p.reasons(), alternatives=p.alternatives)
+    return p
+
+
+def _notes(p: Plan) -> list[str]:
+    notes = []
+    fam = family_facts(p.engine.name, p.model.family)
+    notes += list(fam.notes)
+    if p.gpu.vendor in fam.unsupported_vendors:
+        notes.append(f"{p.model.name} is not supported on {p.gpu.vendor.upper()} GPUs by {p.engine.name}")
+    if p.weights.name == "fp8" and not p.gpu.fp8:
+        notes.append(f"{p.gpu.label} has no FP8 tensor cores: FP8 weights run weight-only (Marlin), slower")
+    if p.weights.name == "fp4-fp8" and not p.gpu.fp4:
+        notes.append(f"{p.gpu.label} has no FP4 tensor cores; FP4 experts are dequantized on the fly")
+    if not p.model.modelled:
+        notes.append(f"{p.model.name}: KV cache size is not modelled (its attention is not plain MLA); "
+                     "weights are checked, the context comes from the model card")
+    if p.chosen and p.chosen.layout.attn_tp > 1 and p.chosen.layout.dcp == 1 and p.kv_bytes_per_token:
+        notes.append(f"MLA KV cache is replicated on each of the {p.chosen.layout.attn_tp} GPUs of an attention group")
+    if p.chosen and p.chosen.experts_on_cpu_bytes:
+        notes.append(f"routed experts of {p.chosen.experts_on_cpu_layers} layers "
+                     f"({p.chosen.experts_on_cpu_bytes / GB:.0f} GB) run from system RAM; the host needs at least that much")
+    return notes
+
+
+def suggest_alternatives(req: Request, p: Plan) -> list[str]:
+    """The nearest requests that do plan: more nodes, INT4 weights, FP8 KV, GGUF with experts in system RAM."""
+    tries: list[tuple[str, Request]] = []
+    for extra in (1, 2, 3):
+        tries.append((f"--nodes {req.nodes + extra}", replace(req, nodes=req.nodes + extra)))
+    if p.engine.name != "llamacpp" and p.weights.name in ("fp8", "bf16"):
+        tries.append(("--weights int4", replace(req, weights="int4")))
+    if p.kv_dtype == "bf16" and p.engine.name != "llamacpp":
+        tries.append(("--kv-dtype fp8", replace(req, kv_dtype="fp8")))
+    if req.context and req.context > MIN_CONTEXT:
+        tries.append((f"--context {MIN_CONTEXT}", replace(req, context=MIN_CONTEXT)))
+    for q in ("Q4_K_M", "Q2_K"):
+        tries.append((f"--engine llamacpp --weights gguf:{q} --nodes 1",
+                      replace(req, engine="llamacpp", weights=f"gguf:{q}", nodes=1, mtp=False,
+                              kv_dtype=None, engine_version=None, goal="latency")))
+    out = []
+    for label, r in tries:
+        try:
+            alt = plan(r, suggest=False)
+        except UsageError:
+            continue
+        if alt.chosen is not None:
+            c = alt.chosen
+            out.append(f"{label} ({c.layout.label}, {c.weights_per_gpu / GB:.0f} GB weights/GPU, "
+                       f"max context {c.max_context:,})")
+        if len(out) >= 3:
+            break
+    return out

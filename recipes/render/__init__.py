@@ -1,0 +1,18 @@
+"""Renderers: a Launch as shell scripts, docker compose files, Kubernetes manifests or one JSON document.
+Each returns {file name: text}; every file carries the plan it came from."""
+from __future__ import annotations
+
+from typing import Callable
+
+from ..launch import Launch
+from .common import summary_lines
+from .compose import render_compose
+from .jsondoc import render_json
+from .k8s import render_k8s
+from .sh import render_sh
+
+RENDERERS: dict[str, Callable[[Launch], dict[str, str]]] = {
+    "sh": render_sh, "compose": render_compose, "k8s": render_k8s, "json": render_json,
+}
+
+__all__ = ["RENDERERS", "summary_lines"]

@@ -1,0 +1,24 @@
+"""The plan and, per node, the exact argv, env, image and ports: for scripting and for tests."""
+from __future__ import annotations
+
+import json
+
+from ..launch import Launch
+from .common import HEAD_IP_JSON, summary_lines
+
+
+def recipe_doc(launch: Launch) -> dict:
+    nodes = launch.nodes(HEAD_IP_JSON, container=True)
+    host = launch.nodes(HEAD_IP_JSON, container=False)
+    return {
+        "engine": launch.engine, "engine_version": launch.version, "image": launch.image, "port": launch.port,
+        "model_arg": launch.model_arg_container,
+        "mounts": [{"name": m.name, "host": m.host, "container": m.container} for m in launch.mounts],
+        "nodes": [{**n.to_dict(), "image": launch.image, "host_argv": h.argv} for n, h in zip(nodes, host)],
+        "placeholders": {"HEAD_IP": "address of node 0, reachable from every node"} if launch.multi_node else {},
+        "summary": summary_lines(launch.plan), "notes": list(launch.notes), "plan": launch.plan.to_dict(),
+    }
+
+
+def render_json(launch: Launch) -> dict[str, str]:
+    return {"recipe.json": json.dumps(recipe_doc(launch), indent=2, sort_keys=True) + "\n"}

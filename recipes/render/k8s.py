@@ -1,0 +1,102 @@
+"""Kubernetes: Deployment + Service for one node; LeaderWorkerSet + Service for several (serving.md §1.4, §2 LWS).
+/dev/shm as a Memory emptyDir, GPU resources, a model volume, HF token from a Secret, a startup probe long
+enough for a 700 GB load."""
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from ..launch import Launch, NodeLaunch, NodeRef
+from .common import LWS_LEADER, SHM_GB, STARTUP_BUDGET_S, app_name, comment_block, shell_join
+
+GPU_RESOURCE = {"nvidia": "nvidia.com/gpu", "amd": "amd.com/gpu"}
+HF_SECRET = {"name": "hf-token", "key": "token"}
+MODEL_PVC = "dshub-model-cache"
+WORKER_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/worker-index"
+PROBE_PERIOD_S = 30
+
+
+def _env(launch: Launch, node: NodeLaunch, lws: bool) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(node.env.items())]
+    if launch.needs_hf_token:
+        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {**HF_SECRET, "optional": True}}})
+    if lws:
+        env.append({"name": "LWS_WORKER_INDEX",
+                    "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{WORKER_INDEX_LABEL}']"}}})
+    return env
+
+
+def _probes(launch: Launch) -> dict[str, Any]:
+    http = {"path": launch.plan.engine.health_path, "port": "http"}
+    return {
+        "startupProbe": {"httpGet": http, "periodSeconds": PROBE_PERIOD_S,
+                         "failureThreshold": STARTUP_BUDGET_S // PROBE_PERIOD_S},
+        "readinessProbe": {"httpGet": http, "periodSeconds": 10, "failureThreshold": 3},
+        "livenessProbe": {"httpGet": http, "periodSeconds": 30, "failureThreshold": 5},
+    }
+
+
+def pod_spec(launch: Launch, node: NodeLaunch, *, lws: bool) -> dict[str, Any]:
+    """The pod for one node. Under LWS the argv runs through sh so the rank arithmetic happens in the pod."""
+    container: dict[str, Any] = {"name": launch.engine, "image": launch.image}
+    if lws:
+        # k8s expands $(VAR) in args; escape $( so shell arithmetic reaches the shell intact.
+        container["command"] = ["/bin/sh", "-c", "exec " + shell_join(node.argv).replace("$(", "$$(")]
+    else:
+        container["command"] = list(node.argv)
+    container["env"] = _env(launch, node, lws)
+    if node.ports:
+        container["ports"] = [{"name": "http", "containerPort": launch.port, "protocol": "TCP"}]
+        container.update(_probes(launch))
+    gpus = launch.plan.gpus_per_node
+    container["resources"] = {"limits": {GPU_RESOURCE[launch.vendor]: gpus}, "requests": {GPU_RESOURCE[launch.vendor]: gpus}}
+    mounts = [{"name": "dshm", "mountPath": "/dev/shm"}]
+    volumes: list[dict[str, Any]] = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{SHM_GB}Gi"}}]
+    for m in launch.mounts:
+        mounts.append({"name": m.name, "mountPath": m.container})
+        volumes.append({"name": m.name, "persistentVolumeClaim": {"claimName": MODEL_PVC}})
+    spec: dict[str, Any] = {}
+    if launch.network.rdma:
+        container["securityContext"] = {"privileged": True, "capabilities": {"add": ["IPC_LOCK"]}}
+        mounts.append({"name": "infiniband", "mountPath": "/dev/infiniband"})
+        volumes.append({"name": "infiniband", "hostPath": {"path": "/dev/infiniband"}})
+        spec.update({"hostNetwork": True, "hostIPC": True, "dnsPolicy": "ClusterFirstWithHostNet"})
+    container["volumeMounts"] = mounts
+    spec.update({"containers": [container], "volumes": volumes, "terminationGracePeriodSeconds": 120})
+    return spec
+
+
+def _service(name: str, launch: Launch, selector: dict[str, str]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "labels": {"app": name}},
+            "spec": {"type": "ClusterIP", "selector": selector,
+                     "ports": [{"name": "http", "port": launch.port, "targetPort": "http", "protocol": "TCP"}]}}
+
+
+def k8s_docs(launch: Launch) -> list[dict[str, Any]]:
+    name = app_name(launch)
+    if not launch.multi_node:
+        node = launch.build_node(NodeRef(0, "127.0.0.1"), True)
+        labels = {"app": name}
+        deploy = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": labels},
+                  "spec": {"replicas": 1, "strategy": {"type": "Recreate"}, "selector": {"matchLabels": labels},
+                           "template": {"metadata": {"labels": labels}, "spec": pod_spec(launch, node, lws=False)}}}
+        return [deploy, _service(name, launch, labels)]
+    leader = launch.build_node(NodeRef(0, LWS_LEADER), True)
+    worker = launch.build_node(NodeRef(None, LWS_LEADER), True)
+    lws = {"apiVersion": "leaderworkerset.x-k8s.io/v1", "kind": "LeaderWorkerSet",
+           "metadata": {"name": name, "labels": {"app": name}},
+           "spec": {"replicas": 1, "leaderWorkerTemplate": {
+               "size": launch.plan.nodes, "restartPolicy": "RecreateGroupOnPodRestart",
+               "leaderTemplate": {"metadata": {"labels": {"app": name, "role": "leader"}},
+                                  "spec": pod_spec(launch, leader, lws=True)},
+               "workerTemplate": {"metadata": {"labels": {"app": name, "role": "worker"}},
+                                  "spec": pod_spec(launch, worker, lws=True)}}}}
+    return [lws, _service(name, launch, {"leaderworkerset.sigs.k8s.io/name": name, "role": "leader"})]
+
+
+def render_k8s(launch: Launch) -> dict[str, str]:
+    body = yaml.safe_dump_all(k8s_docs(launch), sort_keys=False, default_flow_style=False, width=1000)
+    note = "# Needs: Secret `hf-token` (key `token`) for gated repos; PVC `dshub-model-cache` holding the weights"
+    note += "; the LeaderWorkerSet controller (lws.sigs.k8s.io).\n" if launch.multi_node else ".\n"
+    return {"k8s.yaml": comment_block(launch) + note + body}
