@@ -8,6 +8,7 @@ from typing import Annotated, Any, Callable
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from . import constants
 from .errors import DshubError
@@ -43,7 +44,7 @@ def print_json(doc: Any) -> None:
 
 def fail(message: str, code: int = 1) -> None:
     """One-line error on stderr, then exit with `code`."""
-    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)  # messages may hold [brackets]
     raise typer.Exit(code)
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from .cli_app import DryRunOpt, JsonOpt, app, err_console, guarded, out_console, print_json
@@ -48,7 +49,7 @@ def print_result(res: DownloadResult) -> None:
     for c in res.checks:
         out_console.print(f"{c['severity']}: {c['message']}", soft_wrap=True, markup=False)
     for f in res.failures:
-        err_console.print(f"[bold red]error:[/] {f.message}", soft_wrap=True, markup=True, highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(f.message)}", soft_wrap=True, highlight=False)
     out_console.print(f"{res.plan.root}: " + ("complete and verified" if res.ok else "INCOMPLETE (run again to resume)"))
 
 
