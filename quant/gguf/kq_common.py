@@ -51,6 +51,11 @@ def fp16_round(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.float16).to(F32)
 
 
+def sqrt_f32(t: torch.Tensor) -> torch.Tensor:
+    """Correctly rounded float32 sqrt (C's sqrtf). torch.sqrt may go through MKL's vector math and be 1 ulp off."""
+    return torch.from_numpy(np.sqrt(t.contiguous().numpy()))
+
+
 def seqsum(t: torch.Tensor, zero_init: bool = True) -> torch.Tensor:
     """Sequential float32 sum over dim 0, like a C accumulation loop.
 

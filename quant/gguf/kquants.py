@@ -15,6 +15,7 @@ import torch
 from ..registry import register_codec
 from .kq_common import (
     F32, first_absmax, fp16_round, full_div, make_q3, make_qkx2, make_qp, make_qx, nearest_int, pos_max, seqsum,
+    sqrt_f32,
 )
 
 QK_K = 256
@@ -137,7 +138,7 @@ def _qk_affine(xb: torch.Tensor, qw: torch.Tensor | None, nmax: int, ref_search:
     nb = xb.shape[0]
     xs = _elem_major(xb, 32)  # [32, NB*8]
     if qw is None:
-        av_x = torch.sqrt(seqsum(xs * xs, zero_init=True) / 32.0)
+        av_x = sqrt_f32(seqsum(xs * xs, zero_init=True) / 32.0)
         w = xs.abs().add_(av_x)
         rmin, rdelta, nstep = ref_search
         scales, mins, L = make_qkx2(xs, w, nmax, rmin, rdelta, nstep, False)
@@ -145,7 +146,7 @@ def _qk_affine(xb: torch.Tensor, qw: torch.Tensor | None, nmax: int, ref_search:
     else:
         sigma2 = _sigma2(xb, 2.0)  # [NB]
         s2 = sigma2.repeat_interleave(8)
-        w = _elem_major(qw, 32) * torch.sqrt(xs * xs + s2)
+        w = _elem_major(qw, 32) * sqrt_f32(xs * xs + s2)
         sw = seqsum(w, zero_init=True)
         scales, mins, L = make_qkx2(xs, w, nmax, -0.9, 0.05, 36, False)
         swt = sw.view(nb, 8).t().contiguous()
@@ -201,7 +202,7 @@ def _q2_k(xb: torch.Tensor, qw: torch.Tensor | None) -> torch.Tensor:
         sbytes = ls | lm
     else:
         sigma2 = _sigma2(xb, 1.0)
-        w = _elem_major(qw, 16) * torch.sqrt(xs * xs + sigma2.repeat_interleave(16))
+        w = _elem_major(qw, 16) * sqrt_f32(xs * xs + sigma2.repeat_interleave(16))
         sw = seqsum(w, zero_init=True)
         scales, mins, L = make_qkx2(xs, w, 3, -0.9, 0.05, 36, False)
         swt = sw.view(nb, 16).t().contiguous()
@@ -234,7 +235,7 @@ def _q3_k(xb: torch.Tensor, qw: torch.Tensor | None) -> torch.Tensor:
         d = torch.where(has, full_div(1.0, iscale), torch.zeros_like(iscale))
     else:
         sigma2 = _sigma2(xb, 2.0)
-        w = _elem_major(qw, 16) * torch.sqrt(xs * xs + sigma2.repeat_interleave(16))
+        w = _elem_major(qw, 16) * sqrt_f32(xs * xs + sigma2.repeat_interleave(16))
         sw = seqsum(w, zero_init=True)
         scales, L = make_qx(xs, 4, w)
         d, Ls = make_qx(scales.view(nb, 16).t().contiguous(), 32, sw.view(nb, 16).t().contiguous())

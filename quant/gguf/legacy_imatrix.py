@@ -1,0 +1,102 @@
+"""Q4_0/Q4_1/Q5_0/Q5_1 with an importance matrix: llama.cpp's `quantize_row_q*_impl` paths.
+
+Without an imatrix these types use the reference quantizers in `legacy.py`. With one, llama-quantize weights
+each value by `qw · sqrt(σ² + x²)` (σ² = Σx²/n over the whole row) and searches scales with make_qx_quants
+(Q4_0/Q5_0) or make_qkx3_quants (Q4_1/Q5_1). `quantize(type, x, imatrix)` dispatches any GGUF type.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ..registry import get_codec
+from .kq_common import F32, make_qkx2, make_qx, seqsum, sqrt_f32
+from .types import GGML_TYPES
+
+QK = 32
+CHUNK_ELEMENTS = 1 << 21
+
+
+def _weights(xr: torch.Tensor, qw: torch.Tensor) -> torch.Tensor:
+    """Per-value weights [32, S] for rows `xr` [r, cols]: qw[col] · sqrt(σ²_row + x²), σ² summed sequentially."""
+    rows, cols = xr.shape
+    xt = xr.t().contiguous()
+    sigma2 = seqsum(xt * xt) / float(cols)  # [r]
+    xs = xr.reshape(-1, QK).t()
+    s2 = sigma2.repeat_interleave(cols // QK)
+    q = qw.view(-1, QK).repeat(rows, 1).t()
+    return q * sqrt_f32(xs * xs + s2)
+
+
+def _nibbles(L: torch.Tensor) -> torch.Tensor:
+    """Element-major [32, S] values -> qs [S, 16]: value j low nibble, value j+16 high nibble."""
+    q = L.t().to(torch.int32)
+    return ((q[:, :16] & 0xF) | ((q[:, 16:] & 0xF) << 4)).to(torch.uint8)
+
+
+def _qh(L: torch.Tensor) -> torch.Tensor:
+    """Bit 4 of the 32 values as a little-endian uint32 -> uint8 [S, 4]."""
+    bits = ((L.t().to(torch.int64) >> 4) & 1).view(-1, 4, 8)
+    return (bits << torch.arange(8, dtype=torch.int64)).sum(dim=2).to(torch.uint8)
+
+
+def _f16(v: torch.Tensor) -> torch.Tensor:
+    return v.to(torch.float16).view(torch.uint8).view(-1, 2)
+
+
+def _q4_0(xs: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    d, L = make_qx(xs, 8, w)
+    return torch.cat([_f16(d), _nibbles(L)], dim=1)
+
+
+def _q5_0(xs: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    d, L = make_qx(xs, 16, w)
+    return torch.cat([_f16(d), _qh(L), _nibbles(L)], dim=1)
+
+
+def _q4_1(xs: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    d, the_min, L = make_qkx2(xs, w, 15, -0.9, 0.05, 36, False)
+    return torch.cat([_f16(d), _f16(-the_min), _nibbles(L)], dim=1)
+
+
+def _q5_1(xs: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    d, the_min, L = make_qkx2(xs, w, 31, -0.9, 0.05, 36, False)
+    return torch.cat([_f16(d), _f16(-the_min), _qh(L), _nibbles(L)], dim=1)
+
+
+_IMPLS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "Q4_0": _q4_0, "Q4_1": _q4_1, "Q5_0": _q5_0, "Q5_1": _q5_1,
+}
+
+
+def _legacy_imatrix(name: str, x: torch.Tensor, imatrix: torch.Tensor) -> torch.Tensor:
+    t = GGML_TYPES[name]
+    rows, cols = x.shape
+    if x.dtype != F32 or cols % QK:
+        raise ValueError(f"{name}: expected float32 rows of a multiple of {QK}, got {tuple(x.shape)} {x.dtype}")
+    if imatrix.numel() != cols:
+        raise ValueError(f"{name}: importance matrix has {imatrix.numel()} values, expected {cols} (one per column)")
+    if not bool(torch.isfinite(x).all()):
+        r, c = (~torch.isfinite(x)).nonzero()[0].tolist()
+        raise ValueError(f"{name}: non-finite value {x[r, c].item()} at row {r}, column {c}")
+    out = torch.empty((rows, cols // QK * t.type_size), dtype=torch.uint8)
+    qw = imatrix.to(F32).contiguous()
+    step = max(1, CHUNK_ELEMENTS // cols)
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
+        xr = x[r0:r1].contiguous()
+        w = _weights(xr, qw)
+        out[r0:r1] = _IMPLS[name](xr.reshape(-1, QK).t().contiguous(), w.contiguous()).view(r1 - r0, -1)
+    return out
+
+
+def quantize(type_name: str, x: torch.Tensor, imatrix: torch.Tensor | None = None, device: str = "cpu") -> torch.Tensor:
+    """Quantize float32 `x` [rows, cols] to GGUF type `type_name`, as llama-quantize would (imatrix optional)."""
+    name = type_name.upper()
+    if imatrix is not None and name in _IMPLS:
+        return _legacy_imatrix(name, x, imatrix)
+    codec = get_codec(f"gguf_{name}", device)
+    if imatrix is not None and name in ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"):
+        return codec(x, imatrix=imatrix)
+    return codec(x)
