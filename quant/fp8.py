@@ -1,16 +1,50 @@
-"""Block-FP8 (e4m3 + per-block `weight_scale_inv`) dequantization, torch reference."""
+"""Block-FP8 (e4m3 + per-block `weight_scale_inv`) dequantization, torch reference.
+
+Result = bf16(fp32(w) * fp32(scale_inv)) per 128x128 block, edges cropped, rounded to nearest even. The e4m3 -> fp32
+step goes through a lookup table over byte pairs (exact: the table is built from torch's own conversion), which is
+faster on CPU than an elementwise cast; the multiply and the rounding are torch's.
+"""
 from __future__ import annotations
 
+from functools import lru_cache
+
+import numpy as np
 import torch
 
 from .registry import register_codec
-
-ROW_CHUNK_BLOCKS = 8  # row blocks dequantized per step: bounds the fp32 temporary
 
 
 def expand_scale(scale: torch.Tensor, block: int, n: int) -> torch.Tensor:
     """Repeat each scale `block` times along its last axis and crop to `n`."""
     return scale.repeat_interleave(block, dim=-1)[..., :n]
+
+
+@lru_cache(maxsize=None)
+def _byte_lut(dtype: torch.dtype) -> np.ndarray:
+    """fp32 value of every byte pattern of an 8-bit float dtype."""
+    return torch.arange(256, dtype=torch.uint8).view(dtype).to(torch.float32).numpy()
+
+
+@lru_cache(maxsize=None)
+def _pair_lut(dtype: torch.dtype) -> np.ndarray:
+    """Two fp32 values (little-endian byte order) for every 16-bit pattern, packed as uint64."""
+    lut = _byte_lut(dtype)
+    idx = np.arange(65536)
+    return np.stack([lut[idx & 0xFF], lut[idx >> 8]], axis=1).copy().view(np.uint64).reshape(-1)
+
+
+def fp8_to_f32(w: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Exact fp32 values of a contiguous 8-bit float tensor (CPU)."""
+    w = w.contiguous()
+    raw = w.view(torch.uint8).numpy().reshape(-1)
+    if out is None:
+        out = torch.empty(w.shape, dtype=torch.float32)
+    dst = out.numpy().reshape(-1)
+    if raw.size % 2 == 0:
+        np.take(_pair_lut(w.dtype), raw.view(np.uint16), out=dst.view(np.uint64))
+    else:
+        np.take(_byte_lut(w.dtype), raw, out=dst)
+    return out
 
 
 @register_codec("fp8_block_dequant_f32", "cpu")
@@ -21,7 +55,7 @@ def dequant_fp8_block_f32(weight: torch.Tensor, scale_inv: torch.Tensor, block: 
 
 @register_codec("fp8_block_dequant_bf16", "cpu")
 def dequant_fp8_block_bf16(weight: torch.Tensor, scale_inv: torch.Tensor, block: tuple[int, int] = (128, 128)) -> torch.Tensor:
-    """bf16(fp32(w) * fp32(scale_inv)), round-to-nearest-even, computed a few row blocks at a time."""
+    """bf16(fp32(w) * fp32(scale_inv)), round-to-nearest-even, one row block at a time."""
     return _dequant(weight, scale_inv, block, torch.bfloat16)
 
 
@@ -30,11 +64,12 @@ def _dequant(weight: torch.Tensor, scale_inv: torch.Tensor, block: tuple[int, in
     br, bc = block
     s = scale_inv.to(torch.float32)
     out = torch.empty((rows, cols), dtype=out_dtype)
-    step = br * ROW_CHUNK_BLOCKS
-    for r0 in range(0, rows, step):
-        r1 = min(rows, r0 + step)
-        srow = s[r0 // br : (r1 + br - 1) // br]  # [nrb, ncb]
-        sfull = expand_scale(srow, bc, cols).repeat_interleave(br, dim=0)[: r1 - r0]
-        torch.mul(weight[r0:r1].to(torch.float32), sfull, out=sfull)
-        out[r0:r1] = sfull  # cast rounds to nearest even
+    tmp = out if out_dtype == torch.float32 else torch.empty((min(br, rows), cols), dtype=torch.float32)
+    for i, r0 in enumerate(range(0, rows, br)):
+        r1 = min(rows, r0 + br)
+        t = tmp[r0:r1] if tmp is out else tmp[: r1 - r0]
+        fp8_to_f32(weight[r0:r1], t)
+        t.mul_(expand_scale(s[i], bc, cols))
+        if tmp is not out:
+            out[r0:r1] = t  # the cast rounds to nearest even
     return out
