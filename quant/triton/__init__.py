@@ -6,6 +6,7 @@ first call, which keeps `import quant` cheap and lets tests set TRITON_INTERPRET
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 from typing import Any, Callable
@@ -21,6 +22,11 @@ KERNELS: dict[str, tuple[str, str]] = {
     "fp8_block_dequant_bf16": ("fp8", "dequant_fp8_block_bf16"),
     "mxfp4_dequant_f32": ("mxfp4", "dequant_mxfp4_f32"),
     "mxfp4_dequant_bf16": ("mxfp4", "dequant_mxfp4_bf16"),
+    "int4_quantize": ("int4", "quantize_int4"),
+    "int4_quantize_fp8": ("int4", "quantize_int4_fp8"),
+    "int4_pack_compressed_tensors": ("int4", "pack_compressed_tensors"),
+    "int4_pack_gptq": ("int4", "pack_gptq"),
+    "int4_pack_awq": ("int4", "pack_awq"),
 }
 
 
@@ -36,21 +42,35 @@ def kernel(codec: str) -> Callable[..., Any]:
 
 
 def _on(x: Any, dev: torch.device) -> Any:
-    """`x` with every tensor in it (tuples, lists, dicts too) moved to `dev`."""
+    """`x` with every tensor in it (tuples, lists, dicts, dataclasses too) moved to `dev`."""
     if isinstance(x, torch.Tensor):
         return x.to(dev)
     if isinstance(x, (tuple, list)):
         return type(x)(_on(v, dev) for v in x)
     if isinstance(x, dict):
         return {k: _on(v, dev) for k, v in x.items()}
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return dataclasses.replace(x, **{f.name: _on(getattr(x, f.name), dev) for f in dataclasses.fields(x) if f.init})
     return x
+
+
+def _has_host_tensor(x: Any) -> bool:
+    if isinstance(x, torch.Tensor):
+        return x.device.type == "cpu"
+    if isinstance(x, (tuple, list)):
+        return any(_has_host_tensor(v) for v in x)
+    if isinstance(x, dict):
+        return any(_has_host_tensor(v) for v in x.values())
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return any(_has_host_tensor(getattr(x, f.name)) for f in dataclasses.fields(x))
+    return False
 
 
 def _lazy(codec: str) -> Callable[..., Any]:
     def run(*args: Any, **kwargs: Any) -> Any:
         fn = kernel(codec)
         dev = torch_device("cuda")
-        if dev.type == "cuda" and any(isinstance(a, torch.Tensor) and a.device.type == "cpu" for a in args):
+        if dev.type == "cuda" and _has_host_tensor(args):
             # host tensors in, host tensors out (the pipeline helper overlaps these copies; this path is for plain callers)
             return _on(fn(*_on(args, dev), **kwargs), torch.device("cpu"))
         return fn(*args, **kwargs)

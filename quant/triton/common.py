@@ -24,6 +24,37 @@ def f32_to_bf16_bits(x):
     return rounded.to(tl.int32)
 
 
+SRC_FLOAT, SRC_BF16_BITS, SRC_E4M3_BITS = 0, 1, 2  # how `load_f32` reads its source
+
+
+@triton.jit
+def load_f32(ptr, mask, SRC: tl.constexpr):
+    """float32 values from float (SRC_FLOAT), bf16 bits in int16 (SRC_BF16_BITS, exact even for
+    subnormals, which the interpreter's bf16 path mangles) or e4m3fn bytes (SRC_E4M3_BITS, NaN kept)."""
+    if SRC == 1:
+        bits = tl.load(ptr, mask=mask, other=0).to(tl.int32) & 0xFFFF
+        x = (bits << 16).to(tl.uint32).to(tl.float32, bitcast=True)
+    elif SRC == 2:
+        byte = tl.load(ptr, mask=mask, other=0)
+        x = byte.to(tl.float8e4nv, bitcast=True).to(tl.float32)
+        x = tl.where((byte & 0x7F) == 0x7F, float("nan"), x)  # e4m3fn NaN; the interpreter decodes it as inf
+    else:
+        x = tl.load(ptr, mask=mask, other=0.0).to(tl.float32)
+    return x
+
+
+def source_view(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """A contiguous view of `x` for `load_f32`, and the SRC code to read it with."""
+    x = x.contiguous()
+    if x.dtype == torch.bfloat16:
+        return x.view(torch.int16), SRC_BF16_BITS
+    if x.dtype == torch.float8_e4m3fn:
+        return x.view(torch.uint8), SRC_E4M3_BITS
+    if not x.dtype.is_floating_point:
+        raise ValueError(f"expected a float tensor, got {x.dtype}")
+    return x, SRC_FLOAT
+
+
 @triton.jit
 def store_bf16(ptr, x, mask):
     """Store float32 `x` as bf16 into an int16 view of a bf16 tensor."""

@@ -9,7 +9,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import bf16_out_view, pow2_divisor, store_bf16
+from .common import SRC_E4M3_BITS, bf16_out_view, load_f32, pow2_divisor, store_bf16
 
 TILE_ROWS_CAP = 32
 TILE_COLS_CAP = 128
@@ -27,10 +27,7 @@ def _fp8_block_dequant_kernel(
     mask = (r[:, None] < rows) & (c[None, :] < cols)
     offs = r[:, None].to(tl.int64) * cols + c[None, :]
     scale = tl.load(s_ptr + (pid_r * TILE_R // BLOCK_R) * s_stride + (pid_c * TILE_C // BLOCK_C))
-    byte = tl.load(w_ptr + offs, mask=mask, other=0)
-    x = byte.to(tl.float8e4nv, bitcast=True).to(tl.float32)
-    x = tl.where((byte & 0x7F) == 0x7F, float("nan"), x)  # e4m3fn NaN; the interpreter decodes it as inf
-    x = x * scale.to(tl.float32)
+    x = load_f32(w_ptr + offs, mask, SRC_E4M3_BITS) * scale.to(tl.float32)
     if OUT_BF16:
         store_bf16(out_ptr + offs, x, mask)
     else:
