@@ -7,6 +7,7 @@ from .cli_app import app
 from . import cli_core  # noqa: E402,F401  synth, info, verify
 from . import cli_hub  # noqa: E402,F401  download (+ verify --hashes helpers)
 from . import cli_convert  # noqa: E402,F401  convert
+from . import cli_recipes  # noqa: E402,F401  plan, recipe
 
 __all__ = ["app", "main"]
 

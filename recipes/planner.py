@@ -283,6 +283,9 @@ def _resolve_request(req: Request) -> tuple[ModelInfo, GPU, EngineFacts, WeightF
     if req.context is not None and req.context < 1:
         raise UsageError("--context must be a positive number of tokens")
     model = resolve_model(req.model)
+    if req.context and model.max_context and req.context > model.max_context:
+        raise UsageError(f"--context {req.context}: {model.name} supports at most {model.max_context:,} tokens "
+                         "(max_position_embeddings)")
     card = gpu_facts(req.gpu)
     eng = engine_facts(req.engine)
     fmt = weight_format(req.weights or model.shipped)
@@ -366,9 +369,8 @@ def _notes(p: Plan) -> list[str]:
 
 def suggest_alternatives(req: Request, p: Plan) -> list[str]:
     """The nearest requests that do plan: more nodes, INT4 weights, FP8 KV, GGUF with experts in system RAM."""
-    tries: list[tuple[str, Request]] = []
-    for extra in (1, 2, 3):
-        tries.append((f"--nodes {req.nodes + extra}", replace(req, nodes=req.nodes + extra)))
+    more = [(f"--nodes {req.nodes + k}", replace(req, nodes=req.nodes + k)) for k in (1, 2, 3)]
+    tries: list[tuple[str, Request]] = [more[0]]
     if p.engine.name != "llamacpp" and p.weights.name in ("fp8", "bf16"):
         tries.append(("--weights int4", replace(req, weights="int4")))
     if p.kv_dtype == "bf16" and p.engine.name != "llamacpp":
@@ -378,7 +380,8 @@ def suggest_alternatives(req: Request, p: Plan) -> list[str]:
     for q in ("Q4_K_M", "Q2_K"):
         tries.append((f"--engine llamacpp --weights gguf:{q} --nodes 1",
                       replace(req, engine="llamacpp", weights=f"gguf:{q}", nodes=1, mtp=False,
-                              kv_dtype=None, engine_version=None, goal="latency")))
+                              kv_dtype=None, engine_version=None, goal="latency", memory_fraction=None)))
+    tries += more[1:]
     out = []
     for label, r in tries:
         try:

@@ -1,0 +1,124 @@
+"""Commands: plan (memory planner) and recipe (engine launch configs)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from recipes import FORMATS, Network, RecipeOptions, Request, make_recipe, plan as run_plan, require, write_recipe
+from recipes.planner import GB
+from recipes.render import summary_lines
+from recipes.render.jsondoc import recipe_doc
+
+from .cli_app import JsonOpt, app, err_console, guarded, out_console, print_json
+
+ModelArg = Annotated[str, typer.Argument(help="Catalog name (e.g. deepseek-r1), hub id, or local checkpoint dir.")]
+GpuOpt = Annotated[str, typer.Option("--gpu", help="GPU type, e.g. h100, h200, h20, b200, mi300x.")]
+GpnOpt = Annotated[Optional[int], typer.Option("--gpus-per-node", min=1, help="GPUs per node (default: the card's usual 8).")]
+NodesOpt = Annotated[int, typer.Option("--nodes", min=1, help="Number of nodes.")]
+WeightsOpt = Annotated[Optional[str], typer.Option("--weights", help="fp8 | bf16 | int4 | fp4-fp8 | gguf:TYPE (default: as shipped).")]
+ContextOpt = Annotated[Optional[int], typer.Option("--context", min=1, help="Context length to serve (default: the most that fits).")]
+EngineOpt = Annotated[str, typer.Option("--engine", help="vllm | sglang | llamacpp")]
+GoalOpt = Annotated[str, typer.Option("--goal", help="latency (TP/TEP) | throughput (DP+EP)")]
+MtpOpt = Annotated[Optional[bool], typer.Option("--mtp/--no-mtp", help="MTP speculative decoding (default: on for latency).")]
+KvOpt = Annotated[Optional[str], typer.Option("--kv-dtype", help="KV cache: bf16 | fp8 (vLLM/SGLang); bf16 | q8_0 | q4_0 (llama.cpp).")]
+FractionOpt = Annotated[Optional[float], typer.Option("--memory-fraction", min=0.1, max=1.0, help="Share of GPU memory the engine may use.")]
+VersionOpt = Annotated[Optional[str], typer.Option("--engine-version", help="Engine release (default: the one recipes are validated against).")]
+
+
+def _request(model: str, engine: str, gpu: str, gpus_per_node: Optional[int], nodes: int, weights: Optional[str],
+             context: Optional[int], goal: str, mtp: Optional[bool], kv_dtype: Optional[str],
+             memory_fraction: Optional[float], engine_version: Optional[str]) -> Request:
+    return Request(model=model, engine=engine, gpu=gpu, gpus_per_node=gpus_per_node, nodes=nodes, weights=weights,
+                   context=context, goal=goal, mtp=mtp, kv_dtype=kv_dtype, memory_fraction=memory_fraction,
+                   engine_version=engine_version)
+
+
+def _print_plan(p) -> None:
+    for line in summary_lines(p)[:1]:
+        out_console.print(f"[bold]{line}[/]")
+    t = Table("layout", "kind", "weights/GPU", "KV budget/GPU", "KV tokens/group", "max context", "fits")
+    for e in p.evaluations:
+        t.add_row(e.layout.label, e.layout.kind, f"{e.weights_per_gpu / GB:.1f} GB", f"{e.kv_budget_per_gpu / GB:.1f} GB",
+                  f"{e.tokens_per_group:,}", f"{e.max_context:,}", "[green]yes[/]" if e.ok else "[red]no[/]")
+    out_console.print(t)
+    for line in summary_lines(p)[1:]:
+        out_console.print(line, soft_wrap=True)
+    for alt in p.alternatives:
+        out_console.print(f"works instead: {alt}", soft_wrap=True)
+
+
+@app.command()
+def plan(
+    model: ModelArg,
+    gpu: GpuOpt = "h200",
+    gpus_per_node: GpnOpt = None,
+    nodes: NodesOpt = 1,
+    weights: WeightsOpt = None,
+    context: ContextOpt = None,
+    engine: EngineOpt = "vllm",
+    goal: GoalOpt = "latency",
+    mtp: MtpOpt = None,
+    kv_dtype: KvOpt = None,
+    memory_fraction: FractionOpt = None,
+    engine_version: VersionOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Size MODEL on GPUs: weights per GPU for each parallel layout, MLA KV cache, max context x concurrency."""
+    req = _request(model, engine, gpu, gpus_per_node, nodes, weights, context, goal, mtp, kv_dtype, memory_fraction,
+                   engine_version)
+    p = guarded(lambda: run_plan(req))
+    if json_:
+        print_json(p.to_dict())
+    else:
+        _print_plan(p)
+    guarded(lambda: require(p))
+
+
+@app.command()
+def recipe(
+    model: ModelArg,
+    engine: EngineOpt = "vllm",
+    gpu: GpuOpt = "h200",
+    gpus_per_node: GpnOpt = None,
+    nodes: NodesOpt = 1,
+    goal: GoalOpt = "latency",
+    weights: WeightsOpt = None,
+    context: ContextOpt = None,
+    mtp: MtpOpt = None,
+    kv_dtype: KvOpt = None,
+    memory_fraction: FractionOpt = None,
+    engine_version: VersionOpt = None,
+    image: Annotated[Optional[str], typer.Option("--image", help="Container image (default: the engine's release image).")] = None,
+    model_path: Annotated[Optional[str], typer.Option("--model-path", help="Where the weights are on each node (dir, or first GGUF split).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help=" | ".join(FORMATS))] = "sh",
+    out: Annotated[Optional[Path], typer.Option("--out", help="Directory to write the files into (default: print them).")] = None,
+    net_iface: Annotated[str, typer.Option("--net-iface", help="NIC for NCCL/Gloo on multi-node runs.")] = "eth0",
+    ib_hca: Annotated[Optional[str], typer.Option("--ib-hca", help="NCCL_IB_HCA, e.g. mlx5.")] = None,
+    roce: Annotated[bool, typer.Option("--roce", help="RoCE fabric: NCCL_IB_GID_INDEX=3.")] = False,
+    rdma: Annotated[bool, typer.Option("--rdma", help="Privileged containers with /dev/infiniband and IPC_LOCK.")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Write a serving recipe for MODEL: the planner's layout, the engine's flags, as sh | compose | k8s | json."""
+    req = _request(model, engine, gpu, gpus_per_node, nodes, weights, context, goal, mtp, kv_dtype, memory_fraction,
+                   engine_version)
+    opts = RecipeOptions(image=image, model_path=model_path, network=Network(net_iface, ib_hca, roce, rdma))
+    launch, files = guarded(lambda: make_recipe(req, opts, fmt))
+    written = guarded(lambda: write_recipe(files, out)) if out else []
+    if json_:
+        print_json({"files": [str(w) for w in written], "recipe": recipe_doc(launch)})
+        return
+    if out:
+        for line in summary_lines(launch.plan):
+            out_console.print(line, soft_wrap=True)
+        for w in written:
+            out_console.print(f"wrote {w}")
+        return
+    for line in summary_lines(launch.plan):
+        err_console.print(line, soft_wrap=True)
+    for name, text in files.items():
+        if len(files) > 1:
+            typer.echo(f"# ==> {name} <==")
+        typer.echo(text, nl=False)

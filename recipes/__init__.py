@@ -1,0 +1,11 @@
+"""Deployment recipes: hardware and model facts, a memory planner, one Launch per engine, and renderers.
+
+Library entry points: `plan(Request)` (recipes.planner) and `make_recipe(Request, RecipeOptions, fmt)`.
+"""
+from __future__ import annotations
+
+from .api import FORMATS, make_recipe, write_recipe
+from .launch import Network, RecipeOptions
+from .planner import Plan, Request, plan, require
+
+__all__ = ["FORMATS", "make_recipe", "write_recipe", "Network", "RecipeOptions", "Plan", "Request", "plan", "require"]

@@ -1,0 +1,196 @@
+"""Memory planner: hand-computed sizes, guards, refusals with alternatives, local checkpoints."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from dshub.errors import PlanRefused, UsageError
+from dshub.safetensors_header import read_header
+from recipes.formats import weight_format
+from recipes.hardware import gpu
+from recipes.models import CATALOG, resolve_model
+from recipes.planner import GB, Request, kv_bytes_per_token, plan, require, total_weight_bytes
+
+
+def chosen(**kw):
+    p = require(plan(Request(**kw)))
+    return p, p.chosen
+
+
+def test_v3_parameter_counts_match_the_published_671b():
+    m = resolve_model("deepseek-v3")
+    assert round(m.total_params / 1e9, 1) == 671.0
+    assert round(m.params["expert"] / 1e9, 1) == 653.9  # serving.md §5 breakdown
+    assert round(m.params["attn"] / 1e9, 1) == 11.4
+    assert 13e9 < m.params["mtp"] < 15e9  # the MTP layer: 685B on HF
+
+
+def test_kimi_k2_is_about_one_trillion_parameters():
+    m = resolve_model("moonshotai/Kimi-K2-Instruct")  # by hub id
+    assert 1.0e12 < m.total_params < 1.05e12
+    assert m.n_experts == 384 and m.heads == 64 and m.mtp_layers == 0
+
+
+def test_weight_sizes_per_format_match_the_reference_arithmetic():
+    m = resolve_model("deepseek-v3")
+    sizes = {f: total_weight_bytes(m, weight_format(f), mtp=False) / GB for f in ("fp8", "bf16", "int4", "gguf:Q4_K_M", "gguf:Q2_K")}
+    assert sizes["fp8"] == pytest.approx(673, abs=2)
+    assert sizes["bf16"] == pytest.approx(1342, abs=5)  # "over 1.3 TB"
+    assert sizes["int4"] == pytest.approx(366, abs=3)
+    assert sizes["gguf:Q4_K_M"] == pytest.approx(404, abs=3)
+    assert sizes["gguf:Q2_K"] == pytest.approx(244, abs=3)
+
+
+def test_mla_kv_bytes_per_token():
+    m = resolve_model("deepseek-r1")
+    assert kv_bytes_per_token(m, "vllm", "bf16", mtp=False) == 70_272 == (512 + 64) * 61 * 2
+    assert kv_bytes_per_token(m, "vllm", "fp8", mtp=False) == 35_136
+    assert kv_bytes_per_token(m, "vllm", "bf16", mtp=True) == (512 + 64) * 62 * 2
+    assert kv_bytes_per_token(resolve_model("deepseek-v3.2"), "vllm", "fp8", mtp=False) == 656 * 61
+
+
+def test_671b_fp8_on_8xh200_tp8_is_84gb_per_gpu_and_about_540k_tokens():
+    p, c = chosen(model="deepseek-v3", gpu="h200", goal="latency", mtp=False)
+    assert (c.layout.tp, c.layout.ep, c.layout.attn_tp) == (8, 8, 8)
+    assert c.weights_per_gpu / GB == pytest.approx(84, abs=0.5)
+    # 0.9 x 141 - 84 - 5 GB headroom = ~37.6 GB of KV per GPU, replicated on all 8 (MLA under TP)
+    assert c.kv_budget_per_gpu / GB == pytest.approx(0.9 * 141 - 5 - c.weights_per_gpu / GB, abs=0.01)
+    assert c.tokens_per_group == int(c.kv_budget_per_gpu / 70_272)
+    assert 520_000 < c.tokens_per_group < 560_000
+    assert c.total_tokens == c.tokens_per_group  # one attention group: the KV is not multiplied by TP
+    assert c.max_context == 163_840
+    assert c.concurrency == c.total_tokens // 163_840 == 3
+
+
+def test_dp_ep_replicates_dense_weights_and_multiplies_kv_pools():
+    p, c = chosen(model="deepseek-v3", gpu="h200", goal="throughput", mtp=False)
+    assert c.layout.kind == "dep" and c.layout.attn_groups == 8
+    assert c.weights_per_gpu / GB == pytest.approx(101, abs=1)  # serving.md §5: DP8+EP8 ≈ 101 GB
+    assert c.total_tokens == 8 * c.tokens_per_group
+    p16, c16 = chosen(model="deepseek-v3", gpu="h100", nodes=2, goal="throughput", mtp=False)
+    assert c16.weights_per_gpu / GB == pytest.approx(60, abs=1)  # DP16+EP16 ≈ 60 GB
+
+
+def test_dcp_splits_the_kv_instead_of_replicating_it():
+    kw = dict(gpu="h200", mtp=False, memory_fraction=0.7)  # 0.7 x 141 - 5 - 84 = ~9.4 GB of KV per GPU
+    tep = plan(Request("deepseek-v3", **kw))
+    long = require(plan(Request("deepseek-v3", context=163_840, **kw)))
+    assert long.chosen.layout.kind == "tep-dcp"  # TEP alone cannot hold one 163,840-token request
+    assert long.chosen.tokens_per_group == pytest.approx(8 * tep.chosen.tokens_per_group, rel=1e-3)
+    assert tep.evaluations[0].ok and tep.evaluations[0].max_context < 163_840 and not long.evaluations[0].ok
+
+
+def test_8x_h100_fp8_is_refused_with_alternatives():
+    p = plan(Request("deepseek-r1", gpu="h100", nodes=1))
+    assert p.chosen is None
+    assert any("weights need" in r for r in p.reasons())
+    assert p.alternatives and p.alternatives[0].startswith("--nodes 2")
+    assert any("--weights int4" in a for a in p.alternatives)
+    with pytest.raises(PlanRefused) as e:
+        require(p)
+    assert "--nodes 2" in str(e.value) and e.value.exit_code == 1
+
+
+def test_tp32_on_v3_breaks_fp8_blocks_and_falls_back_to_pp():
+    p = require(plan(Request("deepseek-v3", gpu="h100", nodes=4, mtp=False)))
+    tep32 = p.evaluations[0]
+    assert tep32.layout.tp == 32 and not tep32.ok
+    assert any("18432 / TP32 = 576" in r for r in tep32.reasons)
+    assert p.chosen.layout.kind == "tp-pp" and (p.chosen.layout.tp, p.chosen.layout.pp) == (8, 4)
+    # TP16 is fine: 18432/16 = 1152 = 9 x 128
+    assert require(plan(Request("deepseek-v3", gpu="h100", nodes=2, mtp=False))).chosen.layout.tp == 16
+
+
+def test_bf16_has_no_block_guard_but_int4_does():
+    bf16 = plan(Request("deepseek-v3", gpu="h100", nodes=4, weights="bf16", mtp=False))
+    assert not any("block" in r for r in bf16.evaluations[0].reasons)
+    int4 = plan(Request("deepseek-v3", gpu="h100", nodes=4, weights="int4", mtp=False))
+    assert any("block 128" in r for r in int4.evaluations[0].reasons)
+
+
+def test_v4_pro_tp16_is_capped():
+    p = plan(Request("deepseek-v4-pro", gpu="h200", nodes=2, mtp=False))
+    assert any("cap of TP8" in r for r in p.evaluations[0].reasons)
+
+
+def test_kimi_k2_fp8_needs_sixteen_gpus():
+    assert plan(Request("kimi-k2", gpu="h200", nodes=1)).chosen is None  # ~1.03 TB does not fit 8x141 GB at 0.9
+    assert plan(Request("kimi-k2", gpu="h200", nodes=2)).chosen is not None
+    with pytest.raises(UsageError, match="no MTP"):
+        plan(Request("kimi-k2", gpu="h200", nodes=2, mtp=True))
+
+
+def test_gguf_is_refused_for_vllm_and_safetensors_for_llamacpp():
+    with pytest.raises(UsageError, match="llamacpp"):
+        plan(Request("deepseek-r1", engine="vllm", weights="gguf:Q4_K_M"))
+    with pytest.raises(UsageError, match="GGUF only"):
+        plan(Request("deepseek-r1", engine="llamacpp", weights="fp8"))
+
+
+def test_llamacpp_puts_just_enough_experts_in_system_ram():
+    p, c = chosen(model="deepseek-r1", engine="llamacpp", weights="gguf:Q4_K_M", gpu="rtx4090", gpus_per_node=2,
+                  context=16384)
+    m = p.model
+    vram = 2 * (24 - 4) * GB
+    bytes_ = weight_format("gguf:Q4_K_M").bytes(m.params)
+    resident = sum(v for k, v in bytes_.items() if k not in ("expert", "mtp"))
+    per_layer = bytes_["expert"] / m.moe_layers
+    free = vram - resident - 16384 * 70_272
+    assert c.experts_on_cpu_layers == math.ceil((bytes_["expert"] - free) / per_layer)
+    assert 0 < c.experts_on_cpu_layers < m.moe_layers
+    # on 8x H200 everything fits on the GPUs
+    _, big = chosen(model="deepseek-r1", engine="llamacpp", weights="gguf:Q4_K_M", gpu="h200")
+    assert big.experts_on_cpu_layers == 0
+    # multi-node llama.cpp is not generated
+    with pytest.raises(PlanRefused, match="single-node"):
+        require(plan(Request("deepseek-r1", engine="llamacpp", weights="gguf:Q2_K", nodes=2)))
+
+
+def test_context_that_does_not_fit_is_refused():
+    p = plan(Request("deepseek-v3", gpu="h200", engine="sglang", context=163_840, memory_fraction=0.65, mtp=False))
+    assert p.chosen is None
+    assert any("KV cache holds" in r for r in p.reasons())
+
+
+def test_bad_inputs_are_usage_errors():
+    for kw in (dict(gpu="h1000"), dict(engine="trt"), dict(weights="fp6"), dict(weights="gguf:Q9_K"),
+               dict(goal="cheap"), dict(kv_dtype="q4_0")):
+        with pytest.raises(UsageError):
+            plan(Request("deepseek-v3", **kw))
+    with pytest.raises(UsageError, match="at most 163,840"):
+        plan(Request("deepseek-v3", context=1_000_000))
+    with pytest.raises(UsageError, match="not in the catalog"):
+        resolve_model("no-such-model")
+
+
+def test_every_catalog_entry_plans_somewhere():
+    for e in CATALOG:
+        big = gpu("b300")
+        p = plan(Request(e.name, gpu=big.name, nodes=2, goal="latency"))
+        assert p.chosen is not None, (e.name, p.reasons())
+
+
+def test_local_checkpoint_uses_its_real_config_and_bytes(tiny_ckpt):
+    p = require(plan(Request(str(tiny_ckpt), gpu="h100", gpus_per_node=1, mtp=False)))
+    m = p.model
+    assert m.source == "local" and m.layers == 3 and m.n_experts == 8
+    index = json.loads((tiny_ckpt / "model.safetensors.index.json").read_text())
+    on_disk = 0
+    for shard in sorted(set(index["weight_map"].values())):
+        h = read_header(tiny_ckpt / shard)
+        on_disk += sum(e.nbytes for e in h.tensors.values())
+    assert sum(m.stored_bytes.values()) == on_disk  # every tensor's real bytes, scales included
+    assert p.to_dict()["weights_total_gb"] * GB == pytest.approx(on_disk - m.stored_bytes.get("mtp", 0), abs=0.06 * GB)
+    # its 4 heads x 96 q-dims split 2 ways give 192-wide slices: not a multiple of the FP8 block
+    two = plan(Request(str(tiny_ckpt), gpu="h100", gpus_per_node=2, mtp=False))
+    assert two.chosen is None and any("block 128" in r for r in two.reasons())
+
+
+def test_bare_config_json_is_enough(tmp_path, tiny_ckpt):
+    (tmp_path / "r1").mkdir()
+    cfg = tmp_path / "r1" / "config.json"
+    cfg.write_text((tiny_ckpt / "config.json").read_text())
+    m = resolve_model(str(cfg))
+    assert m.family == "r1" and m.source == "local" and not m.stored_bytes
