@@ -27,6 +27,9 @@ KERNELS: dict[str, tuple[str, str]] = {
     "int4_pack_compressed_tensors": ("int4", "pack_compressed_tensors"),
     "int4_pack_gptq": ("int4", "pack_gptq"),
     "int4_pack_awq": ("int4", "pack_awq"),
+    "gguf_Q8_0": ("gguf_legacy", "quantize_q8_0"),
+    "gguf_Q4_0": ("gguf_legacy", "quantize_q4_0"),
+    "gguf_Q5_0": ("gguf_legacy", "quantize_q5_0"),
 }
 
 

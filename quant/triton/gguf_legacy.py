@@ -1,0 +1,158 @@
+"""GGUF Q8_0 / Q4_0 / Q5_0 block quantizers as Triton kernels; same bytes as quant.gguf.legacy.
+
+A program quantizes TB blocks of 32 (the tensor is contiguous, so block b of the flat tensor is
+block b of the output). Elements j and j+16 are held in two [TB, 16] halves, the layout of the
+nibble bytes. IEEE divisions, no FMA contraction, integer truncation, and the fp16 scale cast
+(round to nearest even) match llama.cpp's reference arithmetic. Non-finite inputs set a flag per
+program; the wrapper then defers to the reference for its error.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import triton
+import triton.language as tl
+
+from ..gguf import legacy as ref
+from ..gguf.types import GGML_TYPES
+
+QK = 32
+HALF = 16
+BLOCKS_PER_PROGRAM = 64
+
+
+@triton.jit
+def _load_halves(x_ptr, pid, nblocks, TB: tl.constexpr):
+    b = pid * TB + tl.arange(0, TB)
+    j = tl.arange(0, 16)
+    bmask = b < nblocks
+    base = b[:, None].to(tl.int64) * 32 + j[None, :]
+    lo = tl.load(x_ptr + base, mask=bmask[:, None], other=0.0)
+    hi = tl.load(x_ptr + base + 16, mask=bmask[:, None], other=0.0)
+    return b, j, bmask, lo, hi
+
+
+@triton.jit
+def _flag_nonfinite(flag_ptr, pid, lo, hi):
+    bad = (tl.abs(lo) > 3.4028234663852886e38) | (lo != lo) | (tl.abs(hi) > 3.4028234663852886e38) | (hi != hi)
+    tl.store(flag_ptr + pid, tl.max(tl.max(bad.to(tl.int32), axis=1), axis=0))
+
+
+@triton.jit
+def _store_f16(out_ptr, row, d, bmask):
+    """fp16 (round to nearest even) of `d` as two little-endian bytes at `row` (block start)."""
+    bits = d.to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32)
+    tl.store(out_ptr + row, (bits & 0xFF).to(tl.uint8), mask=bmask)
+    tl.store(out_ptr + row + 1, ((bits >> 8) & 0xFF).to(tl.uint8), mask=bmask)
+
+
+@triton.jit
+def _inverse(d):
+    """1/d, or 0 where d == 0 (llama.cpp's `id = d ? 1.0f/d : 0.0f`)."""
+    return tl.where(d == 0, 0.0, tl.math.div_rn(1.0, tl.where(d == 0, 1.0, d)))
+
+
+@triton.jit
+def _signed_absmax(lo, hi, j):
+    """Per block, the value of largest magnitude, first one on ties, sign kept."""
+    m = tl.maximum(tl.max(tl.abs(lo), axis=1), tl.max(tl.abs(hi), axis=1))
+    first = tl.minimum(tl.min(tl.where(tl.abs(lo) == m[:, None], j[None, :], 99), axis=1),
+                       tl.min(tl.where(tl.abs(hi) == m[:, None], j[None, :] + 16, 99), axis=1))
+    neg_inf = float("-inf")
+    v_lo = tl.max(tl.where(j[None, :] == first[:, None], lo, neg_inf), axis=1)
+    v_hi = tl.max(tl.where(j[None, :] + 16 == first[:, None], hi, neg_inf), axis=1)
+    return tl.maximum(v_lo, v_hi)
+
+
+@triton.jit
+def _trunc(v):
+    """C float -> int conversion (toward zero), as float32; exact for |v| < 2^31."""
+    return v.to(tl.int32).to(tl.float32)
+
+
+@triton.jit
+def _q8_0_kernel(x_ptr, out_ptr, flag_ptr, nblocks, TB: tl.constexpr):
+    pid = tl.program_id(0)
+    b, j, bmask, lo, hi = _load_halves(x_ptr, pid, nblocks, TB)
+    _flag_nonfinite(flag_ptr, pid, lo, hi)
+    d = tl.math.div_rn(tl.maximum(tl.max(tl.abs(lo), axis=1), tl.max(tl.abs(hi), axis=1)), 127.0)
+    inv = _inverse(d)[:, None]
+    row = b.to(tl.int64) * 34
+    _store_f16(out_ptr, row, d, bmask)
+    for half in tl.static_range(2):
+        v = (lo if half == 0 else hi) * inv
+        t = _trunc(v)
+        q = (t + _trunc(2.0 * (v - t))).to(tl.int32)  # roundf: halves away from zero
+        tl.store(out_ptr + row[:, None] + 2 + half * 16 + j[None, :], (q & 0xFF).to(tl.uint8), mask=bmask[:, None])
+
+
+@triton.jit
+def _q4_0_kernel(x_ptr, out_ptr, flag_ptr, nblocks, TB: tl.constexpr):
+    pid = tl.program_id(0)
+    b, j, bmask, lo, hi = _load_halves(x_ptr, pid, nblocks, TB)
+    _flag_nonfinite(flag_ptr, pid, lo, hi)
+    d = tl.math.div_rn(_signed_absmax(lo, hi, j), -8.0)
+    inv = _inverse(d)[:, None]
+    q_lo = tl.clamp(_trunc(lo * inv + 8.5), 0.0, 15.0).to(tl.int32)
+    q_hi = tl.clamp(_trunc(hi * inv + 8.5), 0.0, 15.0).to(tl.int32)
+    row = b.to(tl.int64) * 18
+    _store_f16(out_ptr, row, d, bmask)
+    tl.store(out_ptr + row[:, None] + 2 + j[None, :], (q_lo | (q_hi << 4)).to(tl.uint8), mask=bmask[:, None])
+
+
+@triton.jit
+def _q5_0_kernel(x_ptr, out_ptr, flag_ptr, nblocks, TB: tl.constexpr):
+    pid = tl.program_id(0)
+    b, j, bmask, lo, hi = _load_halves(x_ptr, pid, nblocks, TB)
+    _flag_nonfinite(flag_ptr, pid, lo, hi)
+    d = tl.math.div_rn(_signed_absmax(lo, hi, j), -16.0)
+    inv = _inverse(d)[:, None]
+    q_lo = tl.clamp(_trunc(lo * inv + 16.5), 0.0, 31.0).to(tl.int32)
+    q_hi = tl.clamp(_trunc(hi * inv + 16.5), 0.0, 31.0).to(tl.int32)
+    row = b.to(tl.int64) * 22
+    _store_f16(out_ptr, row, d, bmask)
+    bit = j[None, :] % 8
+    h_lo = ((q_lo >> 4) & 1) << bit
+    h_hi = ((q_hi >> 4) & 1) << bit
+    first = j[None, :] < 8
+    qh0 = tl.sum(tl.where(first, h_lo, 0), axis=1)
+    qh1 = tl.sum(tl.where(first, 0, h_lo), axis=1)
+    qh2 = tl.sum(tl.where(first, h_hi, 0), axis=1)
+    qh3 = tl.sum(tl.where(first, 0, h_hi), axis=1)
+    tl.store(out_ptr + row + 2, qh0.to(tl.uint8), mask=bmask)
+    tl.store(out_ptr + row + 3, qh1.to(tl.uint8), mask=bmask)
+    tl.store(out_ptr + row + 4, qh2.to(tl.uint8), mask=bmask)
+    tl.store(out_ptr + row + 5, qh3.to(tl.uint8), mask=bmask)
+    tl.store(out_ptr + row[:, None] + 6 + j[None, :], ((q_lo & 0xF) | ((q_hi & 0xF) << 4)).to(tl.uint8), mask=bmask[:, None])
+
+
+KERNELS: dict[str, Callable] = {"Q8_0": _q8_0_kernel, "Q4_0": _q4_0_kernel, "Q5_0": _q5_0_kernel}
+
+
+def _codec(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    t = GGML_TYPES[name]
+    kern = KERNELS[name]
+
+    def codec(x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 2 or x.dtype != torch.float32 or x.shape[1] % t.block:
+            ref.QUANTIZERS[name](x[:0].cpu() if x.dim() == 2 else x.cpu())  # the reference's error
+        rows, cols = x.shape
+        out = torch.empty((rows, cols // t.block * t.type_size), dtype=torch.uint8, device=x.device)
+        nblocks = rows * cols // QK
+        if nblocks:
+            grid = (triton.cdiv(nblocks, BLOCKS_PER_PROGRAM),)
+            flags = torch.zeros(grid[0], dtype=torch.int32, device=x.device)
+            kern[grid](x.contiguous(), out, flags, nblocks, TB=BLOCKS_PER_PROGRAM, enable_fp_fusion=False)
+            if bool(flags.any()):
+                ref.QUANTIZERS[name](x.cpu())  # raises the reference's "non-finite value ... at row r, column c"
+        return out
+
+    codec.__name__ = f"quantize_{name.lower()}"
+    codec.__doc__ = f"float32 [rows, cols] -> {name} bytes [rows, cols/{t.block}*{t.type_size}] (Triton)."
+    return codec
+
+
+quantize_q8_0 = _codec("Q8_0")
+quantize_q4_0 = _codec("Q4_0")
+quantize_q5_0 = _codec("Q5_0")

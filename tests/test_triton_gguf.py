@@ -1,0 +1,56 @@
+"""Triton GGUF block quantizers write the same bytes as quant.gguf's torch references (interpreter on
+CPU tensors without a GPU; on the GPU when there is one). The fp16 scale fields are compared exactly too:
+the kernels' fp16 cast rounds to nearest even in the interpreter and on the GPU."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+pytest.importorskip("triton")
+
+from quant.gguf import legacy  # noqa: E402
+from quant.triton import kernel  # noqa: E402
+from quant.triton.parity import bit_mismatch, kernel_device  # noqa: E402
+
+DEV = kernel_device()
+LEGACY = ("Q8_0", "Q4_0", "Q5_0")
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning:triton.runtime.interpreter")  # inf/NaN edge cases, on purpose
+
+
+def edge_rows(rows: int, cols: int, seed: int) -> torch.Tensor:
+    """Rows at magnitudes 1e-30..1e30 (fp16 scales underflow and overflow), plus zeros, signed zeros,
+    magnitude ties of opposite sign (the first one wins) and exact half-way products."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(rows, cols, generator=gen) * torch.logspace(-30, 30, rows).unsqueeze(1)
+    x[0] = 0.0
+    x[1] = -0.0
+    x[2] = torch.tensor([1.0, -1.0] * (cols // 2))
+    x[3] = torch.tensor([-2.0, 2.0] * (cols // 2))
+    x[4] = (torch.arange(cols, dtype=torch.float32) % 32 - 16) * 0.5
+    x[5] = torch.arange(cols, dtype=torch.float32) % 32 * 127 / 31  # Q8_0: x*id near .5
+    return x
+
+
+@pytest.mark.parametrize("qtype", LEGACY)
+@pytest.mark.parametrize("rows,cols", [(40, 96), (7, 32), (1, 4096)])
+def test_legacy_blocks_match_reference(qtype, rows, cols):
+    x = edge_rows(max(rows, 6), cols, rows * cols)[:rows] if rows >= 6 else torch.randn(rows, cols)
+    got = kernel(f"gguf_{qtype}")(x.to(DEV))
+    want = legacy.QUANTIZERS[qtype](x)
+    assert bit_mismatch(got, want) is None, bit_mismatch(got, want)
+
+
+@pytest.mark.parametrize("qtype", LEGACY)
+def test_legacy_refuses_what_the_reference_refuses(qtype):
+    x = torch.randn(3, 64)
+    x[2, 33] = float("inf")
+    with pytest.raises(ValueError, match=r"non-finite value inf at row 2, column 33"):
+        kernel(f"gguf_{qtype}")(x.to(DEV))
+    with pytest.raises(ValueError, match="not a multiple of the block size"):
+        kernel(f"gguf_{qtype}")(torch.zeros(2, 40, device=DEV))
+    with pytest.raises(ValueError, match="expected a 2-D float32"):
+        kernel(f"gguf_{qtype}")(torch.zeros(2, 32, dtype=torch.bfloat16, device=DEV))
