@@ -12,7 +12,7 @@ Contenders:
 
 Target: dshub >= 0.9 x (sha256sum per-core GB/s x W effective cores).
 
-    python bench/verify.py [--gb 2] [--workers N] [--workdir /tmp/dshub-bench-verify] [--keep]
+    python bench/verify.py [--gb 2] [--workers N] [--rounds 3] [--workdir /tmp/dshub-bench-verify] [--keep]
 """
 from __future__ import annotations
 
@@ -70,6 +70,7 @@ def main() -> None:
     ap.add_argument("--gb", type=float, default=2.0, help="checkpoint size in GB (default 2)")
     ap.add_argument("--workers", type=int, default=None, help="hash workers (default: usable cores)")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/dshub-bench-verify"))
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; best time of each contender")
     ap.add_argument("--keep", action="store_true", help="keep the checkpoint for the next run")
     args = ap.parse_args()
 
@@ -85,26 +86,34 @@ def main() -> None:
     w_eff = min(workers, len(paths), default_workers())
     warm(paths)
 
-    t_seq, proc = timed(["sha256sum", *names], cwd=ckpt)
-    digests = {line.split()[1].lstrip("*"): line.split()[0] for line in proc.stdout.splitlines()}
-    t_par, _ = timed(["xargs", "-P", str(workers), "-n", "1", "sha256sum"], cwd=ckpt, input="\n".join(names))
-
-    manifest = DownloadManifest("hf", "bench/synthetic", "main", "0" * 40, "local",
-                                {n: RemoteFile(n, (ckpt / n).stat().st_size, digests[n]) for n in names})
-    save_manifest(ckpt, manifest)
-    t = time.perf_counter()
-    report = verify_hashes(ckpt, workers=workers, progress=False)
-    t_dshub = time.perf_counter() - t
-    assert report.ok and report.checked == len(names), report.to_dict()
-
-    t_cli, _ = timed([sys.executable, "-m", "dshub.cli", "verify", str(ckpt), "--hashes", "--json"],
+    manifest_written = False
+    best: dict[str, float] = {}
+    for _ in range(args.rounds):  # interleaved rounds, best of each: a shared machine's noise hits all alike
+        t, proc = timed(["sha256sum", *names], cwd=ckpt)
+        best["seq"] = min(best.get("seq", t), t)
+        if not manifest_written:
+            digests = {line.split()[1].lstrip("*"): line.split()[0] for line in proc.stdout.splitlines()}
+            manifest = DownloadManifest("hf", "bench/synthetic", "main", "0" * 40, "local",
+                                        {n: RemoteFile(n, (ckpt / n).stat().st_size, digests[n]) for n in names})
+            save_manifest(ckpt, manifest)
+            manifest_written = True
+        t, _ = timed(["xargs", "-P", str(workers), "-n", "1", "sha256sum"], cwd=ckpt, input="\n".join(names))
+        best["par"] = min(best.get("par", t), t)
+        t = time.perf_counter()
+        report = verify_hashes(ckpt, workers=workers, progress=False)
+        t = time.perf_counter() - t
+        assert report.ok and report.checked == len(names), report.to_dict()
+        best["dshub"] = min(best.get("dshub", t), t)
+        t, _ = timed([sys.executable, "-m", "dshub.cli", "verify", str(ckpt), "--hashes", "--json"],
                      cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        best["cli"] = min(best.get("cli", t), t)
+    t_seq, t_par, t_dshub, t_cli = best["seq"], best["par"], best["dshub"], best["cli"]
 
     gbps = lambda secs: nbytes / secs / 1e9  # noqa: E731
     per_core = gbps(t_seq)
     target = 0.9 * per_core * w_eff
     result = {
-        "bytes": nbytes, "files": len(names), "workers": workers, "effective_cores": w_eff,
+        "bytes": nbytes, "files": len(names), "workers": workers, "rounds": args.rounds, "effective_cores": w_eff,
         "cpu": platform.processor() or platform.machine(), "usable_cores": default_workers(),
         "sha256sum_1core_GBps": round(per_core, 3),
         "sha256sum_xargs_GBps": round(gbps(t_par), 3),

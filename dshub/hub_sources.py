@@ -171,22 +171,52 @@ class HfSource:
 
 
 # ----------------------------------------------------------------------------------------------- ModelScope
+def _ms_list_hub(endpoint: str, token: str | None, repo_id: str, revision: str) -> list[dict[str, Any]]:
+    """ModelScope SDK >= 1.3x (`modelscope_hub`): FileInfo objects with sha256."""
+    from modelscope_hub import HubApi  # type: ignore[import-not-found]
+
+    api = HubApi(endpoint=endpoint, token=token)
+    return [
+        {"Path": f.path, "Size": f.size, "Sha256": f.sha256, "Type": f.type}
+        for f in api.list_repo_files(repo_id, "model", revision=revision, recursive=True)
+    ]
+
+
+def _ms_list_legacy(endpoint: str, token: str | None, repo_id: str, revision: str) -> list[dict[str, Any]]:
+    """Older ModelScope SDKs: `HubApi.get_model_files` dicts (Path, Size, Sha256, Type, Revision)."""
+    from modelscope.hub.api import HubApi  # type: ignore[import-not-found]
+
+    return HubApi(endpoint=endpoint).get_model_files(repo_id, revision=revision, recursive=True)
+
+
+MODELSCOPE_LISTERS: list[tuple[str, Callable[[str, str | None, str, str], list[dict[str, Any]]]]] = [
+    ("modelscope_hub", _ms_list_hub),
+    ("modelscope.hub.api", _ms_list_legacy),
+]
+
+# ModelScope SDK exception class name -> dshub error class (matched by name: the SDK is optional)
+MODELSCOPE_ERRORS: dict[str, type[HubError]] = {
+    "NotExistError": RepoNotFound,
+    "PermissionDeniedError": GatedRepo,
+    "AuthenticationError": GatedRepo,
+    "NetworkError": HubUnreachable,
+    "RequestTimeoutError": HubUnreachable,
+}
+
+
 class ModelScopeSource:
-    """ModelScope (modelscope.cn), via the optional `modelscope` SDK for listing; files over plain HTTP with Range."""
+    """ModelScope (modelscope.cn): listing through the optional `modelscope` SDK, files over HTTP with byte ranges."""
 
     name = "modelscope"
     default_revision = "master"
 
     def __init__(self, endpoint: str | None = None, token: str | None = None):
-        try:
-            from modelscope.hub.api import HubApi  # type: ignore[import-not-found]
-        except ImportError:
+        self._lister = next((fn for mod, fn in MODELSCOPE_LISTERS if _importable(mod)), None)
+        if self._lister is None:
             raise SourceUnavailable(
                 "--source modelscope needs the ModelScope SDK: pip install 'dshub[modelscope]' (or pip install modelscope)"
-            ) from None
-        domain = os.environ.get("MODELSCOPE_DOMAIN")
-        self.endpoint = (endpoint or (f"https://{domain}" if domain else MODELSCOPE_ENDPOINT)).rstrip("/")
-        self.api = HubApi(endpoint=self.endpoint)
+            )
+        self.endpoint = (endpoint or modelscope_endpoint()).rstrip("/")
         self._token = token or os.environ.get("MODELSCOPE_API_TOKEN")
         self._listing: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._alias: dict[str, str] = {}  # commit id -> the branch/tag it was resolved from
@@ -194,47 +224,69 @@ class ModelScopeSource:
     @contextlib.contextmanager
     def errors(self, repo_id: str, revision: str | None, path: str | None = None) -> Iterator[None]:
         try:
-            with hf_errors(repo_id, revision, self.endpoint, path):  # transfers go through the same HTTP layer
+            with hf_errors(repo_id, revision, self.endpoint, path):  # transfers go through huggingface_hub's HTTP layer
                 yield
         except HubError:
             raise
-        except Exception as e:  # noqa: BLE001 - the SDK raises requests / its own errors
-            raise HubError(scrub(f"{repo_id}@{revision or 'master'}: ModelScope request failed ({e.__class__.__name__}: {e})")) from None
+        except Exception as e:  # noqa: BLE001 - the SDK raises its own classes
+            cls = next((c for k in type(e).__mro__ if (c := MODELSCOPE_ERRORS.get(k.__name__))), HubError)
+            raise cls(scrub(f"{repo_id}@{revision or self.default_revision}: ModelScope: {e.__class__.__name__}: {e}")) from None
 
     def _files(self, repo_id: str, revision: str) -> list[dict[str, Any]]:
         key = (repo_id, revision)
         if key not in self._listing:
             with self.errors(repo_id, revision):
-                self._listing[key] = self.api.get_model_files(repo_id, revision=revision, recursive=True)
+                self._listing[key] = self._lister(self.endpoint, self._token, repo_id, revision)  # type: ignore[misc]
         return self._listing[key]
 
     def resolve(self, repo_id: str, revision: str | None) -> str:
-        """ModelScope names revisions by branch or tag; the listing's per-file commit id is used when it agrees."""
+        """ModelScope names revisions by branch or tag; a listing's per-file commit id is used when it has one."""
         revision = revision or self.default_revision
-        commits = {f.get("Revision") for f in self._files(repo_id, revision) if f.get("Type") == "blob"}
+        commits = {f.get("Revision") for f in self._files(repo_id, revision) if f.get("Type", "blob") == "blob"}
         if len(commits) == 1 and isinstance(commit := commits.pop(), str) and commit:
             self._alias[commit] = revision
+            self._listing[(repo_id, commit)] = self._listing[(repo_id, revision)]
             return commit
         return revision
 
     def list_files(self, repo_id: str, commit: str) -> list[RemoteFile]:
-        revision = self._alias.get(commit, commit)
         files = [
-            RemoteFile(f["Path"], int(f.get("Size") or 0), (f.get("Sha256") or None), None)
-            for f in self._files(repo_id, revision)
-            if f.get("Type") == "blob"
+            RemoteFile(f["Path"], int(f.get("Size") or 0), f.get("Sha256") or None, None)
+            for f in self._files(repo_id, self._alias.get(commit, commit))
+            if f.get("Type", "blob") == "blob"
         ]
         return sorted(files, key=lambda f: f.path)
 
     def file_url(self, repo_id: str, commit: str, path: str) -> str:
         revision = self._alias.get(commit, commit)
-        return f"{self.endpoint}/api/v1/models/{repo_id}/repo?Revision={quote(revision)}&FilePath={quote(path)}"
+        return f"{self.endpoint}/api/v1/models/{repo_id}/repo?Revision={quote(revision, safe='')}&FilePath={quote(path, safe='')}"
 
     def headers(self) -> dict[str, str]:
         h = {"user-agent": "dshub"}
         if self._token:
             h["authorization"] = f"Bearer {self._token}"
         return h
+
+
+def modelscope_endpoint() -> str:
+    """MODELSCOPE_ENDPOINT, else MODELSCOPE_DOMAIN (older name), else modelscope.cn: the SDK's own precedence."""
+    if env := os.environ.get("MODELSCOPE_ENDPOINT"):
+        return env
+    domain = os.environ.get("MODELSCOPE_DOMAIN", "").strip()
+    if domain:
+        return domain if domain.startswith(("http://", "https://")) else f"https://{domain}"
+    return MODELSCOPE_ENDPOINT
+
+
+def _importable(module: str) -> bool:
+    """Whether `module` can be imported (a missing optional SDK, or one blocked in sys.modules, is not)."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+        return True
+    except ImportError:
+        return False
 
 
 SOURCES: dict[str, Callable[..., Source]] = {"hf": HfSource, "modelscope": ModelScopeSource}

@@ -103,9 +103,9 @@ class FakeHub:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     # ---------------------------------------------------------------- helpers for tests
-    def add_repo(self, repo_id: str, files: dict[str, bytes], *, gated: bool = False) -> str:
+    def add_repo(self, repo_id: str, files: dict[str, bytes], *, gated: bool = False, ref: str = "main") -> str:
         repo = self.repos.setdefault(repo_id, FakeRepo(gated=gated))
-        return repo.add_commit(files)
+        return repo.add_commit(files, ref=ref)
 
     def gets(self, file: str | None = None) -> list[LogEntry]:
         with self._lock:
@@ -204,6 +204,10 @@ class _Handler(BaseHTTPRequestHandler):
         ("POST", re.compile(r"^/api/models/([^/]+/[^/]+)/paths-info/([^/]+)$"), "_paths_info"),
         ("GET", re.compile(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$"), "_resolve"),
         ("HEAD", re.compile(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$"), "_resolve"),
+        # ModelScope's REST API (what its SDK and `--source modelscope` use)
+        ("GET", re.compile(r"^/api/v1/models/([^/]+/[^/]+)/repo/files$"), "_ms_files"),
+        ("GET", re.compile(r"^/api/v1/models/([^/]+/[^/]+)/repo$"), "_ms_file"),
+        ("HEAD", re.compile(r"^/api/v1/models/([^/]+/[^/]+)/repo$"), "_ms_file"),
     ]
 
     def _dispatch(self) -> None:
@@ -256,6 +260,27 @@ class _Handler(BaseHTTPRequestHandler):
             return
         files = repo.commits[sha]
         self._send_json([tree_entry(p, files[p]) for p in form.get("paths", []) if p in files])
+
+    def _query(self) -> dict[str, str]:
+        return {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()}
+
+    def _ms_files(self, repo_id: str) -> None:
+        repo = self._repo(repo_id)
+        if repo is None:
+            return
+        rev = self._query().get("Revision", "master")
+        sha = self._commit(repo, rev)
+        if sha is None:
+            return
+        files = [
+            {"Name": p.rsplit("/", 1)[-1], "Path": p, "Size": len(d), "Sha256": sha256(d), "Type": "blob", "Revision": sha}
+            for p, d in sorted(repo.commits[sha].items())
+        ]
+        self._send_json({"Code": 200, "Success": True, "Message": "", "Data": {"Files": files}})
+
+    def _ms_file(self, repo_id: str) -> None:
+        q = self._query()
+        self._resolve(repo_id, q.get("Revision", "master"), q.get("FilePath", ""))
 
     def _resolve(self, repo_id: str, rev: str, file: str) -> None:
         repo = self._repo(repo_id, file)

@@ -67,12 +67,31 @@ def test_errors_are_one_line_with_exit_code(cli, hub, repo_files, tmp_path, args
 
 
 def test_modelscope_without_sdk_says_how_to_install(cli, hub, tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "modelscope", None)  # as if the optional extra were not installed
-    monkeypatch.setitem(sys.modules, "modelscope.hub", None)
-    monkeypatch.setitem(sys.modules, "modelscope.hub.api", None)
+    for mod in ("modelscope", "modelscope.hub", "modelscope.hub.api", "modelscope_hub"):
+        monkeypatch.setitem(sys.modules, mod, None)  # as if the optional SDK were not installed
     r = cli("download", "deepseek-ai/DeepSeek-V3", "--source", "modelscope", "--local-dir", tmp_path)
     assert r.exit_code == 1
     assert "pip install 'dshub[modelscope]'" in r.output
+
+
+def test_modelscope_source_downloads_with_the_sdk(cli, hub, repo_files, tmp_path, monkeypatch):
+    pytest.importorskip("modelscope_hub", reason="the optional ModelScope SDK (dshub[modelscope]) is not installed")
+    commit = hub.add_repo(REPO, repo_files, ref="master")
+    monkeypatch.setenv("MODELSCOPE_ENDPOINT", hub.endpoint)
+    monkeypatch.setenv("MODELSCOPE_CACHE", str(tmp_path / "ms-cache"))
+    hub.faults.cut_after[SHARD] = (1000, 1)
+    r = cli("download", REPO, "--source", "modelscope", "--local-dir", tmp_path / "d", "--json")
+    assert r.exit_code == 0, r.output
+    doc = _json(r)
+    assert doc["plan"]["source"] == "modelscope" and doc["plan"]["revision"] == "master"
+    assert doc["plan"]["files"][0]["sha256"]  # digests came from ModelScope's listing
+    for name, data in repo_files.items():
+        assert (tmp_path / "d" / name).read_bytes() == data
+    assert [e.range for e in hub.gets(SHARD)] == [None, "bytes=1000-"]
+    assert all(e.path == f"/api/v1/models/{REPO}/repo" for e in hub.gets())
+    r = cli("download", "deepseek-ai/none", "--source", "modelscope", "--local-dir", tmp_path / "e")
+    assert r.exit_code == 1 and "deepseek-ai/none" in r.output and "Traceback" not in r.output
+    del commit
 
 
 def test_gated_with_token_never_prints_it(cli, hub, repo_files, tmp_path, monkeypatch):

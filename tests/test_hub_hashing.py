@@ -102,9 +102,8 @@ def test_source_selection(monkeypatch):
     assert make_source("hf", endpoint="http://127.0.0.1:1").name == "hf"
     with pytest.raises(UsageError, match="known: hf, modelscope"):
         make_source("gitee")
-    monkeypatch.setitem(sys.modules, "modelscope", None)
-    monkeypatch.setitem(sys.modules, "modelscope.hub", None)
-    monkeypatch.setitem(sys.modules, "modelscope.hub.api", None)
+    for mod in ("modelscope", "modelscope.hub", "modelscope.hub.api", "modelscope_hub"):
+        monkeypatch.setitem(sys.modules, mod, None)  # as if the optional SDK were not installed
     with pytest.raises(SourceUnavailable, match=r"pip install 'dshub\[modelscope\]'"):
         make_source("modelscope")
 
