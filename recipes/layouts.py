@@ -33,6 +33,8 @@ class Layout:
 
     @property
     def label(self) -> str:
+        if self.kind == "layer-split":
+            return f"layer split over {self.gpus} GPU{'s' if self.gpus > 1 else ''}"
         parts = [f"TP{self.tp}"] if self.tp > 1 else []
         parts += [f"PP{self.pp}"] if self.pp > 1 else []
         parts += [f"DP{self.dp}"] if self.dp > 1 else []
