@@ -24,15 +24,19 @@ CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 
 def transport_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean "the connection failed", for whichever httpx flavour huggingface_hub uses."""
-    errs: list[type[BaseException]] = [ConnectionError, TimeoutError]
-    for mod in ("httpx2", "httpx", "requests"):
-        try:
-            m = __import__(mod)
-        except ImportError:
-            continue
-        errs.append(getattr(m, "TransportError", None) or getattr(m, "RequestException"))
-    return tuple(errs)
+    """Exceptions that mean "the connection failed", from the HTTP module huggingface_hub itself uses."""
+    try:
+        from huggingface_hub.utils import httpx  # httpx on 1.x, httpx2 on 2.x (exported since 1.31)
+    except ImportError:  # pragma: no cover - older huggingface_hub
+        import httpx  # type: ignore[no-redef]
+    return (ConnectionError, TimeoutError, httpx.TransportError)
+
+
+def read_timeout() -> float:
+    """HF_HUB_DOWNLOAD_TIMEOUT (seconds without data before a transfer counts as stalled), read now."""
+    from huggingface_hub import constants as hfc
+
+    return float(os.environ.get("HF_HUB_DOWNLOAD_TIMEOUT") or hfc.HF_HUB_DOWNLOAD_TIMEOUT)
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,7 @@ def fetch_to_part(
                 "GET", url, headers=req, max_retries=retry.attempts, base_wait_time=retry.wait_s,
                 retry_on_status_codes=RETRY_STATUS,
                 retry_on_exceptions=(),  # connection failures are retried below, resuming from the bytes we have
+                timeout=read_timeout(),  # a stalled transfer times out and resumes instead of hanging at 99%
             ) as resp:
                 hf_raise_for_status(resp)
                 restart = _check_response(resp, have, size, label)

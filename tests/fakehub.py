@@ -54,6 +54,7 @@ class Faults:
     cut_after: dict[str, tuple[int, int]] = field(default_factory=dict)  # path -> (bytes sent before cutting, times)
     status: dict[str, tuple[int, int]] = field(default_factory=dict)  # path -> (HTTP status, times)
     wrong_bytes: dict[str, tuple[bytes, int]] = field(default_factory=dict)  # path -> (body served instead, times)
+    stall_after: dict[str, tuple[int, float, int]] = field(default_factory=dict)  # path -> (byte, seconds silent, times)
     ignore_range: bool = False
     rate_bytes_per_s: int | None = None  # bandwidth cap for GET bodies
 
@@ -124,12 +125,12 @@ class FakeHub:
             entry = table.get(path)
             if entry is None:
                 return None
-            value, times = entry
+            *value, times = entry
             if times == 0:
                 return None
             if times > 0:
-                table[path] = (value, times - 1)
-            return value
+                table[path] = (*value, times - 1)
+            return value[0] if len(value) == 1 else tuple(value)
 
 
 def tree_entry(path: str, data: bytes) -> dict:
@@ -298,7 +299,8 @@ class _Handler(BaseHTTPRequestHandler):
         etag = entry["lfs"]["oid"] if "lfs" in entry else entry["oid"]
         if self.command == "GET":
             if (status := self.fake.take(self.fake.faults.status, file)) is not None:
-                self._error(status, "ServerError", "injected failure", commit=sha, file=file)
+                code = "EntryNotFound" if status == 404 else "ServerError"
+                self._error(status, code, "injected failure", commit=sha, file=file)
                 return
             if (wrong := self.fake.take(self.fake.faults.wrong_bytes, file)) is not None:
                 data = wrong
@@ -333,6 +335,15 @@ class _Handler(BaseHTTPRequestHandler):
             return
         cut = self.fake.take(self.fake.faults.cut_after, file)
         limit = len(body) if cut is None else max(0, min(len(body), cut - start if cut > start else 0))
+        stall = self.fake.take(self.fake.faults.stall_after, file)
+        if stall is not None:  # send up to the byte, go silent, then try to finish (the client has given up by then)
+            at, seconds = max(0, stall[0] - start), stall[1]
+            sent = self._stream(body[:at])
+            self.wfile.flush()
+            time.sleep(seconds)
+            sent += self._stream(body[at:limit])
+            self._record(status, sent, file)
+            return
         sent = self._stream(body[:limit])
         self._record(status, sent, file)
         if cut is not None:

@@ -249,6 +249,25 @@ def test_interrupted_run_is_completed_by_the_next(hub, repo_files, tmp_path):
     _same_files(tmp_path, repo_files)
 
 
+def test_stalled_transfer_times_out_and_resumes(hub, repo_files, tmp_path, monkeypatch):
+    hub.add_repo(REPO, repo_files)
+    size = len(repo_files[SHARD])
+    monkeypatch.setenv("HF_HUB_DOWNLOAD_TIMEOUT", "0.5")
+    hub.faults.stall_after[SHARD] = (size - 1000, 3.0, 1)  # silent at 99.9 %
+    res = download(REPO, local_dir=tmp_path, progress=False)
+    assert res.ok, res.failures
+    assert [e.range for e in hub.gets(SHARD)][-1] == f"bytes={size - 1000}-"
+    assert (tmp_path / SHARD).read_bytes() == repo_files[SHARD]
+
+
+def test_file_missing_on_the_hub(hub, repo_files, tmp_path):
+    hub.add_repo(REPO, repo_files)
+    hub.faults.status[SHARD] = (404, -1)  # listed in the tree, but resolve answers EntryNotFound
+    res = download(REPO, local_dir=tmp_path, progress=False)
+    (fail,) = res.failures
+    assert fail.path == SHARD and f"{SHARD} is missing on the hub (HTTP 404)" in fail.message
+
+
 def test_server_ignoring_range_restarts_cleanly(hub, repo_files, tmp_path):
     hub.add_repo(REPO, repo_files)
     size = len(repo_files[SHARD])
