@@ -99,63 +99,81 @@ def make_qkx2(x: torch.Tensor, w: torch.Tensor, nmax: int, rmin: float, rdelta: 
 
     Returns (scale [S], the_min [S], L [n, S] as float32 integers in 0..nmax).
     """
+    n, S = x.shape
     mn = x.amin(dim=0)
     mx = x.amax(dim=0)
     sum_w = seqsum(w, zero_init=False)
-    wx = w * x
-    sum_x = seqsum(wx, zero_init=False)
+    sum_x = seqsum(w * x, zero_init=False)
     mn = torch.where(mn > 0, torch.zeros_like(mn), mn)
     degenerate = mx == mn
+    live = ~degenerate
     one = torch.ones_like(mx)
+    xm = torch.empty_like(x)  # x - min for the current min
+    la = torch.empty_like(x)  # candidate levels
+    diff = torch.empty_like(x)
+    prods = torch.empty((n, 3, S), dtype=x.dtype)  # w·l, w·l·l, w·l·x: summed together
 
-    def spread(mn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
-        # (max - min) and x - min for the current min; `fast` when every iscale·(x - min) is surely in range
+    def spread(mn: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        # max - min and x - min; `fast` when every iscale·(x - min) is surely inside nearest_int's domain
+        torch.sub(x, mn, out=xm)
         rng = torch.where(degenerate, one, mx - mn)
-        return rng, x - mn, bool(((rng >= 1e-30) & (rng <= 1e30)).all())
+        return rng, bool(((rng >= 1e-30) & (rng <= 1e30)).all())
 
-    rng, xm, fast = spread(mn)
+    def levels(isc: torch.Tensor, fast: bool) -> None:
+        torch.mul(xm, isc, out=la)
+        if fast:
+            la.round_()
+        else:
+            la.copy_(nearest_int(la))
+        la.clamp_(0, nmax)
+
+    def error(scale: torch.Tensor, mn: torch.Tensor) -> torch.Tensor:
+        # Σ w·err with diff = scale·L + min − x, err = |diff| or diff², summed in order
+        torch.mul(la, scale, out=diff)
+        diff.add_(mn).sub_(x)
+        diff.abs_() if use_mad else diff.mul_(diff)
+        return seqsum(diff.mul_(w))
+
+    rng, fast = spread(mn)
     iscale = full_div(float(nmax), rng)
     scale = full_div(1.0, iscale)
-    L = nearest_int(iscale * xm, exact=not fast).clamp_(0, nmax)
-    best = _wsum_err(scale, L, mn, x, w, use_mad)
+    levels(iscale, fast)
+    best = error(scale, mn)
+    # the kept L is recomputed at the end from the iscale and min that produced it (same bits, fewer copies)
+    keep_isc, keep_mn = iscale, mn
 
     for step in range(nstep + 1):
         # ggml keeps the accepted candidate's min for the following candidates (iscale and x - min use it)
         num = float(np.float32(rmin) + np.float32(rdelta) * np.float32(step) + np.float32(nmax))
         isc = full_div(num, rng)
-        la = nearest_int(isc * xm, exact=not fast).clamp_(0, nmax)
-        wl = w * la
-        sum_l = seqsum(wl)
-        sum_l2 = seqsum(wl * la)
-        sum_xl = seqsum(wl * x)
+        levels(isc, fast)
+        wl = prods[:, 0]
+        torch.mul(w, la, out=wl)
+        torch.mul(wl, la, out=prods[:, 1])
+        torch.mul(wl, x, out=prods[:, 2])
+        sum_l, sum_l2, sum_xl = seqsum(prods)
         D = sum_w * sum_l2 - sum_l * sum_l
         this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
         this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
         pos = this_min > 0
         this_min = torch.where(pos, torch.zeros_like(this_min), this_min)
         this_scale = torch.where(pos, sum_xl / sum_l2, this_scale)
-        cur = _wsum_err(this_scale, la, this_min, x, w, use_mad)
-        take = (D > 0) & (cur < best) & ~degenerate
-        L = torch.where(take, la, L)
-        best = torch.where(take, cur, best)
-        scale = torch.where(take, this_scale, scale)
+        cur = error(this_scale, this_min)
+        take = (D > 0) & (cur < best) & live
         if bool(take.any()):
+            best = torch.where(take, cur, best)
+            scale = torch.where(take, this_scale, scale)
+            keep_isc = torch.where(take, isc, keep_isc)
+            keep_mn = torch.where(take, mn, keep_mn)
             mn = torch.where(take, this_min, mn)
-            rng, xm, fast = spread(mn)
+            rng, fast = spread(mn)
 
+    torch.sub(x, keep_mn, out=xm)
+    levels(keep_isc, False)
     zero = torch.zeros_like(scale)
     scale = torch.where(degenerate, zero, scale)
-    L = torch.where(degenerate, torch.zeros_like(L), L)
+    L = torch.where(degenerate, torch.zeros_like(la), la)
     return scale, -mn, L
-
-
-def _wsum_err(scale: torch.Tensor, L: torch.Tensor, mn: torch.Tensor, x: torch.Tensor, w: torch.Tensor,
-              use_mad: bool) -> torch.Tensor:
-    """Σ w·err with diff = scale·L + min − x, err = |diff| or diff², summed sequentially."""
-    diff = scale * L
-    diff.add_(mn).sub_(x)
-    diff = diff.abs_() if use_mad else diff.mul_(diff)
-    return seqsum(diff.mul_(w))
 
 
 def make_qx(x: torch.Tensor, nmax: int, qw: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,34 +181,37 @@ def make_qx(x: torch.Tensor, nmax: int, qw: torch.Tensor | None = None) -> tuple
 
     Returns (scale [S], L [n, S] float32 integers in 0..2·nmax−1; all 0 for an all-zero group).
     """
+    n, S = x.shape
     mx = first_absmax(x)
-    amax = mx.abs()
-    zero_grp = amax < GROUP_MAX_EPS
+    zero_grp = mx.abs() < GROUP_MAX_EPS
     mxs = torch.where(zero_grp, torch.ones_like(mx), mx)
     w = x * x if qw is None else qw
     wx = w * x
+    l = torch.empty_like(x)
+    prods = torch.empty((n, 2, S), dtype=x.dtype)  # w·x·l and w·l·l, summed together
 
     def quant(num: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         isc = full_div(num, mxs)
-        l = nearest_int(isc * x, exact=False).clamp_(-nmax, nmax - 1)  # |isc·x| <= |num|
-        sumlx = seqsum(wx * l)
-        suml2 = seqsum((w * l).mul_(l))
-        return l, sumlx, suml2
+        torch.mul(x, isc, out=l)
+        l.round_().clamp_(-nmax, nmax - 1)  # |isc·x| <= |num|: inside nearest_int's domain
+        torch.mul(wx, l, out=prods[:, 0])
+        torch.mul(w, l, out=prods[:, 1]).mul_(l)
+        sumlx, suml2 = seqsum(prods)
+        return isc, sumlx, suml2
 
-    l, sumlx, suml2 = quant(float(-nmax))
+    keep, sumlx, suml2 = quant(float(-nmax))
     scale = torch.where(suml2 != 0, sumlx / suml2, torch.zeros_like(sumlx))
     best = scale * sumlx
-    L = l
     for step in range(-9, 10):
         if step == 0:
             continue
-        num = float(-(np.float32(nmax) + np.float32(0.1) * np.float32(step)))
-        l, sumlx, suml2 = quant(num)
+        isc, sumlx, suml2 = quant(float(-(np.float32(nmax) + np.float32(0.1) * np.float32(step))))
         take = (suml2 > 0) & (sumlx * sumlx > best * suml2)
-        L = torch.where(take, l, L)
+        keep = torch.where(take, isc, keep)
         scale = torch.where(take, sumlx / suml2, scale)
         best = torch.where(take, scale * sumlx, best)
-    L = L + nmax
+    torch.mul(x, keep, out=l)
+    L = l.round_().clamp_(-nmax, nmax - 1).add_(nmax)
     L = torch.where(zero_grp, torch.zeros_like(L), L)
     scale = torch.where(zero_grp, torch.zeros_like(scale), scale)
     return scale, L
