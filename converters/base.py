@@ -80,6 +80,9 @@ class Converter(ABC):
             raise UsageError(f"--to {self.name} takes no option(s) {', '.join(sorted(params))}")
         return params
 
+    def check_source(self, src: Path) -> None:
+        """Refuse inputs this target cannot take, before structural verification (raise DshubError). Default: none."""
+
     @abstractmethod
     def plan(self, ckpt: Checkpoint, opts: ConversionOptions) -> ConversionPlan:
         """Decide every output file and its size from headers alone."""
@@ -148,6 +151,7 @@ def make_plan(path: str | Path, opts: ConversionOptions) -> tuple[Checkpoint, Co
     conv = get_converter(opts.target)
     check_output_location(src, opts.out)
     opts.params = conv.validate_params(dict(opts.params))
+    conv.check_source(src)
     ckpt = require_valid(src)
     plan = conv.plan(ckpt, opts)
     largest = max((e.numel for s in ckpt.shard_names for e in ckpt.tensors_in(s)), default=0)

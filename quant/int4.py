@@ -46,7 +46,7 @@ from typing import Callable
 import torch
 
 from .fp8 import expand_scale
-from .registry import register_codec
+from .registry import CODECS, register_codec
 
 BITS = 4
 PACK_FACTOR = 32 // BITS  # nibbles per int32 word
@@ -202,12 +202,12 @@ def pack_nibbles_last(u: torch.Tensor, order: tuple[int, ...] | None = None) -> 
     v = torch.nn.functional.pad(u.to(torch.int64), (0, pad)).reshape(rows, -1, PACK_FACTOR)
     if order is not None:
         v = v[..., list(order)]
-    return to_int32((v << NIBBLE_SHIFTS).sum(dim=-1))
+    return to_int32((v << NIBBLE_SHIFTS.to(v.device)).sum(dim=-1))
 
 
 def unpack_nibbles_last(words: torch.Tensor, cols: int, order: tuple[int, ...] | None = None) -> torch.Tensor:
     """Inverse of `pack_nibbles_last`: int32 words [r, w] -> unsigned nibbles int8 [r, cols]."""
-    v = (words.to(torch.int64).unsqueeze(-1) >> NIBBLE_SHIFTS) & 0xF
+    v = (words.to(torch.int64).unsqueeze(-1) >> NIBBLE_SHIFTS.to(words.device)) & 0xF
     if order is not None:
         v = v[..., [order.index(j) for j in range(PACK_FACTOR)]]
     return v.reshape(words.shape[0], -1)[:, :cols].to(torch.int8)
@@ -248,13 +248,13 @@ def pack_gptq(t: Int4Tensor) -> dict[str, torch.Tensor]:
     require_multiple("input dim", cols, PACK_FACTOR, "gptq")
     require_multiple("output dim", rows, PACK_FACTOR, "gptq")
     ngroups = t.scale.shape[1]
-    stored_zeros = torch.full((ngroups, rows), 8 - 1, dtype=torch.int64)  # v1 stores zu - 1
+    stored_zeros = torch.full((ngroups, rows), 8 - 1, dtype=torch.int64, device=t.q.device)  # v1 stores zu - 1
     return {
         # packing along the input dim is the compressed-tensors word layout, transposed
         "qweight": pack_nibbles_last(t.q.to(torch.int64) + 8).T.contiguous(),
         "qzeros": pack_nibbles_last(stored_zeros),
         "scales": t.scale.T.contiguous(),
-        "g_idx": (torch.arange(cols, dtype=torch.int32) // t.group_size),
+        "g_idx": torch.arange(cols, dtype=torch.int32, device=t.q.device) // t.group_size,
     }
 
 
@@ -264,7 +264,7 @@ def pack_awq(t: Int4Tensor) -> dict[str, torch.Tensor]:
     rows, _ = t.shape
     require_fp16_scales(t, "awq")
     require_multiple("output dim", rows, PACK_FACTOR, "awq")
-    zu = torch.full(t.scale.shape, 8, dtype=torch.int64) if t.zero is None else t.zero.to(torch.int64) + 8
+    zu = torch.full(t.scale.shape, 8, dtype=torch.int64, device=t.q.device) if t.zero is None else t.zero.to(torch.int64) + 8
     return {
         "qweight": pack_nibbles_last((t.q.to(torch.int64) + 8).T.contiguous(), AWQ_ORDER),
         "qzeros": pack_nibbles_last(zu.T.contiguous(), AWQ_ORDER),
@@ -283,33 +283,73 @@ def unpack_compressed_tensors(tensors: dict[str, torch.Tensor], group_size: int)
     return Int4Tensor(q.to(torch.int8), tensors["weight_scale"], None if zero is None else zero.contiguous(), group_size)
 
 
+def ct_layout(rows: int, cols: int, scheme: Int4Scheme) -> list[tuple[str, torch.dtype, tuple[int, ...]]]:
+    ng = cols // scheme.group_size
+    out = [("weight_packed", torch.int32, (rows, -(-cols // PACK_FACTOR))), ("weight_scale", scheme.scale_dtype, (rows, ng)),
+           ("weight_shape", torch.int64, (2,))]
+    return out + ([] if scheme.symmetric else [("weight_zero_point", torch.int32, (-(-rows // PACK_FACTOR), ng))])
+
+
+def gptq_layout(rows: int, cols: int, scheme: Int4Scheme) -> list[tuple[str, torch.dtype, tuple[int, ...]]]:
+    require_multiple("input dim", cols, PACK_FACTOR, "gptq")
+    require_multiple("output dim", rows, PACK_FACTOR, "gptq")
+    ng = cols // scheme.group_size
+    return [("qweight", torch.int32, (cols // PACK_FACTOR, rows)), ("qzeros", torch.int32, (ng, rows // PACK_FACTOR)),
+            ("scales", torch.float16, (ng, rows)), ("g_idx", torch.int32, (cols,))]
+
+
+def awq_layout(rows: int, cols: int, scheme: Int4Scheme) -> list[tuple[str, torch.dtype, tuple[int, ...]]]:
+    require_multiple("output dim", rows, PACK_FACTOR, "awq")
+    ng = cols // scheme.group_size
+    return [("qweight", torch.int32, (cols, rows // PACK_FACTOR)), ("qzeros", torch.int32, (ng, rows // PACK_FACTOR)),
+            ("scales", torch.float16, (ng, rows))]
+
+
+Layout = Callable[[int, int, Int4Scheme], list[tuple[str, torch.dtype, tuple[int, ...]]]]
+
+
 @dataclass(frozen=True)
 class Int4Format:
-    """What an on-disk INT4 format stores: its packer, scale dtype, and whether it can hold zero points."""
+    """An on-disk INT4 format: its packing codec, tensor layout, scale dtype, and whether it holds zero points."""
 
     name: str
-    pack: Callable[[Int4Tensor], dict[str, torch.Tensor]]
+    codec: str  # registered packing codec (torch reference on "cpu", Triton on "cuda")
+    layout: Layout
     scale_dtype: torch.dtype
-    asymmetric: bool  # can the format store asymmetric (zero-point) quantization
-    suffixes: tuple[str, ...]  # tensors written per quantized module (asym adds zero points where listed)
+    asymmetric: bool
+
+    @property
+    def pack(self) -> Callable[[Int4Tensor], dict[str, torch.Tensor]]:
+        return CODECS[(self.codec, "cpu")]
 
 
 FORMATS: dict[str, Int4Format] = {
     f.name: f
     for f in (
-        Int4Format("compressed-tensors", pack_compressed_tensors, torch.bfloat16, True, ("weight_packed", "weight_scale", "weight_shape")),
-        Int4Format("gptq", pack_gptq, torch.float16, False, ("qweight", "qzeros", "scales", "g_idx")),
-        Int4Format("awq", pack_awq, torch.float16, True, ("qweight", "qzeros", "scales")),
+        Int4Format("compressed-tensors", "int4_pack_compressed_tensors", ct_layout, torch.bfloat16, True),
+        Int4Format("gptq", "int4_pack_gptq", gptq_layout, torch.float16, False),
+        Int4Format("awq", "int4_pack_awq", awq_layout, torch.float16, True),
     )
 }
 
 
-def scheme_for(fmt: str, group_size: int = 128, symmetric: bool = True) -> Int4Scheme:
-    """The quantization scheme that writes `fmt` exactly (its scale dtype); rejects what it cannot store."""
+def get_format(fmt: str) -> Int4Format:
     try:
-        f = FORMATS[fmt]
+        return FORMATS[fmt]
     except KeyError:
         raise Int4Error(f"unknown INT4 format {fmt!r}; known: {', '.join(FORMATS)}") from None
+
+
+def packed_layout(fmt: str, shape: tuple[int, ...], scheme: Int4Scheme) -> list[tuple[str, torch.dtype, tuple[int, ...]]]:
+    """(suffix, dtype, shape) of every tensor `fmt` writes for an `[out, in]` weight, in file order, from shapes
+    alone; raises `Int4Error` for shapes the format cannot hold. Equal to what the format's packer returns."""
+    check_groupable(shape, scheme.group_size)
+    return get_format(fmt).layout(shape[0], shape[1], scheme)
+
+
+def scheme_for(fmt: str, group_size: int = 128, symmetric: bool = True) -> Int4Scheme:
+    """The quantization scheme that writes `fmt` exactly (its scale dtype); rejects what it cannot store."""
+    f = get_format(fmt)
     if not symmetric and not f.asymmetric:
         raise Int4Error(f"{fmt} output is symmetric only; use --format compressed-tensors or awq for --asymmetric")
     if group_size <= 0 or group_size % PACK_FACTOR:

@@ -271,3 +271,18 @@ def test_format_shape_errors():
     with pytest.raises(Int4Error, match="symmetric only"):
         pack_gptq(quantize_int4(weights(), Int4Scheme(32, False, torch.float16)))
     assert set(FORMATS) == {"compressed-tensors", "gptq", "awq"}
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+@pytest.mark.parametrize("sym", [True, False])
+def test_packed_layout_predicts_packer_output(fmt, sym):
+    from quant.int4 import packed_layout
+
+    if fmt == "gptq" and not sym:
+        pytest.skip("gptq is symmetric only (tested in test_format_shape_errors)")
+    scheme = scheme_for(fmt, 64, sym)
+    t = quantize_int4(weights(out=40, inp=256), scheme)
+    packed = FORMATS[fmt].pack(t)
+    layout = packed_layout(fmt, (40, 256), scheme)
+    assert [n for n, _, _ in layout] == list(packed)
+    assert all(packed[n].dtype == d and tuple(packed[n].shape) == s for n, d, s in layout)

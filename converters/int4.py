@@ -1,0 +1,243 @@
+"""Block-FP8 (or BF16) -> INT4 weight-only (W4A16) for vLLM / SGLang: compressed-tensors `pack-quantized`,
+GPTQ (v1, `desc_act: false`) or AWQ (GEMM).
+
+Per weight in scope: exact fp32 values (FP8 * scale_inv, or the float weight upcast) -> group quantize
+-> pack (`quant.int4`). Linear weights out of scope become BF16 (FP8 dequantized, round to nearest even);
+everything else is copied. Output shards keep the input's names and tensor order, so a run streams one
+tensor at a time and resumes shard by shard. config.json gets the format's `quantization_config`,
+which names every linear module left out.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from dshub.arch import spec_for
+from dshub.arch.spec import Role, TensorSpec
+from dshub.checkpoint import Checkpoint, read_entry
+from dshub.errors import CheckpointError, DshubError, QuantizationError, UsageError
+from dshub.safetensors_header import TensorEntry
+from dshub.safetensors_writer import TORCH_TO_ST, TensorDecl, shard_size, write_shard
+from quant import get_codec
+from quant.int4 import GROUP_SIZES, Int4Error, get_format, packed_layout, scheme_for
+
+from .base import Advance, ConversionOptions, ConversionPlan, Converter, OutputFile, copy_sidecars, register_converter, write_index_and_config
+from .bf16 import FP8_DTYPES, SHARD_METADATA, bf16_config, mtp_tensor_names, scale_name
+
+FLOAT_DTYPES = ("BF16", "F16", "F32")
+# Which linear roles each --scope turns into INT4. Routers, norms, embeddings, lm_head and MTP extras never.
+SCOPES: dict[str, frozenset[Role]] = {
+    "experts": frozenset({Role.EXPERT}),
+    "mlp": frozenset({Role.EXPERT, Role.SHARED_EXPERT, Role.DENSE_MLP}),
+    "all-linear": frozenset({Role.EXPERT, Role.SHARED_EXPERT, Role.DENSE_MLP, Role.ATTN}),
+}
+DEFAULTS: dict[str, Any] = {"format": "compressed-tensors", "group_size": 128, "symmetric": True, "scope": "experts", "ignore": []}
+# config.json quant_method values / tensor suffixes that mean "this checkpoint is already low-bit"
+INT4_METHODS = ("compressed-tensors", "gptq", "awq", "gptq_marlin", "awq_marlin", "moe_wna16", "bitsandbytes", "hqq", "exl2")
+INT4_SUFFIXES = (".weight_packed", ".qweight")
+CT_VERSION = "0.20.0"  # the compressed-tensors release whose pack-quantized layout this writer follows
+
+
+def module_name(weight: str) -> str:
+    return weight[: -len(".weight")] if weight.endswith(".weight") else weight
+
+
+@dataclass(frozen=True)
+class Action:
+    """How one output tensor is produced: copy, dequantize to bf16, or one packed piece of an INT4 weight."""
+
+    source: str  # input tensor name
+    kind: str  # "copy" | "bf16" | "int4"
+    suffix: str = ""  # int4: which packed tensor
+
+
+# ------------------------------------------------------------------ options
+def normalize_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Fill defaults, reject unknown or inconsistent options (UsageError, exit 2)."""
+    unknown = sorted(set(params) - set(DEFAULTS))
+    if unknown:
+        raise UsageError(f"--to int4 takes no option(s) {', '.join(unknown)}; it takes --format, --group-size, --symmetric/--asymmetric, --scope, --ignore")
+    p = {**DEFAULTS, **params}
+    if p["scope"] not in SCOPES:
+        raise UsageError(f"--scope {p['scope']!r}: choose one of {', '.join(SCOPES)}")
+    if p["group_size"] not in GROUP_SIZES:
+        raise UsageError(f"--group-size {p['group_size']}: choose one of {', '.join(map(str, GROUP_SIZES))} (what the engines' INT4 kernels run)")
+    p["ignore"] = list(p["ignore"] or [])
+    for pat in p["ignore"]:
+        try:
+            re.compile(pat)
+        except re.error as e:
+            raise UsageError(f"--ignore {pat!r}: not a valid regular expression ({e})") from None
+    try:
+        scheme_for(p["format"], p["group_size"], p["symmetric"])
+    except Int4Error as e:
+        raise UsageError(f"--format {p['format']}: {e}") from None
+    return p
+
+
+def in_scope(t: TensorSpec, scope: str, ignore: list[re.Pattern[str]]) -> bool:
+    """Does weight `t` become INT4? Linear, a role the scope lists, not an MTP extra, no --ignore match."""
+    if not (t.linear and t.name.endswith(".weight") and t.role in SCOPES[scope]):
+        return False
+    return not any(p.search(module_name(t.name)) for p in ignore)
+
+
+def refuse_int4_input(ckpt: Checkpoint) -> None:
+    method = (ckpt.config.get("quantization_config") or {}).get("quant_method")
+    if method in INT4_METHODS:
+        raise CheckpointError(f"config.json: the checkpoint is already quantized (quant_method {method!r}); "
+                              "convert from the FP8 or BF16 release", path=str(ckpt.root / "config.json"))
+    packed = next((n for n in ckpt.weight_map if n.endswith(INT4_SUFFIXES)), None)
+    if packed:
+        raise CheckpointError(f"{ckpt.weight_map[packed]}: tensor {packed}: the checkpoint already holds packed INT4 weights; "
+                              "convert from the FP8 or BF16 release", path=ckpt.weight_map[packed], tensor=packed)
+
+
+# ------------------------------------------------------------------ quantization_config per format
+def ct_config(p: dict[str, Any], left_out: list[str]) -> dict[str, Any]:
+    weights = {"num_bits": 4, "type": "int", "symmetric": p["symmetric"], "group_size": p["group_size"],
+               "strategy": "group", "dynamic": False, "actorder": None, "observer": "minmax"}
+    return {"quant_method": "compressed-tensors", "format": "pack-quantized", "quantization_status": "compressed",
+            "version": CT_VERSION,
+            "config_groups": {"group_0": {"targets": ["Linear"], "weights": weights, "input_activations": None,
+                                          "output_activations": None, "format": "pack-quantized"}},
+            "ignore": left_out, "kv_cache_scheme": None, "global_compression_ratio": None,
+            "sparsity_config": {}, "transform_config": {}}
+
+
+def gptq_config(p: dict[str, Any], left_out: list[str]) -> dict[str, Any]:
+    # GPTQModel / vLLM `dynamic`: a "-:" key is a regex of modules that stay unquantized.
+    skip = "^(?:" + "|".join(re.escape(n) for n in left_out) + ")$"
+    return {"quant_method": "gptq", "bits": 4, "group_size": p["group_size"], "desc_act": False, "sym": True,
+            "static_groups": False, "true_sequential": True, "lm_head": False, "checkpoint_format": "gptq",
+            "dynamic": {f"-:{skip}": {}} if left_out else {}, "modules_not_quantized": left_out}
+
+
+def awq_config(p: dict[str, Any], left_out: list[str]) -> dict[str, Any]:
+    return {"quant_method": "awq", "bits": 4, "group_size": p["group_size"], "zero_point": True, "version": "gemm",
+            "modules_to_not_convert": left_out}
+
+
+QUANT_CONFIGS: dict[str, Callable[[dict[str, Any], list[str]], dict[str, Any]]] = {
+    "compressed-tensors": ct_config, "gptq": gptq_config, "awq": awq_config,
+}
+
+
+def int4_config(config: dict[str, Any], p: dict[str, Any], left_out: list[str], drop_mtp: bool) -> dict[str, Any]:
+    cfg = bf16_config(config, drop_mtp)
+    cfg["quantization_config"] = QUANT_CONFIGS[p["format"]](p, left_out)
+    return cfg
+
+
+# ------------------------------------------------------------------ converter
+@register_converter("int4")
+class Int4Converter(Converter):
+    """Routed experts (or a wider --scope) to INT4 weight-only; the rest BF16 or copied."""
+
+    def validate_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        return normalize_params(params)
+
+    def check_source(self, src: Path) -> None:
+        try:
+            ckpt = Checkpoint.open(src)
+        except DshubError:
+            return  # structural verification reports it
+        refuse_int4_input(ckpt)
+
+    def plan(self, ckpt: Checkpoint, opts: ConversionOptions) -> ConversionPlan:
+        refuse_int4_input(ckpt)
+        p = opts.params
+        fmt = p["format"]
+        scheme = scheme_for(fmt, p["group_size"], p["symmetric"])
+        spec = spec_for(ckpt.config).by_name
+        ignore = [re.compile(x) for x in p["ignore"]]
+        drop = mtp_tensor_names(ckpt) if opts.drop_mtp else set()
+        files: list[OutputFile] = []
+        quantized: list[str] = []
+        left_out: list[str] = []
+        int4_bytes = 0
+        for shard in ckpt.shard_names:
+            decls: list[TensorDecl] = []
+            actions: dict[str, Action] = {}
+            for e in ckpt.tensors_in(shard):
+                if e.name.endswith("_scale_inv") or e.name in drop:
+                    continue
+                t = spec.get(e.name)
+                if t is not None and in_scope(t, p["scope"], ignore) and e.dtype in FP8_DTYPES + FLOAT_DTYPES:
+                    mod = module_name(e.name)
+                    try:
+                        layout = packed_layout(fmt, tuple(e.shape), scheme)  # type: ignore[arg-type]
+                    except Int4Error as err:
+                        raise QuantizationError(f"{shard}: tensor {e.name}: {err}; pick another --group-size or --ignore "
+                                                f"'{re.escape(mod)}'", path=shard, tensor=e.name) from None
+                    for suffix, dtype, shape in layout:
+                        d = TensorDecl(f"{mod}.{suffix}", TORCH_TO_ST[dtype], shape)
+                        decls.append(d)
+                        actions[d.name] = Action(e.name, "int4", suffix)
+                        int4_bytes += d.nbytes
+                    quantized.append(mod)
+                    continue
+                if t is not None and t.linear and t.name.endswith(".weight"):
+                    left_out.append(module_name(e.name))
+                fp8 = e.dtype in FP8_DTYPES
+                decls.append(TensorDecl(e.name, "BF16" if fp8 else e.dtype, e.shape))
+                actions[e.name] = Action(e.name, "bf16" if fp8 else "copy")
+            if decls:
+                files.append(OutputFile(shard, shard_size(decls, SHARD_METADATA), len(decls), (decls, actions)))
+        if not quantized:
+            raise UsageError(f"--scope {p['scope']} with the given --ignore selects no weight to quantize in {ckpt.root}")
+        summary = {"format": fmt, "group_size": p["group_size"], "symmetric": p["symmetric"], "scope": p["scope"],
+                   "ignore": p["ignore"], "quantized_weights": len(quantized), "left_out_linear": sorted(left_out),
+                   "int4_bytes": int4_bytes, "dropped_mtp_tensors": len(drop)}
+        return ConversionPlan("int4", ckpt.root, opts.out, files, summary=summary)
+
+    def write_file(self, ckpt: Checkpoint, plan: ConversionPlan, opts: ConversionOptions, f: OutputFile, advance: Advance) -> str:
+        decls, actions = f.data
+        entries = {e.name: e for e in ckpt.tensors_in(f.name)}
+        path = ckpt.shard_path(f.name)
+        p = opts.params
+        pack = get_codec(get_format(p["format"]).codec, plan.device)
+        scheme = scheme_for(p["format"], p["group_size"], p["symmetric"])
+        block = ckpt.encoding.block or (128, 128)
+        dev = plan.device
+        pending: dict[str, dict[str, torch.Tensor]] = {}  # module -> packed pieces not yet written
+
+        def quantize(e: TensorEntry) -> dict[str, torch.Tensor]:
+            w = read_entry(path, e)
+            try:
+                if e.dtype in FP8_DTYPES:
+                    t = get_codec("int4_quantize_fp8", dev)(w, ckpt.read(scale_name(e.name)), scheme, block)
+                else:
+                    t = get_codec("int4_quantize", dev)(w, scheme)
+            except Int4Error as err:
+                raise QuantizationError(f"{f.name}: tensor {e.name}: {err}", path=f.name, tensor=e.name) from None
+            return {k: v.cpu() for k, v in pack(t).items()}
+
+        def produce(d: TensorDecl) -> torch.Tensor:
+            a: Action = actions[d.name]
+            e = entries[a.source]
+            if a.kind == "int4":
+                mod = module_name(a.source)
+                if mod not in pending:
+                    pending[mod] = quantize(e)
+                out = pending[mod].pop(a.suffix)
+                if not pending[mod]:
+                    del pending[mod]
+                return out
+            w = read_entry(path, e)
+            if a.kind == "bf16":
+                w = get_codec("fp8_block_dequant_bf16", dev)(w, ckpt.read(scale_name(e.name)), block).cpu()
+            return w
+
+        return write_shard(opts.out / f.name, decls, produce, SHARD_METADATA, on_tensor=lambda d: advance(d.nbytes))
+
+    def finalize(self, ckpt: Checkpoint, plan: ConversionPlan, opts: ConversionOptions) -> None:
+        weight_map = {d.name: f.name for f in plan.files for d in f.data[0]}
+        total = sum(d.nbytes for f in plan.files for d in f.data[0])
+        copy_sidecars(ckpt.root, opts.out)
+        cfg = int4_config(ckpt.config, opts.params, plan.summary["left_out_linear"], opts.drop_mtp)
+        write_index_and_config(opts.out, weight_map, total, cfg)
