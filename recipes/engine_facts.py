@@ -116,8 +116,8 @@ FAMILIES: dict[tuple[str, str], FamilyFacts] = {
     ("vllm", "kimi_k2_thinking"): FamilyFacts("kimi_k2", "kimi_k2", None, None, *_V3_MIN),
     ("vllm", "v4"): FamilyFacts(
         "deepseek_v4", "deepseek_v4", None, "deepseek_v4", "0.20.0", "vllm recipes: V4 needs vLLM >= 0.20",
-        mtp_tokens=2, extra_args=("--block-size", "256"), unsupported_vendors=frozenset({"amd"}),
-        notes=("V4 on MI300X is unsupported (vllm recipes V4 guide).",)),
+        # V4 on MI300X is unsupported (vllm recipes V4 guide).
+        mtp_tokens=2, extra_args=("--block-size", "256"), unsupported_vendors=frozenset({"amd"})),
     # SGLang (serving.md §2 "Parsers"; names differ from vLLM's)
     ("sglang", "v3"): FamilyFacts("deepseek-v3", "deepseekv3", _SGL_TPL.format("deepseekv3")),
     ("sglang", "r1"): FamilyFacts("deepseek-r1", "deepseekv3", _SGL_TPL.format("deepseekr1")),
