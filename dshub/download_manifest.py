@@ -83,12 +83,20 @@ class DownloadManifest:
             raise CheckpointError(f"{where}: malformed download manifest ({e.__class__.__name__}: {e})", path=where) from None
 
 
+def state_dir(root: Path) -> Path:
+    """Where dshub keeps a directory's state: `root/.dshub`, or for an HF cache snapshot
+    `models--o--n/.dshub/<commit>` (so huggingface_hub's cache scans see only the repository's own files)."""
+    if root.parent.name == "snapshots" and root.parent.parent.name.startswith(("models--", "datasets--")):
+        return root.parent.parent / STATE_DIR / root.name
+    return root / STATE_DIR
+
+
 def manifest_path(root: Path) -> Path:
-    return root / STATE_DIR / DOWNLOAD_MANIFEST
+    return state_dir(root) / DOWNLOAD_MANIFEST
 
 
 def hash_cache_path(root: Path) -> Path:
-    return root / STATE_DIR / HASH_CACHE
+    return state_dir(root) / HASH_CACHE
 
 
 def save_manifest(root: Path, manifest: DownloadManifest) -> Path:

@@ -335,13 +335,27 @@ class _Runner:
         self.result.verified = [p.file.path for p in self.plan.files if p.state == FileState.VERIFIED]
         if not todo:
             return
-        bar = _Bar("download", sum(p.remaining for p in todo), len(todo), self.progress)
+        # files with the same bytes share one blob in the HF cache: transfer each blob once
+        by_data: dict[Path, list[FilePlan]] = {}
+        for p in todo:
+            by_data.setdefault(self.plan.layout.data(p.file), []).append(p)
+        firsts = sorted((group[0] for group in by_data.values()), key=lambda p: -p.remaining)
+        bar = _Bar("download", sum(p.remaining for p in firsts), len(todo), self.progress)
         try:
             with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="dshub-dl") as pool:
-                for _ in pool.map(lambda p: self._fetch_one(p, bar), sorted(todo, key=lambda p: -p.remaining)):
+                for _ in pool.map(lambda p: self._fetch_one(p, bar), firsts):
                     pass
         finally:
             bar.close()
+        failed = {f.path for f in self.result.failures}
+        for group in by_data.values():
+            for twin in group[1:]:
+                if group[0].file.path in failed:
+                    self._fail(twin.file.path, f"{twin.file.path}: not fetched, it shares its bytes with {group[0].file.path}")
+                else:
+                    if digest := self.cache.get(group[0].file.path):
+                        self.cache.put(twin.file.path, digest)
+                    self.result.fetched.append(twin.file.path)
 
     def _fetch_one(self, p: FilePlan, bar: _Bar) -> None:
         f, layout, src = p.file, self.plan.layout, self.plan.source
@@ -389,6 +403,8 @@ class _Runner:
             self._fail(f.path, str(e), e.expected, e.actual)
         except DshubError as e:
             self._fail(f.path, str(e))
+        except OSError as e:  # local trouble with one file (permissions, a vanished directory): report, go on
+            self._fail(f.path, f"{f.path}: {e.strerror or e} ({e.filename or part})")
 
     def _fail(self, path: str, message: str, expected: str | None = None, actual: str | None = None) -> None:
         with self._lock:

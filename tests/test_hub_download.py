@@ -12,6 +12,7 @@ from dshub.download_manifest import load_manifest
 from dshub.errors import DiskSpaceError, GatedRepo, RepoNotFound, RevisionNotFound, UsageError
 from dshub.hub import DownloadPlan, FileState, download
 from dshub.hub_layout import hf_cache_dir
+from dshub.hub_verify import verify_hashes
 from fakehub import REPO, TEST_TOKEN, hub, repo_files, sha256  # noqa: F401
 
 SHARD = "model-00003-of-00009.safetensors"
@@ -56,16 +57,27 @@ def test_structurally_broken_checkpoint_fails_the_download(hub, repo_files, tmp_
 def test_cache_mode_is_huggingface_hub_compatible(hub, repo_files):
     from huggingface_hub import snapshot_download
 
-    hub.add_repo(REPO, repo_files)
+    from huggingface_hub import scan_cache_dir
+
+    files = dict(repo_files, **{"LICENSE": b"MIT", "docs/LICENSE": b"MIT"})  # two paths, one blob
+    hub.add_repo(REPO, files)
     res = download(REPO, progress=False)  # no --local-dir: the HF cache under the test's HF_HOME
     assert res.ok, res.failures
     assert res.plan.root.parent.parent.name == "models--" + REPO.replace("/", "--")
+    assert len(hub.gets("LICENSE")) + len(hub.gets("docs/LICENSE")) == 1
     hub.clear_log()
     # huggingface_hub read HF_HOME at import, so name the cache the test isolated
     path = snapshot_download(REPO, endpoint=hub.endpoint, cache_dir=hf_cache_dir())
     assert Path(path) == res.plan.root
     assert hub.gets() == []
-    _same_files(Path(path), repo_files)
+    _same_files(Path(path), files)
+    scan = scan_cache_dir(hf_cache_dir())
+    (repo,) = scan.repos
+    (rev,) = repo.revisions
+    assert sorted(f.file_name for f in rev.files) == sorted(p.rsplit("/", 1)[-1] for p in files)  # no dshub state
+    assert scan.warnings == []
+    assert verify_hashes(path).ok  # the manifest is found for a snapshot path
+    assert download(REPO, progress=False).fetched == []
 
 
 def test_local_dir_is_current_for_huggingface_hub(hub, repo_files, tmp_path):
