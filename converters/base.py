@@ -1,6 +1,7 @@
 """The converter framework: registry, plan, preflight, resumable parallel execution, finalization."""
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from abc import ABC, abstractmethod
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 from tqdm import tqdm
 
 from dshub import __version__
@@ -30,7 +32,7 @@ class ConversionOptions:
     target: str
     out: Path
     device: str = "auto"
-    workers: int = 1
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     drop_mtp: bool = False
     dry_run: bool = False
     params: dict[str, Any] = field(default_factory=dict)
@@ -191,14 +193,20 @@ def run_conversion(path: str | Path, opts: ConversionOptions, *, progress: bool 
             manifest.record(f.name, digest, size)
         return f.name
 
+    threads = torch.get_num_threads()
+    workers = max(1, min(opts.workers, len(todo)))
+    # One intra-op thread per worker: torch's OpenMP pool oversubscribed by parallel workers (or by other processes)
+    # runs elementwise kernels an order of magnitude slower than a single thread does.
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
     try:
-        if opts.workers > 1 and len(todo) > 1:
-            with ThreadPoolExecutor(opts.workers) as pool:
+        if workers > 1:
+            with ThreadPoolExecutor(workers) as pool:
                 written = list(pool.map(one, todo))
         else:
             written = [one(f) for f in todo]
     finally:
         bar.close()
+        torch.set_num_threads(threads)
     conv.finalize(ckpt, plan, opts)
     manifest.complete = True
     manifest.save()

@@ -1,6 +1,7 @@
 """Command: convert (every target; target-specific options travel in ConversionOptions.params)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -18,7 +19,7 @@ def convert(
     to: Annotated[str, typer.Option("--to", help="Target: bf16 | int4 | gguf.")],
     out: Annotated[Path, typer.Option("--out", help="Output directory (created; a rerun resumes).")],
     device: DeviceOpt = "auto",
-    workers: WorkersOpt = 1,
+    workers: WorkersOpt = os.cpu_count() or 1,
     drop_mtp: Annotated[bool, typer.Option("--drop-mtp", help="Leave out the MTP (next-token prediction) layers.")] = False,
     dry_run: DryRunOpt = False,
     json_: JsonOpt = False,
