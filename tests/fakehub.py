@@ -197,6 +197,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}", file=file)
         return sha
 
+    def _snapshot(self, repo_id: str, rev: str, file: str | None = None) -> tuple[FakeRepo, str, dict[str, bytes]] | None:
+        """(repo, commit, files) for a readable repo and revision; otherwise the error is already sent."""
+        repo = self._repo(repo_id, file)
+        sha = self._commit(repo, rev, file) if repo is not None else None
+        return None if sha is None else (repo, sha, repo.commits[sha])
+
     # ---------------------------------------------------------------- routes
     ROUTES = [
         ("GET", re.compile(r"^/api/models/([^/]+/[^/]+)/revision/([^/]+)$"), "_model_info"),
@@ -227,55 +233,39 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_HEAD = do_POST = _dispatch
 
     def _model_info(self, repo_id: str, rev: str = "main") -> None:
-        repo = self._repo(repo_id)
-        if repo is None:
+        if (snap := self._snapshot(repo_id, rev)) is None:
             return
-        sha = self._commit(repo, rev)
-        if sha is None:
-            return
-        files = repo.commits[sha]
+        repo, sha, files = snap
         self._send_json({
             "id": repo_id, "modelId": repo_id, "sha": sha, "private": False, "gated": repo.gated,
             "siblings": [{"rfilename": p} for p in sorted(files)],
         })
 
     def _tree(self, repo_id: str, rev: str, sub: str | None) -> None:
-        repo = self._repo(repo_id)
-        if repo is None:
+        if (snap := self._snapshot(repo_id, rev)) is None:
             return
-        sha = self._commit(repo, rev)
-        if sha is None:
-            return
+        files = snap[2]
         prefix = (sub.rstrip("/") + "/") if sub else ""
-        files = repo.commits[sha]
         self._send_json([tree_entry(p, d) for p, d in sorted(files.items()) if p.startswith(prefix)])
 
     def _paths_info(self, repo_id: str, rev: str) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         form = parse_qs(self.rfile.read(length).decode())
-        repo = self._repo(repo_id)
-        if repo is None:
+        if (snap := self._snapshot(repo_id, rev)) is None:
             return
-        sha = self._commit(repo, rev)
-        if sha is None:
-            return
-        files = repo.commits[sha]
+        files = snap[2]
         self._send_json([tree_entry(p, files[p]) for p in form.get("paths", []) if p in files])
 
     def _query(self) -> dict[str, str]:
         return {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()}
 
     def _ms_files(self, repo_id: str) -> None:
-        repo = self._repo(repo_id)
-        if repo is None:
+        if (snap := self._snapshot(repo_id, self._query().get("Revision", "master"))) is None:
             return
-        rev = self._query().get("Revision", "master")
-        sha = self._commit(repo, rev)
-        if sha is None:
-            return
+        _, sha, repo_files = snap
         files = [
             {"Name": p.rsplit("/", 1)[-1], "Path": p, "Size": len(d), "Sha256": sha256(d), "Type": "blob", "Revision": sha}
-            for p, d in sorted(repo.commits[sha].items())
+            for p, d in sorted(repo_files.items())
         ]
         self._send_json({"Code": 200, "Success": True, "Message": "", "Data": {"Files": files}})
 
@@ -284,13 +274,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._resolve(repo_id, q.get("Revision", "master"), q.get("FilePath", ""))
 
     def _resolve(self, repo_id: str, rev: str, file: str) -> None:
-        repo = self._repo(repo_id, file)
-        if repo is None:
+        if (snap := self._snapshot(repo_id, rev, file)) is None:
             return
-        sha = self._commit(repo, rev, file)
-        if sha is None:
-            return
-        files = repo.commits[sha]
+        _, sha, files = snap
         if file not in files:
             self._error(404, "EntryNotFound", f"{file} does not exist at {rev}", commit=sha, file=file)
             return
