@@ -31,29 +31,23 @@ class Preset:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+TINY_DIMS: dict[str, Any] = dict(
+    hidden_size=256, num_hidden_layers=3, first_k_dense_replace=1, num_attention_heads=4, q_lora_rank=192,
+    kv_lora_rank=128, qk_nope_head_dim=64, qk_rope_head_dim=32, v_head_dim=64, intermediate_size=512,
+    moe_intermediate_size=256, n_routed_experts=8, num_experts_per_tok=2, n_group=2, topk_group=1,
+    n_shared_experts=1, num_nextn_predict_layers=1, max_position_embeddings=4096,
+)
+
 PRESETS: dict[str, Preset] = {
-    "tiny": Preset(
-        dims=dict(hidden_size=256, num_hidden_layers=3, first_k_dense_replace=1, num_attention_heads=4, q_lora_rank=192,
-                  kv_lora_rank=128, qk_nope_head_dim=64, qk_rope_head_dim=32, v_head_dim=64, intermediate_size=512,
-                  moe_intermediate_size=256, n_routed_experts=8, num_experts_per_tok=2, n_group=2, topk_group=1,
-                  n_shared_experts=1, num_nextn_predict_layers=1, max_position_embeddings=4096),
-        shard_bytes=1 << 20,
-        description="seconds to write; for tests (3 layers, 8 experts, MTP layer)",
-    ),
+    "tiny": Preset(TINY_DIMS, shard_bytes=1 << 20, description="seconds to write; for tests (3 layers, 8 experts, MTP layer)"),
     "tiny-yarn": Preset(
-        dims=dict(hidden_size=256, num_hidden_layers=3, first_k_dense_replace=1, num_attention_heads=4, q_lora_rank=192,
-                  kv_lora_rank=128, qk_nope_head_dim=64, qk_rope_head_dim=32, v_head_dim=64, intermediate_size=512,
-                  moe_intermediate_size=256, n_routed_experts=8, num_experts_per_tok=2, n_group=2, topk_group=1,
-                  n_shared_experts=1, num_nextn_predict_layers=1, max_position_embeddings=16384),
+        dict(TINY_DIMS, max_position_embeddings=16384),
         shard_bytes=1 << 20,
         description="tiny with a YaRN rope_scaling block (factor 4, as V3's is 40)",
         yarn=True,
     ),
     "tiny-v2": Preset(
-        dims=dict(hidden_size=256, num_hidden_layers=2, first_k_dense_replace=1, num_attention_heads=4, q_lora_rank=None,
-                  kv_lora_rank=128, qk_nope_head_dim=64, qk_rope_head_dim=32, v_head_dim=64, intermediate_size=512,
-                  moe_intermediate_size=256, n_routed_experts=4, num_experts_per_tok=2, n_group=1, topk_group=1,
-                  n_shared_experts=1, num_nextn_predict_layers=0, max_position_embeddings=4096),
+        dict(TINY_DIMS, num_hidden_layers=2, q_lora_rank=None, n_routed_experts=4, n_group=1, num_nextn_predict_layers=0),
         shard_bytes=1 << 20,
         description="V2-Lite-like: q_lora_rank null (q_proj), no MTP",
     ),
