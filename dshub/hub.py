@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import shutil
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +23,7 @@ from tqdm.auto import tqdm
 from .download_manifest import (
     DownloadManifest, RemoteFile, hash_cache_path, load_manifest, redact_url, save_manifest,
 )
-from .errors import DiskSpaceError, DshubError, HashMismatch, HubError, HubUnreachable, UsageError
+from .errors import DiskSpaceError, DshubError, HashMismatch, HubUnreachable, UsageError
 from .fsutil import check_free_space
 from .hashing import HashCache, git_blob_sha1, hash_many
 from .hub_layout import HfCacheLayout, Layout, LocalDirLayout, cached_commit, hf_cache_dir
@@ -221,8 +222,6 @@ def check_disk(plan: DownloadPlan) -> None:
     probe = plan.root
     while not probe.exists():
         probe = probe.parent
-    import shutil
-
     plan.free_bytes = shutil.disk_usage(probe).free
     try:
         check_free_space(plan.root, needed)
