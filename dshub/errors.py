@@ -126,3 +126,7 @@ class PlanRefused(DshubError, ValueError):
         super().__init__(message)
         self.reasons = reasons
         self.alternatives = alternatives
+
+
+class PolicyError(UsageError):
+    """A GGUF quantization policy (file, preset or --target-size) cannot be applied to this model (exit 2)."""
