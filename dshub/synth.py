@@ -109,6 +109,8 @@ def make_config(preset: Preset, vocab_size: int) -> dict[str, Any]:
         "v_head_dim": d["v_head_dim"],
         "vocab_size": vocab_size,
     }
+    if cfg["architectures"] == ["DeepseekV2ForCausalLM"]:
+        cfg.update(model_type="deepseek_v2", scoring_func="softmax", topk_method="greedy")
     if preset.yarn:
         cfg["rope_scaling"] = {"beta_fast": 32, "beta_slow": 1, "factor": 4.0, "mscale": 1.0, "mscale_all_dim": 1.0,
                                "original_max_position_embeddings": 4096, "type": "yarn"}
