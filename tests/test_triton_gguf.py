@@ -54,3 +54,45 @@ def test_legacy_refuses_what_the_reference_refuses(qtype):
         kernel(f"gguf_{qtype}")(torch.zeros(2, 40, device=DEV))
     with pytest.raises(ValueError, match="expected a 2-D float32"):
         kernel(f"gguf_{qtype}")(torch.zeros(2, 32, dtype=torch.bfloat16, device=DEV))
+
+
+# ------------------------------------------------------------------ K-quants (per-block searches on the device)
+def kquant_codecs() -> list[str]:
+    from quant.triton import KERNELS
+
+    return [q for q in ("Q4_K", "Q6_K") if f"gguf_{q}" in KERNELS]
+
+
+def kquant_rows() -> torch.Tensor:
+    """Super-blocks at magnitudes 1e-12..1e12, an all-zero one, zero and signed-zero groups, ties, one huge group."""
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(7, 512, generator=gen) * torch.logspace(-12, 12, 7).unsqueeze(1)
+    x[0, :256] = 0.0
+    x[1, :16] = 0.0
+    x[1, 16:32] = -0.0
+    x[1, 32:64] = torch.tensor([3.0, -3.0] * 16)
+    x[2, 256:288] *= 1e6  # one group dominates its super-block: the others' scales round to 0
+    return x
+
+
+@pytest.mark.parametrize("qtype", kquant_codecs())
+def test_kquant_blocks_match_reference(qtype):
+    from quant.gguf import kquants
+
+    x = kquant_rows()
+    got = kernel(f"gguf_{qtype}")(x.to(DEV))
+    want = kquants.QUANTIZERS[qtype](x)
+    assert bit_mismatch(got, want) is None, bit_mismatch(got, want)
+
+
+@pytest.mark.parametrize("qtype", kquant_codecs())
+def test_kquant_refuses_non_finite_and_takes_imatrix(qtype):
+    from quant.gguf import kquants
+
+    x = torch.randn(2, 256)
+    imatrix = torch.rand(256) + 0.1
+    got = kernel(f"gguf_{qtype}")(x.to(DEV), imatrix.to(DEV))  # the _impl path runs on the torch reference
+    assert bit_mismatch(got, kquants.QUANTIZERS[qtype](x, imatrix)) is None
+    x[1, 200] = float("nan")
+    with pytest.raises(ValueError, match=r"non-finite value nan at row 1, column 200"):
+        kernel(f"gguf_{qtype}")(x.to(DEV))
