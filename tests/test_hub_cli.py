@@ -185,6 +185,7 @@ def test_network_down(cli, hub, repo_files, tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------- a killed process
+@pytest.mark.slow  # two CLI processes (interpreter + torch import each) and a throttled transfer
 def test_killed_download_resumes_by_byte_range(hub, repo_files, tmp_path):
     """Kill `dshub download` mid-file (SIGKILL, no cleanup), rerun: only the missing bytes move, files identical."""
     big = {"config.json": repo_files["config.json"], "model.safetensors": bytes(range(256)) * 16384}  # 4 MiB
