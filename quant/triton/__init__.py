@@ -30,6 +30,7 @@ KERNELS: dict[str, tuple[str, str]] = {
     "gguf_Q8_0": ("gguf_legacy", "quantize_q8_0"),
     "gguf_Q4_0": ("gguf_legacy", "quantize_q4_0"),
     "gguf_Q5_0": ("gguf_legacy", "quantize_q5_0"),
+    "gguf_Q4_K": ("gguf_kquants", "quantize_q4_k"),
     "gguf_Q6_K": ("gguf_kquants", "quantize_q6_k"),
 }
 

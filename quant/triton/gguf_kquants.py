@@ -53,6 +53,13 @@ def _first_absmax_cols(v, NC: tl.constexpr):
 
 
 @triton.jit
+def _pos_max(v):
+    """`m = 0; if (v > m) m = v;` per row: the maximum, or +0.0 (never -0.0)."""
+    m = tl.max(v, axis=1)
+    return tl.where(m > 0, m, 0.0)
+
+
+@triton.jit
 def _store_f16(ptr, d, mask):
     bits = d.to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32)
     tl.store(ptr, (bits & 0xFF).to(tl.uint8), mask=mask)
@@ -169,7 +176,146 @@ def _launch_q6_k(x: torch.Tensor, out: torch.Tensor, flags: torch.Tensor, nsb: i
     _q6k_pack_kernel[grid](lv, out, nsb, TB=SB_PER_PROGRAM)
 
 
-LAUNCHERS: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], None]] = {"Q6_K": _launch_q6_k}
+# ------------------------------------------------------------------ Q4_K
+@triton.jit
+def _q4k_levels(x, mn, isc):
+    return tl.clamp(_nearest_int((x - mn) * isc), 0.0, 15.0)
+
+
+@triton.jit
+def _q4k_search_kernel(x_ptr, lv_ptr, lsm_ptr, out_ptr, steps_ptr, flag_ptr, nsb, TB: tl.constexpr):
+    """make_qkx2_quants(32, 15, rmin=-1, rdelta=0.1, nstep=20) per group of 32, then 6-bit scales and mins.
+    Levels go to lv[sb*256 + e]; the 6-bit scales/mins to lsm[sb*16 + (0..7 | 8..15)]; d and dmin into the block."""
+    sb = tl.program_id(0) * TB + tl.arange(0, TB)
+    g = tl.arange(0, 8)
+    smask = sb < nsb
+    m2 = smask[:, None]
+    base = sb[:, None].to(tl.int64) * 256 + g[None, :] * 32
+    # group statistics: Σx² (from 0), min, max, then weights w = |x| + sqrt(Σx²/32); Σw and Σw·x start from element 0
+    sumx2 = tl.zeros((TB, 8), dtype=tl.float32)
+    mn = tl.full((TB, 8), float("inf"), tl.float32)
+    mx = tl.full((TB, 8), float("-inf"), tl.float32)
+    bad = tl.zeros((TB, 8), dtype=tl.int32)
+    for i in range(32):
+        x = tl.load(x_ptr + base + i, mask=m2, other=0.0)
+        sumx2 = sumx2 + x * x
+        mn = tl.minimum(mn, x)
+        mx = tl.maximum(mx, x)
+        bad = bad | _nonfinite(x)
+    _flag(flag_ptr, bad)
+    av_x = tl.math.sqrt_rn(tl.math.div_rn(sumx2, tl.full((TB, 8), 32.0, tl.float32)))
+    x0 = tl.load(x_ptr + base, mask=m2, other=0.0)
+    sum_w = tl.abs(x0) + av_x
+    sum_x = sum_w * x0
+    for i in range(1, 32):
+        x = tl.load(x_ptr + base + i, mask=m2, other=0.0)
+        w = tl.abs(x) + av_x
+        sum_w = sum_w + w
+        sum_x = sum_x + w * x
+    mn = tl.where(mn > 0, 0.0, mn)
+    degenerate = mx == mn
+    rng = tl.where(degenerate, 1.0, mx - mn)
+    iscale = tl.math.div_rn(tl.full((TB, 8), 15.0, tl.float32), rng)
+    scale = tl.math.div_rn(tl.full((TB, 8), 1.0, tl.float32), iscale)
+    best = tl.zeros((TB, 8), dtype=tl.float32)
+    for i in range(32):
+        x = tl.load(x_ptr + base + i, mask=m2, other=0.0)
+        diff = (_q4k_levels(x, mn, iscale) * scale + mn) - x
+        best = best + (diff * diff) * (tl.abs(x) + av_x)
+    keep_isc = iscale
+    keep_mn = mn
+    for k in range(21):
+        isc = tl.math.div_rn(tl.zeros((TB, 8), dtype=tl.float32) + tl.load(steps_ptr + k), rng)
+        sum_l = tl.zeros((TB, 8), dtype=tl.float32)
+        sum_l2 = tl.zeros((TB, 8), dtype=tl.float32)
+        sum_xl = tl.zeros((TB, 8), dtype=tl.float32)
+        for i in range(32):
+            x = tl.load(x_ptr + base + i, mask=m2, other=0.0)
+            la = _q4k_levels(x, mn, isc)
+            wl = (tl.abs(x) + av_x) * la
+            sum_l = sum_l + wl
+            sum_l2 = sum_l2 + wl * la
+            sum_xl = sum_xl + wl * x
+        D = sum_w * sum_l2 - sum_l * sum_l
+        this_scale = tl.math.div_rn(sum_w * sum_xl - sum_x * sum_l, D)
+        this_min = tl.math.div_rn(sum_l2 * sum_x - sum_l * sum_xl, D)
+        pos = this_min > 0
+        this_min = tl.where(pos, 0.0, this_min)
+        this_scale = tl.where(pos, tl.math.div_rn(sum_xl, sum_l2), this_scale)
+        cur = tl.zeros((TB, 8), dtype=tl.float32)
+        for i in range(32):
+            x = tl.load(x_ptr + base + i, mask=m2, other=0.0)
+            diff = (_q4k_levels(x, mn, isc) * this_scale + this_min) - x
+            cur = cur + (diff * diff) * (tl.abs(x) + av_x)
+        take = (D > 0) & (cur < best) & (~degenerate)
+        best = tl.where(take, cur, best)
+        scale = tl.where(take, this_scale, scale)
+        keep_isc = tl.where(take, isc, keep_isc)
+        keep_mn = tl.where(take, mn, keep_mn)
+        mn = tl.where(take, this_min, mn)
+        rng = tl.where(degenerate, 1.0, mx - mn)
+    scale = tl.where(degenerate, 0.0, scale)
+    the_min = -mn
+    # 6-bit scales and mins against the block maxima (max clamped at +0)
+    max_scale = _pos_max(scale)
+    max_min = _pos_max(the_min)
+    inv_scale = tl.where(max_scale > 0, tl.math.div_rn(tl.full((TB,), 63.0, tl.float32), tl.where(max_scale > 0, max_scale, 1.0)), 0.0)
+    inv_min = tl.where(max_min > 0, tl.math.div_rn(tl.full((TB,), 63.0, tl.float32), tl.where(max_min > 0, max_min, 1.0)), 0.0)
+    ls = tl.minimum(_nearest_int(inv_scale[:, None] * scale).to(tl.int32) & 0xFF, 63)
+    lm = tl.minimum(_nearest_int(inv_min[:, None] * the_min).to(tl.int32) & 0xFF, 63)
+    d = tl.math.div_rn(max_scale, tl.full((TB,), 63.0, tl.float32))
+    dmin = tl.math.div_rn(max_min, tl.full((TB,), 63.0, tl.float32))
+    blk = sb.to(tl.int64) * 144
+    _store_f16(out_ptr + blk, d, smask)
+    _store_f16(out_ptr + blk + 2, dmin, smask)
+    lsm = sb[:, None].to(tl.int64) * 16 + g[None, :]
+    tl.store(lsm_ptr + lsm, ls.to(tl.uint8), mask=m2)
+    tl.store(lsm_ptr + lsm + 8, lm.to(tl.uint8), mask=m2)
+    # final levels from the kept candidate, then ggml's requantization against the stored scales
+    dsub = d.to(tl.float16).to(tl.float32)[:, None] * ls.to(tl.float32)
+    msub = dmin.to(tl.float16).to(tl.float32)[:, None] * lm.to(tl.float32)
+    dlive = dsub != 0
+    dd = tl.where(dlive, dsub, 1.0)
+    for i in range(32):
+        x = tl.load(x_ptr + base + i, mask=m2, other=0.0)
+        l0 = tl.where(degenerate, 0.0, _q4k_levels(x, keep_mn, keep_isc))
+        l = tl.where(dlive, tl.clamp(_nearest_int(tl.math.div_rn(x + msub, dd)), 0.0, 15.0), l0)
+        tl.store(lv_ptr + base + i, l.to(tl.uint8), mask=m2)
+
+
+@triton.jit
+def _q4k_pack_kernel(lv_ptr, lsm_ptr, out_ptr, nsb, TB: tl.constexpr):
+    """12 scale bytes (6-bit scales/mins, high bits of 4..7 in the top of 0..7) and qs[c*32 + l] = L[c*64 + l] | L[c*64 + 32 + l] << 4."""
+    sb = tl.program_id(0) * TB + tl.arange(0, TB)
+    m = (sb < nsb)[:, None]
+    dst = sb[:, None].to(tl.int64) * 144
+    j4 = tl.arange(0, 4)[None, :]
+    lsm = lsm_ptr + sb[:, None].to(tl.int64) * 16
+    ls_lo = tl.load(lsm + j4, mask=m, other=0).to(tl.int32)
+    ls_hi = tl.load(lsm + 4 + j4, mask=m, other=0).to(tl.int32)
+    lm_lo = tl.load(lsm + 8 + j4, mask=m, other=0).to(tl.int32)
+    lm_hi = tl.load(lsm + 12 + j4, mask=m, other=0).to(tl.int32)
+    tl.store(out_ptr + dst + 4 + j4, ((ls_lo | ((ls_hi >> 4) << 6)) & 0xFF).to(tl.uint8), mask=m)
+    tl.store(out_ptr + dst + 8 + j4, ((lm_lo | ((lm_hi >> 4) << 6)) & 0xFF).to(tl.uint8), mask=m)
+    tl.store(out_ptr + dst + 12 + j4, (((ls_hi & 0xF) | ((lm_hi & 0xF) << 4)) & 0xFF).to(tl.uint8), mask=m)
+    j = tl.arange(0, 128)[None, :]
+    e = (j // 32) * 64 + j % 32
+    src = sb[:, None].to(tl.int64) * 256
+    lo = tl.load(lv_ptr + src + e, mask=m, other=0).to(tl.int32)
+    hi = tl.load(lv_ptr + src + e + 32, mask=m, other=0).to(tl.int32)
+    tl.store(out_ptr + dst + 16 + j, (lo | (hi << 4)).to(tl.uint8), mask=m)
+
+
+def _launch_q4_k(x: torch.Tensor, out: torch.Tensor, flags: torch.Tensor, nsb: int) -> None:
+    lv = torch.empty(nsb * QK_K, dtype=torch.uint8, device=x.device)
+    lsm = torch.empty(nsb * 16, dtype=torch.uint8, device=x.device)
+    steps = torch.from_numpy(QKX2_STEPS).to(x.device)
+    grid = (triton.cdiv(nsb, SB_PER_PROGRAM),)
+    _q4k_search_kernel[grid](x, lv, lsm, out, steps, flags, nsb, TB=SB_PER_PROGRAM, enable_fp_fusion=False)
+    _q4k_pack_kernel[grid](lv, lsm, out, nsb, TB=SB_PER_PROGRAM)
+
+
+LAUNCHERS: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], None]] = {"Q4_K": _launch_q4_k, "Q6_K": _launch_q6_k}
 
 
 def _codec(name: str) -> Callable[..., torch.Tensor]:
@@ -197,3 +343,4 @@ def _codec(name: str) -> Callable[..., torch.Tensor]:
 
 
 quantize_q6_k = _codec("Q6_K")
+quantize_q4_k = _codec("Q4_K")
