@@ -98,6 +98,8 @@ class FamilyFacts:
     extra_args: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     unsupported_vendors: frozenset[str] = field(default_factory=frozenset)
+    prefer_layouts: tuple[str, ...] = ()  # layout kinds to try first, whatever the goal
+    prefer_reason: str = ""
 
 
 _VLLM_TPL = "/vllm-workspace/examples/tool_chat_template_{}.jinja"
@@ -111,7 +113,9 @@ FAMILIES: dict[tuple[str, str], FamilyFacts] = {
     ("vllm", "v31"): FamilyFacts("deepseek_v3", "deepseek_v31", _VLLM_TPL.format("deepseekv31"), None, *_V3_MIN),
     ("vllm", "v32"): FamilyFacts(
         "deepseek_v3", "deepseek_v32", None, "deepseek_v32", "0.18.0", "vllm recipes: V3.2 min_vllm_version 0.18.0",
-        notes=("V3.2 on Hopper needs DeepGEMM v2.1.1.post3 in the image (vllm recipes V3.2 guide).",)),
+        notes=("V3.2 on Hopper needs DeepGEMM v2.1.1.post3 in the image (vllm recipes V3.2 guide).",),
+        prefer_layouts=("dep",),
+        prefer_reason="TP8 pads FlashMLA-Sparse's 16 heads per rank to 64; the V3.2 guide uses -dp 8 --enable-expert-parallel"),
     ("vllm", "kimi_k2"): FamilyFacts(None, "kimi_k2", None, None, *_V3_MIN),
     ("vllm", "kimi_k2_thinking"): FamilyFacts("kimi_k2", "kimi_k2", None, None, *_V3_MIN),
     ("vllm", "v4"): FamilyFacts(
@@ -122,7 +126,8 @@ FAMILIES: dict[tuple[str, str], FamilyFacts] = {
     ("sglang", "v3"): FamilyFacts("deepseek-v3", "deepseekv3", _SGL_TPL.format("deepseekv3")),
     ("sglang", "r1"): FamilyFacts("deepseek-r1", "deepseekv3", _SGL_TPL.format("deepseekr1")),
     ("sglang", "v31"): FamilyFacts("deepseek-v3", "deepseekv31", _SGL_TPL.format("deepseekv31")),
-    ("sglang", "v32"): FamilyFacts("deepseek-v3", "deepseekv32"),
+    ("sglang", "v32"): FamilyFacts("deepseek-v3", "deepseekv32", prefer_layouts=("dp-attention",),
+                                   prefer_reason="sglang deepseek_v32.md serves V3.2 with --tp 8 --dp 8 --enable-dp-attention"),
     ("sglang", "kimi_k2"): FamilyFacts(None, "kimi_k2"),
     ("sglang", "kimi_k2_thinking"): FamilyFacts("kimi_k2", "kimi_k2"),
     ("sglang", "v4"): FamilyFacts("deepseek-v4", "deepseekv4", unsupported_vendors=frozenset({"amd"})),

@@ -17,7 +17,8 @@ class Layout:
 
     attn_tp: GPUs that share one attention group (its KV is replicated on each of them under MLA, unless dcp);
     attn_groups: independent attention groups (data-parallel replicas of the KV pool);
-    mlp_tp: ways the dense MLP, shared expert and vocab are split; ep: expert-parallel size (1 = experts TP-split).
+    mlp_tp: ways the vocab (and by default the dense MLP and shared expert) are split; dense_tp: ways the dense MLP
+    and shared expert are split when that differs (SGLang --moe-dense-tp-size); ep: expert parallel (1 = experts TP-split).
     """
 
     kind: str
@@ -30,6 +31,11 @@ class Layout:
     attn_tp: int = 1
     attn_groups: int = 1
     mlp_tp: int = 1
+    dense_tp: int = 0  # 0: same as mlp_tp
+
+    @property
+    def dense_split(self) -> int:
+        return self.dense_tp or self.mlp_tp
 
     @property
     def label(self) -> str:
@@ -40,11 +46,12 @@ class Layout:
         parts += [f"DP{self.dp}"] if self.dp > 1 else []
         parts += [f"EP{self.ep}"] if self.ep > 1 else []
         parts += [f"DCP{self.dcp}"] if self.dcp > 1 else []
+        parts += [f"denseTP{self.dense_tp}"] if self.dense_tp else []
         return "+".join(parts) or "single GPU"
 
     def to_dict(self) -> dict[str, object]:
         return {"kind": self.kind, "label": self.label, **{k: getattr(self, k) for k in
-                ("gpus", "tp", "pp", "dp", "ep", "dcp", "attn_tp", "attn_groups", "mlp_tp")}}
+                ("gpus", "tp", "pp", "dp", "ep", "dcp", "attn_tp", "attn_groups", "mlp_tp", "dense_tp")}}
 
 
 def tp(w: int, g: int, n: int) -> Layout:
@@ -77,6 +84,12 @@ def dp_attention(w: int, g: int, n: int) -> Layout:
     return Layout("dp-attention", w, tp=w, dp=w, ep=w, attn_tp=1, attn_groups=w, mlp_tp=w)
 
 
+def dp_attention_dense1(w: int, g: int, n: int) -> Layout:
+    """DP-attention with the dense MLP and shared expert replicated (SGLang --moe-dense-tp-size 1), for TPs whose
+    dense slices would break the FP8 blocks (TP32: 18432/32 = 576)."""
+    return Layout("dp-attention", w, tp=w, dp=w, ep=w, attn_tp=1, attn_groups=w, mlp_tp=w, dense_tp=1)
+
+
 def layer_split(w: int, g: int, n: int) -> Layout | None:
     """llama.cpp: layers spread over the node's GPUs; one KV pool, not replicated."""
     return Layout("layer-split", w, attn_groups=1) if n == 1 else None
@@ -91,18 +104,23 @@ CANDIDATES: dict[str, dict[str, tuple[LayoutFn, ...]]] = {
         "throughput": (dep, tp_dp, tep, tep_dcp, tp_pp),
     },
     "sglang": {
-        "latency": (tep, tp),
-        "throughput": (dp_attention, tep),
+        "latency": (tep, tp_pp, tp),
+        "throughput": (dp_attention, dp_attention_dense1, tep, tp_pp),
     },
     "llamacpp": {"latency": (layer_split,), "throughput": (layer_split,)},
 }
 
 
-def candidates(engine: str, goal: str, gpus_per_node: int, nodes: int) -> list[Layout]:
+def candidates(engine: str, goal: str, gpus_per_node: int, nodes: int, prefer: tuple[str, ...] = ()) -> list[Layout]:
+    """The engine's layouts for the goal, best first; kinds in `prefer` (a model family's advice) go first."""
     w = gpus_per_node * nodes
-    out = []
-    for fn in CANDIDATES[engine][goal]:
+    fns = CANDIDATES[engine][goal]
+    if prefer:
+        extra = tuple(f for g in CANDIDATES[engine].values() for f in g)
+        fns = tuple(dict.fromkeys([*fns, *extra]))  # every layout the engine has, goal's order first
+    out: list[Layout] = []
+    for fn in fns:
         lay = fn(w, gpus_per_node, nodes)
-        if lay is not None and lay not in out:
+        if lay is not None and lay not in out and (fn in CANDIDATES[engine][goal] or lay.kind in prefer):
             out.append(lay)
-    return out
+    return sorted(out, key=lambda lay: lay.kind not in prefer)  # stable: preferred kinds first

@@ -17,7 +17,7 @@ from typing import Any
 
 from dshub.errors import PlanRefused, UsageError
 
-from .engine_facts import EngineFacts, engine as engine_facts, family_facts
+from .engine_facts import EngineFacts, engine as engine_facts, family_facts, version_key
 from .formats import WeightFormat, weight_format
 from .hardware import GPU, gpu as gpu_facts
 from .layouts import Layout, candidates
@@ -169,7 +169,7 @@ def weights_per_gpu(model: ModelInfo, fmt: WeightFormat, lay: Layout, mtp: bool)
     if "total" in b:  # stated size only: assume an even spread
         return {"total": -(-b["total"] // lay.gpus)}
     expert_split = lay.ep if lay.ep > 1 else lay.mlp_tp
-    split = {"attn": lay.attn_tp, "expert": expert_split, "shared": lay.mlp_tp, "dense": lay.mlp_tp,
+    split = {"attn": lay.attn_tp, "expert": expert_split, "shared": lay.dense_split, "dense": lay.dense_split,
              "embed": lay.mlp_tp, "head": lay.mlp_tp, "other": 1, "mtp": expert_split}
     out = {}
     for comp, n in b.items():
@@ -198,7 +198,7 @@ def tp_guards(model: ModelInfo, fmt: WeightFormat, lay: Layout) -> list[str]:
         reasons.append(f"{model.n_experts} routed experts are not divisible by EP {lay.ep}")
     if fmt.block:
         expert_split = 1 if lay.ep > 1 else lay.mlp_tp
-        split = {"attn": lay.attn_tp, "dense": lay.mlp_tp, "shared": lay.mlp_tp, "expert": expert_split}
+        split = {"attn": lay.attn_tp, "dense": lay.dense_split, "shared": lay.dense_split, "expert": expert_split}
         for comp, widths in model.tp_split_dims.items():
             for w in widths:
                 s = split[comp]
@@ -319,15 +319,37 @@ def _want_mtp(req: Request, model: ModelInfo, eng: EngineFacts) -> bool:
     return req.mtp
 
 
+# Pipeline parallelism + speculative decoding: vLLM from 0.16 (up to 0.15 they were incompatible, spec_decode
+# README); SGLang: not generated here (no source says it works).
+PP_WITH_MTP_SINCE: dict[str, tuple[int, ...] | None] = {"vllm": (0, 16), "sglang": None, "llamacpp": None}
+PP_MTP_WHY = {"vllm": "vLLM up to 0.15 cannot combine pipeline parallelism with speculative decoding",
+              "sglang": "pipeline parallelism with speculative decoding is not generated for SGLang (unverified)",
+              "llamacpp": "llama.cpp does not run MTP"}
+
+
+def pp_with_mtp(engine: str, version: str) -> bool:
+    since = PP_WITH_MTP_SINCE[engine]
+    return since is not None and version_key(version) >= since
+
+
 def plan(req: Request, *, suggest: bool = True) -> Plan:
     """Size every candidate layout for the request and choose the first that works (see layouts.CANDIDATES)."""
     model, card, eng, fmt, kv, mtp, gpn, fraction, version = _resolve_request(req)
     kv_tok = kv_bytes_per_token(model, eng.name, kv, mtp)
+    prefer = family_facts(eng.name, model.family).prefer_layouts
     evals = [evaluate(model, card, eng, fmt, lay, mtp=mtp, kv_per_token=kv_tok, fraction=fraction, context=req.context)
-             for lay in candidates(eng.name, req.goal, gpn, req.nodes)]
+             for lay in candidates(eng.name, req.goal, gpn, req.nodes, prefer)]
     if not evals:
         evals = [Evaluation(Layout("none", gpn * req.nodes),
                             reasons=[f"{eng.name} recipes here are single-node; use --nodes 1 (llama.cpp RPC is not generated)"])]
+    if mtp and not pp_with_mtp(eng.name, version):
+        if req.mtp is None and any(e.ok and e.layout.pp > 1 for e in evals) and not any(e.ok and e.layout.pp == 1 for e in evals):
+            off = plan(replace(req, mtp=False), suggest=suggest)  # the default gives way, not the layout
+            off.notes.append(f"MTP off: {PP_MTP_WHY[eng.name]} ({eng.name} {version})")
+            return off
+        for e in evals:
+            if e.layout.pp > 1:
+                e.reasons.append(f"MTP with pipeline parallelism: {PP_MTP_WHY[eng.name]} ({eng.name} {version})")
     chosen = next((e for e in evals if e.ok), None)
     p = Plan(req, model, card, eng, version, fmt, kv, mtp, gpn, fraction, req.context, kv_tok, evals, chosen)
     p.notes = _notes(p)
@@ -350,6 +372,8 @@ def _notes(p: Plan) -> list[str]:
     notes = []
     fam = family_facts(p.engine.name, p.model.family)
     notes += list(fam.notes)
+    if p.chosen and p.chosen.layout.kind in fam.prefer_layouts:
+        notes.append(f"{p.chosen.layout.kind} preferred for {p.model.name}: {fam.prefer_reason}")
     if p.gpu.vendor in fam.unsupported_vendors:
         notes.append(f"{p.model.name} is not supported on {p.gpu.vendor.upper()} GPUs by {p.engine.name}")
     if p.weights.name == "fp8" and not p.gpu.fp8:

@@ -194,3 +194,31 @@ def test_bare_config_json_is_enough(tmp_path, tiny_ckpt):
     cfg.write_text((tiny_ckpt / "config.json").read_text())
     m = resolve_model(str(cfg))
     assert m.family == "r1" and m.source == "local" and not m.stored_bytes
+
+
+def test_v32_prefers_data_parallel_attention_on_both_engines():
+    v = require(plan(Request("deepseek-v3.2", engine="vllm", gpu="h200", goal="latency")))
+    assert v.chosen.layout.kind == "dep" and any("FlashMLA-Sparse" in n for n in v.notes)
+    s = require(plan(Request("deepseek-v3.2", engine="sglang", gpu="h200", goal="latency")))
+    assert s.chosen.layout.kind == "dp-attention"
+    # other models keep the goal's order
+    assert require(plan(Request("deepseek-v3.1", gpu="h200"))).chosen.layout.kind == "tep"
+
+
+def test_sglang_tp32_replicates_the_dense_mlp_instead_of_breaking_blocks():
+    p = require(plan(Request("deepseek-v3", engine="sglang", gpu="h100", nodes=4, goal="throughput")))
+    plain, dense1 = p.evaluations[:2]
+    assert not plain.ok and any("18432 / TP32" in r for r in plain.reasons)
+    assert p.chosen is dense1 and dense1.layout.dense_tp == 1
+    assert dense1.weight_parts["dense"] == pytest.approx(weight_format("fp8").bytes(p.model.params)["dense"], rel=1e-6)
+
+
+def test_pipeline_parallel_turns_default_mtp_off_but_refuses_a_forced_one():
+    p = require(plan(Request("deepseek-v3", engine="sglang", gpu="h100", nodes=3)))
+    assert p.chosen.layout.kind == "tp-pp" and not p.mtp and any(n.startswith("MTP off") for n in p.notes)
+    forced = plan(Request("deepseek-v3", engine="sglang", gpu="h100", nodes=3, mtp=True))
+    assert forced.chosen is None and any("MTP with pipeline parallelism" in r for r in forced.reasons())
+    old = require(plan(Request("deepseek-v3", gpu="h100", nodes=4, engine_version="0.15.0")))
+    assert old.chosen.layout.pp == 4 and not old.mtp
+    new = require(plan(Request("deepseek-v3", gpu="h100", nodes=4)))
+    assert new.chosen.layout.pp == 4 and new.mtp

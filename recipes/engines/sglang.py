@@ -19,6 +19,10 @@ MTP_ARGS = ("--speculative-algorithm", "EAGLE", "--speculative-num-steps", "3", 
 def _layout_args(p: Plan, ref: NodeRef) -> list[str]:
     lay = p.chosen.layout  # type: ignore[union-attr]
     a = ["--tp-size", str(lay.tp)]
+    if lay.pp > 1:
+        a += ["--pp-size", str(lay.pp)]
+    if lay.dense_tp:
+        a += ["--moe-dense-tp-size", str(lay.dense_tp)]
     if lay.kind == "dp-attention":
         if version_key(p.engine_version) >= ATTN_DP_SIZE_SINCE:
             a += ["--attn-dp-size", str(lay.dp)]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from ..engine_facts import family_facts, version_key
+from ..engine_facts import family_facts
 from ..launch import Launch, NodeRef, RecipeOptions
 from ..planner import Plan
 from . import register
@@ -11,8 +11,6 @@ from .common import make_launch
 
 DP_RPC_PORT = 13345  # docs/serving/expert_parallel_deployment.md example
 KV_DTYPE_FLAG = {"bf16": None, "fp8": "fp8"}
-# Pipeline parallelism and speculative decoding could not be combined up to vLLM 0.15 (spec_decode README).
-PP_WITH_SPEC_SINCE = (0, 16)
 
 
 def _layout_args(p: Plan, ref: NodeRef) -> list[str]:
@@ -45,12 +43,6 @@ def _layout_args(p: Plan, ref: NodeRef) -> list[str]:
 @register("vllm")
 def build(p: Plan, opts: RecipeOptions) -> Launch:
     fam = family_facts("vllm", p.model.family)
-    notes: list[str] = []
-    mtp = p.mtp
-    lay = p.chosen.layout  # type: ignore[union-attr]
-    if mtp and lay.pp > 1 and version_key(p.engine_version) < PP_WITH_SPEC_SINCE:
-        mtp = False
-        notes.append(f"MTP dropped: vLLM {p.engine_version} cannot combine pipeline parallelism with speculative decoding")
 
     def args(ref: NodeRef, model: str) -> list[str]:
         a = [model, "--served-model-name", opts.served_name or p.model.name, "--host", "0.0.0.0",
@@ -67,7 +59,7 @@ def build(p: Plan, opts: RecipeOptions) -> Launch:
             a += ["--enable-auto-tool-choice", "--tool-call-parser", fam.tool_parser]
             if fam.chat_template:
                 a += ["--chat-template", fam.chat_template]
-        if mtp:
+        if p.mtp:
             spec = {"method": "mtp", "num_speculative_tokens": fam.mtp_tokens}
             a += ["--speculative-config", json.dumps(spec, separators=(",", ":"))]
         if p.gpu.vendor == "amd":
@@ -75,4 +67,4 @@ def build(p: Plan, opts: RecipeOptions) -> Launch:
         a += list(fam.extra_args)
         return a
 
-    return make_launch(p, opts, args, notes=notes)
+    return make_launch(p, opts, args)
