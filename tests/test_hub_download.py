@@ -311,3 +311,12 @@ def test_local_damage_is_found_and_repaired(hub, repo_files, tmp_path):
     assert sorted(res.fetched) == sorted(["model-00001-of-00009.safetensors", shard2.name, shard4.name])
     assert next(e for e in hub.gets(shard2.name)).range == "bytes=1000-"  # the short file was resumed
     _same_files(tmp_path, repo_files)
+
+
+def test_listing_that_escapes_the_directory_is_refused(hub, tmp_path):
+    from dshub.errors import CheckpointError
+
+    hub.add_repo(REPO, {"config.json": b"{}", "../outside.json": b"{}"})
+    with pytest.raises(CheckpointError, match="escapes"):
+        download(REPO, local_dir=tmp_path / "d", progress=False)
+    assert not (tmp_path / "outside.json").exists()
