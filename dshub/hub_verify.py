@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from .download_manifest import RemoteFile, hash_cache_path, load_manifest
 from .errors import CheckpointError, UsageError
 from .hashing import HashCache, git_blob_sha1, hash_many
-from .hub import select
+from .hub_plan import select
 from .hub_layout import LocalDirLayout
 from .hub_sources import make_source
 
