@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dshub.errors import UsageError
+from quant.gguf.types import FILE_TYPES, GGML_TYPES
 
 FP8_SCALE = 4 / (128 * 128)  # one F32 scale per 128x128 block
 GROUP128_BF16 = 2 / 128  # one BF16 scale per 128 weights
@@ -33,6 +34,23 @@ GGUF_BPW: dict[str, float] = {
     "IQ1_M": 1.88,  # Unsloth 158 GB
     "IQ1_S": 1.56,  # Unsloth 131 GB
 }
+
+# llama.cpp file types without a DeepSeek measurement: the nominal bits of their main ggml type
+# (quant/gguf/types.py block sizes), e.g. Q3_K_S -> Q3_K = 110 bytes per 256 weights.
+FTYPE_MAIN_TYPE: dict[str, str] = {
+    "Q3_K_S": "Q3_K", "Q3_K_L": "Q3_K", "Q4_K_S": "Q4_K", "Q5_K_S": "Q5_K", "Q2_K_S": "Q2_K", "IQ3_XS": "IQ3_XXS",
+    "IQ3_M": "IQ3_S", "IQ2_M": "IQ2_S", "MXFP4_MOE": "MXFP4", "F32": "F32", "F16": "F16", "BF16": "BF16",
+}
+
+
+def gguf_bpw(ftype: str) -> float | None:
+    """Average bits per weight of a llama.cpp file type: measured on DeepSeek where we have it, else nominal."""
+    if ftype in GGUF_BPW:
+        return GGUF_BPW[ftype]
+    main = FTYPE_MAIN_TYPE.get(ftype, ftype)
+    t = GGML_TYPES.get(main)
+    return t.type_size * 8 / t.block if t and ftype in FILE_TYPES else None
+
 
 _COMPONENTS = ("attn", "expert", "shared", "dense", "embed", "head", "other", "mtp")
 
@@ -74,9 +92,11 @@ def weight_format(name: str) -> WeightFormat:
     if key.lower().startswith("gguf"):
         _, _, t = key.partition(":")
         t = (t or "Q4_K_M").upper()
-        if t not in GGUF_BPW:
-            raise UsageError(f"--weights {name!r}: unknown GGUF type; known: {', '.join(GGUF_BPW)}")
-        b = GGUF_BPW[t] / 8
+        bpw = gguf_bpw(t)
+        if bpw is None:
+            known = sorted(set(GGUF_BPW) | set(FILE_TYPES))
+            raise UsageError(f"--weights {name!r}: unknown GGUF type; known: {', '.join(known)}")
+        b = bpw / 8
         return WeightFormat(f"gguf:{t}", {c: b for c in _COMPONENTS}, None, gguf_type=t)
     if key.lower() not in FORMATS:
         raise UsageError(f"--weights {name!r}: unknown format; known: {', '.join(FORMATS)}, gguf:TYPE")

@@ -241,7 +241,12 @@ def resolve_model(model: str) -> ModelInfo:
     """MODEL as a local checkpoint directory (or its config.json), a catalog name, or a hub id the catalog knows."""
     p = Path(model).expanduser()
     if p.exists():
-        from .local import local_info  # local checkpoints read real headers; kept apart from the offline catalog
+        # local checkpoints read real headers; kept apart from the offline catalog
+        if p.suffix == ".gguf" or (p.is_dir() and any(p.glob("*.gguf")) and not (p / "config.json").exists()):
+            from .local_gguf import gguf_info
+
+            return gguf_info(p)
+        from .local import local_info
 
         return local_info(p)
     entry = catalog_entry(model)

@@ -12,6 +12,7 @@ from recipes.formats import weight_format
 from recipes.hardware import gpu
 from recipes.models import CATALOG, resolve_model
 from recipes.planner import GB, Request, kv_bytes_per_token, plan, require, total_weight_bytes
+from recipes_fixtures import tiny_gguf  # noqa: F401  (fixture)
 
 
 def chosen(**kw):
@@ -222,3 +223,19 @@ def test_pipeline_parallel_turns_default_mtp_off_but_refuses_a_forced_one():
     assert old.chosen.layout.pp == 4 and not old.mtp
     new = require(plan(Request("deepseek-v3", gpu="h100", nodes=4)))
     assert new.chosen.layout.pp == 4 and new.mtp
+
+
+def test_local_gguf_uses_its_metadata_and_real_tensor_bytes(tiny_gguf):
+    from dshub.gguf_file import read_gguf_header
+
+    m = resolve_model(str(tiny_gguf))
+    h = read_gguf_header(tiny_gguf)
+    assert m.shipped == "gguf:Q8_0" and m.source == "local" and m.path == str(tiny_gguf)
+    assert sum(m.stored_bytes.values()) == sum(t.nbytes for t in h.tensors)
+    assert m.stored_bytes["expert"] == sum(t.nbytes for t in h.tensors if "_exps." in t.name)
+    assert (m.layers, m.moe_layers, m.kv_lora_rank, m.qk_rope_head_dim) == (3, 2, 128, 32)
+    p = require(plan(Request(str(tiny_gguf.parent), engine="llamacpp", gpu="rtx4090", gpus_per_node=1)))
+    assert p.weights.name == "gguf:Q8_0" and p.kv_bytes_per_token == (128 + 32) * 3 * 2
+    assert p.chosen.max_context == 4096  # its context_length
+    with pytest.raises(UsageError, match="llamacpp"):
+        plan(Request(str(tiny_gguf), engine="vllm"))

@@ -15,6 +15,7 @@ from dshub.errors import UsageError
 from recipes import Network, RecipeOptions, Request, make_recipe, plan
 from recipes.engine_facts import ENGINES
 from recipes.render.jsondoc import recipe_doc
+from recipes_fixtures import tiny_gguf  # noqa: F401  (fixture)
 from recipes.validate import check_compose, check_k8s, check_llama_server, check_sglang, check_vllm, validator_venv
 
 pytestmark = pytest.mark.slow
@@ -114,6 +115,17 @@ def test_llama_server_accepts_generated_args(venv, weights, card, gpn, context, 
     args = engine_args("llamacpp", node["argv"])
     assert check_llama_server(venv, args) is None, args
     assert not {"-mla", "-fmoe", "-rtr", "-amb"} & set(args)  # ik_llama.cpp-only flags
+
+
+def test_llama_server_accepts_the_recipe_for_a_local_gguf(venv, tiny_gguf):
+    launch, _ = make_recipe(Request(str(tiny_gguf), engine="llamacpp", gpu="l40s", gpus_per_node=1), RecipeOptions(), "json")
+    host = recipe_doc(launch)["nodes"][0]["host_argv"]
+    assert flag_value(host, "-m") == str(tiny_gguf)
+    assert check_llama_server(venv, host[1:]) is None, host
+
+
+def flag_value(argv: list[str], name: str) -> str:
+    return argv[argv.index(name) + 1]
 
 
 def test_llama_server_rejects_ik_llama_flags(venv):

@@ -1,0 +1,86 @@
+"""ModelInfo for a local GGUF (a file, the first file of a split set, or a directory holding one set):
+dimensions from its metadata, real bytes and parameter counts per component from its tensor table."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from dshub.errors import ConfigError
+from dshub.gguf_file import GGUFHeader, read_gguf_header, split_set
+from quant.gguf.types import FILE_TYPES
+
+from .local import FAMILY_BY_DIR_NAME
+from .models import ModelInfo
+
+SUPPORTED_ARCHS = ("deepseek2",)  # llama.cpp's name for DeepSeek-V2/V3/R1 (and Kimi-K2) GGUFs
+FTYPE_NAMES = {code: name for name, code in FILE_TYPES.items()}
+
+# llama.cpp tensor name -> planner component; first match wins (norms and router before the MLP patterns).
+COMPONENT_PATTERNS: tuple[tuple[str, str], ...] = (
+    (r"_norm\.|^output_norm\.|\.exp_probs_b\.|\.ffn_gate_inp\.", "other"),
+    (r"_exps\.", "expert"),
+    (r"_shexp\.", "shared"),
+    (r"^token_embd\.", "embed"),
+    (r"^output\.", "head"),
+    (r"\.attn_", "attn"),
+    (r"\.ffn_(gate|up|down)\.", "dense"),
+)
+
+
+def component(name: str) -> str:
+    return next((c for pattern, c in COMPONENT_PATTERNS if re.search(pattern, name)), "other")
+
+
+def _first_file(path: Path) -> Path:
+    if path.is_file():
+        return path
+    files = sorted(path.glob("*.gguf"))
+    if not files:
+        raise ConfigError(f"{path}: no .gguf file in the directory", path=str(path))
+    return files[0]
+
+
+def _meta(h: GGUFHeader, arch: str, key: str, default: Any = None) -> Any:
+    full = f"{arch}.{key}"
+    if full not in h.kv and default is None:
+        raise ConfigError(f"{h.path.name}: GGUF metadata {full!r} is missing", path=str(h.path))
+    return h.kv.get(full, default)
+
+
+def gguf_info(path: Path) -> ModelInfo:
+    first = _first_file(path)
+    files = split_set(first)
+    missing = [f for f in files if not f.exists()]
+    if missing:
+        raise ConfigError(f"{missing[0]}: split file missing (the set has {len(files)} files)", path=str(missing[0]))
+    headers = [read_gguf_header(f) for f in files]
+    h = headers[0]
+    arch = str(h.kv.get("general.architecture", ""))
+    if arch not in SUPPORTED_ARCHS:
+        raise ConfigError(f"{first.name}: GGUF architecture {arch!r} is not one the planner sizes ({', '.join(SUPPORTED_ARCHS)})",
+                          path=str(first))
+    params: dict[str, int] = {}
+    stored: dict[str, int] = {}
+    for hdr in headers:
+        for t in hdr.tensors:
+            comp = component(t.name)
+            n = 1
+            for d in t.shape:
+                n *= d
+            params[comp] = params.get(comp, 0) + n
+            stored[comp] = stored.get(comp, 0) + t.nbytes
+    layers = int(_meta(h, arch, "block_count"))
+    dense = int(_meta(h, arch, "leading_dense_block_count", 0))
+    ftype = FTYPE_NAMES.get(int(h.kv.get("general.file_type", -1)), "F16")
+    name = str(h.kv.get("general.name") or first.stem)
+    family = next((f for pattern, f in FAMILY_BY_DIR_NAME if re.search(pattern, f"{name} {first.name}")), "v3")
+    config = {"first_k_dense_replace": dense, "num_hidden_layers": layers, "gguf": True}
+    return ModelInfo(
+        name=re.sub(r"-\d{5}-of-\d{5}$", "", first.stem), hub_id=None, family=family, shipped=f"gguf:{ftype}",
+        source="local", path=str(first), config=config, params=params, stored_bytes=stored, layers=layers,
+        moe_layers=layers - dense, mtp_layers=0, heads=int(_meta(h, arch, "attention.head_count")),
+        kv_lora_rank=int(_meta(h, arch, "attention.kv_lora_rank")),
+        qk_rope_head_dim=int(_meta(h, arch, "rope.dimension_count")),
+        n_experts=int(_meta(h, arch, "expert_count", 0)), max_context=int(_meta(h, arch, "context_length")),
+    )
