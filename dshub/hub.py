@@ -7,21 +7,23 @@ written before any transfer, so `verify_hashes` works offline later.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from tqdm.auto import tqdm
 
-from .download_manifest import RemoteFile, hash_cache_path, save_manifest
-from .errors import DshubError, HashMismatch
+from .download_manifest import RemoteFile, hash_cache_path, save_manifest, state_dir
+from .errors import DshubError, HashMismatch, OutputError
 from .hashing import HashCache, git_blob_sha1, hash_many
 from .hub_plan import (  # noqa: F401  (re-exported: the download API lives here)
-    DownloadPlan, FilePlan, FileState, check_disk, classify, offline_plan, plan_download, select,
+    DownloadPlan, FilePlan, FileState, check_disk, classify, offline_plan, plan_download, reclassify, select,
 )
 from .hub_sources import hf_offline
 from .hub_transfer import RetryPolicy, fetch_to_part
@@ -291,6 +293,38 @@ def run_download(
 ) -> DownloadResult:
     """Execute a plan. Per-file failures are collected in the result; fatal errors (disk, hub) raise."""
     plan.layout.prepare(list(plan.manifest.files.values()))
+    with exclusive(plan.root):
+        reclassify(plan)  # another run may have finished files since the plan was made
+        return _run_locked(plan, workers=workers, verify=verify, progress=progress, retry=retry)
+
+
+@contextlib.contextmanager
+def exclusive(root: Path) -> Iterator[None]:
+    """One dshub download per directory at a time (an advisory lock in its state dir), or a clear refusal."""
+    lock_path = state_dir(root) / "lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "?"
+            raise OutputError(
+                f"{root}: another dshub download (pid {holder}) is writing here; wait for it or stop it", path=str(root),
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        try:
+            yield
+        finally:
+            fh.seek(0)
+            fh.truncate()
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _run_locked(plan: DownloadPlan, *, workers: int, verify: bool, progress: bool, retry: RetryPolicy | None) -> DownloadResult:
     save_manifest(plan.root, plan.manifest)
     runner = _Runner(plan, workers=workers, progress=progress, verify=verify, retry=retry or RetryPolicy.from_env())
     try:

@@ -149,6 +149,11 @@ def _classified(src: Source | None, manifest: DownloadManifest, layout: Layout) 
     return DownloadPlan(src, manifest, layout, files)  # type: ignore[arg-type]
 
 
+def reclassify(plan: DownloadPlan) -> None:
+    """Refresh each file's state from the disk (cheap: stat calls and remembered digests)."""
+    plan.files = _classified(plan.source, plan.manifest, plan.layout).files
+
+
 def offline_plan(repo_id: str, *, revision: str | None, local_dir: str | os.PathLike | None) -> DownloadPlan:
     """The plan from a previous run's manifest, for HF_HUB_OFFLINE: nothing can be fetched, everything is checked."""
     if local_dir is not None:

@@ -320,3 +320,21 @@ def test_listing_that_escapes_the_directory_is_refused(hub, tmp_path):
     with pytest.raises(CheckpointError, match="escapes"):
         download(REPO, local_dir=tmp_path / "d", progress=False)
     assert not (tmp_path / "outside.json").exists()
+
+
+def test_a_second_concurrent_download_is_refused(hub, repo_files, tmp_path):
+    import fcntl
+
+    from dshub.errors import OutputError
+
+    hub.add_repo(REPO, repo_files)
+    lock = tmp_path / ".dshub" / "lock"
+    lock.parent.mkdir(parents=True)
+    with open(lock, "w") as held:  # what a running `dshub download` holds
+        held.write("4242")
+        held.flush()
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(OutputError, match=r"another dshub download \(pid 4242\) is writing here"):
+            download(REPO, local_dir=tmp_path, progress=False)
+    assert hub.gets() == []
+    assert download(REPO, local_dir=tmp_path, progress=False).ok  # released: the next run proceeds
