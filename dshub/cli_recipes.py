@@ -105,6 +105,10 @@ def recipe(
     req = _request(model, engine, gpu, gpus_per_node, nodes, weights, context, goal, mtp, kv_dtype, memory_fraction,
                    engine_version)
     opts = RecipeOptions(image=image, model_path=model_path, network=Network(net_iface, ib_hca, roce, rdma))
+    p = guarded(lambda: run_plan(req))
+    if p.chosen is None and json_:
+        print_json({"files": [], "recipe": None, "plan": p.to_dict()})
+    guarded(lambda: require(p))
     launch, files = guarded(lambda: make_recipe(req, opts, fmt))
     written = guarded(lambda: write_recipe(files, out)) if out else []
     if json_:

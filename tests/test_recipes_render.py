@@ -172,6 +172,8 @@ def test_cli_recipe_writes_files(cli, tmp_path):
     assert r.exit_code == 0 and (out / "serve.sh").stat().st_mode & 0o111
     r = cli("recipe", "deepseek-r1", "--gpu", "h100")
     assert r.exit_code == 1 and "--nodes 2" in r.output
+    r = cli("recipe", "deepseek-r1", "--gpu", "h100", "--json")
+    assert r.exit_code == 1 and json.loads(r.stdout)["plan"]["chosen"] is None
 
 
 def test_cli_recipe_for_a_local_checkpoint(cli, tiny_ckpt):

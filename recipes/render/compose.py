@@ -6,7 +6,7 @@ from typing import Any
 import yaml
 
 from ..launch import Launch, NodeLaunch
-from .common import HEAD_IP_SHELL, SHM_GB, STARTUP_BUDGET_S, app_name, comment_block, node_file_stem
+from .common import HEAD_IP_SHELL, SHM_GB, STARTUP_BUDGET_S, app_name, comment_block
 
 AMD_DEVICE_KEYS: dict[str, Any] = {
     "devices": ["/dev/kfd", "/dev/dri"], "group_add": ["video"], "security_opt": ["seccomp=unconfined"],
@@ -58,4 +58,4 @@ def render_compose(launch: Launch) -> dict[str, str]:
     return out
 
 
-__all__ = ["render_compose", "compose_service", "node_file_stem"]
+__all__ = ["render_compose", "compose_service"]

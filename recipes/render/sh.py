@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..launch import Launch, NodeLaunch
-from .common import HEAD_IP_SHELL, SHM_GB, app_name, comment_block, node_file_stem, shell_join, shell_word
+from .common import HEAD_IP_SHELL, SHM_GB, app_name, comment_block, node_file_stem, shell_word
 
 VENDOR_DOCKER_ARGS = {
     "nvidia": ["--gpus", "all"],
@@ -56,4 +56,4 @@ def _chunks(argv: list[str]) -> list[str]:
     return lines
 
 
-__all__ = ["render_sh", "docker_argv", "shell_join"]
+__all__ = ["render_sh", "docker_argv"]
