@@ -5,6 +5,8 @@ import re
 from collections import Counter
 from typing import Any
 
+import torch
+
 from dshub.checkpoint import Checkpoint
 from dshub.errors import UsageError
 from dshub.gguf_file import KV, file_size, split_kvs, split_names, split_tensors, write_gguf
@@ -87,9 +89,16 @@ class GGUFConverter(Converter):
         kvs, group = f.data
         reader = SourceReader(ckpt, plan.device)
         by_name: dict[str, PlannedTensor] = {p.info.name: p for p in group}
-        workers = max(1, opts.workers)
-        result = write_gguf(opts.out / f.name, kvs, [p.info for p in group], lambda t: produce(reader, by_name[t.name], workers),
-                            on_tensor=lambda t: advance(t.nbytes))
+        # The framework runs min(workers, files) files at once; the rest of the workers split each file's chunks.
+        inner = max(1, opts.workers // max(1, min(opts.workers, len(plan.files))))
+        threads = torch.get_num_threads()
+        if inner > 1:  # our threads do the parallel work; torch's OpenMP pool on top would oversubscribe the cores
+            torch.set_num_threads(1)
+        try:
+            result = write_gguf(opts.out / f.name, kvs, [p.info for p in group], lambda t: produce(reader, by_name[t.name], inner),
+                                on_tensor=lambda t: advance(t.nbytes))
+        finally:
+            torch.set_num_threads(threads)
         return result.sha256
 
     def finalize(self, ckpt: Checkpoint, plan: ConversionPlan, opts: ConversionOptions) -> None:
