@@ -57,20 +57,23 @@ LAYER_TESTS: dict[str, Callable[[int, int], bool]] = {
 
 @dataclass(frozen=True)
 class Mixture:
-    """A llama-quantize ftype: its default type, attn_output's type, and ordered (layer test, type) ffn_down rules."""
+    """A llama-quantize ftype: its default type, attn_output's type (`attn_output_8x` when the model has exactly
+    8 experts, llama.cpp's Mixtral special case), and ordered (layer test, type) ffn_down rules."""
 
     default: str
     attn_output: str | None = None
+    attn_output_8x: str | None = None
     ffn_down: tuple[tuple[str, str], ...] = field(default_factory=tuple)
 
 
 MIXTURES: dict[str, Mixture] = {
-    "Q2_K": Mixture("Q2_K", attn_output="Q3_K", ffn_down=(("all", "Q3_K"),)),
-    "Q3_K_S": Mixture("Q3_K"),
-    "Q3_K_M": Mixture("Q3_K", attn_output="Q4_K", ffn_down=(("first_sixteenth", "Q5_K"), ("all", "Q4_K"))),
+    "Q2_K": Mixture("Q2_K", attn_output="Q3_K", attn_output_8x="Q5_K", ffn_down=(("all", "Q3_K"),)),
+    "Q3_K_S": Mixture("Q3_K", attn_output_8x="Q5_K"),
+    "Q3_K_M": Mixture("Q3_K", attn_output="Q4_K", attn_output_8x="Q5_K",
+                      ffn_down=(("first_sixteenth", "Q5_K"), ("all", "Q4_K"))),
     "Q3_K_L": Mixture("Q3_K", attn_output="Q5_K", ffn_down=(("all", "Q5_K"),)),
-    "Q4_K_S": Mixture("Q4_K", ffn_down=(("first_eighth", "Q5_K"),)),
-    "Q4_K_M": Mixture("Q4_K", ffn_down=(("more_bits", "Q6_K"),)),
+    "Q4_K_S": Mixture("Q4_K", attn_output_8x="Q5_K", ffn_down=(("first_eighth", "Q5_K"),)),
+    "Q4_K_M": Mixture("Q4_K", attn_output_8x="Q5_K", ffn_down=(("more_bits", "Q6_K"),)),
     "Q5_K_S": Mixture("Q5_K"),
     "Q5_K_M": Mixture("Q5_K", ffn_down=(("more_bits", "Q6_K"),)),
     "Q6_K": Mixture("Q6_K"),
@@ -88,13 +91,14 @@ def layer_of(name: str, n_layer: int) -> int:
     return i
 
 
-def mixture_type(mix: Mixture, name: str, shape: tuple[int, ...], n_layer: int) -> str:
+def mixture_type(mix: Mixture, name: str, shape: tuple[int, ...], n_layer: int, n_expert: int = 0) -> str:
     """The type llama-quantize gives tensor `name` (numpy shape) under `mix`, before the row-length fallback."""
     cat = category(name)
     if cat == "output":
         return "Q8_0" if shape[-1] % 256 else "Q6_K"  # every mixture default here has 256-element blocks
-    if cat == "attn_output" and mix.attn_output:
-        return mix.attn_output
+    if cat == "attn_output":
+        bump = mix.attn_output_8x if n_expert == 8 else mix.attn_output
+        return bump or mix.default
     if cat == "ffn_down":
         i = layer_of(name, n_layer)
         for test, t in mix.ffn_down:
@@ -105,8 +109,8 @@ def mixture_type(mix: Mixture, name: str, shape: tuple[int, ...], n_layer: int) 
 
 def _make(mix: Mixture) -> Callable[[SchemeContext], TypeFn]:
     def make(ctx: SchemeContext) -> TypeFn:
-        n_layer = ctx.n_layer
-        return lambda name, shape: mixture_type(mix, name, shape, n_layer)
+        n_layer, n_expert = ctx.n_layer, int(ctx.config.get("n_routed_experts") or 0)
+        return lambda name, shape: mixture_type(mix, name, shape, n_layer, n_expert)
 
     return make
 
