@@ -53,6 +53,10 @@ def info(path: PathArg, json_: JsonOpt = False) -> None:
     out_console.print(f"params: total {p['total'] / 1e9:.3f} B, active {p['active'] / 1e9:.3f} B, MTP {p['mtp'] / 1e9:.3f} B")
     enc = doc["encoding"]
     out_console.print(f"encoding: {enc['name']}" + (f" {enc['fmt']} blocks {enc['block']}" if enc["block"] else ""))
+    if doc.get("int4"):
+        i = doc["int4"]
+        out_console.print(f"int4: {i['format']} {'sym' if i['symmetric'] else 'asym'} group {i['group_size']}, {i['quantized_modules']} modules "
+                          f"({', '.join(i['quantized_roles'])}), {human(i['int4_bytes'])}; {i['unquantized_linear']} linear modules unquantized")
     out_console.print("dtypes: " + ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in doc["dtype_census"].items()))
     out_console.print(f"shards: {doc['shards']}, tensors: {doc['tensors']}, {human(doc['bytes'])}")
     table = Table("output format", "size (weights)")

@@ -7,6 +7,7 @@ from typing import Any
 from .arch import spec_for
 from .arch.spec import ArchSpec, Role, TensorSpec
 from .checkpoint import Checkpoint
+from .int4_layout import int4_summary
 
 # Bits per weight of each output format for the two kinds of tensor: (routed-expert linear, other linear).
 # Norms, router and biases stay F32 in GGUF and keep their dtype elsewhere; embeddings/lm_head count as "other".
@@ -75,4 +76,5 @@ def checkpoint_info(path: str | Path) -> dict[str, Any]:
         "tensors": sum(len(h.tensors) for h in headers),
         "bytes": sum(h.file_size for h in headers),
         "output_sizes": format_sizes(spec),
+        "int4": int4_summary(ckpt, spec),
     }

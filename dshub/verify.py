@@ -12,6 +12,7 @@ from .arch import spec_for
 from .arch.spec import ArchSpec
 from .checkpoint import INDEX_NAME, Checkpoint, pickle_files, scale_shape
 from .errors import CheckpointError, DshubError
+from .int4_layout import expected_names, int4_config, int4_problems
 from .safetensors_header import ShardHeader
 
 
@@ -97,9 +98,14 @@ def _architecture(ctx: VerifyContext) -> Iterator[Finding]:
     stored = {n: (s, h.tensors[n]) for s, h in ctx.headers.items() if h for n in h.tensors}
     fp8 = ctx.ckpt.encoding.name == "fp8-block"
     expected = set()
+    int4 = int4_config(ctx.ckpt.config)
     for t in ctx.spec:
         expected.add(t.name)
         if t.name not in stored:
+            packed = expected_names(int4, t) if int4 and t.linear else set()
+            if packed & stored.keys():  # an INT4 checkpoint: the packed tensors stand in for the weight (check "int4")
+                expected |= packed
+                continue
             yield _err("architecture", ctx.ckpt.weight_map.get(t.name), t.name, f"missing (the architecture needs {list(t.shape)})")
             continue
         shard, e = stored[t.name]
@@ -109,6 +115,15 @@ def _architecture(ctx: VerifyContext) -> Iterator[Finding]:
             expected.add(t.scale_name)
     for name in sorted(set(stored) - expected):
         yield _err("architecture", stored[name][0], name, "unexpected tensor (not part of the architecture)")
+
+
+@check("int4")
+def _int4(ctx: VerifyContext) -> Iterator[Finding]:
+    if ctx.spec is None:
+        return
+    stored = {n: (s, h.tensors[n]) for s, h in ctx.headers.items() if h for n in h.tensors}
+    for severity, file, tensor, msg in int4_problems(ctx.ckpt, ctx.spec, stored):
+        yield Finding("int4", severity, file, tensor, msg)
 
 
 @check("fp8-scales")

@@ -40,12 +40,13 @@ Packings (unsigned nibble ``u = q + 8``, least significant nibble first):
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-from .fp8 import expand_scale
+from .fp8 import expand_scale, fp8_to_f32
 from .registry import CODECS, register_codec
 
 BITS = 4
@@ -114,36 +115,41 @@ def stored_scale(raw: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """fp32 raw scales -> the fp32 value of the stored scale (RNE to `dtype`, underflow -> tiny, overflow -> error)."""
     s = rne_to_dtype_f32(raw, dtype)
     if not bool(torch.isfinite(s).all()):
-        worst = float(raw[~torch.isfinite(s)].max())
+        bad = raw[~torch.isfinite(s)]
+        if bool(torch.isnan(bad).any()):
+            raise ScaleOverflowError("the weight holds NaN values; it cannot be quantized")
         raise ScaleOverflowError(
-            f"group scale {worst:.6g} overflows {str(dtype).removeprefix('torch.')} "
+            f"group scale {float(bad.max()):.6g} overflows {str(dtype).removeprefix('torch.')} "
             f"(max {torch.finfo(dtype).max:.6g}); the weight values are out of range for this format"
         )
     return torch.where(s > 0, s, torch.full_like(s, torch.finfo(dtype).tiny))
 
 
-def quantize_rows(w: torch.Tensor, scheme: Int4Scheme) -> Int4Tensor:
-    """Group-quantize fp32 rows `w` [r, in] (one step of `quantize_int4`)."""
-    rows, cols = w.shape
-    g = scheme.group_size
-    x = w.to(torch.float32).reshape(rows, cols // g, g)
+def quantize_rows_(x: torch.Tensor, scheme: Int4Scheme) -> Int4Tensor:
+    """Group-quantize contiguous fp32 rows `x` [r, in]; `x` is overwritten (used as scratch)."""
+    rows, cols = x.shape
+    gs = scheme.group_size
+    g = x.view(rows, cols // gs, gs)
+    lo, hi = torch.aminmax(g, dim=-1)
     if scheme.symmetric:
-        raw = x.abs().amax(dim=-1) / SYM_DIVISOR
-        s = stored_scale(raw, scheme.scale_dtype)
-        q = torch.round(x / s.unsqueeze(-1)).clamp_(QMIN, QMAX)
+        s = stored_scale(torch.maximum(-lo, hi) / SYM_DIVISOR, scheme.scale_dtype)
+        g.div_(s.unsqueeze(-1)).round_()
         zero = None
     else:
-        lo = x.amin(dim=-1).clamp(max=0.0)
-        hi = x.amax(dim=-1).clamp(min=0.0)
+        lo.clamp_(max=0.0)
+        hi.clamp_(min=0.0)
         s = stored_scale((hi - lo) / ASYM_DIVISOR, scheme.scale_dtype)
-        zu = torch.round(-lo / s).clamp_(0, UMAX)
-        q = (torch.round(x / s.unsqueeze(-1)) + (zu - 8).unsqueeze(-1)).clamp_(QMIN, QMAX)
-        zero = (zu - 8).to(torch.int8)
-    return Int4Tensor(q.reshape(rows, cols).to(torch.int8), s.to(scheme.scale_dtype), zero, g)
+        zs = torch.round(-lo / s).clamp_(0, UMAX).sub_(8)  # signed zero point
+        g.div_(s.unsqueeze(-1)).round_().add_(zs.unsqueeze(-1))
+        zero = zs.to(torch.int8)
+    q = x.to(torch.int8).clamp_(QMIN, QMAX)  # |levels| < 40 before the clamp (scale >= raw/1.5): exact in int8
+    return Int4Tensor(q, s.to(scheme.scale_dtype), zero, gs)
 
 
 def cat_rows(parts: list[Int4Tensor]) -> Int4Tensor:
     """Concatenate row chunks of one quantized weight."""
+    if len(parts) == 1:
+        return parts[0]
     zero = None if parts[0].zero is None else torch.cat([p.zero for p in parts])  # type: ignore[misc]
     return Int4Tensor(torch.cat([p.q for p in parts]), torch.cat([p.scale for p in parts]), zero, parts[0].group_size)
 
@@ -152,7 +158,14 @@ def cat_rows(parts: list[Int4Tensor]) -> Int4Tensor:
 def quantize_int4(w: torch.Tensor, scheme: Int4Scheme) -> Int4Tensor:
     """Group-quantize a float `[out, in]` weight (values taken exactly, upcast to fp32), a few rows at a time."""
     check_groupable(tuple(w.shape), scheme.group_size)
-    parts = [quantize_rows(w[r : r + ROW_CHUNK], scheme) for r in range(0, w.shape[0], ROW_CHUNK)]
+    rows, cols = w.shape
+    buf = torch.empty((min(rows, ROW_CHUNK), cols), dtype=torch.float32, device=w.device)
+    parts = []
+    for r0 in range(0, rows, ROW_CHUNK):
+        r1 = min(rows, r0 + ROW_CHUNK)
+        x = buf[: r1 - r0]
+        x.copy_(w[r0:r1])
+        parts.append(quantize_rows_(x, scheme))
     return cat_rows(parts)
 
 
@@ -167,12 +180,15 @@ def quantize_int4_fp8(
     rows, cols = weight.shape
     s = scale_inv.to(torch.float32)
     step = max(br, ROW_CHUNK // br * br)
+    buf = torch.empty((min(rows, step), cols), dtype=torch.float32)
     parts = []
     for r0 in range(0, rows, step):
         r1 = min(rows, r0 + step)
-        srow = s[r0 // br : (r1 + br - 1) // br]
-        sfull = expand_scale(srow, bc, cols).repeat_interleave(br, dim=0)[: r1 - r0]
-        parts.append(quantize_rows(weight[r0:r1].to(torch.float32) * sfull, scheme))
+        x = buf[: r1 - r0]
+        fp8_to_f32(weight[r0:r1], x)
+        for b0 in range(r0, r1, br):  # one scale row per block row
+            x[b0 - r0 : min(r1, b0 + br) - r0].mul_(expand_scale(s[b0 // br], bc, cols))
+        parts.append(quantize_rows_(x, scheme))
     return cat_rows(parts)
 
 
@@ -195,14 +211,16 @@ def to_int32(words: torch.Tensor) -> torch.Tensor:
 
 
 def pack_nibbles_last(u: torch.Tensor, order: tuple[int, ...] | None = None) -> torch.Tensor:
-    """Pack unsigned nibbles along the last dim, 8 per int32, least significant first; zero-pad to a
-    multiple of 8. With `order`, nibble p of each word holds element `order[p]` of its 8."""
+    """Pack unsigned nibbles (int values 0..15) along the last dim, 8 per int32, least significant first;
+    zero-pad to a multiple of 8. With `order`, nibble p of each word holds element `order[p]` of its 8."""
     rows, cols = u.shape
     pad = (-cols) % PACK_FACTOR
-    v = torch.nn.functional.pad(u.to(torch.int64), (0, pad)).reshape(rows, -1, PACK_FACTOR)
+    v = torch.nn.functional.pad(u.to(torch.uint8), (0, pad)).reshape(rows, -1, PACK_FACTOR)
     if order is not None:
         v = v[..., list(order)]
-    return to_int32((v << NIBBLE_SHIFTS.to(v.device)).sum(dim=-1))
+    if sys.byteorder == "little":  # two nibbles per byte, four bytes per little-endian word
+        return (v[..., 0::2] | (v[..., 1::2] << 4)).contiguous().view(torch.int32).reshape(rows, -1)
+    return to_int32((v.to(torch.int64) << NIBBLE_SHIFTS.to(v.device)).sum(dim=-1))
 
 
 def unpack_nibbles_last(words: torch.Tensor, cols: int, order: tuple[int, ...] | None = None) -> torch.Tensor:
@@ -211,6 +229,11 @@ def unpack_nibbles_last(words: torch.Tensor, cols: int, order: tuple[int, ...] |
     if order is not None:
         v = v[..., [order.index(j) for j in range(PACK_FACTOR)]]
     return v.reshape(words.shape[0], -1)[:, :cols].to(torch.int8)
+
+
+def unsigned(q: torch.Tensor) -> torch.Tensor:
+    """Signed levels int8 [-8, 7] -> unsigned nibbles uint8 [0, 15] (q + 8)."""
+    return q.view(torch.uint8) + 8  # two's complement + 8 wraps modulo 256 to exactly q + 8
 
 
 def require_multiple(what: str, n: int, k: int, fmt: str) -> None:
@@ -229,12 +252,12 @@ def require_fp16_scales(t: Int4Tensor, fmt: str) -> None:
 def pack_compressed_tensors(t: Int4Tensor) -> dict[str, torch.Tensor]:
     """compressed-tensors `pack-quantized` tensors (suffixes after the module prefix)."""
     out = {
-        "weight_packed": pack_nibbles_last(t.q.to(torch.int64) + 8),
+        "weight_packed": pack_nibbles_last(unsigned(t.q)),
         "weight_scale": t.scale.contiguous(),
         "weight_shape": torch.tensor(t.shape, dtype=torch.int64),
     }
     if t.zero is not None:
-        out["weight_zero_point"] = pack_nibbles_last(t.zero.to(torch.int64).T + 8).T.contiguous()
+        out["weight_zero_point"] = pack_nibbles_last(unsigned(t.zero).T).T.contiguous()
     return out
 
 
@@ -251,7 +274,7 @@ def pack_gptq(t: Int4Tensor) -> dict[str, torch.Tensor]:
     stored_zeros = torch.full((ngroups, rows), 8 - 1, dtype=torch.int64, device=t.q.device)  # v1 stores zu - 1
     return {
         # packing along the input dim is the compressed-tensors word layout, transposed
-        "qweight": pack_nibbles_last(t.q.to(torch.int64) + 8).T.contiguous(),
+        "qweight": pack_nibbles_last(unsigned(t.q)).T.contiguous(),
         "qzeros": pack_nibbles_last(stored_zeros),
         "scales": t.scale.T.contiguous(),
         "g_idx": torch.arange(cols, dtype=torch.int32, device=t.q.device) // t.group_size,
@@ -266,7 +289,7 @@ def pack_awq(t: Int4Tensor) -> dict[str, torch.Tensor]:
     require_multiple("output dim", rows, PACK_FACTOR, "awq")
     zu = torch.full(t.scale.shape, 8, dtype=torch.int64, device=t.q.device) if t.zero is None else t.zero.to(torch.int64) + 8
     return {
-        "qweight": pack_nibbles_last((t.q.to(torch.int64) + 8).T.contiguous(), AWQ_ORDER),
+        "qweight": pack_nibbles_last(unsigned(t.q).T, AWQ_ORDER),
         "qzeros": pack_nibbles_last(zu.T.contiguous(), AWQ_ORDER),
         "scales": t.scale.T.contiguous(),
     }

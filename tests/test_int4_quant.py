@@ -286,3 +286,17 @@ def test_packed_layout_predicts_packer_output(fmt, sym):
     layout = packed_layout(fmt, (40, 256), scheme)
     assert [n for n, _, _ in layout] == list(packed)
     assert all(packed[n].dtype == d and tuple(packed[n].shape) == s for n, d, s in layout)
+
+
+def test_nan_weight_is_refused():
+    w = weights()
+    w[3, 7] = float("nan")
+    with pytest.raises(ScaleOverflowError, match="NaN"):
+        quantize_int4(w, Int4Scheme(32))
+
+
+def test_input_is_not_modified():
+    w = weights()
+    before = w.clone()
+    quantize_int4(w, Int4Scheme(64, False))
+    assert torch.equal(w, before)

@@ -1,0 +1,159 @@
+"""INT4 (W4A16) checkpoints read back: their `quantization_config`, the packed tensors each quantized linear
+must have, and the problems `dshub verify` reports (shapes vs `weight_shape`, non-finite scales, modules that
+are neither packed nor listed as left out)."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import torch
+
+from quant.int4 import FORMATS, Int4Error, Int4Scheme, packed_layout, scheme_for
+
+from .arch.spec import ArchSpec, TensorSpec
+from .checkpoint import Checkpoint
+from .safetensors_header import TensorEntry
+from .safetensors_writer import TORCH_TO_ST
+
+Problem = tuple[str, str | None, str | None, str]  # severity, file, tensor, message
+SCALE_SUFFIXES = ("weight_scale", "scales")
+SHAPE_SUFFIX = "weight_shape"
+
+
+@dataclass(frozen=True)
+class Int4Config:
+    """What an INT4 checkpoint's config.json says: format, group size, symmetry, and how it names left-out modules."""
+
+    format: str
+    group_size: int
+    symmetric: bool
+    left_out: tuple[str, ...]  # as written: exact names, "re:" patterns (ct), substrings (AWQ), "-:" regexes (GPTQ)
+
+    @property
+    def scheme(self) -> Int4Scheme:
+        return scheme_for(self.format, self.group_size, self.symmetric)
+
+    def is_left_out(self, module: str) -> bool:
+        return LEFT_OUT_MATCH[self.format](self.left_out, module)
+
+
+def _ct(qc: dict[str, Any]) -> Int4Config | None:
+    if qc.get("format") != "pack-quantized":
+        return None
+    for group in (qc.get("config_groups") or {}).values():
+        w = group.get("weights") or {}
+        if w.get("num_bits") == 4 and w.get("type") == "int" and w.get("strategy") == "group":
+            return Int4Config("compressed-tensors", int(w["group_size"]), bool(w.get("symmetric", True)), tuple(qc.get("ignore") or ()))
+    return None
+
+
+def _gptq(qc: dict[str, Any]) -> Int4Config | None:
+    if qc.get("bits") != 4:
+        return None
+    skip = tuple(k for k in (qc.get("dynamic") or {}) if k.startswith("-:"))
+    return Int4Config("gptq", int(qc["group_size"]), bool(qc.get("sym", True)), skip)
+
+
+def _awq(qc: dict[str, Any]) -> Int4Config | None:
+    if qc.get("bits") != 4:
+        return None
+    return Int4Config("awq", int(qc["group_size"]), not qc.get("zero_point", True), tuple(qc.get("modules_to_not_convert") or ()))
+
+
+CONFIG_READERS: dict[str, Callable[[dict[str, Any]], Int4Config | None]] = {"compressed-tensors": _ct, "gptq": _gptq, "awq": _awq}
+
+# How each engine matches a module against the left-out list (compressed-tensors: exact or `re:` + re.match;
+# GPTQ `dynamic`: `-:` + re.match; AWQ: substring).
+LEFT_OUT_MATCH: dict[str, Callable[[tuple[str, ...], str], bool]] = {
+    "compressed-tensors": lambda pats, m: any(m == p or (p.startswith("re:") and re.match(p[3:], m)) for p in pats),
+    "gptq": lambda pats, m: any(re.match(p[2:], m) for p in pats),
+    "awq": lambda pats, m: any(p in m for p in pats),
+}
+
+
+def int4_config(config: dict[str, Any]) -> Int4Config | None:
+    """The INT4 layout config.json declares, or None when the checkpoint is not INT4 weight-only."""
+    qc = config.get("quantization_config") or {}
+    reader = CONFIG_READERS.get(qc.get("quant_method", ""))
+    return reader(qc) if reader else None
+
+
+def module_of(weight: str) -> str:
+    return weight[: -len(".weight")]
+
+
+def first_suffix(cfg: Int4Config) -> str:
+    """The tensor whose presence marks a module as packed (weight_packed / qweight)."""
+    return FORMATS[cfg.format].layout(8, cfg.group_size, Int4Scheme(cfg.group_size, cfg.symmetric))[0][0]
+
+
+def packed_modules(cfg: Int4Config, spec: ArchSpec, stored: set[str] | dict[str, Any]) -> dict[str, TensorSpec]:
+    """Linear weights stored packed (module prefix -> spec)."""
+    mark = first_suffix(cfg)
+    return {module_of(t.name): t for t in spec if t.linear and t.name.endswith(".weight") and f"{module_of(t.name)}.{mark}" in stored}
+
+
+def expected_names(cfg: Int4Config, t: TensorSpec) -> set[str]:
+    """Names of the packed tensors standing in for linear weight `t` (empty if its shape cannot be packed)."""
+    try:
+        layout = packed_layout(cfg.format, t.shape, cfg.scheme)
+    except Int4Error:
+        return set()
+    return {f"{module_of(t.name)}.{suffix}" for suffix, _, _ in layout}
+
+
+def int4_problems(ckpt: Checkpoint, spec: ArchSpec, stored: dict[str, tuple[str, TensorEntry]]) -> Iterator[Problem]:
+    """Everything wrong with the INT4 tensors of `ckpt` (nothing when it is not an INT4 checkpoint)."""
+    cfg = int4_config(ckpt.config)
+    if cfg is None:
+        return
+    try:
+        scheme = cfg.scheme
+    except Int4Error as e:
+        yield ("error", "config.json", None, f"quantization_config: {e}")
+        return
+    packed = packed_modules(cfg, spec, stored)
+    for mod, t in packed.items():
+        try:
+            layout = packed_layout(cfg.format, t.shape, scheme)
+        except Int4Error as e:
+            yield ("error", stored[f"{mod}.{first_suffix(cfg)}"][0], t.name, f"cannot be {cfg.format} INT4: {e}")
+            continue
+        for suffix, dtype, shape in layout:
+            name = f"{mod}.{suffix}"
+            if name not in stored:
+                yield ("error", ckpt.weight_map.get(name), name, f"missing ({cfg.format} needs {TORCH_TO_ST[dtype]}{list(shape)} for {t.name} {list(t.shape)})")
+                continue
+            shard, e = stored[name]
+            if e.dtype != TORCH_TO_ST[dtype] or tuple(e.shape) != shape:
+                yield ("error", shard, name, f"{e.dtype}{list(e.shape)}, {TORCH_TO_ST[dtype]}{list(shape)} expected for {t.name} {list(t.shape)} in groups of {cfg.group_size}")
+            elif suffix == SHAPE_SUFFIX and tuple(ckpt.read(name).tolist()) != t.shape:
+                yield ("error", shard, name, f"holds {ckpt.read(name).tolist()}, the architecture needs {list(t.shape)}")
+            elif suffix in SCALE_SUFFIXES:
+                v = ckpt.read(name).to(torch.float32)
+                bad = int((~torch.isfinite(v) | (v <= 0)).sum())
+                if bad:
+                    yield ("error", shard, name, f"{bad} of {v.numel()} scales are not finite and positive")
+        if cfg.is_left_out(mod):
+            yield ("error", "config.json", t.name, f"packed as INT4 but quantization_config lists {mod} as left out")
+    for t in spec:
+        mod = module_of(t.name) if t.name.endswith(".weight") else None
+        if t.linear and mod and mod not in packed and t.name in stored and not cfg.is_left_out(mod):
+            yield ("warning", stored[t.name][0], t.name, f"kept unquantized but not listed as left out in quantization_config: "
+                                                        f"an engine applying the {cfg.format} scheme would look for packed tensors")
+
+
+def int4_summary(ckpt: Checkpoint, spec: ArchSpec) -> dict[str, Any] | None:
+    """What `dshub info` says about an INT4 checkpoint: format, bits, groups, which roles are packed, bytes."""
+    cfg = int4_config(ckpt.config)
+    if cfg is None:
+        return None
+    stored = {n: e for h in ckpt.headers() for n, e in h.tensors.items()}
+    packed = packed_modules(cfg, spec, stored)
+    names = set().union(*(expected_names(cfg, t) for t in packed.values())) if packed else set()
+    roles = sorted({t.role.value for t in packed.values()})
+    linear = [t for t in spec if t.linear and t.name.endswith(".weight")]
+    return {"format": cfg.format, "bits": 4, "group_size": cfg.group_size, "symmetric": cfg.symmetric,
+            "quantized_roles": roles, "quantized_modules": len(packed), "unquantized_linear": len(linear) - len(packed),
+            "int4_bytes": sum(stored[n].nbytes for n in names if n in stored)}
