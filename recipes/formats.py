@@ -3,8 +3,9 @@
 - fp8: DeepSeek block FP8 (e4m3, one F32 scale per 128x128 block) on every linear except router and lm_head;
   embeddings, norms, router and head stay BF16 (the released checkpoints' layout; serving.md §5: ≈673 GB).
 - bf16: everything BF16 (serving.md §5: ≈1.37 TB).
-- int4: W4A16 group 128 on MLP/expert linears with a BF16 scale per group, attention and the rest BF16
-  (compressed-tensors pack-quantized as Kimi-K2-Thinking ships; serving.md §5: ≈366 GB for 671B).
+- int4: W4A16 group 128 on the routed experts with a BF16 scale per group, everything else BF16: what
+  `dshub convert --to int4` writes (compressed-tensors pack-quantized). ≈372 GB for 671B; serving.md §5's
+  ≈366 GB also packs the shared experts and dense MLPs, as Kimi-K2-Thinking's release does.
 - fp4-fp8: NVFP4 experts (4-bit + one FP8 scale per 16), the rest as fp8 (V4 / nvidia *-NVFP4 releases).
 - gguf:TYPE: llama.cpp file types as average bits per weight over the whole model, measured on DeepSeek-V3/R1:
   the ftype mixes in ../shared/reference/gguf-deepseek.md ("My computed mixes") and Unsloth's dynamic R1 sizes
@@ -63,6 +64,7 @@ class WeightFormat:
     bytes_per_param: dict[str, float]
     block: int | None  # TP slices of quantized weights must be multiples of this
     gguf_type: str | None = None
+    blocked: frozenset[str] = frozenset({"attn", "expert", "shared", "dense"})  # components the block applies to
 
     @property
     def is_gguf(self) -> bool:
@@ -81,7 +83,7 @@ def _per(linear: float, *, mlp: float | None = None, other: float = 2.0) -> dict
 FORMATS: dict[str, WeightFormat] = {
     "fp8": WeightFormat("fp8", _per(1 + FP8_SCALE), 128),
     "bf16": WeightFormat("bf16", _per(2.0), None),
-    "int4": WeightFormat("int4", _per(2.0, mlp=0.5 + GROUP128_BF16), 128),
+    "int4": WeightFormat("int4", {**_per(2.0), "expert": 0.5 + GROUP128_BF16}, 128, blocked=frozenset({"expert"})),
     "fp4-fp8": WeightFormat("fp4-fp8", {**_per(1 + FP8_SCALE), "expert": NVFP4}, 128),
 }
 

@@ -10,7 +10,7 @@ from typing import Any
 from dshub.checkpoint import Checkpoint, load_config
 from dshub.errors import ConfigError
 
-from .models import info_from_config, ModelInfo
+from .models import ModelInfo, info_from_config, module_of
 
 # config.json model_type -> engine fact family. A directory name can refine it (R1 and V3 share a model_type).
 FAMILY_BY_MODEL_TYPE: dict[str, str] = {"deepseek_v3": "v3", "deepseek_v32": "v32", "kimi_k2": "kimi_k2", "deepseek_v2": "v3"}
@@ -58,6 +58,6 @@ def local_info(path: Path) -> ModelInfo:
                             component_of_out=component_of)
     stored: dict[str, int] = {}
     for tensor in ckpt.weight_map:
-        comp = component_of.get(tensor, "other")
+        comp = component_of.get(tensor) or component_of.get(module_of(tensor), "other")
         stored[comp] = stored.get(comp, 0) + ckpt.entry(tensor).nbytes
     return replace(info, stored_bytes=dict(sorted(stored.items())))

@@ -172,6 +172,11 @@ def _indexer_params(config: dict[str, Any]) -> int:
     return heads * dim * q_lora + dim * hidden + 2 * dim + heads * hidden
 
 
+def module_of(tensor: str) -> str:
+    """`model.layers.3.mlp.experts.7.up_proj.weight_packed` -> `model.layers.3.mlp.experts.7.up_proj`."""
+    return tensor.rsplit(".", 1)[0]
+
+
 def _breakdown(spec: ArchSpec) -> tuple[dict[str, int], dict[str, str]]:
     params = {c: 0 for c in (*COMPONENTS, "mtp")}
     component_of: dict[str, str] = {}
@@ -179,8 +184,7 @@ def _breakdown(spec: ArchSpec) -> tuple[dict[str, int], dict[str, str]]:
         comp = "mtp" if t.mtp else _COMPONENT[t.role]
         params[comp] += t.numel
         component_of[t.name] = comp
-        if t.fp8:
-            component_of[t.scale_name] = comp
+        component_of[module_of(t.name)] = comp  # its scales / packed forms share the module name
     extra = _indexer_params(spec.config)
     params["attn"] += extra * spec.num_layers
     params["mtp"] += extra * spec.num_mtp_layers

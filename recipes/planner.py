@@ -200,6 +200,8 @@ def tp_guards(model: ModelInfo, fmt: WeightFormat, lay: Layout) -> list[str]:
         expert_split = 1 if lay.ep > 1 else lay.mlp_tp
         split = {"attn": lay.attn_tp, "dense": lay.dense_split, "shared": lay.dense_split, "expert": expert_split}
         for comp, widths in model.tp_split_dims.items():
+            if comp not in fmt.blocked:
+                continue
             for w in widths:
                 s = split[comp]
                 if s > 1 and (w % s or (w // s) % fmt.block):

@@ -39,7 +39,7 @@ def test_weight_sizes_per_format_match_the_reference_arithmetic():
     sizes = {f: total_weight_bytes(m, weight_format(f), mtp=False) / GB for f in ("fp8", "bf16", "int4", "gguf:Q4_K_M", "gguf:Q2_K")}
     assert sizes["fp8"] == pytest.approx(673, abs=2)
     assert sizes["bf16"] == pytest.approx(1342, abs=5)  # "over 1.3 TB"
-    assert sizes["int4"] == pytest.approx(366, abs=3)
+    assert sizes["int4"] == pytest.approx(653.9 * (0.5 + 2 / 128) + (671.0 - 653.9) * 2, abs=1)  # experts only: ≈372
     assert sizes["gguf:Q4_K_M"] == pytest.approx(404, abs=3)
     assert sizes["gguf:Q2_K"] == pytest.approx(244, abs=3)
 
@@ -104,11 +104,16 @@ def test_tp32_on_v3_breaks_fp8_blocks_and_falls_back_to_pp():
     assert require(plan(Request("deepseek-v3", gpu="h100", nodes=2, mtp=False))).chosen.layout.tp == 16
 
 
-def test_bf16_has_no_block_guard_but_int4_does():
-    bf16 = plan(Request("deepseek-v3", gpu="h100", nodes=4, weights="bf16", mtp=False))
-    assert not any("block" in r for r in bf16.evaluations[0].reasons)
-    int4 = plan(Request("deepseek-v3", gpu="h100", nodes=4, weights="int4", mtp=False))
-    assert any("block 128" in r for r in int4.evaluations[0].reasons)
+def test_block_guard_follows_what_the_format_quantizes():
+    def reasons(weights, kind):
+        p = plan(Request("deepseek-v3", gpu="h100", nodes=4, weights=weights, mtp=False))
+        return next(e for e in p.evaluations if e.layout.kind == kind).reasons
+
+    assert not any("block" in r for r in reasons("bf16", "tp"))
+    # INT4 packs only the routed experts: TP32 with EP leaves them whole, plain TP32 slices them to 64
+    assert not any("block" in r for r in reasons("int4", "tep"))
+    assert any("expert width 2048 / TP32 = 64" in r for r in reasons("int4", "tp"))
+    assert any("dense width 18432" in r for r in reasons("fp8", "tep"))
 
 
 def test_v4_pro_tp16_is_capped():
@@ -223,6 +228,27 @@ def test_pipeline_parallel_turns_default_mtp_off_but_refuses_a_forced_one():
     assert old.chosen.layout.pp == 4 and not old.mtp
     new = require(plan(Request("deepseek-v3", gpu="h100", nodes=4)))
     assert new.chosen.layout.pp == 4 and new.mtp
+
+
+def test_local_int4_checkpoint_attributes_packed_tensors_to_their_modules(tiny_ckpt, tmp_path):
+    from typer.testing import CliRunner
+
+    from dshub.cli import app
+
+    out = tmp_path / "int4"
+    r = CliRunner().invoke(app, ["convert", str(tiny_ckpt), "--to", "int4", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    m = resolve_model(str(out))
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    mtp_prefix = f"model.layers.{m.layers}."  # the MTP layer's experts count as "mtp"
+    packed = {t for t in index["weight_map"] if ".experts." in t and not t.startswith(mtp_prefix)}
+    assert any(t.endswith("weight_packed") for t in packed)
+    expert_bytes = 0
+    for t in packed:
+        expert_bytes += read_header(out / index["weight_map"][t]).tensors[t].nbytes
+    assert m.shipped == "int4" and m.stored_bytes["expert"] == expert_bytes
+    p = require(plan(Request(str(out), gpu="h100", gpus_per_node=1, mtp=False)))
+    assert p.weights.name == "int4" and p.chosen.weight_parts["expert"] == expert_bytes  # one GPU: nothing split
 
 
 def test_local_gguf_uses_its_metadata_and_real_tensor_bytes(tiny_gguf):
