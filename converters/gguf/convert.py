@@ -15,7 +15,7 @@ from ..base import Advance, ConversionOptions, ConversionPlan, Converter, Output
 from .metadata import arch_kvs, general_kvs
 from .schemes import PARAM_HOOKS, SchemeContext, get_scheme, parse_tensor_types, resolve
 from .tensors import PlannedTensor, SourceReader, forced_f32, map_tensors, plan_tensors, produce
-from .tokenizer import load_vocab_kvs
+from .tokenizer import load_vocab_kvs, read_json_object
 
 KNOWN_PARAMS = ("quant", "split_max_size", "split_max_tensors", "tensor_type", "name")
 SIZE_UNITS = {"": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4}  # as llama.cpp's gguf-split / converter
@@ -64,7 +64,9 @@ class GGUFConverter(Converter):
         ctx = SchemeContext(ckpt.config, tuple((n, s) for n, s, _ in mapped if not forced_f32(n, s)))
         scheme, type_fn = resolve(params, ctx)
         planned = plan_tensors(mapped, type_fn)
-        kvs: list[KV] = general_kvs(output_stem(ckpt, params).rsplit("-", 1)[0], scheme.file_type)
+        gen_path = ckpt.root / "generation_config.json"
+        gen = read_json_object(gen_path) if gen_path.is_file() else None
+        kvs: list[KV] = general_kvs(output_stem(ckpt, params).rsplit("-", 1)[0], scheme.file_type, gen)
         kvs += arch_kvs(ckpt.config) + load_vocab_kvs(ckpt.root, ckpt.config)
         groups = split_tensors([p.info for p in planned], params.get("split_max_size", 0), params.get("split_max_tensors", 0))
         by_name = {p.info.name: p for p in planned}

@@ -123,13 +123,24 @@ def rope_scaling_kvs(config: dict[str, Any]) -> list[KV]:
     return out
 
 
-def general_kvs(name: str, file_type: str | int) -> list[KV]:
-    """general.* keys (general.architecture first, as llama.cpp writes it)."""
+# generation_config.json -> default sampling settings llama.cpp reads
+SAMPLING_FIELDS: tuple[tuple[str, str, VT], ...] = (
+    ("top_k", "general.sampling.top_k", VT.INT32),
+    ("top_p", "general.sampling.top_p", VT.FLOAT32),
+    ("temperature", "general.sampling.temp", VT.FLOAT32),
+)
+
+
+def general_kvs(name: str, file_type: str | int, generation_config: dict[str, Any] | None = None) -> list[KV]:
+    """general.* keys (general.architecture first, as llama.cpp writes it), with sampling defaults if given."""
     ftype = FILE_TYPES[file_type] if isinstance(file_type, str) else file_type
-    return [
+    out = [
         KV("general.architecture", VT.STRING, ARCH),
         KV("general.type", VT.STRING, "model"),
         KV("general.name", VT.STRING, name),
         KV("general.file_type", VT.UINT32, ftype),
         KV("general.quantization_version", VT.UINT32, QUANTIZATION_VERSION),
     ]
+    gen = generation_config or {}
+    out += [KV(key, vt, _cast(vt, gen[f])) for f, key, vt in SAMPLING_FIELDS if isinstance(gen.get(f), (int, float))]
+    return out

@@ -157,9 +157,9 @@ def load_vocab_kvs(root: Path, config: dict[str, Any]) -> list[KV]:
     tj = root / "tokenizer.json"
     if not tj.is_file():
         raise _fail("not found; GGUF needs the vocabulary (tiktoken-only tokenizers are not supported)", str(tj))
-    tok = _json(tj)
+    tok = read_json_object(tj)
     cfg_path = root / "tokenizer_config.json"
-    tok_cfg = _json(cfg_path) if cfg_path.is_file() else {}
+    tok_cfg = read_json_object(cfg_path) if cfg_path.is_file() else {}
     jinja = root / "chat_template.jinja"
     try:
         return vocab_kvs(tok, tok_cfg, config, jinja.read_text() if jinja.is_file() else None)
@@ -167,7 +167,7 @@ def load_vocab_kvs(root: Path, config: dict[str, Any]) -> list[KV]:
         raise CheckpointError(f"{tj}: {str(e).split(': ', 1)[-1]}", path=str(tj)) from None
 
 
-def _json(path: Path) -> dict[str, Any]:
+def read_json_object(path: Path) -> dict[str, Any]:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:

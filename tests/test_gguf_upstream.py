@@ -1,0 +1,67 @@
+"""Against llama.cpp's own converter: convert_hf_to_gguf.py (from the llama-cpp-python sdist that .ci/llama-cpp.sh
+unpacks) turns the same FP8 checkpoint into a GGUF whose tensors are byte-identical to ours and whose metadata agrees.
+
+Its tokenizer check hashes the encoding of a fixed text and only knows published tokenizers; our synthetic one is
+not among them, so the child process answers "deepseek-v3" for it (what the pre-tokenizer definition says).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+gguf = pytest.importorskip("gguf")
+
+from converters import ConversionOptions, run_conversion  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+RUNNER = """
+import runpy, sys
+vendor, src, out, outtype = sys.argv[1:5]
+sys.path[:0] = [vendor, vendor + "/gguf-py"]
+import conversion.base as base
+base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "deepseek-v3"
+sys.argv = ["convert_hf_to_gguf.py", src, "--outtype", outtype, "--outfile", out]
+runpy.run_path(vendor + "/convert_hf_to_gguf.py", run_name="__main__")
+"""
+# Keys only upstream writes (derived from the directory name or model card, or defaults we leave out).
+UPSTREAM_ONLY = {"general.size_label", "tokenizer.ggml.add_sep_token", "GGUF.kv_count"}
+
+
+def llama_cpp_vendor() -> Path:
+    cache = Path(os.environ.get("DSHUB_LLAMA_CACHE", Path.home() / ".cache" / "dshub" / "llama-cpp"))
+    found = sorted(cache.glob("src/llama_cpp_python-*/vendor/llama.cpp/convert_hf_to_gguf.py"))
+    if not found:
+        pytest.skip(f"llama.cpp's convert_hf_to_gguf.py not found under {cache}/src (run .ci/llama-cpp.sh)")
+    return found[-1].parent
+
+
+@pytest.mark.parametrize("quant", ["Q8_0", "F16"])
+def test_same_bytes_as_convert_hf_to_gguf(tiny_ckpt: Path, tmp_path: Path, quant: str) -> None:
+    vendor = llama_cpp_vendor()
+    ref_path = tmp_path / "ref.gguf"
+    env = {**os.environ, "NO_LOCAL_GGUF": "1"}
+    proc = subprocess.run([sys.executable, "-c", RUNNER, str(vendor), str(tiny_ckpt), str(ref_path), quant.lower()],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = run_conversion(tiny_ckpt, ConversionOptions("gguf", tmp_path / "ours", params={"quant": quant}), progress=False).to_dict()
+    ours, ref = gguf.GGUFReader(tmp_path / "ours" / doc["files"][0]["name"]), gguf.GGUFReader(ref_path)
+    t_ours, t_ref = {t.name: t for t in ours.tensors}, {t.name: t for t in ref.tensors}
+    assert set(t_ours) == set(t_ref)
+    for name, t in t_ref.items():
+        o = t_ours[name]
+        assert (o.tensor_type, list(o.shape)) == (t.tensor_type, list(t.shape)), name
+        assert np.array_equal(np.asarray(o.data).view(np.uint8), np.asarray(t.data).view(np.uint8)), name
+    kv_ours = {k: f.contents() for k, f in ours.fields.items()}
+    kv_ref = {k: f.contents() for k, f in ref.fields.items() if k not in UPSTREAM_ONLY}
+    assert str(kv_ref.pop("general.name")).lower() == kv_ours.pop("general.name")
+    missing = {k: v for k, v in kv_ref.items() if k not in kv_ours}
+    assert not missing
+    differ = {k: (kv_ours[k], v) for k, v in kv_ref.items() if kv_ours[k] != v and not (
+        isinstance(v, float) and kv_ours[k] == pytest.approx(v))}
+    assert not differ
