@@ -186,9 +186,7 @@ class _Runner:
             for twin in group[1:]:
                 if group[0].file.path in failed:
                     self._fail(twin.file.path, f"{twin.file.path}: not fetched, it shares its bytes with {group[0].file.path}")
-                else:
-                    if digest := self.cache.get(group[0].file.path):
-                        self.cache.put(twin.file.path, digest)
+                else:  # linked by layout.finish; a rerun hashes it once through its own path
                     self.result.fetched.append(twin.file.path)
 
     def _fetch_one(self, p: FilePlan, bar: _Bar) -> None:
@@ -338,8 +336,8 @@ def _run_locked(plan: DownloadPlan, *, workers: int, verify: bool, progress: boo
         else:
             check_disk(plan)
             runner.fetch_all()
-            if not runner.result.failures:
-                plan.layout.finish(plan.manifest.revision, plan.manifest.commit)
+            plan.layout.finish(plan.manifest.revision, plan.manifest.commit, list(plan.manifest.files.values()),
+                               complete=not runner.result.failures)
         if verify and not runner.result.failures:
             runner.result.checks = structural_checks(plan)
     finally:

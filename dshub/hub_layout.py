@@ -45,7 +45,7 @@ class LocalDirLayout:
         fsync_dir(dst.parent)
         self._hf_metadata(f, commit)
 
-    def finish(self, revision: str, commit: str) -> None:
+    def finish(self, revision: str, commit: str, files: list[RemoteFile], complete: bool) -> None:
         pass
 
     def _hf_metadata(self, f: RemoteFile, commit: str) -> None:
@@ -77,25 +77,31 @@ class HfCacheLayout:
         return self.repo_dir / "blobs" / (self._etag(f) + ".dshub" + PART_SUFFIX)
 
     def prepare(self, files: list[RemoteFile]) -> None:
-        """Create every snapshot symlink up front (dangling until its blob arrives)."""
         (self.repo_dir / "blobs").mkdir(parents=True, exist_ok=True)
-        for f in files:
-            link = self.final(f)
-            if link.is_symlink() or link.exists():
-                continue
-            link.parent.mkdir(parents=True, exist_ok=True)
-            os.symlink(os.path.relpath(self.data(f), link.parent), link)
 
     def install(self, f: RemoteFile, part: Path, commit: str) -> None:
         os.replace(part, self.data(f))
         fsync_dir(part.parent)
+        self._link(f)
 
-    def finish(self, revision: str, commit: str) -> None:
-        """Point refs/<revision> at the commit, as huggingface_hub does for branch and tag names."""
-        if revision != commit:
+    def finish(self, revision: str, commit: str, files: list[RemoteFile], complete: bool) -> None:
+        """Link every file whose blob is here (some may come from another revision); when the snapshot is
+        complete, point refs/<revision> at the commit, as huggingface_hub does for branch and tag names."""
+        for f in files:
+            if self.data(f).is_file():
+                self._link(f)
+        if complete and revision != commit:
             ref = self.repo_dir / "refs" / revision
             ref.parent.mkdir(parents=True, exist_ok=True)
             ref.write_text(commit)
+
+    def _link(self, f: RemoteFile) -> None:
+        """snapshots/<commit>/<path> -> ../../blobs/<etag> (relative), created only once the blob is complete."""
+        link = self.final(f)
+        if link.is_symlink() or link.exists():
+            return
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(os.path.relpath(self.data(f), link.parent), link)
 
     @staticmethod
     def _etag(f: RemoteFile) -> str:

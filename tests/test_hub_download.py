@@ -239,26 +239,30 @@ def test_connection_cut_mid_file_resumes_within_the_run(hub, repo_files, tmp_pat
     assert (tmp_path / SHARD).read_bytes() == repo_files[SHARD]
 
 
-def test_interrupted_run_is_completed_by_the_next(hub, repo_files, tmp_path):
+@pytest.mark.parametrize("layout", ["local-dir", "hf-cache"])
+def test_interrupted_run_is_completed_by_the_next(hub, repo_files, tmp_path, layout):
     hub.add_repo(REPO, repo_files)
+    local_dir = tmp_path if layout == "local-dir" else None
     size = len(repo_files[SHARD])
     cut = size // 2 + 12345
     hub.faults.cut_after[SHARD] = (cut, -1)  # the server keeps dropping at the same byte: the run gives up
-    first = download(REPO, local_dir=tmp_path, progress=False)
+    first = download(REPO, local_dir=local_dir, progress=False)
     assert [f.path for f in first.failures] == [SHARD]
     assert "run again to resume" in first.failures[0].message
-    assert not (tmp_path / SHARD).exists()
-    plan = download(REPO, local_dir=tmp_path, dry_run=True, progress=False)
+    assert not (first.plan.root / SHARD).exists()
+    assert all(p.exists() for p in first.plan.root.rglob("*") if p.is_symlink())  # no dangling links for HF to trip on
+    plan = download(REPO, local_dir=local_dir, dry_run=True, progress=False)
+    assert plan.layout.kind == layout
     (p,) = [p for p in plan.files if p.file.path == SHARD]
     assert p.state == FileState.PARTIAL and p.have == cut
 
     hub.faults.cut_after.clear()
     hub.clear_log()
-    second = download(REPO, local_dir=tmp_path, progress=False)
+    second = download(REPO, local_dir=local_dir, progress=False)
     assert second.ok and second.fetched == [SHARD]
     assert [e.range for e in hub.gets()] == [f"bytes={cut}-"]
     assert second.bytes_transferred == size - cut
-    _same_files(tmp_path, repo_files)
+    _same_files(second.plan.root, repo_files)
 
 
 def test_stalled_transfer_times_out_and_resumes(hub, repo_files, tmp_path, monkeypatch):
