@@ -77,7 +77,11 @@ class HfCacheLayout:
         return self.repo_dir / "blobs" / (self._etag(f) + ".dshub" + PART_SUFFIX)
 
     def prepare(self, files: list[RemoteFile]) -> None:
+        """Create the blob store and link the files whose blobs are already here (e.g. from another revision)."""
         (self.repo_dir / "blobs").mkdir(parents=True, exist_ok=True)
+        for f in files:
+            if self.data(f).is_file():
+                self._link(f)
 
     def install(self, f: RemoteFile, part: Path, commit: str) -> None:
         os.replace(part, self.data(f))
@@ -85,11 +89,9 @@ class HfCacheLayout:
         self._link(f)
 
     def finish(self, revision: str, commit: str, files: list[RemoteFile], complete: bool) -> None:
-        """Link every file whose blob is here (some may come from another revision); when the snapshot is
-        complete, point refs/<revision> at the commit, as huggingface_hub does for branch and tag names."""
-        for f in files:
-            if self.data(f).is_file():
-                self._link(f)
+        """Link files that share a blob fetched under another path; when the snapshot is complete, point
+        refs/<revision> at the commit, as huggingface_hub does for branch and tag names."""
+        self.prepare(files)
         if complete and revision != commit:
             ref = self.repo_dir / "refs" / revision
             ref.parent.mkdir(parents=True, exist_ok=True)

@@ -342,3 +342,16 @@ def test_a_second_concurrent_download_is_refused(hub, repo_files, tmp_path):
             download(REPO, local_dir=tmp_path, progress=False)
     assert hub.gets() == []
     assert download(REPO, local_dir=tmp_path, progress=False).ok  # released: the next run proceeds
+
+
+def test_cache_revisions_share_blobs(hub, repo_files):
+    old = hub.add_repo(REPO, repo_files)
+    new_files = dict(repo_files, **{"config.json": repo_files["config.json"] + b"\n"})
+    new = hub.add_repo(REPO, new_files)
+    assert download(REPO, revision=old, progress=False).ok
+    hub.clear_log()
+    res = download(REPO, revision="main", progress=False)
+    assert res.ok and res.plan.manifest.commit == new
+    assert [e.file for e in hub.gets()] == ["config.json"]  # every other blob is reused, not fetched again
+    _same_files(res.plan.root, new_files)
+    assert (hf_cache_dir() / ("models--" + REPO.replace("/", "--")) / "refs" / "main").read_text() == new
