@@ -24,6 +24,8 @@ from .layouts import Layout, candidates
 from .models import ModelInfo, resolve_model
 
 GB = 1e9
+LLAMACPP_DEFAULT_CONTEXT = 32768  # serving.md §3: DeepSeek's sampling advice holds to 128K; 32K keeps the cache small
+LLAMACPP_SLOTS = {"latency": 1, "throughput": 4}  # llama-server --parallel
 CONTEXT_STEP = 1024  # a context limited by the KV budget is rounded down to this
 MIN_CONTEXT = 4096  # a layout that cannot hold one request this long is refused
 GOALS = ("latency", "throughput")
@@ -212,10 +214,11 @@ def tp_guards(model: ModelInfo, fmt: WeightFormat, lay: Layout) -> list[str]:
 
 # ----------------------------------------------------------------------------------------------- evaluation
 def evaluate(model: ModelInfo, gpu: GPU, eng: EngineFacts, fmt: WeightFormat, lay: Layout, *, mtp: bool,
-             kv_per_token: int, fraction: float, context: int | None) -> Evaluation:
+             kv_per_token: int, fraction: float, context: int | None, goal: str = "latency") -> Evaluation:
     ev = Evaluation(lay, reasons=tp_guards(model, fmt, lay))
     if eng.name == "llamacpp":
-        return _evaluate_llamacpp(ev, model, gpu, eng, fmt, mtp=False, kv_per_token=kv_per_token, context=context)
+        return _evaluate_llamacpp(ev, model, gpu, eng, fmt, mtp=False, kv_per_token=kv_per_token, context=context,
+                                  goal=goal)
     parts = weights_per_gpu(model, fmt, lay, mtp)
     ev.weight_parts = parts
     ev.weights_per_gpu = sum(parts.values())
@@ -244,21 +247,22 @@ def evaluate(model: ModelInfo, gpu: GPU, eng: EngineFacts, fmt: WeightFormat, la
 
 
 def _evaluate_llamacpp(ev: Evaluation, model: ModelInfo, gpu: GPU, eng: EngineFacts, fmt: WeightFormat, *,
-                       mtp: bool, kv_per_token: int, context: int | None) -> Evaluation:
+                       mtp: bool, kv_per_token: int, context: int | None, goal: str) -> Evaluation:
     """llama.cpp: one KV pool spread with the layers; routed experts of the first N layers go to system RAM
     (`--n-cpu-moe N`) until the rest fits (serving.md §3 "MoE offload")."""
     lay = ev.layout
     parts = component_bytes(model, fmt)
     parts = {k: v for k, v in parts.items() if k != "mtp"}  # llama.cpp does not load the MTP layer
     vram = lay.gpus * (gpu.memory_bytes - eng.reserved_gb * GB)
-    ctx = context or min(model.max_context or 32768, 32768)
-    kv = ctx * kv_per_token
+    ctx = context or min(model.max_context or LLAMACPP_DEFAULT_CONTEXT, LLAMACPP_DEFAULT_CONTEXT)
+    slots = LLAMACPP_SLOTS[goal]
+    kv = ctx * slots * kv_per_token  # llama-server's -c is shared by its --parallel slots
     resident = sum(v for k, v in parts.items() if k != "expert")
     experts = parts.get("expert", 0)
     free = vram - resident - kv
     ev.kv_bytes_per_token_per_gpu = kv_per_token  # split over GPUs with the layers, never replicated
     if free < 0:
-        ev.reasons.append(f"non-expert weights ({resident / GB:.1f} GB) and a {ctx:,}-token KV cache ({kv / GB:.1f} GB) "
+        ev.reasons.append(f"non-expert weights ({resident / GB:.1f} GB) and a {slots}x{ctx:,}-token KV cache ({kv / GB:.1f} GB) "
                           f"exceed {lay.gpus}x {gpu.name} ({vram / GB:.0f} GB after compute buffers)")
         return ev
     per_layer = experts / max(1, model.moe_layers)
@@ -269,10 +273,10 @@ def _evaluate_llamacpp(ev: Evaluation, model: ModelInfo, gpu: GPU, eng: EngineFa
     ev.weight_parts = {"resident": resident, "experts_gpu": int(experts - ev.experts_on_cpu_bytes),
                        "experts_cpu": ev.experts_on_cpu_bytes}
     ev.kv_budget_per_gpu = int(kv / lay.gpus)
-    ev.tokens_per_group = ctx
-    ev.total_tokens = ctx
+    ev.tokens_per_group = ctx * slots
+    ev.total_tokens = ctx * slots
     ev.max_context = ctx
-    ev.concurrency = 1
+    ev.concurrency = slots
     return ev
 
 
@@ -339,7 +343,8 @@ def plan(req: Request, *, suggest: bool = True) -> Plan:
     model, card, eng, fmt, kv, mtp, gpn, fraction, version = _resolve_request(req)
     kv_tok = kv_bytes_per_token(model, eng.name, kv, mtp)
     prefer = family_facts(eng.name, model.family).prefer_layouts
-    evals = [evaluate(model, card, eng, fmt, lay, mtp=mtp, kv_per_token=kv_tok, fraction=fraction, context=req.context)
+    evals = [evaluate(model, card, eng, fmt, lay, mtp=mtp, kv_per_token=kv_tok, fraction=fraction, context=req.context,
+                      goal=req.goal)
              for lay in candidates(eng.name, req.goal, gpn, req.nodes, prefer)]
     if not evals:
         evals = [Evaluation(Layout("none", gpn * req.nodes),

@@ -78,6 +78,10 @@ def test_llamacpp_args_and_offload():
     n = int(flag(argv, "--n-cpu-moe"))
     assert n == 3 + d["plan"]["chosen"]["experts_on_cpu_layers"]  # 3 dense layers come first
     assert flag(argv, "-c") == "16384" and "--jinja" in argv and flag(argv, "--temp") == "0.6"
+    assert flag(argv, "--parallel") == "1"
+    many = doc(model="deepseek-r1", engine="llamacpp", weights="gguf:Q2_K", gpu="h200", context=16384, goal="throughput")
+    assert flag(many["nodes"][0]["argv"], "--parallel") == "4" and flag(many["nodes"][0]["argv"], "-c") == "65536"
+    assert many["plan"]["chosen"]["concurrency_at_context"] == 4
     assert d["image"] == "ghcr.io/ggml-org/llama.cpp:server-cuda-b10434"
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..engine_facts import LLAMACPP_SAMPLING
 from ..launch import Launch, NodeRef, RecipeOptions
-from ..planner import Plan
+from ..planner import LLAMACPP_SLOTS, Plan
 from . import register
 from .common import make_launch
 
@@ -26,11 +26,13 @@ def offload_args(p: Plan) -> list[str]:
 
 @register("llamacpp")
 def build(p: Plan, opts: RecipeOptions) -> Launch:
+    slots = LLAMACPP_SLOTS[p.request.goal]  # -c is shared by the slots: each gets the planned context
+
     def args(ref: NodeRef, model: str) -> list[str]:
         k = KV_TYPE_FLAG[p.kv_dtype]
         a = ["-m", model, "--alias", opts.served_name or p.model.name, "--host", "0.0.0.0",
-             "--port", str(p.engine.port), "-ngl", "999", *offload_args(p), "-c", str(p.serve_context),
-             "-fa", "on", "-ctk", k, "--jinja", "--parallel", "1", *LLAMACPP_SAMPLING]
+             "--port", str(p.engine.port), "-ngl", "999", *offload_args(p), "-c", str(p.serve_context * slots),
+             "-fa", "on", "-ctk", k, "--jinja", "--parallel", str(slots), *LLAMACPP_SAMPLING]
         if p.weights.gguf_type in MIN_P_BY_TYPE:
             a += ["--min-p", MIN_P_BY_TYPE[p.weights.gguf_type]]
         return a

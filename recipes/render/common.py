@@ -25,8 +25,8 @@ def summary_lines(p: Plan) -> list[str]:
     if p.engine.name == "llamacpp":
         lines.append(f"weights {c.weights_per_gpu / GB:.1f} GB per GPU; experts in system RAM: "
                      f"{c.experts_on_cpu_bytes / GB:.0f} GB ({c.experts_on_cpu_layers} layers)")
-        lines.append(f"KV cache {c.max_context:,} tokens x {p.kv_bytes_per_token:,} B = "
-                     f"{c.max_context * p.kv_bytes_per_token / GB:.1f} GB (spread over the GPUs)")
+        lines.append(f"KV cache {c.concurrency} slot(s) x {c.max_context:,} tokens x {p.kv_bytes_per_token:,} B = "
+                     f"{c.total_tokens * p.kv_bytes_per_token / GB:.1f} GB (spread over the GPUs with the layers)")
     else:
         lines.append(f"weights {c.weights_per_gpu / GB:.1f} GB per GPU; KV budget {c.kv_budget_per_gpu / GB:.1f} GB per GPU "
                      f"at memory fraction {p.memory_fraction:g}")
