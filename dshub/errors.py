@@ -130,3 +130,7 @@ class PlanRefused(DshubError, ValueError):
 
 class PolicyError(UsageError):
     """A GGUF quantization policy (file, preset or --target-size) cannot be applied to this model (exit 2)."""
+
+
+class ServedWrongSize(HubError):
+    """A server's answer cannot be the listed file: wrong length or range (an HTML page, an LFS pointer, a mirror's error)."""

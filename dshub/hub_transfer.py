@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .errors import HubError, OutputError
+from .errors import HubError, OutputError, ServedWrongSize
 
 CHUNK = 8 << 20
 RETRY_STATUS = (408, 429, 500, 502, 503, 504)
@@ -69,10 +69,6 @@ class Digests:
 
     def hexdigests(self) -> tuple[str, str | None]:
         return self.sha256.hexdigest(), self.git_sha1.hexdigest() if self.git_sha1 else None
-
-
-class ServedWrongSize(HubError):
-    """The server announced a body that cannot be the listed file (an HTML page, an LFS pointer, another revision)."""
 
 
 def _hash_prefix(part: Path, digests: Digests) -> int:
