@@ -13,11 +13,11 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from .download_manifest import RemoteFile, hash_cache_path, load_manifest
-from .errors import CheckpointError, UsageError
+from .errors import CheckpointError, HubUnreachable, UsageError
 from .hashing import HashCache, git_blob_sha1, hash_many
 from .hub_plan import select
 from .hub_layout import LocalDirLayout
-from .hub_sources import make_source
+from .hub_sources import hf_offline, make_source
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,8 @@ def reference_files(root: Path, against_hub: str | None, source: str = "hf") -> 
             )
         return f"manifest {manifest.repo_id}@{manifest.commit}", list(manifest.files.values())
     repo, rev = parse_repo_rev(against_hub)
+    if source == "hf" and hf_offline():
+        raise HubUnreachable(f"--against-hub {against_hub}: HF_HUB_OFFLINE is set; use --hashes to check against the manifest")
     src = make_source(source)
     commit = src.resolve(repo, rev)
     files = src.list_files(repo, commit)

@@ -176,6 +176,8 @@ def test_offline_rerun_verifies_from_the_manifest(cli, hub, repo_files, tmp_path
     assert r.exit_code == 1 and "HF_HUB_OFFLINE is set" in r.output and hub.log == []
     r = cli("download", REPO, "--local-dir", tmp_path / "elsewhere")
     assert r.exit_code == 1 and "no dshub download manifest" in r.output
+    r = cli("verify", tmp_path, "--against-hub", REPO)
+    assert r.exit_code == 1 and "HF_HUB_OFFLINE is set" in r.output and hub.log == []
 
 
 def test_network_down(cli, hub, repo_files, tmp_path, monkeypatch):
