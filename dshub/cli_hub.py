@@ -50,7 +50,12 @@ def print_result(res: DownloadResult) -> None:
         out_console.print(f"{c['severity']}: {c['message']}", soft_wrap=True, markup=False)
     for f in res.failures:
         err_console.print(f"[bold red]error:[/] {escape(f.message)}", soft_wrap=True, highlight=False)
-    out_console.print(f"{res.plan.root}: " + ("complete and verified" if res.ok else "INCOMPLETE (run again to resume)"))
+    status = (
+        "complete and verified" if res.ok
+        else "INCOMPLETE (run again to resume)" if res.failures
+        else "every file matches the hub, but the checkpoint fails the structural checks above"
+    )
+    out_console.print(f"{res.plan.root}: {status}", soft_wrap=True)
 
 
 @app.command()
