@@ -19,7 +19,7 @@ if [[ -f "$STAMP" ]]; then
 fi
 
 "$PY" -m venv --system-site-packages "$VENV"
-PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
+PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-warn-conflicts)
 
 # The engines themselves, without their (CUDA) dependency trees.
 "${PIP[@]}" --no-deps vllm==0.33.0 xgrammar==0.2.8 sglang==0.5.23

@@ -187,3 +187,20 @@ def test_cli_recipe_for_a_local_checkpoint(cli, tiny_ckpt):
     assert d["nodes"][0]["host_argv"][2] == str(tiny_ckpt)
     assert d["nodes"][0]["argv"][2] == f"/models/{tiny_ckpt.name}"
     assert d["mounts"][0]["host"] == str(tiny_ckpt)
+
+
+def test_cli_bad_inputs_are_one_line_errors(cli, tmp_path, tiny_ckpt):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = cli("plan", empty)
+    assert r.exit_code == 1 and "config.json" in r.output and "Traceback" not in r.output
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + b"\0" * 10)
+    r = cli("recipe", bad, "--engine", "llamacpp")
+    assert r.exit_code == 1 and "broken.gguf" in r.output and "Traceback" not in r.output
+    r = cli("recipe", "deepseek-r1", "--format", "helm")
+    assert r.exit_code == 2 and "--format" in r.output
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = cli("recipe", "deepseek-r1", "--out", blocker)
+    assert r.exit_code == 1 and "not a directory" in r.output
