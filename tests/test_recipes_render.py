@@ -204,3 +204,32 @@ def test_cli_bad_inputs_are_one_line_errors(cli, tmp_path, tiny_ckpt):
     blocker.write_text("x")
     r = cli("recipe", "deepseek-r1", "--out", blocker)
     assert r.exit_code == 1 and "not a directory" in r.output
+
+
+@pytest.mark.parametrize("kw", [
+    dict(model="deepseek-r1", engine="vllm", gpu="h100", nodes=2),
+    dict(model="deepseek-v3", engine="sglang", gpu="h200", nodes=2, goal="throughput"),
+    dict(model="deepseek-r1", engine="llamacpp", weights="gguf:Q2_K", gpu="rtx4090", gpus_per_node=2, context=16384),
+], ids=["vllm", "sglang", "llamacpp"])
+def test_sh_scripts_hand_docker_exactly_the_json_argv(tmp_path, kw):
+    """Run each script against a `docker` that records its argv: quoting must deliver the JSON recipe's argv."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "docker").write_text('#!/bin/bash\nprintf "%s\\0" "$@" > "$RECORD"\n')
+    (bindir / "docker").chmod(0o755)
+    _, scripts = make_recipe(Request(**kw), RecipeOptions(), "sh")
+    _, js = make_recipe(Request(**kw), RecipeOptions(), "json")
+    nodes = json.loads(js["recipe.json"])["nodes"]
+    for (name, text), node in zip(sorted(scripts.items()), nodes):
+        path = tmp_path / name
+        path.write_text(text)
+        record = tmp_path / (name + ".argv")
+        env = {"PATH": f"{bindir}:/usr/bin:/bin", "HEAD_IP": "10.1.2.3", "HOME": str(tmp_path), "RECORD": str(record)}
+        assert subprocess.run(["bash", str(path)], env=env).returncode == 0
+        got = record.read_bytes().split(b"\0")[:-1]
+        got = [g.decode() for g in got]
+        image = got.index(json.loads(js["recipe.json"])["image"])
+        assert got[got.index("--entrypoint") + 1] == node["argv"][0]
+        want = [a.replace("${HEAD_IP}", "10.1.2.3") for a in node["argv"][1:]]
+        assert got[image + 1:] == want
+        assert f"{tmp_path}/.cache/huggingface:/root/.cache/huggingface" in got or kw["engine"] == "llamacpp"

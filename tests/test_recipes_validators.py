@@ -16,7 +16,8 @@ from recipes import Network, RecipeOptions, Request, make_recipe, plan
 from recipes.engine_facts import ENGINES
 from recipes.render.jsondoc import recipe_doc
 from recipes_fixtures import tiny_gguf  # noqa: F401  (fixture)
-from recipes.validate import check_compose, check_k8s, check_llama_server, check_sglang, check_vllm, validator_venv
+from recipes.validate import (check_compose, check_k8s, check_llama_server, check_sglang, check_vllm, resolve_compose,
+                              validator_venv)
 
 pytestmark = pytest.mark.slow
 
@@ -153,6 +154,22 @@ def test_compose_files_pass_compose_config(venv, tmp_path, case):
         assert check_compose(venv, path, {"HEAD_IP": HEAD, "HOME": str(tmp_path)}) is None, name
         svc = next(iter(yaml.safe_load(text)["services"].values()))
         assert svc["environment"].get("HF_TOKEN", "${HF_TOKEN:-}") == "${HF_TOKEN:-}"  # never a literal token
+
+
+def test_compose_resolves_to_the_json_argv(venv, tmp_path):
+    """After Compose's own interpolation, each node's entrypoint is exactly the JSON recipe's argv."""
+    req = Request("deepseek-v3", engine="vllm", gpu="h100", nodes=2, goal="throughput")
+    _, files = make_recipe(req, RecipeOptions(), "compose")
+    _, js = make_recipe(req, RecipeOptions(), "json")
+    nodes = json.loads(js["recipe.json"])["nodes"]
+    for (name, text), node in zip(sorted(files.items()), nodes):
+        path = tmp_path / name
+        path.write_text(text)
+        model = resolve_compose(venv, path, {"HEAD_IP": HEAD, "HOME": str(tmp_path), "HF_TOKEN": ""})
+        svc = model["services"]["vllm"]
+        assert svc["entrypoint"] == [a.replace("${HEAD_IP}", HEAD) for a in node["argv"]]
+        assert svc["environment"]["NCCL_SOCKET_IFNAME"] == "eth0" and svc["ipc"] == "host"
+        assert svc["volumes"][0]["source"] == f"{tmp_path}/.cache/huggingface"
 
 
 def test_compose_checker_is_live(venv, tmp_path):
