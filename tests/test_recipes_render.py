@@ -233,3 +233,31 @@ def test_sh_scripts_hand_docker_exactly_the_json_argv(tmp_path, kw):
         want = [a.replace("${HEAD_IP}", "10.1.2.3") for a in node["argv"][1:]]
         assert got[image + 1:] == want
         assert f"{tmp_path}/.cache/huggingface:/root/.cache/huggingface" in got or kw["engine"] == "llamacpp"
+
+
+@pytest.mark.parametrize("kw", [
+    dict(model="deepseek-v3", engine="vllm", gpu="h100", nodes=4, goal="throughput"),
+    dict(model="deepseek-r1", engine="vllm", gpu="h100", nodes=2),
+    dict(model="kimi-k2", engine="sglang", gpu="h200", nodes=2, goal="throughput"),
+], ids=["vllm-dep", "vllm-tep", "sglang"])
+def test_lws_pod_scripts_expand_to_each_nodes_json_argv(tmp_path, kw):
+    """The LWS worker runs `sh -c` with its rank from the pod label: for every rank it must become that node's argv."""
+    _, files = make_recipe(Request(**kw), RecipeOptions(), "k8s")
+    _, js = make_recipe(Request(**kw), RecipeOptions(), "json")
+    nodes = json.loads(js["recipe.json"])["nodes"]
+    lws = next(yaml.safe_load_all(files["k8s.yaml"]))
+    tpl = lws["spec"]["leaderWorkerTemplate"]
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    exe = bindir / nodes[0]["argv"][0]
+    exe.write_text('#!/bin/bash\nprintf "%s\\0" "$0" "$@" > "$RECORD"\n')
+    exe.chmod(0o755)
+    for node in nodes:
+        pod = tpl["leaderTemplate" if node["rank"] == 0 else "workerTemplate"]["spec"]["containers"][0]
+        script = pod["command"][2].replace("$$", "$")  # what Kubernetes hands the shell
+        record = tmp_path / f"rank{node['rank']}"
+        env = {"PATH": f"{bindir}:/usr/bin:/bin", "RECORD": str(record), "LWS_LEADER_ADDRESS": "leader.svc",
+               "LWS_WORKER_INDEX": str(node["rank"])}
+        assert subprocess.run(["/bin/sh", "-c", script], env=env).returncode == 0
+        got = [g.decode() for g in record.read_bytes().split(b"\0")[:-1]]
+        assert got[1:] == [a.replace("${HEAD_IP}", "leader.svc") for a in node["argv"][1:]]
