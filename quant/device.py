@@ -2,8 +2,9 @@
 
 `cuda` needs a visible GPU, triton, and enough free memory for the largest tensor's working set;
 otherwise it fails with a reason. `auto` takes the GPU when `cuda` would succeed and otherwise
-falls back to the CPU, saying why on stderr. Under TRITON_INTERPRET=1 "cuda" means Triton's CPU
-interpreter (how CI runs the kernels without a GPU): kernels then take CPU tensors.
+falls back to the CPU, saying why on stderr. Under TRITON_INTERPRET=1, `--device cuda` means Triton's
+CPU interpreter (how CI runs the kernels without a GPU; kernels then take CPU tensors); `auto` never
+picks it.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ class CudaState:
     name: str = ""
     free_bytes: int = 0
     total_bytes: int = 0
+    interpreter: bool = False  # Triton's CPU interpreter: taken for --device cuda, never by auto
 
 
 def interpreting() -> bool:
@@ -60,7 +62,7 @@ def probe_cuda() -> CudaState:
     if not _triton_installed():
         return CudaState(False, "triton is not installed (pip install 'dshub[gpu]')")
     if interpreting():
-        return CudaState(True, name="Triton interpreter on the CPU (TRITON_INTERPRET=1)", free_bytes=sys.maxsize)
+        return CudaState(True, name="Triton interpreter on the CPU (TRITON_INTERPRET=1)", free_bytes=sys.maxsize, interpreter=True)
     if not torch.backends.cuda.is_built():
         return CudaState(False, f"this torch build ({torch.__version__}) has no CUDA support")
     try:
@@ -97,7 +99,9 @@ def resolve_device(
     state = probe()
     reason = state.reason
     need = WORKING_FACTOR * largest_bytes
-    if state.usable and need > state.free_bytes:
+    if state.usable and state.interpreter and requested == "auto":
+        reason = "TRITON_INTERPRET=1 runs the kernels in Triton's CPU interpreter, which only --device cuda selects"
+    elif state.usable and need > state.free_bytes:
         reason = (f"{state.name} has {state.free_bytes / GIB:.1f} GiB free; the largest tensor "
                   f"({largest_bytes / GIB:.2f} GiB) needs about {need / GIB:.1f} GiB of working memory")
     elif state.usable:

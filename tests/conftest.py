@@ -1,11 +1,18 @@
 """Shared fixtures: isolated HF caches, synthetic checkpoints written once per session, a CLI runner."""
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
+
+# Triton's CPU interpreter must be chosen before anything imports triton (compressed-tensors does, at import):
+# without a GPU the Triton kernel tests run in it. `--device auto` never picks it (see quant/device.py).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -10,9 +10,10 @@ import os
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-pytest.importorskip("triton")
+from quant.triton.parity import prepare_interpreter  # noqa: E402
+
+if reason := prepare_interpreter():
+    pytest.skip(reason, allow_module_level=True)
 
 from quant import fp8 as fp8_ref  # noqa: E402
 from quant import mxfp4 as mx_ref  # noqa: E402

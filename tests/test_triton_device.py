@@ -11,8 +11,11 @@ import torch
 
 from quant import device as qd
 from quant.device import CudaState, DeviceNameError, DeviceUnavailable, resolve_device
+from quant.triton.parity import prepare_interpreter
 
 HAS_GPU = torch.cuda.is_available()
+NO_KERNELS = prepare_interpreter()  # without a GPU: TRITON_INTERPRET=1, set before triton is imported
+needs_kernels = pytest.mark.skipif(bool(NO_KERNELS), reason=str(NO_KERNELS))
 
 
 @pytest.fixture
@@ -69,11 +72,13 @@ def test_gpu_without_triton_is_not_usable(monkeypatch, no_interpreter):
         resolve_device("cuda")
 
 
-def test_interpreter_counts_as_a_device(monkeypatch):
-    pytest.importorskip("triton")
+@needs_kernels
+def test_interpreter_is_a_device_for_cuda_but_not_for_auto(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     assert qd.probe_cuda().usable and resolve_device("cuda", largest_bytes=2**40) == "cuda"
     assert qd.torch_device("cuda").type == "cpu"
+    notes: list[str] = []
+    assert resolve_device("auto", note=notes.append) == "cpu" and "only --device cuda" in notes[0]
 
 
 # ------------------------------------------------------------------ through the CLI
@@ -91,11 +96,9 @@ def test_cli_unknown_device_exits_2(cli, tiny_ckpt: Path, tmp_path: Path):
     assert r.exit_code == 2 and "choose one of" in r.stderr
 
 
-def test_cli_cuda_conversion_is_byte_identical_to_cpu(cli, tiny_ckpt: Path, tiny_bf16: Path, tmp_path: Path, monkeypatch):
+@needs_kernels
+def test_cli_cuda_conversion_is_byte_identical_to_cpu(cli, tiny_ckpt: Path, tiny_bf16: Path, tmp_path: Path):
     """On a GPU machine this runs the kernels on the GPU; in CI, in the Triton interpreter."""
-    pytest.importorskip("triton")
-    if not HAS_GPU:
-        monkeypatch.setenv("TRITON_INTERPRET", "1")
     out = tmp_path / "cuda"
     r = cli("convert", tiny_ckpt, "--to", "bf16", "--out", out, "--device", "cuda", "--json")
     assert r.exit_code == 0, r.output
@@ -103,4 +106,19 @@ def test_cli_cuda_conversion_is_byte_identical_to_cpu(cli, tiny_ckpt: Path, tiny
     files = sorted(p.name for p in tiny_bf16.iterdir())
     assert files == sorted(p.name for p in out.iterdir()) and any(f.endswith(".safetensors") for f in files)
     _, mismatch, errors = filecmp.cmpfiles(tiny_bf16, out, files, shallow=False)
+    assert not mismatch and not errors
+
+
+@pytest.mark.slow
+@needs_kernels
+def test_cli_int4_cuda_conversion_is_byte_identical_to_cpu(cli, tiny_ckpt: Path, tmp_path: Path):
+    """INT4 (compressed-tensors) through the Triton quantize and pack kernels (interpreter in CI: ~20 s of CPU)."""
+    outs = {}
+    for device in ("cpu", "cuda"):
+        outs[device] = tmp_path / device
+        r = cli("convert", tiny_ckpt, "--to", "int4", "--out", outs[device], "--device", device, "--json")
+        assert r.exit_code == 0, r.output
+    files = sorted(p.name for p in outs["cpu"].iterdir())
+    assert files == sorted(p.name for p in outs["cuda"].iterdir())
+    _, mismatch, errors = filecmp.cmpfiles(outs["cpu"], outs["cuda"], files, shallow=False)
     assert not mismatch and not errors

@@ -3,14 +3,13 @@ CPU tensors without a GPU; on the GPU when there is one). The fp16 scale fields 
 the kernels' fp16 cast rounds to nearest even in the interpreter and on the GPU."""
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-pytest.importorskip("triton")
+from quant.triton.parity import prepare_interpreter  # noqa: E402
+
+if reason := prepare_interpreter():
+    pytest.skip(reason, allow_module_level=True)
 
 from quant.gguf import legacy  # noqa: E402
 from quant.triton import kernel  # noqa: E402

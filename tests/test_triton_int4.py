@@ -2,14 +2,13 @@
 (interpreter on CPU tensors without a GPU; on the GPU when there is one)."""
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-pytest.importorskip("triton")
+from quant.triton.parity import prepare_interpreter  # noqa: E402
+
+if reason := prepare_interpreter():
+    pytest.skip(reason, allow_module_level=True)
 
 from quant import int4 as ref  # noqa: E402
 from quant.int4 import Int4Scheme  # noqa: E402

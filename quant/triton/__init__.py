@@ -9,11 +9,12 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.util
+import threading
 from typing import Any, Callable
 
 import torch
 
-from ..device import torch_device
+from ..device import interpreting, torch_device
 from ..registry import register_codec
 
 # codec name -> (kernel module in this package, function). Same signature as the torch reference.
@@ -71,9 +72,15 @@ def _has_host_tensor(x: Any) -> bool:
     return False
 
 
+_INTERPRETER_LOCK = threading.Lock()  # Triton's interpreter keeps launch state in globals: one launch at a time
+
+
 def _lazy(codec: str) -> Callable[..., Any]:
     def run(*args: Any, **kwargs: Any) -> Any:
         fn = kernel(codec)
+        if interpreting():
+            with _INTERPRETER_LOCK:
+                return fn(*args, **kwargs)
         dev = torch_device("cuda")
         if dev.type == "cuda" and _has_host_tensor(args):
             # host tensors in, host tensors out (the pipeline helper overlaps these copies; this path is for plain callers)

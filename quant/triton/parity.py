@@ -1,6 +1,9 @@
 """Bit-level comparison of a kernel's output with its torch reference (used by tests and bench)."""
 from __future__ import annotations
 
+import os
+import sys
+
 import torch
 
 from ..device import torch_device
@@ -11,6 +14,24 @@ INT_VIEW: dict[torch.dtype, torch.dtype] = {
     torch.float16: torch.int16,
     torch.float64: torch.int64,
 }
+
+
+def prepare_interpreter() -> str | None:
+    """Without a GPU, switch Triton to its CPU interpreter (must happen before `import triton`).
+
+    Returns None when kernels can run here, or why not: triton missing, or imported earlier in this
+    process in compiled mode (its own @jit helpers such as tl.max then fail inside interpreted kernels;
+    set TRITON_INTERPRET=1 before anything imports triton, e.g. at the top of conftest.py)."""
+    if torch.cuda.is_available():
+        return None
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+    try:
+        import triton.language as tl
+    except ImportError:
+        return "triton is not installed"
+    if type(tl.max).__name__ != "InterpretedFunction":
+        return "triton was imported in compiled mode before TRITON_INTERPRET=1 was set, and there is no GPU"
+    return None
 
 
 def kernel_device() -> torch.device:
