@@ -19,8 +19,6 @@ from recipes_fixtures import tiny_gguf  # noqa: F401  (fixture)
 from recipes.validate import (check_compose, check_k8s, check_llama_server, check_sglang, check_vllm, resolve_compose,
                               validator_venv)
 
-pytestmark = pytest.mark.slow
-
 MODELS = ("deepseek-v3", "deepseek-r1", "deepseek-v3.1", "deepseek-v3.2", "kimi-k2", "deepseek-v4-flash", "deepseek-v4-pro")
 GPUS = ("h100", "h200", "h20", "b200", "mi300x")
 NODES = (1, 2, 3, 4)
@@ -68,6 +66,7 @@ def _failures(results: list[dict]) -> list[str]:
     return [f"{r['id']}: {r['error']}" for r in results if not r["ok"]]
 
 
+@pytest.mark.slow  # imports vLLM (~10 s) and parses ~400 commands
 def test_vllm_accepts_every_generated_command(venv):
     items, planned, refused = matrix("vllm")
     assert len(planned) > 150 and len(items) > 300
@@ -91,6 +90,7 @@ BAD_VLLM = [
 ]
 
 
+@pytest.mark.slow  # imports SGLang and parses ~150 commands
 def test_sglang_accepts_every_generated_command(venv):
     items, planned, refused = matrix("sglang")
     assert len(planned) > 100
