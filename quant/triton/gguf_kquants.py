@@ -311,7 +311,7 @@ def _launch_q4_k(x: torch.Tensor, out: torch.Tensor, flags: torch.Tensor, nsb: i
     lsm = torch.empty(nsb * 16, dtype=torch.uint8, device=x.device)
     steps = torch.from_numpy(QKX2_STEPS).to(x.device)
     grid = (triton.cdiv(nsb, SB_PER_PROGRAM),)
-    _q4k_search_kernel[grid](x, lv, lsm, out, steps, flags, nsb, TB=SB_PER_PROGRAM, enable_fp_fusion=False)
+    _q4k_search_kernel[grid](x, lv, lsm, out, steps, flags, nsb, TB=SB_PER_PROGRAM, enable_fp_fusion=False, num_warps=2)  # 64 lanes
     _q4k_pack_kernel[grid](lv, lsm, out, nsb, TB=SB_PER_PROGRAM)
 
 
