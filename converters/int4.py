@@ -10,6 +10,7 @@ which names every linear module left out.
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -98,39 +99,75 @@ def refuse_int4_input(ckpt: Checkpoint) -> None:
 
 
 # ------------------------------------------------------------------ quantization_config per format
-def ct_config(p: dict[str, Any], left_out: list[str]) -> dict[str, Any]:
+def collapse_left_out(left_out: list[str], linear: list[str]) -> list[str]:
+    """Left-out modules as the engines' substring / prefix-regex skip lists need them: a module is replaced by
+    `ancestor.` when every linear module under that ancestor is left out, so the names an engine gives its fused
+    layers (`self_attn.fused_qkv_a_proj`, `mlp.gate_up_proj`, `shared_experts.gate_up_proj`) are covered too."""
+    total: dict[str, int] = {}
+    kept: dict[str, int] = {}
+    out_set = set(left_out)
+    for m in linear:
+        parts = m.split(".")
+        for i in range(1, len(parts)):
+            a = ".".join(parts[:i])
+            total[a] = total.get(a, 0) + 1
+            kept[a] = kept.get(a, 0) + (m in out_set)
+    result = set()
+    for m in left_out:
+        parts = m.split(".")
+        ancestors = (".".join(parts[:i]) for i in range(1, len(parts)))
+        whole = next((a for a in ancestors if total.get(a) == kept.get(a)), None)
+        result.add(f"{whole}." if whole else m)
+    return sorted(result)
+
+
+def skip_regex(entries: list[str]) -> str:
+    """One anchored regex matching module names by the collapsed entries (`x.` = prefix, else the exact name)."""
+    alts = [re.escape(e) if e.endswith(".") else re.escape(e) + "$" for e in entries]
+    return "^(?:" + "|".join(alts) + ")"
+
+
+def ct_config(p: dict[str, Any], left_out: list[str], linear: list[str]) -> dict[str, Any]:
     weights = {"num_bits": 4, "type": "int", "symmetric": p["symmetric"], "group_size": p["group_size"],
                "strategy": "group", "dynamic": False, "actorder": None, "observer": "minmax"}
     return {"quant_method": "compressed-tensors", "format": "pack-quantized", "quantization_status": "compressed",
             "version": CT_VERSION,
             "config_groups": {"group_0": {"targets": ["Linear"], "weights": weights, "input_activations": None,
                                           "output_activations": None, "format": "pack-quantized"}},
-            "ignore": left_out, "kv_cache_scheme": None, "global_compression_ratio": None,
+            "ignore": sorted(left_out), "kv_cache_scheme": None, "global_compression_ratio": None,
             "sparsity_config": {}, "transform_config": {}}
 
 
-def gptq_config(p: dict[str, Any], left_out: list[str]) -> dict[str, Any]:
-    # GPTQModel / vLLM `dynamic`: a "-:" key is a regex of modules that stay unquantized.
-    skip = "^(?:" + "|".join(re.escape(n) for n in left_out) + ")$"
+def gptq_config(p: dict[str, Any], left_out: list[str], linear: list[str]) -> dict[str, Any]:
+    # GPTQModel / vLLM `dynamic`: a "-:" key is a regex (re.match) of modules that stay unquantized.
+    skip = collapse_left_out(left_out, linear)
     return {"quant_method": "gptq", "bits": 4, "group_size": p["group_size"], "desc_act": False, "sym": True,
             "static_groups": False, "true_sequential": True, "lm_head": False, "checkpoint_format": "gptq",
-            "dynamic": {f"-:{skip}": {}} if left_out else {}, "modules_not_quantized": left_out}
+            "dynamic": {f"-:{skip_regex(skip)}": {}} if skip else {}}
 
 
-def awq_config(p: dict[str, Any], left_out: list[str]) -> dict[str, Any]:
+def awq_config(p: dict[str, Any], left_out: list[str], linear: list[str]) -> dict[str, Any]:
+    # AutoAWQ / vLLM / SGLang skip a module when any entry is a substring of its name.
     return {"quant_method": "awq", "bits": 4, "group_size": p["group_size"], "zero_point": True, "version": "gemm",
-            "modules_to_not_convert": left_out}
+            "modules_to_not_convert": collapse_left_out(left_out, linear)}
 
 
-QUANT_CONFIGS: dict[str, Callable[[dict[str, Any], list[str]], dict[str, Any]]] = {
+QUANT_CONFIGS: dict[str, Callable[[dict[str, Any], list[str], list[str]], dict[str, Any]]] = {
     "compressed-tensors": ct_config, "gptq": gptq_config, "awq": awq_config,
 }
 
 
-def int4_config(config: dict[str, Any], p: dict[str, Any], left_out: list[str], drop_mtp: bool) -> dict[str, Any]:
+def int4_config(config: dict[str, Any], p: dict[str, Any], left_out: list[str], linear: list[str], drop_mtp: bool) -> dict[str, Any]:
     cfg = bf16_config(config, drop_mtp)
-    cfg["quantization_config"] = QUANT_CONFIGS[p["format"]](p, left_out)
+    cfg["quantization_config"] = QUANT_CONFIGS[p["format"]](p, left_out, linear)
     return cfg
+
+
+def mixed_moe_layers(experts: dict[int, set[bool]]) -> list[str]:
+    """Warnings for MoE layers whose routed experts are partly INT4: fused-MoE kernels take one precision per layer."""
+    return [f"layer {layer}: some routed-expert weights are INT4 and some BF16; vLLM/SGLang fused-MoE kernels need one "
+            f"precision per layer (ignore the whole layer's experts, e.g. --ignore 'layers\\.{layer}\\.mlp\\.experts\\.')"
+            for layer, flags in sorted(experts.items()) if len(flags) > 1]
 
 
 # ------------------------------------------------------------------ converter
@@ -159,6 +196,8 @@ class Int4Converter(Converter):
         files: list[OutputFile] = []
         quantized: list[str] = []
         left_out: list[str] = []
+        linear: list[str] = []
+        experts: dict[int, set[bool]] = {}
         int4_bytes = 0
         for shard in ckpt.shard_names:
             decls: list[TensorDecl] = []
@@ -167,7 +206,12 @@ class Int4Converter(Converter):
                 if e.name.endswith("_scale_inv") or e.name in drop:
                     continue
                 t = spec.get(e.name)
-                if t is not None and in_scope(t, p["scope"], ignore) and e.dtype in FP8_DTYPES + FLOAT_DTYPES:
+                if t is not None and t.linear and t.name.endswith(".weight"):
+                    linear.append(module_name(e.name))
+                quantize = t is not None and in_scope(t, p["scope"], ignore) and e.dtype in FP8_DTYPES + FLOAT_DTYPES
+                if t is not None and t.role is Role.EXPERT and t.layer is not None:
+                    experts.setdefault(t.layer, set()).add(quantize)
+                if quantize:
                     mod = module_name(e.name)
                     try:
                         layout = packed_layout(fmt, tuple(e.shape), scheme)  # type: ignore[arg-type]
@@ -190,8 +234,11 @@ class Int4Converter(Converter):
                 files.append(OutputFile(shard, shard_size(decls, SHARD_METADATA), len(decls), (decls, actions)))
         if not quantized:
             raise UsageError(f"--scope {p['scope']} with the given --ignore selects no weight to quantize in {ckpt.root}")
+        warnings = mixed_moe_layers(experts)
+        for w in warnings:
+            print(f"warning: {w}", file=sys.stderr)
         summary = {"format": fmt, "group_size": p["group_size"], "symmetric": p["symmetric"], "scope": p["scope"],
-                   "ignore": p["ignore"], "quantized_weights": len(quantized), "left_out_linear": sorted(left_out),
+                   "ignore": p["ignore"], "quantized_weights": len(quantized), "left_out_linear": sorted(left_out), "linear_modules": len(linear), "warnings": warnings,
                    "int4_bytes": int4_bytes, "dropped_mtp_tensors": len(drop)}
         return ConversionPlan("int4", ckpt.root, opts.out, files, summary=summary)
 
@@ -239,5 +286,7 @@ class Int4Converter(Converter):
         weight_map = {d.name: f.name for f in plan.files for d in f.data[0]}
         total = sum(d.nbytes for f in plan.files for d in f.data[0])
         copy_sidecars(ckpt.root, opts.out)
-        cfg = int4_config(ckpt.config, opts.params, plan.summary["left_out_linear"], opts.drop_mtp)
+        drop = mtp_tensor_names(ckpt) if opts.drop_mtp else set()
+        linear = [module_name(t.name) for t in spec_for(ckpt.config) if t.linear and t.name.endswith(".weight") and t.name not in drop]
+        cfg = int4_config(ckpt.config, opts.params, plan.summary["left_out_linear"], linear, opts.drop_mtp)
         write_index_and_config(opts.out, weight_map, total, cfg)

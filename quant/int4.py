@@ -57,7 +57,8 @@ SYM_DIVISOR = 7.5  # absmax / 7.5: 16 levels spanning [-absmax, absmax] (GPTQ / 
 ASYM_DIVISOR = 15.0
 AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)  # nibble p of an AWQ word holds column 8c + AWQ_ORDER[p]
 ROW_CHUNK = 256  # rows quantized per step: bounds the fp32 temporaries
-GROUP_SIZES = (32, 64, 128)  # the sizes the engines' Marlin / WNA16 kernels support
+GROUP_SIZES = (32, 64, 128)
+RNE_MAGIC = torch.tensor(1.5 * 2**23)  # fl(v + RNE_MAGIC) = RNE_MAGIC + rne(v) for |v| < 2**22  # the sizes the engines' Marlin / WNA16 kernels support
 
 NIBBLE_SHIFTS = torch.arange(PACK_FACTOR, dtype=torch.int64) * BITS
 
@@ -125,33 +126,42 @@ def stored_scale(raw: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.where(s > 0, s, torch.full_like(s, torch.finfo(dtype).tiny))
 
 
-def quantize_rows_(x: torch.Tensor, scheme: Int4Scheme) -> Int4Tensor:
-    """Group-quantize contiguous fp32 rows `x` [r, in]; `x` is overwritten (used as scratch)."""
+def quantize_rows_(x: torch.Tensor, scheme: Int4Scheme, out: Int4Tensor) -> None:
+    """Group-quantize contiguous fp32 rows `x` [r, in] into `out` (row slices of the result); `x` is scratch.
+
+    `rne(x / s)` is computed as the bits of `fl(x / s + 1.5 * 2**23)`: below 2**22 in magnitude, adding the magic
+    number rounds to the nearest integer, ties to even, exactly like `torch.round`, and leaves that integer in the
+    low bits of the fp32 word (whose low byte is the two's-complement int8). One fused pass instead of two."""
     rows, cols = x.shape
     gs = scheme.group_size
     g = x.view(rows, cols // gs, gs)
     lo, hi = torch.aminmax(g, dim=-1)
     if scheme.symmetric:
         s = stored_scale(torch.maximum(-lo, hi) / SYM_DIVISOR, scheme.scale_dtype)
-        g.div_(s.unsqueeze(-1)).round_()
-        zero = None
     else:
         lo.clamp_(max=0.0)
         hi.clamp_(min=0.0)
         s = stored_scale((hi - lo) / ASYM_DIVISOR, scheme.scale_dtype)
-        zs = torch.round(-lo / s).clamp_(0, UMAX).sub_(8)  # signed zero point
-        g.div_(s.unsqueeze(-1)).round_().add_(zs.unsqueeze(-1))
-        zero = zs.to(torch.int8)
-    q = x.to(torch.int8).clamp_(QMIN, QMAX)  # |levels| < 40 before the clamp (scale >= raw/1.5): exact in int8
-    return Int4Tensor(q, s.to(scheme.scale_dtype), zero, gs)
+    torch.addcdiv(RNE_MAGIC, g, s.unsqueeze(-1), out=g)  # fl(magic + x / s): one rounding of x / s, then exact
+    q = out.q
+    q.copy_(x.view(torch.int32))  # int32 -> int8 keeps the low byte = rne(x / s); |levels| < 40 (scale >= raw / 1.5)
+    if out.zero is not None:
+        torch.round(-lo / s, out=lo).clamp_(0, UMAX).sub_(8)  # signed zero point
+        out.zero.copy_(lo)
+        q.view(rows, cols // gs, gs).add_(out.zero.unsqueeze(-1))
+    q.clamp_(QMIN, QMAX)
+    out.scale.copy_(s)
 
 
-def cat_rows(parts: list[Int4Tensor]) -> Int4Tensor:
-    """Concatenate row chunks of one quantized weight."""
-    if len(parts) == 1:
-        return parts[0]
-    zero = None if parts[0].zero is None else torch.cat([p.zero for p in parts])  # type: ignore[misc]
-    return Int4Tensor(torch.cat([p.q for p in parts]), torch.cat([p.scale for p in parts]), zero, parts[0].group_size)
+def empty_int4(rows: int, cols: int, scheme: Int4Scheme, device: torch.device | str = "cpu") -> Int4Tensor:
+    ng = cols // scheme.group_size
+    zero = None if scheme.symmetric else torch.empty((rows, ng), dtype=torch.int8, device=device)
+    return Int4Tensor(torch.empty((rows, cols), dtype=torch.int8, device=device),
+                      torch.empty((rows, ng), dtype=scheme.scale_dtype, device=device), zero, scheme.group_size)
+
+
+def row_slice(t: Int4Tensor, r0: int, r1: int) -> Int4Tensor:
+    return Int4Tensor(t.q[r0:r1], t.scale[r0:r1], None if t.zero is None else t.zero[r0:r1], t.group_size)
 
 
 @register_codec("int4_quantize", "cpu")
@@ -159,14 +169,14 @@ def quantize_int4(w: torch.Tensor, scheme: Int4Scheme) -> Int4Tensor:
     """Group-quantize a float `[out, in]` weight (values taken exactly, upcast to fp32), a few rows at a time."""
     check_groupable(tuple(w.shape), scheme.group_size)
     rows, cols = w.shape
+    out = empty_int4(rows, cols, scheme, w.device)
     buf = torch.empty((min(rows, ROW_CHUNK), cols), dtype=torch.float32, device=w.device)
-    parts = []
     for r0 in range(0, rows, ROW_CHUNK):
         r1 = min(rows, r0 + ROW_CHUNK)
         x = buf[: r1 - r0]
         x.copy_(w[r0:r1])
-        parts.append(quantize_rows_(x, scheme))
-    return cat_rows(parts)
+        quantize_rows_(x, scheme, row_slice(out, r0, r1))
+    return out
 
 
 @register_codec("int4_quantize_fp8", "cpu")
@@ -180,16 +190,16 @@ def quantize_int4_fp8(
     rows, cols = weight.shape
     s = scale_inv.to(torch.float32)
     step = max(br, ROW_CHUNK // br * br)
+    out = empty_int4(rows, cols, scheme)
     buf = torch.empty((min(rows, step), cols), dtype=torch.float32)
-    parts = []
     for r0 in range(0, rows, step):
         r1 = min(rows, r0 + step)
         x = buf[: r1 - r0]
         fp8_to_f32(weight[r0:r1], x)
         for b0 in range(r0, r1, br):  # one scale row per block row
             x[b0 - r0 : min(r1, b0 + br) - r0].mul_(expand_scale(s[b0 // br], bc, cols))
-        parts.append(quantize_rows_(x, scheme))
-    return cat_rows(parts)
+        quantize_rows_(x, scheme, row_slice(out, r0, r1))
+    return out
 
 
 @register_codec("int4_dequantize", "cpu")
@@ -218,8 +228,9 @@ def pack_nibbles_last(u: torch.Tensor, order: tuple[int, ...] | None = None) -> 
     v = torch.nn.functional.pad(u.to(torch.uint8), (0, pad)).reshape(rows, -1, PACK_FACTOR)
     if order is not None:
         v = v[..., list(order)]
-    if sys.byteorder == "little":  # two nibbles per byte, four bytes per little-endian word
-        return (v[..., 0::2] | (v[..., 1::2] << 4)).contiguous().view(torch.int32).reshape(rows, -1)
+    if sys.byteorder == "little":  # pairs as little-endian int16 a | b << 8 -> byte a | b << 4; 4 bytes per word
+        h = v.contiguous().view(torch.int16)
+        return (h | (h >> 4)).to(torch.uint8).view(torch.int32).reshape(rows, -1)
     return to_int32((v.to(torch.int64) << NIBBLE_SHIFTS.to(v.device)).sum(dim=-1))
 
 

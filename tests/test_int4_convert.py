@@ -172,7 +172,21 @@ def test_gptq_and_awq_outputs_hold_compressed_tensors_integers(tiny, tmp_path, g
     acfg = json.loads((outs["awq"] / "config.json").read_text())["quantization_config"]
     assert {k: acfg[k] for k in ("quant_method", "bits", "group_size", "zero_point", "version")} == {
         "quant_method": "awq", "bits": 4, "group_size": g, "zero_point": True, "version": "gemm"}
-    assert "lm_head" in acfg["modules_to_not_convert"] and not any(".experts." in m for m in acfg["modules_to_not_convert"])
+    skip_awq = acfg["modules_to_not_convert"]
+    assert "lm_head" in skip_awq and not any(".experts." in m for m in skip_awq)
+    # engines fuse modules under new names; the skip lists must still cover them (substring for AWQ, re.match for GPTQ)
+    for fused in ("model.layers.0.mlp.gate_up_proj", "model.layers.1.self_attn.fused_qkv_a_proj",
+                  "model.layers.2.mlp.shared_experts.gate_up_proj", "model.layers.1.mlp.gate", "lm_head"):
+        assert any(m in fused for m in skip_awq) and skip.match(fused), fused
+    for quantized in (EXPERT, "model.layers.1.mlp.experts"):
+        assert not any(m in quantized for m in skip_awq) and not skip.match(quantized)
+
+
+def test_partial_moe_layer_warns(tiny, tmp_path, capsys):
+    summary = convert(tiny, tmp_path / "o", ignore=[r"layers\.2\.mlp\.experts\.\d+\.down_proj"])
+    assert len(summary["warnings"]) == 1 and summary["warnings"][0].startswith("layer 2:")
+    assert "layer 2: some routed-expert weights are INT4" in capsys.readouterr().err
+    assert not convert(tiny, tmp_path / "p", ignore=[r"layers\.2\.mlp\.experts\."])["warnings"]
 
 
 def test_awq_asymmetric(tiny, tmp_path):

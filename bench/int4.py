@@ -1,0 +1,88 @@
+"""FP8 -> INT4 (`experts` scope, group 128, compressed-tensors) vs FP8 -> BF16 on the same input, in one run.
+
+Each conversion runs in its own subprocess, which reports its wall time and peak RSS (ru_maxrss) above the RSS it
+had after imports. The input is read once before timing, so both see the same warm page cache.
+Targets: INT4 wall time <= 1.5x BF16's; INT4 peak RSS above imports <= 2x the largest tensor.
+
+    python bench/int4.py [--preset bench] [--workdir /tmp/dshub-bench-int4] [--format compressed-tensors]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bf16 import current_rss_mb, dir_bytes, rss_mb  # noqa: E402  (shared bench helpers)
+
+CHILD = "--child"
+
+
+def child(target: str, src: Path, out: Path, params: dict) -> None:
+    import torch  # noqa: F401  (import cost excluded from the RSS delta)
+    from converters import ConversionOptions, run_conversion
+
+    base = current_rss_mb()
+    t0 = time.perf_counter()
+    run_conversion(src, ConversionOptions(target, out, device="cpu", workers=1, params=params), progress=False)
+    wall = time.perf_counter() - t0
+    print(json.dumps({"name": target, "wall_s": wall, "peak_rss_mb": rss_mb(), "base_rss_mb": base}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="bench")
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/dshub-bench-int4"))
+    ap.add_argument("--format", default="compressed-tensors")
+    ap.add_argument("--group-size", type=int, default=128)
+    ap.add_argument(CHILD, nargs=4, metavar=("TARGET", "SRC", "OUT", "PARAMS"))
+    args = ap.parse_args()
+    if args.child:
+        target, src, out, params = args.child
+        child(target, Path(src), Path(out), json.loads(params))
+        return
+
+    from dshub.checkpoint import Checkpoint
+    from dshub.synth import write_synthetic
+
+    src = args.workdir / f"src-{args.preset}"
+    if not (src / "model.safetensors.index.json").exists():
+        write_synthetic(src, args.preset, seed=0)
+    ckpt = Checkpoint.open(src)
+    largest_mb = max(e.numel for h in ckpt.headers() for e in h.tensors.values()) * 2 / 2**20  # as BF16
+    for shard in src.glob("*.safetensors"):
+        shard.read_bytes()  # warm the page cache for both
+    runs = {"bf16": {}, "int4": {"format": args.format, "group_size": args.group_size, "scope": "experts"}}
+    results = {}
+    for target, params in runs.items():
+        out = args.workdir / f"out-{target}"
+        shutil.rmtree(out, ignore_errors=True)
+        cmd = [sys.executable, __file__, CHILD, target, str(src), str(out), json.dumps(params)]
+        proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        res = json.loads(proc.stdout.strip().splitlines()[-1])
+        res["out_bytes"] = dir_bytes(out)
+        results[target] = res
+        shutil.rmtree(out, ignore_errors=True)
+    i4, b = results["int4"], results["bf16"]
+    report = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "preset": args.preset, "input_mb": dir_bytes(src) / 2**20, "format": args.format, "group_size": args.group_size,
+        "largest_tensor_bf16_mb": largest_mb, "results": results,
+        "ratios": {
+            "int4_vs_bf16_wall": i4["wall_s"] / b["wall_s"],
+            "int4_vs_bf16_output_bytes": i4["out_bytes"] / b["out_bytes"],
+            "int4_rss_above_imports_vs_largest_tensor": (i4["peak_rss_mb"] - i4["base_rss_mb"]) / largest_mb,
+        },
+        "targets": {"int4_vs_bf16_wall": "<= 1.5", "int4_rss_above_imports_vs_largest_tensor": "<= 2"},
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
