@@ -93,6 +93,7 @@ def recipe(
     engine_version: VersionOpt = None,
     image: Annotated[Optional[str], typer.Option("--image", help="Container image (default: the engine's release image).")] = None,
     model_path: Annotated[Optional[str], typer.Option("--model-path", help="Where the weights are on each node (dir, or first GGUF split).")] = None,
+    served_name: Annotated[Optional[str], typer.Option("--served-model-name", help="Model name clients ask for (default: the catalog name).")] = None,
     fmt: Annotated[str, typer.Option("--format", help=" | ".join(FORMATS))] = "sh",
     out: Annotated[Optional[Path], typer.Option("--out", help="Directory to write the files into (default: print them).")] = None,
     net_iface: Annotated[str, typer.Option("--net-iface", help="NIC for NCCL/Gloo on multi-node runs.")] = "eth0",
@@ -104,7 +105,8 @@ def recipe(
     """Write a serving recipe for MODEL: the planner's layout, the engine's flags, as sh | compose | k8s | json."""
     req = _request(model, engine, gpu, gpus_per_node, nodes, weights, context, goal, mtp, kv_dtype, memory_fraction,
                    engine_version)
-    opts = RecipeOptions(image=image, model_path=model_path, network=Network(net_iface, ib_hca, roce, rdma))
+    opts = RecipeOptions(image=image, model_path=model_path, network=Network(net_iface, ib_hca, roce, rdma),
+                         served_name=served_name)
     p = guarded(lambda: run_plan(req))
     if p.chosen is None and json_:
         print_json({"files": [], "recipe": None, "plan": p.to_dict()})
