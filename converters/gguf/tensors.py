@@ -58,7 +58,7 @@ LAYER_RE = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
 # Tensors llama.cpp keeps in F32 whatever the output type (its converter forces them; llama-quantize skips them).
 F32_SUFFIXES = ("_norm.weight", "ffn_gate_inp.weight")
 
-CHUNK_BYTES = 64 << 20  # float32 bytes dequantized per step
+CHUNK_BYTES = 4 << 20  # float32 bytes dequantized per step, per worker (peak memory ~ a few of these)
 
 
 @dataclass(frozen=True)
@@ -230,14 +230,24 @@ def jobs(reader: SourceReader, p: PlannedTensor) -> Iterator[Job]:
         raise ValueError(f"unknown source kind {src.kind}")
 
 
-def produce(reader: SourceReader, p: PlannedTensor, workers: int = 1) -> Iterable[Any]:
-    """The tensor's GGUF bytes, chunk by chunk; with workers > 1, up to `workers` chunks are computed ahead."""
+def produce(reader: SourceReader, p: PlannedTensor, workers: int = 1, imatrix: Any = None) -> Iterable[Any]:
+    """The tensor's GGUF bytes, chunk by chunk; with workers > 1, up to `workers` chunks are computed ahead.
+
+    `imatrix` (float32 [slices, ne0], see converters.gguf.imatrix) selects llama-quantize's importance-weighted paths.
+    """
     codec = get_codec(f"gguf_{p.info.ggml_type}", "cpu")
+    if imatrix is not None:
+        from quant.gguf.legacy_imatrix import quantize_slices
+
+        expert = {n: i for i, n in enumerate(p.source.names)} if p.source.kind == "experts" else {}
+        per_slice = p.info.shape[-2] if len(p.info.shape) == 3 else 0
+        codec = lambda x, job: quantize_slices(p.info.ggml_type, x, imatrix, expert.get(job.name, 0) * per_slice + job.row0,  # noqa: E731
+                                               per_slice)
 
     def run(job: Job) -> Any:
         x = job.fn()
         try:
-            return codec(x).numpy()
+            return (codec(x) if imatrix is None else codec(x, job)).numpy()
         except ValueError as e:
             shard = reader.ckpt.weight_map[job.name]
             where = f" (row offset {job.row0})" if job.row0 else ""

@@ -13,7 +13,7 @@ import torch
 from ..registry import register_codec
 from .types import GGML_TYPES
 
-CHUNK_ELEMENTS = 1 << 22  # elements quantized per step: bounds the float32 temporaries (~16 MiB each)
+CHUNK_ELEMENTS = 1 << 20  # elements quantized per step: bounds the float32 temporaries (~4 MiB each)
 
 
 def _check(x: torch.Tensor, block: int, name: str) -> None:
@@ -21,9 +21,13 @@ def _check(x: torch.Tensor, block: int, name: str) -> None:
         raise ValueError(f"{name}: expected a 2-D float32 tensor, got {tuple(x.shape)} {x.dtype}")
     if x.shape[1] % block:
         raise ValueError(f"{name}: row length {x.shape[1]} is not a multiple of the block size {block}")
-    if not bool(torch.isfinite(x).all()):
-        bad = (~torch.isfinite(x)).nonzero()[0].tolist()
-        raise ValueError(f"{name}: non-finite value {x[bad[0], bad[1]].item()} at row {bad[0]}, column {bad[1]}")
+
+
+def _check_finite(x: torch.Tensor, row0: int, name: str) -> None:
+    finite = torch.isfinite(x)
+    if not bool(finite.all()):
+        bad = (~finite).nonzero()[0].tolist()
+        raise ValueError(f"{name}: non-finite value {x[bad[0], bad[1]].item()} at row {row0 + bad[0]}, column {bad[1]}")
 
 
 def _chunked(name: str, block_fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -37,6 +41,7 @@ def _chunked(name: str, block_fn: Callable[[torch.Tensor], torch.Tensor]) -> Cal
         step = max(1, CHUNK_ELEMENTS // max(1, cols))
         for r0 in range(0, rows, step):
             r1 = min(rows, r0 + step)
+            _check_finite(x[r0:r1], r0, name)
             blocks = x[r0:r1].contiguous().view(-1, t.block)
             out[r0:r1] = block_fn(blocks).view(r1 - r0, -1)
         return out
@@ -56,10 +61,10 @@ def _inverse(d: torch.Tensor) -> torch.Tensor:
     return torch.where(d == 0, torch.zeros_like(d), 1.0 / torch.where(d == 0, torch.ones_like(d), d))
 
 
-def _round_half_away(v: torch.Tensor) -> torch.Tensor:
-    """C `roundf`: nearest integer, halves away from zero (exact, no +0.5 rounding error)."""
+def _round_half_away_(v: torch.Tensor) -> torch.Tensor:
+    """C `roundf`, in place: nearest integer, halves away from zero (exact, no +0.5 rounding error)."""
     t = torch.trunc(v)
-    return t + torch.trunc(2.0 * (v - t))
+    return v.sub_(t).mul_(2.0).trunc_().add_(t)
 
 
 def _signed_absmax(b: torch.Tensor) -> torch.Tensor:
@@ -81,26 +86,26 @@ def _high_bits(q: torch.Tensor) -> torch.Tensor:
 
 def _q8_0(b: torch.Tensor) -> torch.Tensor:
     d = b.abs().amax(dim=1, keepdim=True) / 127
-    q = _round_half_away(b * _inverse(d)).to(torch.int8).view(torch.uint8)
+    q = _round_half_away_(b * _inverse(d)).to(torch.int8).view(torch.uint8)
     return torch.cat([_f16_bytes(d), q], dim=1)
 
 
 def _q4_0(b: torch.Tensor) -> torch.Tensor:
     d = _signed_absmax(b) / -8
-    q = torch.trunc(b * _inverse(d) + 8.5).clamp(0, 15).to(torch.uint8)
+    q = (b * _inverse(d)).add_(8.5).trunc_().clamp_(0, 15).to(torch.uint8)
     return torch.cat([_f16_bytes(d), _nibbles(q)], dim=1)
 
 
 def _q5_0(b: torch.Tensor) -> torch.Tensor:
     d = _signed_absmax(b) / -16
-    q = torch.trunc(b * _inverse(d) + 16.5).clamp(0, 31).to(torch.uint8)
+    q = (b * _inverse(d)).add_(16.5).trunc_().clamp_(0, 31).to(torch.uint8)
     return torch.cat([_f16_bytes(d), _high_bits(q), _nibbles(q)], dim=1)
 
 
 def _min_max(b: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     lo = b.amin(dim=1, keepdim=True)
     d = (b.amax(dim=1, keepdim=True) - lo) / levels
-    return lo, d, torch.trunc((b - lo) * _inverse(d) + 0.5).clamp(0, levels).to(torch.uint8)
+    return lo, d, (b - lo).mul_(_inverse(d)).add_(0.5).trunc_().clamp_(0, levels).to(torch.uint8)
 
 
 def _q4_1(b: torch.Tensor) -> torch.Tensor:
