@@ -39,7 +39,7 @@ def _request(model: str, engine: str, gpu: str, gpus_per_node: Optional[int], no
 def _print_plan(p) -> None:
     for line in summary_lines(p)[:1]:
         out_console.print(f"[bold]{line}[/]")
-    t = Table("layout", "kind", "weights/GPU", "KV budget/GPU", "KV tokens/group", "max context", "fits")
+    t = Table("layout", "kind", "weights/GPU", "KV/GPU", "KV tokens", "max ctx", "fits")
     for e in p.evaluations:
         t.add_row(e.layout.label, e.layout.kind, f"{e.weights_per_gpu / GB:.1f} GB", f"{e.kv_budget_per_gpu / GB:.1f} GB",
                   f"{e.tokens_per_group:,}", f"{e.max_context:,}", "[green]yes[/]" if e.ok else "[red]no[/]")

@@ -27,6 +27,7 @@ GB = 1e9
 LLAMACPP_DEFAULT_CONTEXT = 32768  # serving.md §3: DeepSeek's sampling advice holds to 128K; 32K keeps the cache small
 LLAMACPP_SLOTS = {"latency": 1, "throughput": 4}  # llama-server --parallel
 CONTEXT_STEP = 1024  # a context limited by the KV budget is rounded down to this
+MAX_ALTERNATIVES = 4
 MIN_CONTEXT = 4096  # a layout that cannot hold one request this long is refused
 GOALS = ("latency", "throughput")
 
@@ -398,10 +399,21 @@ def _notes(p: Plan) -> list[str]:
     return notes
 
 
+# The highest memory fractions the engines' own examples use: vLLM 0.95 "to maximize KVCache" (recipes),
+# SGLang 0.93 (LWS example on H20). Suggested, never the default.
+MAX_MEMORY_FRACTION = {"vllm": 0.95, "sglang": 0.93}
+
+
 def suggest_alternatives(req: Request, p: Plan) -> list[str]:
-    """The nearest requests that do plan: more nodes, INT4 weights, FP8 KV, GGUF with experts in system RAM."""
+    """The nearest requests that do plan: one more node, no MTP, a higher memory fraction, INT4 weights, FP8 KV,
+    a shorter context, GGUF on llama.cpp with experts in system RAM, then more nodes."""
     more = [(f"--nodes {req.nodes + k}", replace(req, nodes=req.nodes + k)) for k in (1, 2, 3)]
     tries: list[tuple[str, Request]] = [more[0]]
+    if p.mtp:
+        tries.append(("--no-mtp", replace(req, mtp=False)))
+    top = MAX_MEMORY_FRACTION.get(p.engine.name)
+    if top and p.memory_fraction < top:
+        tries.append((f"--memory-fraction {top}", replace(req, memory_fraction=top)))
     if p.engine.name != "llamacpp" and p.weights.name in ("fp8", "bf16"):
         tries.append(("--weights int4", replace(req, weights="int4")))
     if p.kv_dtype == "bf16" and p.engine.name != "llamacpp":
@@ -423,6 +435,6 @@ def suggest_alternatives(req: Request, p: Plan) -> list[str]:
             c = alt.chosen
             out.append(f"{label} ({c.layout.label}, {c.weights_per_gpu / GB:.0f} GB weights/GPU, "
                        f"max context {c.max_context:,})")
-        if len(out) >= 3:
+        if len(out) >= MAX_ALTERNATIVES:
             break
     return out
