@@ -34,14 +34,16 @@ def convert(
     split_max_size: Annotated[Optional[str], typer.Option("--split-max-size", help="gguf: max size per split file, e.g. 50G.")] = None,
     split_max_tensors: Annotated[Optional[int], typer.Option("--split-max-tensors", help="gguf: max tensors per split file.")] = None,
     tensor_type: Annotated[Optional[list[str]], typer.Option("--tensor-type", help="gguf: REGEX=TYPE override (repeatable, first match wins).")] = None,
-    policy: Annotated[Optional[Path], typer.Option("--policy", help="gguf: YAML quantization policy file.")] = None,
+    policy: Annotated[Optional[Path], typer.Option("--policy", help="gguf: YAML quantization policy file or preset name (deepseek-dynamic, deepseek-attn-q8).")] = None,
     target_size: Annotated[Optional[str], typer.Option("--target-size", help="gguf: byte budget for the whole file, e.g. 200G.")] = None,
+    imatrix: Annotated[Optional[Path], typer.Option("--imatrix", help="gguf: llama.cpp importance matrix (GGUF imatrix file).")] = None,
 ) -> None:
     """Convert a checkpoint: streaming, bounded memory, atomic files, resumable."""
     raw: dict[str, Any] = {
         "format": format_, "group_size": group_size, "symmetric": symmetric, "scope": scope, "ignore": ignore or None,
         "quant": quant, "split_max_size": split_max_size, "split_max_tensors": split_max_tensors,
         "tensor_type": tensor_type or None, "policy": str(policy) if policy else None, "target_size": target_size,
+        "imatrix": str(imatrix) if imatrix else None,
     }
     params = {k: v for k, v in raw.items() if v is not None}
     opts = ConversionOptions(target=to, out=out, device=device, workers=workers, drop_mtp=drop_mtp, dry_run=dry_run, params=params)

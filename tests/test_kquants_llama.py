@@ -122,3 +122,77 @@ def test_q4_k_m_logits_match_transformers(tiny_bf16: Path, tmp_path: Path) -> No
     assert (d_bf16[kept] <= d_weights[kept] + BOUND_OWN).all(), (
         f"Q4_K_M vs BF16: {d_bf16[kept].max():.3f} of the logit scale exceeds the weight effect + activation bound")
     assert np.median(d_bf16[kept]) <= 1.5 * np.median(d_weights[kept]) + 0.05
+
+
+# ---------------------------------------------------------------------------------------------- imatrix
+
+def write_imatrix(path: Path, entries: dict[str, tuple[np.ndarray, np.ndarray]]) -> Path:
+    """A llama.cpp GGUF imatrix: name.in_sum2 [slices, ne0] and name.counts [slices, 1], plus its metadata keys."""
+    w = gguf.GGUFWriter(str(path), "imatrix")
+    w.add_string("general.type", "imatrix")
+    w.add_array("imatrix.datasets", ["synthetic.txt"])
+    w.add_uint32("imatrix.chunk_count", 10)
+    w.add_uint32("imatrix.chunk_size", 512)
+    for name, (sums, counts) in entries.items():
+        w.add_tensor(name + ".in_sum2", sums.astype(np.float32))
+        w.add_tensor(name + ".counts", counts.astype(np.float32).reshape(-1, 1))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+@pytest.mark.parametrize("mix", ["Q4_K_M", "Q2_K", "Q3_K_M"])
+def test_imatrix_matches_llama_quantize(model: tuple[Path, Path], mix: str, tmp_path: Path) -> None:
+    from converters.gguf.imatrix import load_imatrix
+
+    src, f32 = model
+    shapes = {t.name: [int(d) for d in reversed(t.shape)] for t in gguf.GGUFReader(f32).tensors}
+    g = np.random.default_rng(3)
+    entries = {}
+    for name in ("blk.1.ffn_down_exps.weight", "blk.2.ffn_gate_exps.weight", "blk.0.attn_k_b.weight",
+                 "blk.0.attn_v_b.weight", "blk.1.attn_output.weight", "blk.0.ffn_up.weight", "output.weight"):
+        shape = shapes[name]
+        slices = shape[0] if len(shape) == 3 else 1
+        counts = g.integers(1, 500, slices).astype(np.float64)
+        if slices > 1:
+            counts[1] = 0  # an expert never routed to: llama.cpp uses ones
+        sums = (g.random((slices, shape[-1])) ** 3) * counts[:, None] * 4
+        entries[name] = (sums, counts)
+    imx = write_imatrix(tmp_path / "imatrix.gguf", entries)
+    ours = _convert(src, tmp_path / "ours", quant=mix, imatrix=str(imx))
+
+    norm = load_imatrix(str(imx))
+    for name, (sums, counts) in entries.items():  # llama-quantize's normalization: float32 sum / count, 1 where count 0
+        want = np.where(counts[:, None] > 0, sums.astype(np.float32) / np.maximum(counts, 1).astype(np.float32)[:, None], 1)
+        np.testing.assert_array_equal(norm[name], want.astype(np.float32))
+    keep = [np.ascontiguousarray(v.reshape(-1), dtype=np.float32) for v in norm.values()]
+    item = llama_cpp.llama_model_imatrix_data
+    arr = (item * (len(keep) + 1))()
+    for i, (name, v) in enumerate(zip(norm, keep)):
+        arr[i] = item(name.encode(), v.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), v.size)
+    arr[len(keep)] = item(None, None, 0)
+    p = llama_cpp.llama_model_quantize_default_params()
+    p.ftype, p.nthread = FILE_TYPES[mix], 2
+    p.imatrix = ctypes.cast(arr, ctypes.POINTER(item))
+    ref = tmp_path / "ref.gguf"
+    assert llama_cpp.llama_model_quantize(str(f32).encode(), str(ref).encode(), ctypes.byref(p)) == 0
+    assert_same_tensors(ours, ref, f"{src.parent.name} {mix} --imatrix")
+    plain = _convert(src, tmp_path / "plain", quant=mix)
+    a = {t.name: np.asarray(t.data) for t in gguf.GGUFReader(plain).tensors}
+    b = {t.name: np.asarray(t.data) for t in gguf.GGUFReader(ours).tensors}
+    assert not np.array_equal(a["blk.1.ffn_down_exps.weight"], b["blk.1.ffn_down_exps.weight"])  # the imatrix was used
+
+
+def test_imatrix_errors_before_work(model: tuple[Path, Path], tmp_path: Path) -> None:
+    from dshub.errors import PolicyError
+
+    src, f32 = model
+    bad = write_imatrix(tmp_path / "bad.gguf", {"blk.1.ffn_down_exps.weight": (np.ones((2, 7)), np.ones(2))})
+    with pytest.raises(PolicyError, match="imatrix entry blk.1.ffn_down_exps.weight has 14 values"):
+        _convert(src, tmp_path / "o", quant="Q4_K_M", imatrix=str(bad))
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").glob("*.gguf"))
+    with pytest.raises(PolicyError, match="not a GGUF imatrix file"):
+        (tmp_path / "x.dat").write_bytes(b"\x01\x00\x00\x00junk")
+        _convert(src, tmp_path / "o2", quant="Q4_K_M", imatrix=str(tmp_path / "x.dat"))

@@ -15,6 +15,7 @@ from ..base import Advance, ConversionOptions, ConversionPlan, Converter, Output
 from .metadata import arch_kvs, general_kvs
 from .schemes import PARAM_HOOKS, SchemeContext, get_scheme, parse_tensor_types, resolve
 from .tensors import PlannedTensor, SourceReader, forced_f32, map_tensors, plan_tensors, produce
+from .imatrix import load_imatrix, slices_for
 from .tokenizer import load_vocab_kvs, read_json_object
 
 KNOWN_PARAMS = ("quant", "split_max_size", "split_max_tensors", "tensor_type", "name")
@@ -91,13 +92,15 @@ class GGUFConverter(Converter):
         kvs, group = f.data
         reader = SourceReader(ckpt, plan.device)
         by_name: dict[str, PlannedTensor] = {p.info.name: p for p in group}
+        imx = load_imatrix(str(opts.params["imatrix"])) if opts.params.get("imatrix") else None
+        imatrix_for = (lambda t: slices_for(imx, t.name, t.shape)) if imx else (lambda t: None)
         # The framework runs min(workers, files) files at once; the rest of the workers split each file's chunks.
         inner = max(1, opts.workers // max(1, min(opts.workers, len(plan.files))))
         threads = torch.get_num_threads()
         if inner > 1:  # our threads do the parallel work; torch's OpenMP pool on top would oversubscribe the cores
             torch.set_num_threads(1)
         try:
-            result = write_gguf(opts.out / f.name, kvs, [p.info for p in group], lambda t: produce(reader, by_name[t.name], inner),
+            result = write_gguf(opts.out / f.name, kvs, [p.info for p in group], lambda t: produce(reader, by_name[t.name], inner, imatrix_for(t)),
                                 on_tensor=lambda t: advance(t.nbytes))
         finally:
             torch.set_num_threads(threads)

@@ -118,4 +118,4 @@ def _make(mix: Mixture) -> Callable[[SchemeContext], TypeFn]:
 for _name, _mix in MIXTURES.items():
     register_scheme(_name)(_make(_mix))
 
-from . import policy  # noqa: E402,F401  (registers the policy and target_size hooks)
+from . import imatrix, policy  # noqa: E402,F401  (register the imatrix, policy and target_size hooks)

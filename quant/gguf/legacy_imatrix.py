@@ -100,3 +100,18 @@ def quantize(type_name: str, x: torch.Tensor, imatrix: torch.Tensor | None = Non
     if imatrix is not None and name in ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"):
         return codec(x, imatrix=imatrix)
     return codec(x)
+
+
+def quantize_slices(type_name: str, x: torch.Tensor, imatrix, row0: int, rows_per_slice: int) -> torch.Tensor:
+    """Quantize rows `row0 ..` of a (possibly 3-D) tensor whose slice `s` (expert or head, `rows_per_slice` rows each)
+    uses importance row `imatrix[s]` (float32 [slices, cols], numpy or torch); `rows_per_slice` 0 means one slice."""
+    imx = torch.as_tensor(imatrix, dtype=F32)
+    if rows_per_slice <= 0:
+        return quantize(type_name, x, imx[0])
+    out, r = [], 0
+    while r < x.shape[0]:
+        s = (row0 + r) // rows_per_slice
+        end = min(x.shape[0], (s + 1) * rows_per_slice - row0)
+        out.append(quantize(type_name, x[r:end], imx[s]))
+        r = end
+    return torch.cat(out, dim=0)
