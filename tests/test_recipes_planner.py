@@ -265,3 +265,13 @@ def test_local_gguf_uses_its_metadata_and_real_tensor_bytes(tiny_gguf):
     assert p.chosen.max_context == 4096  # its context_length
     with pytest.raises(UsageError, match="llamacpp"):
         plan(Request(str(tiny_gguf), engine="vllm"))
+
+
+def test_2x8_h100_tp16_kv_budget_matches_the_reference_estimate():
+    # serving.md §5: "2x8 H100 TP16: ≈ 26 GB ≈ 370K tokens" (0.9 x 80 - 42 - ~5)
+    p = require(plan(Request("deepseek-v3", gpu="h100", nodes=2, goal="latency", mtp=False)))
+    c = p.chosen
+    assert c.layout.label == "TP16+EP16"
+    assert c.weights_per_gpu / GB == pytest.approx(42, abs=0.5)
+    assert c.kv_budget_per_gpu / GB == pytest.approx(0.9 * 80 - 5 - c.weights_per_gpu / GB, abs=0.01)
+    assert 340_000 < c.tokens_per_group < 380_000
