@@ -6,6 +6,8 @@ GPU rounds. Integer rounding gives torch's CPU bits on both.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import triton
 import triton.language as tl
@@ -72,3 +74,20 @@ def pow2_divisor(n: int, cap: int) -> int:
     while p * 2 <= cap and n % (p * 2) == 0:
         p *= 2
     return p
+
+
+def run_block_quantizer(
+    x: torch.Tensor, block: int, type_size: int, per_program: int,
+    launch: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], None], reference: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """Quantize float32 `x` [rows, cols] into ggml blocks: `launch(x, out, flags, nblocks)` writes the bytes and sets
+    a flag per program that saw a non-finite value; then the torch `reference` is run to raise its exact error."""
+    rows, cols = x.shape
+    out = torch.empty((rows, cols // block * type_size), dtype=torch.uint8, device=x.device)
+    nblocks = rows * cols // block
+    if nblocks:
+        flags = torch.zeros(triton.cdiv(nblocks, per_program), dtype=torch.int32, device=x.device)
+        launch(x.contiguous(), out, flags, nblocks)
+        if bool(flags.any()):
+            reference(x.cpu())  # raises "non-finite value ... at row r, column c"
+    return out

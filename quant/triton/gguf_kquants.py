@@ -18,6 +18,7 @@ import triton
 import triton.language as tl
 
 from ..gguf import kquants as ref
+from .common import run_block_quantizer
 
 QK_K = 256
 GROUP_MAX_EPS = float(np.float32(1e-15))
@@ -78,6 +79,20 @@ def _flag(flag_ptr, bad):
 
 # ------------------------------------------------------------------ Q6_K
 @triton.jit
+def _qx_sums(x_ptr, base, m2, isc, TB: tl.constexpr):
+    """One make_qx_quants candidate: l = clamp(round(isc*x), -32, 31); Σ (x²·x)·l and Σ (x²·l)·l in element order."""
+    slx = tl.zeros((TB, 16), dtype=tl.float32)
+    sl2 = tl.zeros((TB, 16), dtype=tl.float32)
+    for i in tl.static_range(16):
+        x = tl.load(x_ptr + base + i, mask=m2, other=0.0)
+        w = x * x
+        l = tl.clamp(_nearest_int(x * isc), -32.0, 31.0)
+        slx = slx + (w * x) * l
+        sl2 = sl2 + (w * l) * l
+    return slx, sl2
+
+
+@triton.jit
 def _q6k_search_kernel(x_ptr, lv_ptr, out_ptr, steps_ptr, flag_ptr, nsb, TB: tl.constexpr, EPS: tl.constexpr):
     """Levels (0..63) into lv[sb*256 + e]; int8 scales and fp16 d into the 210-byte blocks."""
     sb = tl.program_id(0) * TB + tl.arange(0, TB)
@@ -99,26 +114,12 @@ def _q6k_search_kernel(x_ptr, lv_ptr, out_ptr, steps_ptr, flag_ptr, nsb, TB: tl.
     zero_grp = tl.abs(mx) < EPS
     mxs = tl.where(zero_grp, 1.0, mx)
     keep = tl.math.div_rn(tl.full((TB, 16), -32.0, tl.float32), mxs)
-    sumlx = tl.zeros((TB, 16), dtype=tl.float32)
-    suml2 = tl.zeros((TB, 16), dtype=tl.float32)
-    for i in tl.static_range(16):
-        x = tl.load(x_ptr + base + i, mask=m2, other=0.0)
-        w = x * x
-        l = tl.clamp(_nearest_int(x * keep), -32.0, 31.0)
-        sumlx = sumlx + (w * x) * l
-        suml2 = suml2 + (w * l) * l
+    sumlx, suml2 = _qx_sums(x_ptr, base, m2, keep, TB)
     scale = tl.where(suml2 != 0, tl.math.div_rn(sumlx, tl.where(suml2 != 0, suml2, 1.0)), 0.0)
     best = scale * sumlx
     for k in tl.static_range(18):
         isc = tl.math.div_rn(tl.zeros((TB, 16), dtype=tl.float32) + tl.load(steps_ptr + k), mxs)
-        slx = tl.zeros((TB, 16), dtype=tl.float32)
-        sl2 = tl.zeros((TB, 16), dtype=tl.float32)
-        for i in tl.static_range(16):
-            x = tl.load(x_ptr + base + i, mask=m2, other=0.0)
-            w = x * x
-            l = tl.clamp(_nearest_int(x * isc), -32.0, 31.0)
-            slx = slx + (w * x) * l
-            sl2 = sl2 + (w * l) * l
+        slx, sl2 = _qx_sums(x_ptr, base, m2, isc, TB)
         take = (sl2 > 0) & (slx * slx > best * sl2)
         keep = tl.where(take, isc, keep)
         scale = tl.where(take, tl.math.div_rn(slx, tl.where(sl2 > 0, sl2, 1.0)), scale)
@@ -327,15 +328,7 @@ def _codec(name: str) -> Callable[..., torch.Tensor]:
         if imatrix is not None or x.dim() != 2 or x.dtype != torch.float32 or x.shape[1] % QK_K:
             # the importance-matrix paths, and the reference's own errors, run on the CPU
             return reference(x.cpu(), None if imatrix is None else imatrix.cpu()).to(x.device)
-        rows, cols = x.shape
-        nsb = rows * cols // QK_K
-        out = torch.empty((rows, cols // QK_K * size), dtype=torch.uint8, device=x.device)
-        if nsb:
-            flags = torch.zeros(triton.cdiv(nsb, SB_PER_PROGRAM), dtype=torch.int32, device=x.device)
-            launch(x.contiguous(), out, flags, nsb)
-            if bool(flags.any()):
-                reference(x.cpu())  # raises "non-finite value ... at row r, column c"
-        return out
+        return run_block_quantizer(x, QK_K, size, SB_PER_PROGRAM, launch, reference)
 
     codec.__name__ = f"quantize_{name.lower()}"
     codec.__doc__ = f"float32 [rows, cols] -> {name} bytes [rows, cols/256*{size}] (Triton; imatrix: torch reference)."

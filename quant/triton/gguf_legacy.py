@@ -16,6 +16,7 @@ import triton.language as tl
 
 from ..gguf import legacy as ref
 from ..gguf.types import GGML_TYPES
+from .common import run_block_quantizer
 
 QK = 32
 HALF = 16
@@ -88,65 +89,54 @@ def _q8_0_kernel(x_ptr, out_ptr, flag_ptr, nblocks, TB: tl.constexpr):
 
 
 @triton.jit
-def _q4_0_kernel(x_ptr, out_ptr, flag_ptr, nblocks, TB: tl.constexpr):
+def _offset_kernel(
+    x_ptr, out_ptr, flag_ptr, nblocks, TB: tl.constexpr,
+    DIV: tl.constexpr, OFFSET: tl.constexpr, QMAX: tl.constexpr, SIZE: tl.constexpr, HIGH_BITS: tl.constexpr,
+):
+    """Q4_0 (DIV -8, OFFSET 8.5, QMAX 15) and Q5_0 (-16, 16.5, 31, fifth bits in a u32): d = signed absmax / DIV,
+    q = min(QMAX, (int)(x/d + OFFSET)); bytes: fp16 d, [qh], then element j | element j+16 << 4."""
     pid = tl.program_id(0)
     b, j, bmask, lo, hi = _load_halves(x_ptr, pid, nblocks, TB)
     _flag_nonfinite(flag_ptr, pid, lo, hi)
-    d = tl.math.div_rn(_signed_absmax(lo, hi, j), -8.0)
+    d = tl.math.div_rn(_signed_absmax(lo, hi, j), DIV)
     inv = _inverse(d)[:, None]
-    q_lo = tl.clamp(_trunc(lo * inv + 8.5), 0.0, 15.0).to(tl.int32)
-    q_hi = tl.clamp(_trunc(hi * inv + 8.5), 0.0, 15.0).to(tl.int32)
-    row = b.to(tl.int64) * 18
+    q_lo = tl.clamp(_trunc(lo * inv + OFFSET), 0.0, QMAX).to(tl.int32)
+    q_hi = tl.clamp(_trunc(hi * inv + OFFSET), 0.0, QMAX).to(tl.int32)
+    row = b.to(tl.int64) * SIZE
     _store_f16(out_ptr, row, d, bmask)
-    tl.store(out_ptr + row[:, None] + 2 + j[None, :], (q_lo | (q_hi << 4)).to(tl.uint8), mask=bmask[:, None])
+    qs = 2
+    if HIGH_BITS:
+        bit = j[None, :] % 8
+        h_lo = ((q_lo >> 4) & 1) << bit
+        h_hi = ((q_hi >> 4) & 1) << bit
+        first = j[None, :] < 8
+        tl.store(out_ptr + row + 2, tl.sum(tl.where(first, h_lo, 0), axis=1).to(tl.uint8), mask=bmask)
+        tl.store(out_ptr + row + 3, tl.sum(tl.where(first, 0, h_lo), axis=1).to(tl.uint8), mask=bmask)
+        tl.store(out_ptr + row + 4, tl.sum(tl.where(first, h_hi, 0), axis=1).to(tl.uint8), mask=bmask)
+        tl.store(out_ptr + row + 5, tl.sum(tl.where(first, 0, h_hi), axis=1).to(tl.uint8), mask=bmask)
+        qs = 6
+    tl.store(out_ptr + row[:, None] + qs + j[None, :], ((q_lo & 0xF) | ((q_hi & 0xF) << 4)).to(tl.uint8), mask=bmask[:, None])
 
 
-@triton.jit
-def _q5_0_kernel(x_ptr, out_ptr, flag_ptr, nblocks, TB: tl.constexpr):
-    pid = tl.program_id(0)
-    b, j, bmask, lo, hi = _load_halves(x_ptr, pid, nblocks, TB)
-    _flag_nonfinite(flag_ptr, pid, lo, hi)
-    d = tl.math.div_rn(_signed_absmax(lo, hi, j), -16.0)
-    inv = _inverse(d)[:, None]
-    q_lo = tl.clamp(_trunc(lo * inv + 16.5), 0.0, 31.0).to(tl.int32)
-    q_hi = tl.clamp(_trunc(hi * inv + 16.5), 0.0, 31.0).to(tl.int32)
-    row = b.to(tl.int64) * 22
-    _store_f16(out_ptr, row, d, bmask)
-    bit = j[None, :] % 8
-    h_lo = ((q_lo >> 4) & 1) << bit
-    h_hi = ((q_hi >> 4) & 1) << bit
-    first = j[None, :] < 8
-    qh0 = tl.sum(tl.where(first, h_lo, 0), axis=1)
-    qh1 = tl.sum(tl.where(first, 0, h_lo), axis=1)
-    qh2 = tl.sum(tl.where(first, h_hi, 0), axis=1)
-    qh3 = tl.sum(tl.where(first, 0, h_hi), axis=1)
-    tl.store(out_ptr + row + 2, qh0.to(tl.uint8), mask=bmask)
-    tl.store(out_ptr + row + 3, qh1.to(tl.uint8), mask=bmask)
-    tl.store(out_ptr + row + 4, qh2.to(tl.uint8), mask=bmask)
-    tl.store(out_ptr + row + 5, qh3.to(tl.uint8), mask=bmask)
-    tl.store(out_ptr + row[:, None] + 6 + j[None, :], ((q_lo & 0xF) | ((q_hi & 0xF) << 4)).to(tl.uint8), mask=bmask[:, None])
-
-
-KERNELS: dict[str, Callable] = {"Q8_0": _q8_0_kernel, "Q4_0": _q4_0_kernel, "Q5_0": _q5_0_kernel}
+# name -> (kernel, its constexpr parameters)
+KERNELS: dict[str, tuple[Callable, dict]] = {
+    "Q8_0": (_q8_0_kernel, {}),
+    "Q4_0": (_offset_kernel, {"DIV": -8.0, "OFFSET": 8.5, "QMAX": 15.0, "SIZE": 18, "HIGH_BITS": False}),
+    "Q5_0": (_offset_kernel, {"DIV": -16.0, "OFFSET": 16.5, "QMAX": 31.0, "SIZE": 22, "HIGH_BITS": True}),
+}
 
 
 def _codec(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
     t = GGML_TYPES[name]
-    kern = KERNELS[name]
+    kern, params = KERNELS[name]
+
+    def launch(x: torch.Tensor, out: torch.Tensor, flags: torch.Tensor, nblocks: int) -> None:
+        kern[(flags.numel(),)](x, out, flags, nblocks, TB=BLOCKS_PER_PROGRAM, enable_fp_fusion=False, **params)
 
     def codec(x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 2 or x.dtype != torch.float32 or x.shape[1] % t.block:
             ref.QUANTIZERS[name](x[:0].cpu() if x.dim() == 2 else x.cpu())  # the reference's error
-        rows, cols = x.shape
-        out = torch.empty((rows, cols // t.block * t.type_size), dtype=torch.uint8, device=x.device)
-        nblocks = rows * cols // QK
-        if nblocks:
-            grid = (triton.cdiv(nblocks, BLOCKS_PER_PROGRAM),)
-            flags = torch.zeros(grid[0], dtype=torch.int32, device=x.device)
-            kern[grid](x.contiguous(), out, flags, nblocks, TB=BLOCKS_PER_PROGRAM, enable_fp_fusion=False)
-            if bool(flags.any()):
-                ref.QUANTIZERS[name](x.cpu())  # raises the reference's "non-finite value ... at row r, column c"
-        return out
+        return run_block_quantizer(x, t.block, t.type_size, BLOCKS_PER_PROGRAM, launch, ref.QUANTIZERS[name])
 
     codec.__name__ = f"quantize_{name.lower()}"
     codec.__doc__ = f"float32 [rows, cols] -> {name} bytes [rows, cols/{t.block}*{t.type_size}] (Triton)."
