@@ -52,7 +52,22 @@ def convert(
     if json_:
         print_json(doc)
         return
+    if result.dry_run and doc.get("tensor_table"):
+        print_tensor_table(doc)
     verb = "would write" if result.dry_run else "wrote"
     out_console.print(f"{verb} {len(doc['files'])} files, {human(doc['total_bytes'])} to {doc['out']} (device {doc['device']})")
     if result.skipped:
         out_console.print(f"resumed: {len(result.skipped)} finished files checked and kept")
+
+
+def print_tensor_table(doc: dict[str, Any]) -> None:
+    """The per-tensor plan (GGUF --dry-run): name, shape, type (and what was asked when it fell back), size."""
+    from rich.table import Table
+
+    table = Table("tensor", "shape", "type", "size", box=None, pad_edge=False)
+    for t in doc["tensor_table"]:
+        kind = t["type"] if t.get("asked") in (None, t["type"]) else f"{t['type']} (asked {t['asked']})"
+        table.add_row(t["name"], "x".join(str(d) for d in t["shape"]), kind, human(t["bytes"]))
+    out_console.print(table)
+    bpw = f", {doc['bits_per_weight']:.3f} bits per weight" if doc.get("bits_per_weight") else ""
+    out_console.print(f"{len(doc['tensor_table'])} tensors, {human(doc['total_bytes'])}{bpw}")

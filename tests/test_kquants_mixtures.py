@@ -225,3 +225,22 @@ def test_dry_run_plan_reports_mixture(tiny_ckpt: Path, tmp_path: Path) -> None:
     assert doc["types"]["Q6_K"] >= 1 and doc["types"]["Q5_0"] >= 1
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
     assert any(re.search(r"attn_k_b", f["name"]) and f["type"] == "Q5_0" for f in doc["fallbacks"])
+
+
+def test_cli_dry_run_prints_the_tensor_table(tiny_ckpt: Path, tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from dshub.cli import app
+
+    args = ["convert", str(tiny_ckpt), "--to", "gguf", "--quant", "Q3_K_S", "--policy", "deepseek-dynamic",
+            "--out", str(tmp_path / "o"), "--dry-run"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert re.search(r"blk\.0\.attn_k_b\.weight\s+4x128x64\s+Q8_0", res.output)
+    assert re.search(r"blk\.0\.attn_q_b\.weight\s+\S+\s+Q8_0 \(asked Q6_K\)", res.output)  # rows of 192: fallback
+    assert re.search(r"52 tensors, .*bits per weight", res.output)
+    doc = json.loads(CliRunner().invoke(app, args + ["--json"]).stdout)
+    assert len(doc["tensor_table"]) == 52 and 4 < doc["bits_per_weight"] < 8
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())

@@ -1,6 +1,7 @@
 """`--to gguf`: block-FP8 (or BF16) safetensors -> llama.cpp GGUF in one streaming pass, optionally split."""
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from typing import Any
@@ -85,6 +86,8 @@ class GGUFConverter(Converter):
             "types": dict(sorted(Counter(p.info.ggml_type for p in planned).items())),
             "fallbacks": [p.to_dict() for p in planned if p.note and p.asked != "F32"],
             "mtp_layers_left_out": mtp,
+            "bits_per_weight": round(8 * sum(p.info.nbytes for p in planned) / max(1, sum(math.prod(p.info.shape) for p in planned)), 4),
+            "tensor_table": [p.to_dict() for p in planned],
         }
         return ConversionPlan("gguf", ckpt.root, opts.out, files, summary=summary)
 
