@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Callable
 
 from dshub.errors import UsageError
+
+from .hardware import GPU
 
 
 @dataclass(frozen=True)
@@ -58,22 +61,23 @@ def engine(name: str) -> EngineFacts:
     return ENGINES[key]
 
 
-def image_for(eng: EngineFacts, vendor: str, version: str, override: str | None = None) -> str:
-    """The container image for an engine release on a vendor's GPUs (serving.md §1.4, §2 Docker, §3 Images)."""
+def image_for(eng: EngineFacts, gpu: GPU, version: str, override: str | None = None) -> str:
+    """The container image for an engine release on a GPU (serving.md §1.4, §2 Docker, §3 Images)."""
     if override:
         return override
-    repo = eng.images[vendor]
-    tag = IMAGE_TAGS[eng.name](version, vendor)
-    return f"{repo}:{tag}"
+    return f"{eng.images[gpu.vendor]}:{IMAGE_TAGS[eng.name](version, gpu)}"
 
 
-IMAGE_TAGS = {
-    "vllm": lambda v, vendor: f"v{v}",
-    # SGLang ROCm images carry a ROCm suffix (v0.5.x-rocm700-mi30x); NVIDIA ones the plain release.
-    "sglang": lambda v, vendor: f"v{v}" + ("-rocm700-mi30x" if vendor == "amd" else ""),
+IMAGE_TAGS: dict[str, Callable[[str, GPU], str]] = {
+    # vLLM: vX.Y.Z on NVIDIA; the ROCm repository publishes latest/nightly only (vllm recipes computeDockerMeta).
+    "vllm": lambda v, gpu: f"v{v}" if gpu.vendor == "nvidia" else "latest",
+    # SGLang ROCm images name the ROCm release and card family: v0.5.x-rocm700-mi30x / -rocm720-mi35x.
+    "sglang": lambda v, gpu: f"v{v}" + ROCM_SUFFIX.get(gpu.arch, ""),
     # llama.cpp publishes server-cuda / server-rocm images per build: server-cuda-b<N>.
-    "llamacpp": lambda v, vendor: ("server-rocm" if vendor == "amd" else "server-cuda") + f"-{v}",
+    "llamacpp": lambda v, gpu: ("server-rocm" if gpu.vendor == "amd" else "server-cuda") + f"-{v}",
 }
+ROCM_SUFFIX = {"cdna3": "-rocm700-mi30x", "cdna4": "-rocm720-mi35x"}
+UNPINNED_TAGS = {"latest", "nightly"}
 
 
 def version_key(v: str) -> tuple[int, ...]:

@@ -67,7 +67,9 @@ def test_min_engine_version_is_enforced():
 
 def test_amd_gets_rocm_image_and_env():
     d = doc(model="deepseek-v3", engine="vllm", gpu="mi300x")
-    assert d["image"].startswith("vllm/vllm-openai-rocm:")
+    assert d["image"] == "vllm/vllm-openai-rocm:latest" and any("not pinned" in n for n in d["notes"])
+    assert doc(model="deepseek-v3", engine="sglang", gpu="mi355x")["image"] == "lmsysorg/sglang:v0.5.23-rocm720-mi35x"
+    assert doc(model="deepseek-v3", engine="sglang", gpu="mi300x")["image"] == "lmsysorg/sglang:v0.5.23-rocm700-mi30x"
     assert d["nodes"][0]["env"]["VLLM_ROCM_USE_AITER"] == "1"
 
 

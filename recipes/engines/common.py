@@ -6,7 +6,7 @@ from typing import Callable
 
 from dshub.errors import UsageError
 
-from ..engine_facts import FamilyFacts, family_facts, image_for, version_key
+from ..engine_facts import UNPINNED_TAGS, FamilyFacts, family_facts, image_for, version_key
 from ..env import engine_env
 from ..launch import Launch, Mount, NodeLaunch, NodeRef, RecipeOptions, role_for
 from ..planner import Plan
@@ -63,7 +63,10 @@ def make_launch(p: Plan, opts: RecipeOptions, args_for: Callable[[NodeRef, str],
         ports = [eng.port] if ref.is_head else []
         return NodeLaunch(role_for(ref, p.nodes), ref.rank, [*exe, *args_for(ref, model_arg)], env, ports)
 
-    image = image_for(eng, p.gpu.vendor, p.engine_version, opts.image)
+    image = image_for(eng, p.gpu, p.engine_version, opts.image)
+    if image.rsplit(":", 1)[-1] in UNPINNED_TAGS:
+        notes = [*(notes or []), f"{image} is not pinned to {eng.name} {p.engine_version}: pin a digest (or --image) "
+                                 "so every node runs the same build"]
     return Launch(p, eng.name, p.engine_version, image, eng.port, host_arg, container_arg, mounts, build,
                   p.gpu.vendor, notes=[*p.notes, *src_notes, *(notes or [])], needs_hf_token=needs_hf_token,
                   network=opts.network)
