@@ -75,6 +75,15 @@ def test_fp8_bf16_rounds_ties_to_even():
     assert want[0].tolist() == [1.0, 1.0 + 2.0**-6, -(1.0 + 2.0**-6)]  # truncation would give 1+2^-7
 
 
+@pytest.mark.parametrize("codec", FP8_CODECS)
+def test_fp8_e5m2_weights(codec):
+    """F8_E5M2 checkpoints decode through their own byte table (every pattern, inf and NaN included)."""
+    w = torch.arange(256, dtype=torch.uint8).repeat(3, 1).view(torch.float8_e5m2)
+    s = torch.tensor([[0.5, 3.0]])
+    got, want = run_both(codec, w, s)
+    assert bit_mismatch(got, want) is None, bit_mismatch(got, want)
+
+
 def test_fp8_rejects_mismatched_scale():
     with pytest.raises(ValueError, match="scale_inv shape"):
         kernel("fp8_block_dequant_bf16")(torch.zeros(130, 10, dtype=torch.float8_e4m3fn), torch.ones(1, 1))

@@ -26,35 +26,57 @@ def f32_to_bf16_bits(x):
     return rounded.to(tl.int32)
 
 
-SRC_FLOAT, SRC_BF16_BITS, SRC_E4M3_BITS = 0, 1, 2  # how `load_f32` reads its source
+SRC_FLOAT, SRC_BF16_BITS, SRC_FP8_BITS = 0, 1, 2  # how `load_f32` reads its source
+FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 
 
 @triton.jit
-def load_f32(ptr, mask, SRC: tl.constexpr):
-    """float32 values from float (SRC_FLOAT), bf16 bits in int16 (SRC_BF16_BITS, exact even for
-    subnormals, which the interpreter's bf16 path mangles) or e4m3fn bytes (SRC_E4M3_BITS, NaN kept)."""
+def load_f32(ptr, mask, SRC: tl.constexpr, lut_ptr):
+    """float32 values from float (SRC_FLOAT), bf16 bits in int16 (SRC_BF16_BITS, exact even for subnormals,
+    which the interpreter's bf16 path mangles) or 8-bit float bytes (SRC_FP8_BITS) looked up in the 256-entry
+    table `fp8_table` (exact, NaN kept, and no fp8 hardware needed: sm80 GPUs and the interpreter alike)."""
     if SRC == 1:
         bits = tl.load(ptr, mask=mask, other=0).to(tl.int32) & 0xFFFF
         x = (bits << 16).to(tl.uint32).to(tl.float32, bitcast=True)
     elif SRC == 2:
-        byte = tl.load(ptr, mask=mask, other=0)
-        x = byte.to(tl.float8e4nv, bitcast=True).to(tl.float32)
-        x = tl.where((byte & 0x7F) == 0x7F, float("nan"), x)  # e4m3fn NaN; the interpreter decodes it as inf
+        byte = tl.load(ptr, mask=mask, other=0).to(tl.int32)
+        x = tl.load(lut_ptr + byte)
     else:
         x = tl.load(ptr, mask=mask, other=0.0).to(tl.float32)
     return x
 
 
-def source_view(x: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """A contiguous view of `x` for `load_f32`, and the SRC code to read it with."""
+_FP8_TABLES: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
+
+
+def fp8_table(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """float32 value of every byte of the 8-bit float `dtype` (torch's own conversion), on `device`."""
+    if dtype not in FP8_DTYPES:
+        raise ValueError(f"expected an 8-bit float dtype ({', '.join(map(str, FP8_DTYPES))}), got {dtype}")
+    key = (dtype, device)
+    if key not in _FP8_TABLES:
+        _FP8_TABLES[key] = torch.arange(256, dtype=torch.uint8).view(dtype).to(torch.float32).to(device)
+    return _FP8_TABLES[key]
+
+
+def source_view(x: torch.Tensor) -> tuple[torch.Tensor, int, torch.Tensor]:
+    """A contiguous view of `x` for `load_f32`, the SRC code to read it with, and the byte table (or `x` itself)."""
     x = x.contiguous()
     if x.dtype == torch.bfloat16:
-        return x.view(torch.int16), SRC_BF16_BITS
-    if x.dtype == torch.float8_e4m3fn:
-        return x.view(torch.uint8), SRC_E4M3_BITS
+        return x.view(torch.int16), SRC_BF16_BITS, x
+    if x.dtype in FP8_DTYPES:
+        return x.view(torch.uint8), SRC_FP8_BITS, fp8_table(x.dtype, x.device)
     if not x.dtype.is_floating_point:
         raise ValueError(f"expected a float tensor, got {x.dtype}")
-    return x, SRC_FLOAT
+    return x, SRC_FLOAT, x
+
+
+@triton.jit
+def div_ieee(a, b):
+    """a / b rounded as IEEE requires, for fp32 tensors of broadcastable shapes. Triton's `/` may lower to an
+    approximate division on GPUs; `div_rn` is exact but does not broadcast (or take Python scalars)."""
+    a, b = tl.broadcast(a, b)
+    return tl.math.div_rn(a, b)
 
 
 @triton.jit

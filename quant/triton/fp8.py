@@ -9,7 +9,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import SRC_E4M3_BITS, bf16_out_view, load_f32, pow2_divisor, store_bf16
+from .common import SRC_FP8_BITS, bf16_out_view, fp8_table, load_f32, pow2_divisor, store_bf16
 
 TILE_ROWS_CAP = 32
 TILE_COLS_CAP = 128
@@ -17,7 +17,7 @@ TILE_COLS_CAP = 128
 
 @triton.jit
 def _fp8_block_dequant_kernel(
-    w_ptr, s_ptr, out_ptr, rows, cols, s_stride,
+    w_ptr, s_ptr, lut_ptr, out_ptr, rows, cols, s_stride,
     BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, TILE_R: tl.constexpr, TILE_C: tl.constexpr, OUT_BF16: tl.constexpr,
 ):
     pid_r = tl.program_id(0)
@@ -27,7 +27,7 @@ def _fp8_block_dequant_kernel(
     mask = (r[:, None] < rows) & (c[None, :] < cols)
     offs = r[:, None].to(tl.int64) * cols + c[None, :]
     scale = tl.load(s_ptr + (pid_r * TILE_R // BLOCK_R) * s_stride + (pid_c * TILE_C // BLOCK_C))
-    x = load_f32(w_ptr + offs, mask, SRC_E4M3_BITS) * scale.to(tl.float32)
+    x = load_f32(w_ptr + offs, mask, SRC_FP8_BITS, lut_ptr) * scale.to(tl.float32)
     if OUT_BF16:
         store_bf16(out_ptr + offs, x, mask)
     else:
@@ -42,6 +42,7 @@ def _dequant(weight: torch.Tensor, scale_inv: torch.Tensor, block: tuple[int, in
     want = ((rows + br - 1) // br, (cols + bc - 1) // bc)
     if tuple(scale_inv.shape) != want:
         raise ValueError(f"scale_inv shape {tuple(scale_inv.shape)} does not match weight {rows}x{cols} in {br}x{bc} blocks (want {want})")
+    table = fp8_table(weight.dtype, weight.device)
     w = weight.contiguous().view(torch.uint8)
     s = scale_inv.to(torch.float32).contiguous()
     out = torch.empty((rows, cols), dtype=out_dtype, device=weight.device)
@@ -51,7 +52,7 @@ def _dequant(weight: torch.Tensor, scale_inv: torch.Tensor, block: tuple[int, in
     grid = (triton.cdiv(rows, tr), triton.cdiv(cols, tc))
     is_bf16 = out_dtype == torch.bfloat16
     target = bf16_out_view(out) if is_bf16 else out
-    _fp8_block_dequant_kernel[grid](w, s, target, rows, cols, s.shape[1], BLOCK_R=br, BLOCK_C=bc, TILE_R=tr, TILE_C=tc, OUT_BF16=is_bf16)
+    _fp8_block_dequant_kernel[grid](w, s, table, target, rows, cols, s.shape[1], BLOCK_R=br, BLOCK_C=bc, TILE_R=tr, TILE_C=tc, OUT_BF16=is_bf16)
     return out
 
 

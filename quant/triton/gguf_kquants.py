@@ -3,7 +3,7 @@
 ggml's searches are sequences of float32 operations with sequential sums. Here each program holds
 TB super-blocks as a [TB, groups] tile and walks the elements of every group in order (`static_range`),
 so every sum, product and division happens in ggml's order, lane by lane. FMA contraction is off,
-divisions are IEEE (`div_rn`), and `nearest_int` is ggml's own bit trick, so results match bit for bit.
+divisions are IEEE (`div_ieee`), and `nearest_int` is ggml's own bit trick, so results match bit for bit.
 A first kernel searches scales and writes each element's level to a scratch buffer plus the scale
 bytes; a second packs the levels into ggml's byte layout. The importance-matrix (`_impl`) paths run
 on the torch reference.
@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 
 from ..gguf import kquants as ref
-from .common import run_block_quantizer
+from .common import div_ieee, run_block_quantizer
 
 QK_K = 256
 GROUP_MAX_EPS = float(np.float32(1e-15))
@@ -113,24 +113,24 @@ def _q6k_search_kernel(x_ptr, lv_ptr, out_ptr, steps_ptr, flag_ptr, nsb, TB: tl.
     _flag(flag_ptr, bad)
     zero_grp = tl.abs(mx) < EPS
     mxs = tl.where(zero_grp, 1.0, mx)
-    keep = tl.math.div_rn(tl.full((TB, 16), -32.0, tl.float32), mxs)
+    keep = div_ieee(tl.full((TB, 16), -32.0, tl.float32), mxs)
     sumlx, suml2 = _qx_sums(x_ptr, base, m2, keep, TB)
-    scale = tl.where(suml2 != 0, tl.math.div_rn(sumlx, tl.where(suml2 != 0, suml2, 1.0)), 0.0)
+    scale = tl.where(suml2 != 0, div_ieee(sumlx, tl.where(suml2 != 0, suml2, 1.0)), 0.0)
     best = scale * sumlx
     for k in tl.static_range(18):
-        isc = tl.math.div_rn(tl.zeros((TB, 16), dtype=tl.float32) + tl.load(steps_ptr + k), mxs)
+        isc = div_ieee(tl.zeros((TB, 16), dtype=tl.float32) + tl.load(steps_ptr + k), mxs)
         slx, sl2 = _qx_sums(x_ptr, base, m2, isc, TB)
         take = (sl2 > 0) & (slx * slx > best * sl2)
         keep = tl.where(take, isc, keep)
-        scale = tl.where(take, tl.math.div_rn(slx, tl.where(sl2 > 0, sl2, 1.0)), scale)
+        scale = tl.where(take, div_ieee(slx, tl.where(sl2 > 0, sl2, 1.0)), scale)
         best = tl.where(take, scale * slx, best)
     scale = tl.where(zero_grp, 0.0, scale)
     # super-block scale: int8 per group against the block's largest group scale
     max_scale = _first_absmax_cols(scale, 16)
     live = tl.abs(max_scale) >= EPS
     ms = tl.where(live, max_scale, 1.0)
-    iscale = tl.math.div_rn(tl.full((TB,), -128.0, tl.float32), ms)
-    d = tl.where(live, tl.math.div_rn(tl.full((TB,), 1.0, tl.float32), iscale), 0.0)
+    iscale = div_ieee(tl.full((TB,), -128.0, tl.float32), ms)
+    d = tl.where(live, div_ieee(tl.full((TB,), 1.0, tl.float32), iscale), 0.0)
     sc = tl.minimum(_nearest_int(iscale[:, None] * scale), 127.0)
     sc = tl.where(live[:, None], sc, 0.0)
     blk = sb.to(tl.int64) * 210
@@ -143,7 +143,7 @@ def _q6k_search_kernel(x_ptr, lv_ptr, out_ptr, steps_ptr, flag_ptr, nsb, TB: tl.
         x = tl.load(x_ptr + base + i, mask=m2, other=0.0)
         l0 = tl.clamp(_nearest_int(x * keep), -32.0, 31.0)
         l0 = tl.where(zero_grp, -32.0, l0)  # make_qx leaves an all-zero group at L = 0 (level -32)
-        l = tl.where(dlive, tl.clamp(_nearest_int(tl.math.div_rn(x, dd)), -32.0, 31.0), l0) + 32.0
+        l = tl.where(dlive, tl.clamp(_nearest_int(div_ieee(x, dd)), -32.0, 31.0), l0) + 32.0
         l = tl.where(live[:, None], l, 0.0)
         tl.store(lv_ptr + base + i, l.to(tl.uint8), mask=m2)
 
@@ -204,7 +204,7 @@ def _q4k_search_kernel(x_ptr, lv_ptr, lsm_ptr, out_ptr, steps_ptr, flag_ptr, nsb
         mx = tl.maximum(mx, x)
         bad = bad | _nonfinite(x)
     _flag(flag_ptr, bad)
-    av_x = tl.math.sqrt_rn(tl.math.div_rn(sumx2, tl.full((TB, 8), 32.0, tl.float32)))
+    av_x = tl.math.sqrt_rn(div_ieee(sumx2, tl.full((TB, 8), 32.0, tl.float32)))
     x0 = tl.load(x_ptr + base, mask=m2, other=0.0)
     sum_w = tl.abs(x0) + av_x
     sum_x = sum_w * x0
@@ -216,8 +216,8 @@ def _q4k_search_kernel(x_ptr, lv_ptr, lsm_ptr, out_ptr, steps_ptr, flag_ptr, nsb
     mn = tl.where(mn > 0, 0.0, mn)
     degenerate = mx == mn
     rng = tl.where(degenerate, 1.0, mx - mn)
-    iscale = tl.math.div_rn(tl.full((TB, 8), 15.0, tl.float32), rng)
-    scale = tl.math.div_rn(tl.full((TB, 8), 1.0, tl.float32), iscale)
+    iscale = div_ieee(tl.full((TB, 8), 15.0, tl.float32), rng)
+    scale = div_ieee(tl.full((TB, 8), 1.0, tl.float32), iscale)
     best = tl.zeros((TB, 8), dtype=tl.float32)
     for i in range(32):
         x = tl.load(x_ptr + base + i, mask=m2, other=0.0)
@@ -226,7 +226,7 @@ def _q4k_search_kernel(x_ptr, lv_ptr, lsm_ptr, out_ptr, steps_ptr, flag_ptr, nsb
     keep_isc = iscale
     keep_mn = mn
     for k in range(21):
-        isc = tl.math.div_rn(tl.zeros((TB, 8), dtype=tl.float32) + tl.load(steps_ptr + k), rng)
+        isc = div_ieee(tl.zeros((TB, 8), dtype=tl.float32) + tl.load(steps_ptr + k), rng)
         sum_l = tl.zeros((TB, 8), dtype=tl.float32)
         sum_l2 = tl.zeros((TB, 8), dtype=tl.float32)
         sum_xl = tl.zeros((TB, 8), dtype=tl.float32)
@@ -238,11 +238,11 @@ def _q4k_search_kernel(x_ptr, lv_ptr, lsm_ptr, out_ptr, steps_ptr, flag_ptr, nsb
             sum_l2 = sum_l2 + wl * la
             sum_xl = sum_xl + wl * x
         D = sum_w * sum_l2 - sum_l * sum_l
-        this_scale = tl.math.div_rn(sum_w * sum_xl - sum_x * sum_l, D)
-        this_min = tl.math.div_rn(sum_l2 * sum_x - sum_l * sum_xl, D)
+        this_scale = div_ieee(sum_w * sum_xl - sum_x * sum_l, D)
+        this_min = div_ieee(sum_l2 * sum_x - sum_l * sum_xl, D)
         pos = this_min > 0
         this_min = tl.where(pos, 0.0, this_min)
-        this_scale = tl.where(pos, tl.math.div_rn(sum_xl, sum_l2), this_scale)
+        this_scale = tl.where(pos, div_ieee(sum_xl, sum_l2), this_scale)
         cur = tl.zeros((TB, 8), dtype=tl.float32)
         for i in range(32):
             x = tl.load(x_ptr + base + i, mask=m2, other=0.0)
@@ -260,12 +260,12 @@ def _q4k_search_kernel(x_ptr, lv_ptr, lsm_ptr, out_ptr, steps_ptr, flag_ptr, nsb
     # 6-bit scales and mins against the block maxima (max clamped at +0)
     max_scale = _pos_max(scale)
     max_min = _pos_max(the_min)
-    inv_scale = tl.where(max_scale > 0, tl.math.div_rn(tl.full((TB,), 63.0, tl.float32), tl.where(max_scale > 0, max_scale, 1.0)), 0.0)
-    inv_min = tl.where(max_min > 0, tl.math.div_rn(tl.full((TB,), 63.0, tl.float32), tl.where(max_min > 0, max_min, 1.0)), 0.0)
+    inv_scale = tl.where(max_scale > 0, div_ieee(tl.full((TB,), 63.0, tl.float32), tl.where(max_scale > 0, max_scale, 1.0)), 0.0)
+    inv_min = tl.where(max_min > 0, div_ieee(tl.full((TB,), 63.0, tl.float32), tl.where(max_min > 0, max_min, 1.0)), 0.0)
     ls = tl.minimum(_nearest_int(inv_scale[:, None] * scale).to(tl.int32) & 0xFF, 63)
     lm = tl.minimum(_nearest_int(inv_min[:, None] * the_min).to(tl.int32) & 0xFF, 63)
-    d = tl.math.div_rn(max_scale, tl.full((TB,), 63.0, tl.float32))
-    dmin = tl.math.div_rn(max_min, tl.full((TB,), 63.0, tl.float32))
+    d = div_ieee(max_scale, tl.full((TB,), 63.0, tl.float32))
+    dmin = div_ieee(max_min, tl.full((TB,), 63.0, tl.float32))
     blk = sb.to(tl.int64) * 144
     _store_f16(out_ptr + blk, d, smask)
     _store_f16(out_ptr + blk + 2, dmin, smask)
@@ -280,7 +280,7 @@ def _q4k_search_kernel(x_ptr, lv_ptr, lsm_ptr, out_ptr, steps_ptr, flag_ptr, nsb
     for i in range(32):
         x = tl.load(x_ptr + base + i, mask=m2, other=0.0)
         l0 = tl.where(degenerate, 0.0, _q4k_levels(x, keep_mn, keep_isc))
-        l = tl.where(dlive, tl.clamp(_nearest_int(tl.math.div_rn(x + msub, dd)), 0.0, 15.0), l0)
+        l = tl.where(dlive, tl.clamp(_nearest_int(div_ieee(x + msub, dd)), 0.0, 15.0), l0)
         tl.store(lv_ptr + base + i, l.to(tl.uint8), mask=m2)
 
 

@@ -16,7 +16,7 @@ import triton.language as tl
 
 from ..gguf import legacy as ref
 from ..gguf.types import GGML_TYPES
-from .common import run_block_quantizer
+from .common import div_ieee, run_block_quantizer
 
 QK = 32
 HALF = 16
@@ -51,7 +51,8 @@ def _store_f16(out_ptr, row, d, bmask):
 @triton.jit
 def _inverse(d):
     """1/d, or 0 where d == 0 (llama.cpp's `id = d ? 1.0f/d : 0.0f`)."""
-    return tl.where(d == 0, 0.0, tl.math.div_rn(1.0, tl.where(d == 0, 1.0, d)))
+    den = tl.where(d == 0, 1.0, d)
+    return tl.where(d == 0, 0.0, div_ieee(tl.zeros_like(den) + 1.0, den))
 
 
 @triton.jit
@@ -77,7 +78,8 @@ def _q8_0_kernel(x_ptr, out_ptr, flag_ptr, nblocks, TB: tl.constexpr):
     pid = tl.program_id(0)
     b, j, bmask, lo, hi = _load_halves(x_ptr, pid, nblocks, TB)
     _flag_nonfinite(flag_ptr, pid, lo, hi)
-    d = tl.math.div_rn(tl.maximum(tl.max(tl.abs(lo), axis=1), tl.max(tl.abs(hi), axis=1)), 127.0)
+    amax = tl.maximum(tl.max(tl.abs(lo), axis=1), tl.max(tl.abs(hi), axis=1))
+    d = div_ieee(amax, tl.zeros_like(amax) + 127.0)
     inv = _inverse(d)[:, None]
     row = b.to(tl.int64) * 34
     _store_f16(out_ptr, row, d, bmask)
@@ -98,7 +100,8 @@ def _offset_kernel(
     pid = tl.program_id(0)
     b, j, bmask, lo, hi = _load_halves(x_ptr, pid, nblocks, TB)
     _flag_nonfinite(flag_ptr, pid, lo, hi)
-    d = tl.math.div_rn(_signed_absmax(lo, hi, j), DIV)
+    m = _signed_absmax(lo, hi, j)
+    d = div_ieee(m, tl.zeros_like(m) + DIV)
     inv = _inverse(d)[:, None]
     q_lo = tl.clamp(_trunc(lo * inv + OFFSET), 0.0, QMAX).to(tl.int32)
     q_hi = tl.clamp(_trunc(hi * inv + OFFSET), 0.0, QMAX).to(tl.int32)

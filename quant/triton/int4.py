@@ -1,6 +1,6 @@
 """INT4 group quantization and the three packings as Triton kernels; same signatures and bits as quant.int4.
 
-Quantization: one program per (row tile, group). Divisions are IEEE (`div_rn`), rounding to even uses
+Quantization: one program per (row tile, group). Divisions are IEEE (`div_ieee`), rounding to even uses
 the 1.5*2^23 trick (exact for |v| < 2^22; larger values clamp anyway), FMA contraction is off, and the
 stored scale is rounded in integers (bf16) or by the fp16 cast (round to nearest even on GPU and in
 the interpreter), so every level equals the torch reference's.
@@ -15,7 +15,7 @@ import triton.language as tl
 
 from .. import int4 as ref
 from ..int4 import AWQ_ORDER, PACK_FACTOR, Int4Scheme, Int4Tensor, check_groupable
-from .common import f32_to_bf16_bits, load_f32, source_view
+from .common import div_ieee, f32_to_bf16_bits, load_f32, source_view
 
 RNE_MAGIC = 12582912.0  # 1.5 * 2^23
 TILE_ELEMS = 4096
@@ -41,7 +41,7 @@ def _stored(raw, SCALE_BF16: tl.constexpr, TINY: tl.constexpr):
 
 @triton.jit
 def _int4_quant_kernel(
-    x_ptr, si_ptr, q_ptr, s_ptr, z_ptr, rows, cols, si_stride, ngroups,
+    x_ptr, si_ptr, lut_ptr, q_ptr, s_ptr, z_ptr, rows, cols, si_stride, ngroups,
     G: tl.constexpr, TR: tl.constexpr, SRC: tl.constexpr, FROM_FP8: tl.constexpr, BR: tl.constexpr, BC: tl.constexpr,
     SYM: tl.constexpr, SCALE_BF16: tl.constexpr, TINY: tl.constexpr,
 ):
@@ -51,18 +51,19 @@ def _int4_quant_kernel(
     rmask = r < rows
     mask = rmask[:, None]
     offs = r[:, None].to(tl.int64) * cols + c[None, :]
-    x = load_f32(x_ptr + offs, mask, SRC)
+    x = load_f32(x_ptr + offs, mask, SRC, lut_ptr)
     if FROM_FP8:
         x = x * tl.load(si_ptr + (r[:, None] // BR) * si_stride + (c[None, :] // BC), mask=mask, other=1.0)
     if SYM:
-        s = _stored(tl.math.div_rn(tl.max(tl.abs(x), axis=1), 7.5), SCALE_BF16, TINY)
-        q = tl.clamp(_rne(tl.math.div_rn(x, s[:, None])), -8.0, 7.0)
+        amax = tl.max(tl.abs(x), axis=1)
+        s = _stored(div_ieee(amax, tl.zeros_like(amax) + 7.5), SCALE_BF16, TINY)
+        q = tl.clamp(_rne(div_ieee(x, s[:, None])), -8.0, 7.0)
     else:
         lo = tl.minimum(tl.min(x, axis=1), 0.0)
         hi = tl.maximum(tl.max(x, axis=1), 0.0)
-        s = _stored(tl.math.div_rn(hi - lo, 15.0), SCALE_BF16, TINY)
-        zu = tl.clamp(_rne(tl.math.div_rn(-lo, s)), 0.0, 15.0)
-        q = tl.clamp(_rne(tl.math.div_rn(x, s[:, None])) + (zu - 8.0)[:, None], -8.0, 7.0)
+        s = _stored(div_ieee(hi - lo, tl.zeros_like(hi) + 15.0), SCALE_BF16, TINY)
+        zu = tl.clamp(_rne(div_ieee(-lo, s)), 0.0, 15.0)
+        q = tl.clamp(_rne(div_ieee(x, s[:, None])) + (zu - 8.0)[:, None], -8.0, 7.0)
         tl.store(z_ptr + r.to(tl.int64) * ngroups + g, (zu - 8.0).to(tl.int8), mask=rmask)
     tl.store(q_ptr + offs, q.to(tl.int8), mask=mask)
     s_offs = s_ptr + r.to(tl.int64) * ngroups + g
@@ -84,12 +85,12 @@ def _quantize(x: torch.Tensor, scale_inv: torch.Tensor | None, scheme: Int4Schem
     zero = None if scheme.symmetric else torch.empty((rows, cols // g), dtype=torch.int8, device=dev)
     if q.numel():
         from_fp8 = scale_inv is not None
-        xs, src = source_view(x)
+        xs, src, table = source_view(x)
         si = scale_inv.to(torch.float32).contiguous() if from_fp8 else xs
         tr = max(1, TILE_ELEMS // g)
         grid = (triton.cdiv(rows, tr), cols // g)
         _int4_quant_kernel[grid](
-            xs, si, q, scale.view(torch.int16) if scheme.scale_dtype == torch.bfloat16 else scale,
+            xs, si, table, q, scale.view(torch.int16) if scheme.scale_dtype == torch.bfloat16 else scale,
             q if zero is None else zero, rows, cols, si.shape[1] if from_fp8 else 0, cols // g,
             G=g, TR=tr, SRC=src, FROM_FP8=from_fp8, BR=block[0], BC=block[1], SYM=scheme.symmetric,
             SCALE_BF16=scheme.scale_dtype == torch.bfloat16, TINY=torch.finfo(scheme.scale_dtype).tiny,
