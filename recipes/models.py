@@ -12,7 +12,7 @@ from `dshub.arch.spec_for` exactly as for a local checkpoint. Sources, per entry
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,7 @@ class CatalogEntry:
     stated_max_context: int | None = None
     max_tp: int | None = None  # a TP cap a source states outright
     max_tp_source: str = ""
+    default_kv_dtype: str | None = None  # a KV cache dtype the model's recipe sets (vLLM/SGLang)
 
 
 CATALOG: tuple[CatalogEntry, ...] = (
@@ -69,6 +70,11 @@ CATALOG: tuple[CatalogEntry, ...] = (
     CatalogEntry("deepseek-v3.1-terminus", "deepseek-ai/DeepSeek-V3.1-Terminus", "v31", "fp8", _V3_DIMS),
     CatalogEntry("deepseek-v3.2", "deepseek-ai/DeepSeek-V3.2", "v32", "fp8", _V32_DIMS, aliases=("deepseek-v32",)),
     CatalogEntry("deepseek-v3.2-exp", "deepseek-ai/DeepSeek-V3.2-Exp", "v32", "fp8", _V32_DIMS),
+    # NVIDIA's NVFP4 releases for Blackwell (serving.md §1.1, §1.5): FP4 experts, 4x B200 with TP4 or DP4+EP.
+    CatalogEntry("deepseek-r1-0528-nvfp4", "nvidia/DeepSeek-R1-0528-NVFP4-v2", "r1", "fp4-fp8", _V3_DIMS,
+                 default_kv_dtype="fp8"),  # "-0528-NVFP4-v2 + --kv-cache-dtype fp8"
+    CatalogEntry("deepseek-v3.1-nvfp4", "nvidia/DeepSeek-V3.1-NVFP4", "v31", "fp4-fp8", _V3_DIMS),
+    CatalogEntry("deepseek-v3.2-nvfp4", "nvidia/DeepSeek-V3.2-NVFP4", "v32", "fp4-fp8", _V32_DIMS),
     CatalogEntry("kimi-k2", "moonshotai/Kimi-K2-Instruct", "kimi_k2", "fp8", _KIMI_DIMS),
     CatalogEntry("kimi-k2-0905", "moonshotai/Kimi-K2-Instruct-0905", "kimi_k2", "fp8",
                  {**_KIMI_DIMS, "max_position_embeddings": 262144}),
@@ -77,11 +83,11 @@ CATALOG: tuple[CatalogEntry, ...] = (
     # serving.md §1.6: V4-Flash 284B total / 13B active, ~160-167 GB, 1M context.
     CatalogEntry("deepseek-v4-flash", "deepseek-ai/DeepSeek-V4-Flash", "v4", "fp4-fp8", None,
                  stated_params=284_000_000_000, stated_active=13_000_000_000, stated_bytes=167_000_000_000,
-                 stated_max_context=1_048_576),
+                 stated_max_context=1_048_576, default_kv_dtype="fp8"),  # V4 base args: --kv-cache-dtype fp8
     # serving.md §1.6: V4-Pro 1.6T / 49B, ~865-893 GB; TP16 breaks the FP8 128-blocks (vllm#42384, recipes PR#567).
     CatalogEntry("deepseek-v4-pro", "deepseek-ai/DeepSeek-V4-Pro", "v4", "fp4-fp8", None,
                  stated_params=1_600_000_000_000, stated_active=49_000_000_000, stated_bytes=893_000_000_000,
-                 stated_max_context=1_048_576, max_tp=8,
+                 stated_max_context=1_048_576, max_tp=8, default_kv_dtype="fp8",
                  max_tp_source="MoE 3072/16 = 192 is not a multiple of 128 (vllm#42384, #45784; recipes PR#567)"),
 )
 
@@ -123,6 +129,7 @@ class ModelInfo:
     max_tp_source: str = ""
     stated_bytes: int | None = None
     stated_active: int | None = None
+    default_kv_dtype: str | None = None
 
     @property
     def total_params(self) -> int:
@@ -232,9 +239,9 @@ def _catalog_info(name: str) -> ModelInfo:
         return ModelInfo(name=e.name, hub_id=e.hub_id, family=e.family, shipped=e.shipped, source="catalog",
                          params={"total": e.stated_params or 0}, max_context=e.stated_max_context or 0,
                          max_tp=e.max_tp, max_tp_source=e.max_tp_source, stated_bytes=e.stated_bytes,
-                         stated_active=e.stated_active)
+                         stated_active=e.stated_active, default_kv_dtype=e.default_kv_dtype)
     info = info_from_config(e.config, name=e.name, hub_id=e.hub_id, family=e.family, shipped=e.shipped, source="catalog")
-    return info
+    return replace(info, default_kv_dtype=e.default_kv_dtype)
 
 
 def catalog_entry(model: str) -> CatalogEntry | None:

@@ -303,7 +303,7 @@ def _resolve_request(req: Request) -> tuple[ModelInfo, GPU, EngineFacts, WeightF
                              "loader is experimental and single-file only (vllm#13665, #15277, #12573); use --engine llamacpp")
         raise UsageError(f"--weights {fmt.name} with --engine {eng.name}: llama.cpp serves GGUF only; "
                          "convert with `dshub convert --to gguf` and pass --weights gguf:TYPE")
-    kv = req.kv_dtype or ("fp8" if model.family == "v4" and eng.name != "llamacpp" else "bf16")
+    kv = req.kv_dtype or (model.default_kv_dtype if eng.name != "llamacpp" else None) or "bf16"
     if kv == "f16":
         kv = "bf16"
     if kv not in KV_DTYPES_BY_ENGINE[eng.name]:
@@ -387,7 +387,8 @@ def _notes(p: Plan) -> list[str]:
     if p.weights.name == "fp8" and not p.gpu.fp8:
         notes.append(f"{p.gpu.label} has no FP8 tensor cores: FP8 weights run weight-only (Marlin), slower")
     if p.weights.name == "fp4-fp8" and not p.gpu.fp4:
-        notes.append(f"{p.gpu.label} has no FP4 tensor cores; FP4 experts are dequantized on the fly")
+        notes.append(f"{p.gpu.label} has no FP4 tensor cores: FP4 experts run only where the engine has a "
+                     "weight-only fallback kernel, and slower; the NVFP4 releases target Blackwell")
     if not p.model.modelled:
         notes.append(f"{p.model.name}: KV cache size is not modelled (its attention is not plain MLA); "
                      "weights are checked, the context comes from the model card")

@@ -275,3 +275,10 @@ def test_2x8_h100_tp16_kv_budget_matches_the_reference_estimate():
     assert c.weights_per_gpu / GB == pytest.approx(42, abs=0.5)
     assert c.kv_budget_per_gpu / GB == pytest.approx(0.9 * 80 - 5 - c.weights_per_gpu / GB, abs=0.01)
     assert 340_000 < c.tokens_per_group < 380_000
+
+
+def test_nvfp4_release_fits_four_b200_with_its_fp8_kv():
+    p = require(plan(Request("deepseek-r1-0528-nvfp4", gpu="b200", gpus_per_node=4)))
+    assert p.chosen.layout.label == "TP4+EP4" and p.kv_dtype == "fp8"
+    assert 380 < p.to_dict()["weights_total_gb"] < 405  # recipes: vram_minimum_gb 403 for NVFP4
+    assert plan(Request("deepseek-r1-0528", gpu="b200", gpus_per_node=4)).chosen is None  # FP8 needs 8

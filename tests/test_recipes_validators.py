@@ -19,7 +19,8 @@ from recipes_fixtures import tiny_gguf  # noqa: F401  (fixture)
 from recipes.validate import (check_compose, check_k8s, check_llama_server, check_sglang, check_vllm, resolve_compose,
                               validator_venv)
 
-MODELS = ("deepseek-v3", "deepseek-r1", "deepseek-v3.1", "deepseek-v3.2", "kimi-k2", "deepseek-v4-flash", "deepseek-v4-pro")
+MODELS = ("deepseek-v3", "deepseek-r1", "deepseek-v3.1", "deepseek-v3.2", "kimi-k2", "deepseek-v4-flash", "deepseek-v4-pro",
+          "deepseek-r1-0528-nvfp4")
 GPUS = ("h100", "h200", "h20", "b200", "mi300x")
 NODES = (1, 2, 3, 4)
 GOALS = ("latency", "throughput")
