@@ -229,25 +229,7 @@ def make_q3(x: torch.Tensor, nmax: int) -> tuple[torch.Tensor, torch.Tensor]:
     wx = w * x
     sumlx = seqsum(wx * L)
     suml2 = seqsum((w * L).mul_(L))
-    for _ in range(5):
-        changed = torch.zeros(x.shape[1], dtype=torch.bool)
-        for i in range(n):
-            wi, xi, wxi, li = w[i], x[i], wx[i], L[i]
-            slx = sumlx - wxi * li
-            sl2 = suml2 - (wi * li) * li
-            ok = slx > 0
-            ratio = (xi * sl2) / torch.where(ok, slx, torch.ones_like(slx))
-            new_l = nearest_int(ratio).clamp_(-nmax, nmax - 1)
-            ok &= new_l != li
-            slx2 = slx + wxi * new_l
-            sl22 = sl2 + (wi * new_l) * new_l
-            ok &= (sl22 > 0) & ((slx2 * slx2) * suml2 > (sumlx * sumlx) * sl22)
-            L[i] = torch.where(ok, new_l, li)
-            sumlx = torch.where(ok, slx2, sumlx)
-            suml2 = torch.where(ok, sl22, suml2)
-            changed |= ok
-        if not bool(changed.any()):
-            break  # a group with no change stays unchanged in later passes, so stopping all is exact
+    sumlx, suml2 = _refine(x, w, wx, L, sumlx, suml2, -nmax, nmax - 1, qp=False)
     scale = torch.where(suml2 > 0, sumlx / suml2, torch.zeros_like(sumlx))
     L = L + nmax
     L = torch.where(zero_grp, torch.zeros_like(L), L)
@@ -285,29 +267,52 @@ def make_qp(x: torch.Tensor, nmax: int, qw: torch.Tensor) -> tuple[torch.Tensor,
     sumlx = seqsum(wx * li)
     suml2 = seqsum((qw * li).mul_(li))
     L = _wrap_u8(li)
-    for _ in range(5):
-        changed = torch.zeros(x.shape[1], dtype=torch.bool)
-        for i in range(n):
-            wi, xi, wxi, li = qw[i], x[i], wx[i], L[i]
-            slx = sumlx - wxi * li
-            sl2 = suml2 - (wi * li) * li
-            ok = (slx > 0) & (sl2 > 0)
-            ratio = (xi * sl2) / torch.where(ok, slx, torch.ones_like(slx))
-            new_l = nearest_int(ratio).clamp_(max=nmax)
-            ok &= new_l != li
-            slx2 = slx + wxi * new_l
-            sl22 = sl2 + (wi * new_l) * new_l
-            ok &= (slx2 * slx2) * suml2 > (sumlx * sumlx) * sl22
-            L[i] = torch.where(ok, _wrap_u8(new_l), li)
-            sumlx = torch.where(ok, slx2, sumlx)
-            suml2 = torch.where(ok, sl22, suml2)
-            changed |= ok
-        if not bool(changed.any()):
-            break
+    sumlx, suml2 = _refine(x, qw, wx, L, sumlx, suml2, None, nmax, qp=True)
     scale = torch.where(suml2 > 0, sumlx / suml2, torch.zeros_like(sumlx))
     L = torch.where(zero_grp, torch.zeros_like(L), L)
     scale = torch.where(zero_grp, torch.zeros_like(scale), scale)
     return scale, L
+
+
+def _refine(x: torch.Tensor, w: torch.Tensor, wx: torch.Tensor, L: torch.Tensor, sumlx: torch.Tensor, suml2: torch.Tensor,
+            lo: int | None, hi: int, qp: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The up-to-5 coordinate-descent passes of make_q3_quants (qp=False) / make_qp_quants (qp=True); L is updated
+    in place. A group whose pass changes nothing would repeat it identically (ggml stops it), so later passes only
+    visit the groups that changed in the previous one."""
+    n = x.shape[0]
+    idx: torch.Tensor | None = None  # None: every group
+    for _ in range(5):
+        if idx is None:
+            xs, ws, wxs, Ls, slx_all, sl2_all = x, w, wx, L, sumlx, suml2
+        else:
+            xs, ws, wxs, Ls = x[:, idx], w[:, idx], wx[:, idx], L[:, idx]
+            slx_all, sl2_all = sumlx[idx], suml2[idx]
+        changed = torch.zeros(xs.shape[1], dtype=torch.bool)
+        for i in range(n):
+            wi, xi, wxi, li = ws[i], xs[i], wxs[i], Ls[i]
+            slx = slx_all - wxi * li
+            sl2 = sl2_all - (wi * li) * li
+            ok = (slx > 0) & (sl2 > 0) if qp else slx > 0
+            ratio = (xi * sl2) / torch.where(ok, slx, torch.ones_like(slx))
+            new_l = nearest_int(ratio).clamp_(lo, hi)
+            ok &= new_l != li
+            slx2 = slx + wxi * new_l
+            sl22 = sl2 + (wi * new_l) * new_l
+            better = (slx2 * slx2) * sl2_all > (slx_all * slx_all) * sl22
+            ok &= better if qp else (sl22 > 0) & better
+            Ls[i] = torch.where(ok, _wrap_u8(new_l) if qp else new_l, li)
+            slx_all = torch.where(ok, slx2, slx_all)
+            sl2_all = torch.where(ok, sl22, sl2_all)
+            changed |= ok
+        if idx is None:
+            sumlx, suml2 = slx_all, sl2_all
+            idx = changed.nonzero().squeeze(1)
+        else:
+            L[:, idx], sumlx[idx], suml2[idx] = Ls, slx_all, sl2_all
+            idx = idx[changed]
+        if idx.numel() == 0:
+            break
+    return sumlx, suml2
 
 
 def _wrap_u8(t: torch.Tensor) -> torch.Tensor:
