@@ -26,7 +26,8 @@ def f32_to_bf16_bits(x):
     return rounded.to(tl.int32)
 
 
-SRC_FLOAT, SRC_BF16_BITS, SRC_FP8_BITS = 0, 1, 2  # how `load_f32` reads its source
+# how `load_f32` reads its source (constexpr globals: kernels may read them)
+SRC_FLOAT, SRC_BF16_BITS, SRC_FP8_BITS = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 
 
