@@ -4,7 +4,7 @@ Each conversion runs in its own subprocess, which reports its wall time and peak
 had after imports. The input is read once before timing, so both see the same warm page cache.
 Targets: INT4 wall time <= 1.5x BF16's; INT4 peak RSS above imports <= 2x the largest tensor.
 
-    python bench/int4.py [--preset bench] [--workdir /tmp/dshub-bench-int4] [--format compressed-tensors]
+    python bench/int4.py [--preset bench] [--workdir /tmp/dshub-bench-int4] [--format compressed-tensors] [--threads 1]
 """
 from __future__ import annotations
 
@@ -24,10 +24,12 @@ from bf16 import current_rss_mb, dir_bytes, rss_mb  # noqa: E402  (shared bench 
 CHILD = "--child"
 
 
-def child(target: str, src: Path, out: Path, params: dict) -> None:
-    import torch  # noqa: F401  (import cost excluded from the RSS delta)
+def child(target: str, src: Path, out: Path, params: dict, threads: int) -> None:
+    import torch  # (import cost excluded from the RSS delta)
     from converters import ConversionOptions, run_conversion
 
+    if threads:
+        torch.set_num_threads(threads)
     base = current_rss_mb()
     t0 = time.perf_counter()
     run_conversion(src, ConversionOptions(target, out, device="cpu", workers=1, params=params), progress=False)
@@ -41,11 +43,14 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/dshub-bench-int4"))
     ap.add_argument("--format", default="compressed-tensors")
     ap.add_argument("--group-size", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch intra-op threads for both runs (0: torch's default). On a shared, oversubscribed machine "
+                         "OpenMP barriers dominate; 1 gives stable numbers there.")
     ap.add_argument(CHILD, nargs=4, metavar=("TARGET", "SRC", "OUT", "PARAMS"))
     args = ap.parse_args()
     if args.child:
         target, src, out, params = args.child
-        child(target, Path(src), Path(out), json.loads(params))
+        child(target, Path(src), Path(out), json.loads(params), args.threads)
         return
 
     from dshub.checkpoint import Checkpoint
@@ -63,7 +68,7 @@ def main() -> None:
     for target, params in runs.items():
         out = args.workdir / f"out-{target}"
         shutil.rmtree(out, ignore_errors=True)
-        cmd = [sys.executable, __file__, CHILD, target, str(src), str(out), json.dumps(params)]
+        cmd = [sys.executable, __file__, "--threads", str(args.threads), CHILD, target, str(src), str(out), json.dumps(params)]
         proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
         res = json.loads(proc.stdout.strip().splitlines()[-1])
         res["out_bytes"] = dir_bytes(out)
@@ -72,6 +77,7 @@ def main() -> None:
     i4, b = results["int4"], results["bf16"]
     report = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "load_average_1m": os.getloadavg()[0], "threads": args.threads or "torch default",
         "preset": args.preset, "input_mb": dir_bytes(src) / 2**20, "format": args.format, "group_size": args.group_size,
         "largest_tensor_bf16_mb": largest_mb, "results": results,
         "ratios": {
