@@ -32,17 +32,17 @@ def specs() -> list[tuple[str, object, dict[str, str], dict[str, object], dict[s
     for bf16 in (True, False):
         out.append((f"fp8 bf16={bf16}", fp8._fp8_block_dequant_kernel,
                     {"w_ptr": "*u8", "s_ptr": "*fp32", "lut_ptr": "*fp32", "out_ptr": "*i16" if bf16 else "*fp32",
-                     "rows": I32, "cols": I32, "s_stride": I32}, {**F8, "OUT_BF16": bf16}, {}))
+                     "rows": I32, "cols": I32, "s_stride": I32}, {**F8, "OUT_BF16": bf16}, {"num_warps": fp8.NUM_WARPS}))
         out.append((f"mxfp4 bf16={bf16}", mxfp4._mxfp4_dequant_kernel,
                     {"q_ptr": "*u8", "s_ptr": "*u8", "out_ptr": "*i16" if bf16 else "*fp32", "rows": I32, "k": I32, "nblk": I32},
                     {"BLOCK": 32, "TR": mxfp4.TILE_R, "TC": mxfp4.TILE_C, "OUT_BF16": bf16, "ZERO_BITS": E8M0_ZERO_BITS,
-                     "NAN_BYTE": E8M0_NAN, "NAN_BITS": F32_QNAN_BITS}, {}))
+                     "NAN_BYTE": E8M0_NAN, "NAN_BITS": F32_QNAN_BITS}, {"num_warps": mxfp4.NUM_WARPS}))
     for src, sym, sbf16, g in ((2, True, True, 128), (1, False, False, 32), (0, False, True, 64)):
         out.append((f"int4 quant src={src} sym={sym} bf16={sbf16} g={g}", int4._int4_quant_kernel,
                     {"x_ptr": ["*fp32", "*i16", "*u8"][src], "si_ptr": "*fp32", "lut_ptr": "*fp32", "q_ptr": "*i8",
                      "s_ptr": "*i16" if sbf16 else "*fp16", "z_ptr": "*i8", "rows": I32, "cols": I32, "si_stride": I32, "ngroups": I32},
                     {"G": g, "TR": int4.TILE_ELEMS // g, "SRC": src, "FROM_FP8": src == 2, "BR": 128, "BC": 128, "SYM": sym,
-                     "SCALE_BF16": sbf16, "TINY": float(np.finfo(np.float16).tiny)}, nofma))
+                     "SCALE_BF16": sbf16, "TINY": float(np.finfo(np.float16).tiny)}, {**nofma, "num_warps": int4.NUM_WARPS}))
     for awq in (False, True):
         out.append((f"int4 pack awq={awq}", int4._pack_kernel,
                     {"src_ptr": "*i8", "out_ptr": "*i32", **{n: I32 for n in ("src_rows", "src_cols", "out_rows", "out_cols",

@@ -13,6 +13,7 @@ from .common import SRC_FP8_BITS, bf16_out_view, fp8_table, load_f32, pow2_divis
 
 TILE_ROWS_CAP = 32
 TILE_COLS_CAP = 128
+NUM_WARPS = 8  # 16 elements per thread: enough loads in flight without starving occupancy
 
 
 @triton.jit
@@ -52,7 +53,8 @@ def _dequant(weight: torch.Tensor, scale_inv: torch.Tensor, block: tuple[int, in
     grid = (triton.cdiv(rows, tr), triton.cdiv(cols, tc))
     is_bf16 = out_dtype == torch.bfloat16
     target = bf16_out_view(out) if is_bf16 else out
-    _fp8_block_dequant_kernel[grid](w, s, table, target, rows, cols, s.shape[1], BLOCK_R=br, BLOCK_C=bc, TILE_R=tr, TILE_C=tc, OUT_BF16=is_bf16)
+    _fp8_block_dequant_kernel[grid](w, s, table, target, rows, cols, s.shape[1], BLOCK_R=br, BLOCK_C=bc, TILE_R=tr, TILE_C=tc, OUT_BF16=is_bf16,
+                                    num_warps=NUM_WARPS)
     return out
 
 

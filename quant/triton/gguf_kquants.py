@@ -1,7 +1,7 @@
 """GGUF K-quant block quantizers (Q6_K, Q4_K) as Triton kernels; same bytes as quant.gguf.kquants.
 
 ggml's searches are sequences of float32 operations with sequential sums. Here each program holds
-TB super-blocks as a [TB, groups] tile and walks the elements of every group in order (`static_range`),
+TB super-blocks as a [TB, groups] tile and walks the elements of every group in order (a loop per element),
 so every sum, product and division happens in ggml's order, lane by lane. FMA contraction is off,
 divisions are IEEE (`div_ieee`), and `nearest_int` is ggml's own bit trick, so results match bit for bit.
 A first kernel searches scales and writes each element's level to a scratch buffer plus the scale
@@ -83,7 +83,7 @@ def _qx_sums(x_ptr, base, m2, isc, TB: tl.constexpr):
     """One make_qx_quants candidate: l = clamp(round(isc*x), -32, 31); Σ (x²·x)·l and Σ (x²·l)·l in element order."""
     slx = tl.zeros((TB, 16), dtype=tl.float32)
     sl2 = tl.zeros((TB, 16), dtype=tl.float32)
-    for i in tl.static_range(16):
+    for i in range(16):
         x = tl.load(x_ptr + base + i, mask=m2, other=0.0)
         w = x * x
         l = tl.clamp(_nearest_int(x * isc), -32.0, 31.0)
@@ -104,7 +104,7 @@ def _q6k_search_kernel(x_ptr, lv_ptr, out_ptr, steps_ptr, flag_ptr, nsb, TB: tl.
     amax = tl.zeros((TB, 16), dtype=tl.float32)
     mx = tl.zeros((TB, 16), dtype=tl.float32)
     bad = tl.zeros((TB, 16), dtype=tl.int32)
-    for i in tl.static_range(16):
+    for i in range(16):
         x = tl.load(x_ptr + base + i, mask=m2, other=0.0)
         bigger = tl.abs(x) > amax
         mx = tl.where(bigger, x, mx)
@@ -117,7 +117,7 @@ def _q6k_search_kernel(x_ptr, lv_ptr, out_ptr, steps_ptr, flag_ptr, nsb, TB: tl.
     sumlx, suml2 = _qx_sums(x_ptr, base, m2, keep, TB)
     scale = tl.where(suml2 != 0, div_ieee(sumlx, tl.where(suml2 != 0, suml2, 1.0)), 0.0)
     best = scale * sumlx
-    for k in tl.static_range(18):
+    for k in range(18):
         isc = div_ieee(tl.zeros((TB, 16), dtype=tl.float32) + tl.load(steps_ptr + k), mxs)
         slx, sl2 = _qx_sums(x_ptr, base, m2, isc, TB)
         take = (sl2 > 0) & (slx * slx > best * sl2)
@@ -139,7 +139,7 @@ def _q6k_search_kernel(x_ptr, lv_ptr, out_ptr, steps_ptr, flag_ptr, nsb, TB: tl.
     dsub = d.to(tl.float16).to(tl.float32)[:, None] * sc
     dlive = dsub != 0
     dd = tl.where(dlive, dsub, 1.0)
-    for i in tl.static_range(16):
+    for i in range(16):
         x = tl.load(x_ptr + base + i, mask=m2, other=0.0)
         l0 = tl.clamp(_nearest_int(x * keep), -32.0, 31.0)
         l0 = tl.where(zero_grp, -32.0, l0)  # make_qx leaves an all-zero group at L = 0 (level -32)

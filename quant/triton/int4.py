@@ -19,6 +19,7 @@ from .common import div_ieee, f32_to_bf16_bits, load_f32, source_view
 
 RNE_MAGIC = 12582912.0  # 1.5 * 2^23
 TILE_ELEMS = 4096
+NUM_WARPS = 8
 PACK_TILE = (32, 32)  # output words per program
 # AWQ: nibble p holds element AWQ_ORDER[p] of its 8, so element j goes to nibble AWQ_ORDER.index(j)
 assert tuple(AWQ_ORDER.index(j) for j in range(8)) == tuple((j % 2) * 4 + j // 2 for j in range(8))
@@ -94,7 +95,7 @@ def _quantize(x: torch.Tensor, scale_inv: torch.Tensor | None, scheme: Int4Schem
             q if zero is None else zero, rows, cols, si.shape[1] if from_fp8 else 0, cols // g,
             G=g, TR=tr, SRC=src, FROM_FP8=from_fp8, BR=block[0], BC=block[1], SYM=scheme.symmetric,
             SCALE_BF16=scheme.scale_dtype == torch.bfloat16, TINY=torch.finfo(scheme.scale_dtype).tiny,
-            enable_fp_fusion=False,
+            enable_fp_fusion=False, num_warps=NUM_WARPS,
         )
         if not bool(torch.isfinite(scale).all()):
             _raise_reference_overflow(x, scale_inv, scheme, block, scale)

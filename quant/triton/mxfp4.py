@@ -14,6 +14,7 @@ from .common import bf16_out_view, store_bf16
 
 TILE_R = 16
 TILE_C = 256
+NUM_WARPS = 8
 
 
 @triton.jit
@@ -66,7 +67,7 @@ def _dequant(packed: torch.Tensor, scale: torch.Tensor, block: int, out_dtype: t
         _mxfp4_dequant_kernel[grid](
             q, s, bf16_out_view(out) if is_bf16 else out, rows, k, nblk,
             BLOCK=block, TR=TILE_R, TC=TILE_C, OUT_BF16=is_bf16,
-            ZERO_BITS=E8M0_ZERO_BITS, NAN_BYTE=E8M0_NAN, NAN_BITS=F32_QNAN_BITS,
+            ZERO_BITS=E8M0_ZERO_BITS, NAN_BYTE=E8M0_NAN, NAN_BITS=F32_QNAN_BITS, num_warps=NUM_WARPS,
         )
     return out.reshape(*packed.shape[:-1], k)
 
