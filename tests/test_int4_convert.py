@@ -254,3 +254,35 @@ def test_cli_exit_codes_and_resume(tiny, tmp_path):
     assert not second["written"] and sorted(second["resumed_skipped"]) == sorted(digest)
     r = runner.invoke(app, ["convert", str(out), "--to", "int4", "--out", str(tmp_path / "x")])
     assert r.exit_code == 1 and "already quantized" in r.output and "Traceback" not in r.output
+
+
+def test_drop_mtp(tiny, tmp_path):
+    from dshub.verify import verify
+
+    out = tmp_path / "o"
+    run_conversion(tiny, ConversionOptions(target="int4", out=out, drop_mtp=True, params={"format": "awq"}), progress=False)
+    ck = Checkpoint.open(out)
+    assert not any(n.startswith("model.layers.3.") for n in ck.weight_map)
+    assert ck.config["num_nextn_predict_layers"] == 0
+    assert not any("layers.3" in m for m in ck.config["quantization_config"]["modules_to_not_convert"])
+    report = verify(out)
+    assert report.ok and not report.findings, [str(f) for f in report.findings]
+
+
+def test_fp16_scale_overflow_names_the_tensor_and_leaves_nothing_complete(tiny, tmp_path):
+    from safetensors.torch import save_file
+
+    bf16 = tmp_path / "bf16"
+    convert(tiny, bf16, target="bf16")
+    name = EXPERT + ".weight"
+    shard = bf16 / json.loads((bf16 / "model.safetensors.index.json").read_text())["weight_map"][name]
+    with safe_open(shard, "pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    tensors[name] = tensors[name] * 1e7  # absmax / 7.5 far above FP16's 65504 (BF16 holds it)
+    save_file(tensors, shard, metadata={"format": "pt"})
+    out = tmp_path / "gptq"
+    with pytest.raises(QuantizationError, match=rf"{shard.name}: tensor {name}: group scale .* overflows float16"):
+        convert(bf16, out, format="gptq")
+    assert not (out / "config.json").exists() and not (out / "model.safetensors.index.json").exists()
+    assert not (out / shard.name).exists() and not list(out.glob("*tmp*"))
+    convert(bf16, tmp_path / "ct")  # compressed-tensors' BF16 scales hold it
