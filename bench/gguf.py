@@ -1,0 +1,142 @@
+"""FP8 -> GGUF benchmark: dshub vs llama.cpp's convert_hf_to_gguf.py on the same input, in one run.
+
+Both contenders run in their own subprocess; the parent takes each child's wall time and peak RSS (ru_maxrss from
+wait4). The inputs are read once first, so both see the same warm page cache. The two outputs are then compared
+tensor by tensor (names, types, shapes, bytes).
+
+llama.cpp's converter comes from the llama-cpp-python sdist (vendor/llama.cpp: convert_hf_to_gguf.py, conversion/,
+gguf-py/), unpacked by .ci/llama-cpp.sh under $DSHUB_LLAMA_CACHE/src, or downloaded here with pip. It is used as is,
+except that its tokenizer lookup (a hash of the encoding of a fixed text, known only for published tokenizers)
+answers "deepseek-v3" for our synthetic tokenizer.
+
+    python bench/gguf.py [--preset bench] [--quant Q8_0] [--workers 2] [--workdir /tmp/dshub-bench-gguf] [--results]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+# This file is named gguf.py: keep `import gguf` pointing at the gguf package, not at this script.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+LLAMA_CPP_PYTHON = os.environ.get("LLAMA_CPP_PYTHON_VERSION", "0.3.36")
+RUNNER = """
+import runpy, sys
+vendor, src, out, outtype = sys.argv[1:5]
+sys.path[:0] = [vendor, vendor + "/gguf-py"]
+import conversion.base as base
+base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "deepseek-v3"
+sys.argv = ["convert_hf_to_gguf.py", src, "--outtype", outtype, "--outfile", out]
+runpy.run_path(vendor + "/convert_hf_to_gguf.py", run_name="__main__")
+"""
+TARGETS = {"time": 0.5, "rss": 0.25}
+
+
+def llama_cpp_vendor(workdir: Path) -> Path:
+    """vendor/llama.cpp of the llama-cpp-python sdist: from .ci/llama-cpp.sh's cache, else downloaded (no build)."""
+    cache = Path(os.environ.get("DSHUB_LLAMA_CACHE", Path.home() / ".cache" / "dshub" / "llama-cpp"))
+    for root in (cache / "src", workdir / "src"):
+        found = sorted(root.glob("llama_cpp_python-*/vendor/llama.cpp/convert_hf_to_gguf.py"))
+        if found:
+            return found[-1].parent
+    dl = workdir / "sdist"
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+                    f"llama-cpp-python=={LLAMA_CPP_PYTHON}", "-d", str(dl)], check=True)
+    with tarfile.open(next(dl.glob("llama_cpp_python-*.tar.gz"))) as tf:
+        tf.extractall(workdir / "src", filter="data")
+    return next((workdir / "src").glob("llama_cpp_python-*/vendor/llama.cpp"))
+
+
+def timed(argv: list[str], env: dict[str, str] | None = None) -> dict[str, float]:
+    """Run a child; its wall time and peak resident set size."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    err = proc.stderr.read() if proc.stderr else b""
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{argv[:4]} failed:\n{err.decode(errors='replace')[-3000:]}")
+    return {"wall_s": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2)}
+
+
+def compare(ours: Path, ref: Path) -> dict[str, int]:
+    import gguf
+    import numpy as np
+
+    a, b = {t.name: t for t in gguf.GGUFReader(ours).tensors}, {t.name: t for t in gguf.GGUFReader(ref).tensors}
+    same = sum(1 for n in a.keys() & b.keys() if a[n].tensor_type == b[n].tensor_type
+               and np.array_equal(np.asarray(a[n].data).view(np.uint8), np.asarray(b[n].data).view(np.uint8)))
+    return {"tensors": len(a), "reference_tensors": len(b), "byte_identical": same}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", default="bench")
+    ap.add_argument("--quant", default="Q8_0", choices=["Q8_0", "F16", "BF16"])
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/dshub-bench-gguf"))
+    ap.add_argument("--results", action="store_true", help="append a section to bench/RESULTS.md")
+    args = ap.parse_args()
+    repo = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    src = args.workdir / f"{args.preset}-fp8"
+    if not (src / "config.json").exists():  # in a child: this process stays small, so children do not inherit its RSS
+        subprocess.run([sys.executable, "-m", "dshub.cli", "synth", str(src), "--preset", args.preset], env=env, check=True)
+    vendor = llama_cpp_vendor(args.workdir)
+    for f in src.iterdir():  # warm the page cache for both contenders, holding nothing
+        with open(f, "rb") as fh:
+            while fh.read(8 << 20):
+                pass
+
+    ours_dir, ref_path = args.workdir / "dshub-out", args.workdir / "llama-cpp-out.gguf"
+    shutil.rmtree(ours_dir, ignore_errors=True)
+    ref_path.unlink(missing_ok=True)
+    ours = timed([sys.executable, "-m", "dshub.cli", "convert", str(src), "--to", "gguf", "--quant", args.quant, "--out",
+                  str(ours_dir), "--workers", str(args.workers), "--device", "cpu"], env)
+    ref = timed([sys.executable, "-c", RUNNER, str(vendor), str(src), str(ref_path), args.quant.lower()],
+                {**os.environ, "NO_LOCAL_GGUF": "1"})
+    out_file = next(ours_dir.glob("*.gguf"))
+    doc = {
+        "preset": args.preset, "quant": args.quant, "workers": args.workers, "input_bytes": sum(f.stat().st_size for f in src.iterdir()),
+        "output_bytes": out_file.stat().st_size, "dshub": ours, "llama_cpp_convert_hf_to_gguf": ref,
+        "time_ratio": round(ours["wall_s"] / ref["wall_s"], 3), "rss_ratio": round(ours["peak_rss_mb"] / ref["peak_rss_mb"], 3),
+        "targets": TARGETS, "output_check": compare(out_file, ref_path), "llama_cpp_python": vendor.parts[-3],
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}",
+    }
+    print(json.dumps(doc, indent=2))
+    if args.results:
+        append_results(repo / "bench" / "RESULTS.md", doc)
+
+
+def append_results(path: Path, d: dict) -> None:
+    ok = lambda r, t: "met" if r <= t else "NOT met"  # noqa: E731
+    text = f"""
+## GGUF: FP8 -> {d['quant']}, dshub vs llama.cpp convert_hf_to_gguf.py (`python bench/gguf.py --preset {d['preset']} --workers {d['workers']}`)
+
+Same run, same warm input ({d['input_bytes'] / 1e6:.0f} MB block-FP8 `{d['preset']}` preset), {d['machine']}; llama.cpp from
+{d['llama_cpp_python']}. Wall time and peak RSS of each child process (both include ~0.24 GB of Python + torch).
+
+| contender | wall s | CPU s | peak RSS MB |
+|---|---|---|---|
+| llama.cpp `convert_hf_to_gguf.py --outtype {d['quant'].lower()}` | {d['llama_cpp_convert_hf_to_gguf']['wall_s']} | {d['llama_cpp_convert_hf_to_gguf']['cpu_s']} | {d['llama_cpp_convert_hf_to_gguf']['peak_rss_mb']} |
+| `dshub convert --to gguf --quant {d['quant']}` | {d['dshub']['wall_s']} | {d['dshub']['cpu_s']} | {d['dshub']['peak_rss_mb']} |
+
+- Time ratio {d['time_ratio']} (target <= {TARGETS['time']}: {ok(d['time_ratio'], TARGETS['time'])}); peak RSS ratio {d['rss_ratio']}
+  (target <= {TARGETS['rss']}: {ok(d['rss_ratio'], TARGETS['rss'])}).
+- Output: {d['output_check']['byte_identical']} of {d['output_check']['tensors']} tensors byte-identical with llama.cpp's
+  ({d['output_check']['reference_tensors']} tensors there).
+"""
+    with open(path, "a") as f:
+        f.write(text)
+
+
+if __name__ == "__main__":
+    main()
