@@ -25,7 +25,7 @@ transformers = pytest.importorskip("transformers")
 gguf = pytest.importorskip("gguf")
 
 from converters import ConversionOptions, run_conversion  # noqa: E402
-from converters.gguf.tensors import map_tensors  # noqa: E402
+from dshub.gguf_layout import map_tensors  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

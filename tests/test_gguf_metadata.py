@@ -5,9 +5,10 @@ import math
 
 import pytest
 
-from converters.gguf.metadata import arch_kvs, gating_func, general_kvs
+from dshub.gguf_metadata import arch_kvs, gating_func, general_kvs
 from converters.gguf.schemes import SchemeContext, resolve
-from converters.gguf.tensors import forced_f32, map_tensors, plan_tensors
+from converters.gguf.tensors import plan_tensors
+from dshub.gguf_layout import forced_f32, map_tensors
 from dshub.errors import ConfigError, UsageError
 
 V3 = {

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from converters.gguf.metadata import arch_kvs, general_kvs
+from dshub.gguf_metadata import arch_kvs, general_kvs
 from converters.gguf.tokenizer import CONTROL, NORMAL, UNUSED, USER_DEFINED, load_vocab_kvs, pre_tokenizer_name, vocab_kvs
 from dshub.errors import CheckpointError
 from dshub.gguf_file import write_gguf

@@ -13,9 +13,10 @@ from dshub.errors import UsageError
 from dshub.gguf_file import KV, file_size, split_kvs, split_names, split_tensors, write_gguf
 
 from ..base import Advance, ConversionOptions, ConversionPlan, Converter, OutputFile, register_converter
-from .metadata import arch_kvs, general_kvs
+from dshub.gguf_layout import forced_f32, map_tensors
+from dshub.gguf_metadata import arch_kvs, general_kvs
 from .schemes import PARAM_HOOKS, SchemeContext, get_scheme, parse_tensor_types, resolve
-from .tensors import PlannedTensor, SourceReader, forced_f32, map_tensors, plan_tensors, produce
+from .tensors import PlannedTensor, SourceReader, plan_tensors, produce
 from .imatrix import load_imatrix, slices_for
 from .tokenizer import load_vocab_kvs, read_json_object
 

@@ -1,13 +1,11 @@
-"""HF DeepSeek tensors -> `deepseek2` GGUF tensors: names, shapes, types, and streaming byte production.
+"""GGUF tensors from a checkpoint: ggml types per tensor, and streaming byte production.
 
-kv_b_proj is split into attn_k_b (transposed) and attn_v_b; routed experts are stacked into 3-D `*_exps` tensors
-(expert index slowest), produced expert by expert and row-chunk by row-chunk, so no stacked tensor and no whole
-2-D float32 tensor is ever held in memory. MTP layers are left out (mainline llama.cpp rejects them).
+The layout (names, shapes, sources) is dshub.gguf_layout's. Stacked experts are produced expert by expert and
+row-chunk by row-chunk, so no stacked tensor and no whole 2-D float32 tensor is ever held in memory.
 """
 from __future__ import annotations
 
 import math
-import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,10 +13,10 @@ from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
-from dshub.arch import spec_for
 from dshub.checkpoint import Checkpoint
-from dshub.errors import CheckpointError, UnsupportedArchitecture
+from dshub.errors import CheckpointError
 from dshub.gguf_file import TensorInfo
+from dshub.gguf_layout import Source, forced_f32, map_tensors  # noqa: F401  (map_tensors re-exported for mixtures)
 from dshub.safetensors_header import TensorEntry
 from dshub.safetensors_writer import ST_TO_TORCH
 from quant import get_codec
@@ -27,47 +25,7 @@ from quant.gguf.types import fit_type
 
 from .schemes import TypeFn
 
-GLOBAL_NAMES: dict[str, str] = {
-    "model.embed_tokens.weight": "token_embd.weight",
-    "model.norm.weight": "output_norm.weight",
-    "lm_head.weight": "output.weight",
-}
-# After `model.layers.{i}.` -> after `blk.{i}.`
-LAYER_NAMES: dict[str, str] = {
-    "input_layernorm.weight": "attn_norm.weight",
-    "self_attn.q_proj.weight": "attn_q.weight",
-    "self_attn.q_a_proj.weight": "attn_q_a.weight",
-    "self_attn.q_a_layernorm.weight": "attn_q_a_norm.weight",
-    "self_attn.q_b_proj.weight": "attn_q_b.weight",
-    "self_attn.kv_a_proj_with_mqa.weight": "attn_kv_a_mqa.weight",
-    "self_attn.kv_a_layernorm.weight": "attn_kv_a_norm.weight",
-    "self_attn.o_proj.weight": "attn_output.weight",
-    "post_attention_layernorm.weight": "ffn_norm.weight",
-    "mlp.gate_proj.weight": "ffn_gate.weight",
-    "mlp.up_proj.weight": "ffn_up.weight",
-    "mlp.down_proj.weight": "ffn_down.weight",
-    "mlp.gate.weight": "ffn_gate_inp.weight",
-    "mlp.gate.e_score_correction_bias": "exp_probs_b.bias",
-    "mlp.shared_experts.gate_proj.weight": "ffn_gate_shexp.weight",
-    "mlp.shared_experts.up_proj.weight": "ffn_up_shexp.weight",
-    "mlp.shared_experts.down_proj.weight": "ffn_down_shexp.weight",
-}
-KV_B = "self_attn.kv_b_proj.weight"
-EXPERT_RE = re.compile(r"^mlp\.experts\.(\d+)\.(gate|up|down)_proj\.weight$")
-LAYER_RE = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
-# Tensors llama.cpp keeps in F32 whatever the output type (its converter forces them; llama-quantize skips them).
-F32_SUFFIXES = ("_norm.weight", "ffn_gate_inp.weight")
-
 CHUNK_BYTES = 4 << 20  # float32 bytes dequantized per step, per worker (peak memory ~ a few of these)
-
-
-@dataclass(frozen=True)
-class Source:
-    """Where a GGUF tensor's values come from: `kind` is tensor | k_b | v_b | experts; `names` are HF tensors."""
-
-    kind: str
-    names: tuple[str, ...]
-    split: tuple[int, int, int] = (0, 0, 0)  # k_b / v_b: (heads, qk_nope_head_dim, v_head_dim)
 
 
 @dataclass(frozen=True)
@@ -89,46 +47,6 @@ class PlannedTensor:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.info.name, "shape": list(self.info.shape), "type": self.info.ggml_type, "bytes": self.info.nbytes,
                 "asked": self.asked, **({"note": self.note} if self.note else {})}
-
-
-def forced_f32(name: str, shape: tuple[int, ...]) -> bool:
-    return len(shape) <= 1 or name.endswith(F32_SUFFIXES) or not name.endswith(".weight")
-
-
-def map_tensors(config: dict[str, Any]) -> list[tuple[str, tuple[int, ...], Source]]:
-    """(GGUF name, numpy shape, source) for every tensor of the main model, in llama.cpp's per-layer order."""
-    spec = spec_for(config)
-    heads = int(config["num_attention_heads"])
-    nope, v_head, kv_lora = int(config["qk_nope_head_dim"]), int(config["v_head_dim"]), int(config["kv_lora_rank"])
-    n_experts = int(config.get("n_routed_experts") or 0)
-    out: list[tuple[str, tuple[int, ...], Source]] = []
-    stacked: set[tuple[int, str]] = set()
-    for t in spec:
-        if t.mtp:
-            continue
-        if t.name in GLOBAL_NAMES:
-            out.append((GLOBAL_NAMES[t.name], t.shape, Source("tensor", (t.name,))))
-            continue
-        m = LAYER_RE.match(t.name)
-        if not m:
-            raise UnsupportedArchitecture(f"config.json: no GGUF name for tensor {t.name}", path="config.json", tensor=t.name)
-        layer, rest = int(m[1]), m[2]
-        blk = f"blk.{layer}."
-        if rest == KV_B:
-            split = (heads, nope, v_head)
-            out.append((blk + "attn_k_b.weight", (heads, kv_lora, nope), Source("k_b", (t.name,), split)))
-            out.append((blk + "attn_v_b.weight", (heads, v_head, kv_lora), Source("v_b", (t.name,), split)))
-        elif em := EXPERT_RE.match(rest):
-            proj = em[2]
-            if (layer, proj) not in stacked:
-                stacked.add((layer, proj))
-                names = tuple(f"model.layers.{layer}.mlp.experts.{e}.{proj}_proj.weight" for e in range(n_experts))
-                out.append((f"{blk}ffn_{proj}_exps.weight", (n_experts, *t.shape), Source("experts", names)))
-        elif rest in LAYER_NAMES:
-            out.append((blk + LAYER_NAMES[rest], t.shape, Source("tensor", (t.name,))))
-        else:
-            raise UnsupportedArchitecture(f"config.json: no GGUF name for tensor {t.name}", path="config.json", tensor=t.name)
-    return out
 
 
 def plan_tensors(mapped: list[tuple[str, tuple[int, ...], Source]], type_fn: TypeFn) -> list[PlannedTensor]:
