@@ -32,7 +32,7 @@ from quant.gguf.types import FILE_TYPES  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-MIXES = ("Q4_K_M", "Q3_K_M", "Q2_K", "Q5_K_M", "Q3_K_L", "Q4_K_S", "Q6_K")
+MIXES = ("Q4_K_M", "Q3_K_M", "Q2_K", "Q3_K_S", "Q3_K_L", "Q4_K_S", "Q5_K_S", "Q5_K_M", "Q6_K")
 
 
 def _convert(src: Path, out: Path, **params) -> Path:
