@@ -12,6 +12,7 @@ from .cli_hub import hash_report, print_hash_report
 from .info import checkpoint_info
 from .synth import PRESETS, write_synthetic
 from .verify import verify as run_verify
+from .cli_gguf import print_gguf_info
 
 PathArg = Annotated[Path, typer.Argument(help="Checkpoint directory (HF layout).")]
 
@@ -46,6 +47,8 @@ def info(path: PathArg, json_: JsonOpt = False) -> None:
     if json_:
         print_json(doc)
         return
+    if doc.get("format") == "gguf":
+        return print_gguf_info(doc)
     p = doc["params"]
     out_console.print(f"[bold]{doc['architecture']}[/] ({doc['model_type']}) at {doc['path']}")
     out_console.print(f"layers {doc['layers']} (+{doc['mtp_layers']} MTP, {doc['dense_layers']} dense), hidden {doc['hidden_size']}, "

@@ -144,3 +144,23 @@ def general_kvs(name: str, file_type: str | int, generation_config: dict[str, An
     gen = generation_config or {}
     out += [KV(key, vt, _cast(vt, gen[f])) for f, key, vt in SAMPLING_FIELDS if isinstance(gen.get(f), (int, float))]
     return out
+
+
+def config_from_gguf(kv: dict[str, Any], tensor_names: set[str] | None = None) -> dict[str, Any]:
+    """The config.json fields a `deepseek2` GGUF's metadata implies (enough for the architecture's tensor table)."""
+    cfg: dict[str, Any] = {"architectures": ["DeepseekV3ForCausalLM"], "num_nextn_predict_layers": 0, "moe_layer_freq": 1}
+    for f in FIELDS:
+        if _key(f.suffix) in kv:
+            cfg[f.config_key] = kv[_key(f.suffix)]
+        elif f.required and f.config_key not in ("vocab_size",):
+            raise ConfigError(f"GGUF metadata lacks {_key(f.suffix)}", path="gguf")
+    for need in ("attention.key_length_mla", "attention.value_length_mla"):
+        if _key(need) not in kv:
+            raise ConfigError(f"GGUF metadata lacks {_key(need)} (a pre-MLA deepseek2 file)", path="gguf")
+    cfg["qk_nope_head_dim"] = kv[_key("attention.key_length_mla")] - cfg["qk_rope_head_dim"]
+    cfg["v_head_dim"] = kv[_key("attention.value_length_mla")]
+    cfg.setdefault("vocab_size", len(kv.get("tokenizer.ggml.tokens") or []))
+    cfg.setdefault("q_lora_rank", None)
+    if tensor_names is None or any(n.endswith("exp_probs_b.bias") for n in tensor_names):
+        cfg["topk_method"] = "noaux_tc"
+    return cfg

@@ -8,6 +8,7 @@ from .arch import spec_for
 from .arch.spec import ArchSpec, Role, TensorSpec
 from .checkpoint import Checkpoint
 from .int4_layout import int4_summary
+from .gguf_inspect import gguf_info, is_gguf
 
 # Bits per weight of each output format for the two kinds of tensor: (routed-expert linear, other linear).
 # Norms, router and biases stay F32 in GGUF and keep their dtype elsewhere; embeddings/lm_head count as "other".
@@ -49,6 +50,8 @@ def format_sizes(spec: ArchSpec, *, include_mtp: bool = True) -> dict[str, int]:
 
 
 def checkpoint_info(path: str | Path) -> dict[str, Any]:
+    if is_gguf(path):  # a GGUF file, split set or directory of them
+        return gguf_info(path)
     ckpt = Checkpoint.open(path)
     spec = spec_for(ckpt.config)
     cfg = ckpt.config

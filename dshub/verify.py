@@ -199,6 +199,10 @@ class VerifyReport:
 
 def verify(path: str | Path, *, deep: bool = False) -> VerifyReport:
     """Run every structural check (plus value scans with `deep`). Never raises for a bad checkpoint: reports it."""
+    from .gguf_inspect import is_gguf, verify_gguf  # imports this module
+
+    if is_gguf(path):
+        return verify_gguf(path)
     try:
         ckpt = Checkpoint.open(path)
     except DshubError as e:

@@ -1,0 +1,163 @@
+"""`dshub info` / `dshub verify` for GGUF files and llama.cpp split sets (headers only; tensor data is not read)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Iterator
+
+from quant.gguf.types import FILE_TYPES
+
+from .errors import DshubError, GGUFError
+from .gguf_file import SPLIT_COUNT, SPLIT_NO, SPLIT_RE, SPLIT_TENSORS, GGUFHeader, read_gguf_header, split_set
+from .gguf_layout import forced_f32, map_tensors
+from .gguf_metadata import ARCH, config_from_gguf
+from .verify import Finding, VerifyReport
+
+FILE_TYPE_NAMES = {v: k for k, v in FILE_TYPES.items()}
+# Keys whose absence changes how llama.cpp runs a deepseek2 file, and what happens then.
+DEEPSEEK2_WARN_KEYS = {
+    f"{ARCH}.expert_gating_func": "llama.cpp falls back to softmax gating (wrong for DeepSeek-V3/R1)",
+    f"{ARCH}.attention.key_length_mla": "pre-MLA file: llama.cpp runs it without MLA (a much larger KV cache)",
+}
+
+
+def is_gguf(path: str | Path) -> bool:
+    """A .gguf file, or a directory holding .gguf files and no config.json."""
+    p = Path(path)
+    if p.is_file():
+        return p.suffix == ".gguf"
+    return p.is_dir() and not (p / "config.json").exists() and any(p.glob("*.gguf"))
+
+
+def gguf_files(path: str | Path) -> list[Path]:
+    """The file set to inspect: a split set from its first (or any) file, or the one set in a directory."""
+    p = Path(path)
+    if p.is_file():
+        return split_set(p)
+    files = sorted(p.glob("*.gguf"))
+    prefixes = {(m["prefix"], m["count"]) if (m := SPLIT_RE.match(f.name)) else (f.name, "1") for f in files}
+    if len(prefixes) != 1:
+        raise GGUFError(f"{p}: holds {len(prefixes)} GGUF models ({', '.join(sorted(x for x, _ in prefixes))}); name one file",
+                        path=str(p))
+    return split_set(files[0])
+
+
+def _headers(files: list[Path]) -> tuple[list[GGUFHeader], list[Finding]]:
+    heads, findings = [], []
+    for f in files:
+        if not f.is_file():
+            findings.append(Finding("gguf-split", "error", f.name, None, "file of the split set is missing"))
+            continue
+        try:
+            heads.append(read_gguf_header(f))
+        except DshubError as e:
+            findings.append(Finding("gguf-header", "error", f.name, e.tensor, str(e).removeprefix(f"{f.name}: ")))
+    return heads, findings
+
+
+def _split_findings(files: list[Path], heads: list[GGUFHeader]) -> Iterator[Finding]:
+    if len(files) == 1:
+        return
+    total = sum(len(h.tensors) for h in heads)
+    for i, h in enumerate(heads):
+        name = h.path.name
+        if h.split is None:
+            yield Finding("gguf-split", "error", name, None, f"no {SPLIT_COUNT} key in a file named as part {i + 1} of {len(files)}")
+            continue
+        no, count, n = h.split
+        if (no, count) != (files.index(h.path), len(files)):
+            yield Finding("gguf-split", "error", name, None, f"{SPLIT_NO}={no}, {SPLIT_COUNT}={count}; the file name says part "
+                          f"{files.index(h.path)} of {len(files)}")
+        if len(heads) == len(files) and n != total:
+            yield Finding("gguf-split", "error", name, None, f"{SPLIT_TENSORS}={n} but the files hold {total} tensors")
+    seen: dict[str, str] = {}
+    for h in heads:
+        for t in h.tensors:
+            if t.name in seen:
+                yield Finding("gguf-split", "error", h.path.name, t.name, f"also in {seen[t.name]}")
+            seen.setdefault(t.name, h.path.name)
+
+
+def _architecture_findings(heads: list[GGUFHeader]) -> Iterator[Finding]:
+    first = heads[0]
+    kv = first.kv
+    arch = kv.get("general.architecture")
+    if arch != ARCH:
+        yield Finding("gguf-architecture", "warning", first.path.name, None, f"architecture {arch!r}: only {ARCH} tensors are checked")
+        return
+    for key, why in DEEPSEEK2_WARN_KEYS.items():
+        if key not in kv:
+            yield Finding("gguf-architecture", "warning", first.path.name, None, f"no {key}: {why}")
+    where = {t.name: h.path.name for h in heads for t in h.tensors}
+    have = {t.name: t for h in heads for t in h.tensors}
+    try:
+        expected = {n: s for n, s, _ in map_tensors(config_from_gguf(kv, set(have)))}
+    except DshubError as e:
+        yield Finding("gguf-architecture", "error", first.path.name, None, str(e))
+        return
+    for n, shape in expected.items():
+        t = have.get(n)
+        if t is None:
+            yield Finding("gguf-architecture", "error", None, n, "missing (llama.cpp will refuse to load the model)")
+        elif tuple(t.shape) != shape:
+            yield Finding("gguf-architecture", "error", where[n], n, f"shape {list(t.ne)} (ne), expected {list(reversed(shape))}")
+        elif forced_f32(n, shape) and t.ggml_type != "F32":
+            yield Finding("gguf-architecture", "warning", where[n], n, f"{t.ggml_type}: llama.cpp keeps this tensor in F32")
+    for n in sorted(set(have) - set(expected)):
+        yield Finding("gguf-architecture", "error", where[n], n, "not part of the deepseek2 layout (llama.cpp rejects extra tensors)")
+    tokens = kv.get("tokenizer.ggml.tokens")
+    vocab = kv.get(f"{ARCH}.vocab_size")
+    if tokens is not None and vocab is not None and len(tokens) != vocab:
+        yield Finding("gguf-tokenizer", "error", first.path.name, None, f"{len(tokens)} tokens, {ARCH}.vocab_size is {vocab}")
+
+
+def verify_gguf(path: str | Path) -> VerifyReport:
+    """Headers, split-set completeness and the deepseek2 tensor table (names, shapes, F32 tensors)."""
+    try:
+        files = gguf_files(path)
+    except DshubError as e:
+        return VerifyReport(str(path), [Finding("gguf-split", "error", Path(path).name, None, str(e))], 0, 0, ["gguf-split"])
+    heads, findings = _headers(files)
+    if heads:
+        findings += list(_split_findings(files, heads))
+        findings += list(_architecture_findings(heads))
+    return VerifyReport(str(path), findings, len(files), sum(len(h.tensors) for h in heads),
+                        ["gguf-header", "gguf-split", "gguf-architecture", "gguf-tokenizer"])
+
+
+def gguf_info(path: str | Path) -> dict[str, Any]:
+    """Architecture, hyper-parameters, tensor types and sizes, tokenizer and split layout of a GGUF file or set."""
+    files = gguf_files(path)
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise GGUFError(f"{files[0].name}: split set incomplete, missing {', '.join(missing)}", path=str(files[0]))
+    heads = [read_gguf_header(f) for f in files]
+    kv = heads[0].kv
+    tensors = [t for h in heads for t in h.tensors]
+    types: dict[str, dict[str, int]] = {}
+    for t in tensors:
+        e = types.setdefault(t.ggml_type, {"tensors": 0, "bytes": 0, "params": 0})
+        e["tensors"] += 1
+        e["bytes"] += t.nbytes
+        e["params"] += math.prod(t.shape)
+    params = sum(math.prod(t.shape) for t in tensors)
+    arch = kv.get("general.architecture")
+    hp = {k.removeprefix(f"{arch}."): v for k, v in kv.items() if k.startswith(f"{arch}.")}
+    ftype = kv.get("general.file_type")
+    return {
+        "format": "gguf",
+        "path": str(path),
+        "architecture": arch,
+        "name": kv.get("general.name"),
+        "file_type": FILE_TYPE_NAMES.get(ftype, ftype),
+        "hparams": dict(sorted(hp.items())),
+        "tokenizer": {"model": kv.get("tokenizer.ggml.model"), "pre": kv.get("tokenizer.ggml.pre"),
+                      "tokens": len(kv.get("tokenizer.ggml.tokens") or []), "merges": len(kv.get("tokenizer.ggml.merges") or []),
+                      "chat_template": "tokenizer.chat_template" in kv},
+        "files": [{"name": h.path.name, "bytes": h.file_size, "tensors": len(h.tensors)} for h in heads],
+        "tensors": len(tensors),
+        "params": params,
+        "bytes": sum(h.file_size for h in heads),
+        "bits_per_weight": round(8 * sum(t.nbytes for t in tensors) / max(1, params), 3),
+        "types": dict(sorted(types.items(), key=lambda kv_: -kv_[1]["bytes"])),
+    }
