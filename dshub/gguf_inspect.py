@@ -10,7 +10,7 @@ from quant.gguf.types import FILE_TYPES
 from .errors import DshubError, GGUFError
 from .gguf_file import SPLIT_COUNT, SPLIT_NO, SPLIT_RE, SPLIT_TENSORS, GGUFHeader, read_gguf_header, split_set
 from .gguf_layout import forced_f32, map_tensors
-from .gguf_metadata import ARCH, config_from_gguf
+from .gguf_metadata import ARCH, config_from_gguf, llama_cpp_caveats
 from .verify import Finding, VerifyReport
 
 FILE_TYPE_NAMES = {v: k for k, v in FILE_TYPES.items()}
@@ -91,10 +91,13 @@ def _architecture_findings(heads: list[GGUFHeader]) -> Iterator[Finding]:
     where = {t.name: h.path.name for h in heads for t in h.tensors}
     have = {t.name: t for h in heads for t in h.tensors}
     try:
-        expected = {n: s for n, s, _ in map_tensors(config_from_gguf(kv, set(have)))}
+        config = config_from_gguf(kv, set(have))
+        expected = {n: s for n, s, _ in map_tensors(config)}
     except DshubError as e:
         yield Finding("gguf-architecture", "error", first.path.name, None, str(e))
         return
+    for why in llama_cpp_caveats(config):
+        yield Finding("gguf-architecture", "warning", first.path.name, None, why)
     for n, shape in expected.items():
         t = have.get(n)
         if t is None:

@@ -164,3 +164,17 @@ def config_from_gguf(kv: dict[str, Any], tensor_names: set[str] | None = None) -
     if tensor_names is None or any(n.endswith("exp_probs_b.bias") for n in tensor_names):
         cfg["topk_method"] = "noaux_tc"
     return cfg
+
+
+# llama.cpp's deepseek2 loader treats a model as "lite" (no q_lora_rank: q_proj instead of q_a/q_b) by its layer count.
+LITE_LAYER_COUNTS = (26, 27)
+
+
+def llama_cpp_caveats(config: dict[str, Any]) -> list[str]:
+    """Why current llama.cpp may refuse or mis-run a GGUF made from this config (empty when none known)."""
+    out = []
+    n = config.get("num_hidden_layers")
+    if config.get("q_lora_rank") is None and n not in LITE_LAYER_COUNTS:
+        out.append(f"q_lora_rank is null but num_hidden_layers is {n}: llama.cpp recognizes q_lora_rank-free models "
+                   f"(V2-Lite) only by {' or '.join(map(str, LITE_LAYER_COUNTS))} layers and will fail to load this file")
+    return out

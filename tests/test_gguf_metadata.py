@@ -94,3 +94,12 @@ def test_v3_q8_0_plan_size_and_v2_lite_map() -> None:
 def test_unknown_quant_lists_known() -> None:
     with pytest.raises(UsageError, match="known: F32, F16, BF16, Q8_0"):
         resolve({"quant": "Q3_XL"}, SchemeContext(V3, ()))
+
+
+def test_llama_cpp_caveats() -> None:
+    from dshub.gguf_metadata import llama_cpp_caveats
+
+    assert llama_cpp_caveats(V3) == []
+    assert llama_cpp_caveats({**V3, "q_lora_rank": None, "num_hidden_layers": 27}) == []
+    (why,) = llama_cpp_caveats({**V3, "q_lora_rank": None, "num_hidden_layers": 2})
+    assert "will fail to load" in why

@@ -14,7 +14,7 @@ from dshub.gguf_file import KV, file_size, split_kvs, split_names, split_tensors
 
 from ..base import Advance, ConversionOptions, ConversionPlan, Converter, OutputFile, register_converter
 from dshub.gguf_layout import forced_f32, map_tensors
-from dshub.gguf_metadata import arch_kvs, general_kvs
+from dshub.gguf_metadata import arch_kvs, general_kvs, llama_cpp_caveats
 from .schemes import PARAM_HOOKS, SchemeContext, get_scheme, parse_tensor_types, resolve
 from .tensors import PlannedTensor, SourceReader, plan_tensors, produce
 from .imatrix import load_imatrix, slices_for
@@ -87,6 +87,7 @@ class GGUFConverter(Converter):
             "types": dict(sorted(Counter(p.info.ggml_type for p in planned).items())),
             "fallbacks": [p.to_dict() for p in planned if p.note and p.asked != "F32"],
             "mtp_layers_left_out": mtp,
+            "llama_cpp_caveats": llama_cpp_caveats(ckpt.config),
             "bits_per_weight": round(8 * sum(p.info.nbytes for p in planned) / max(1, sum(math.prod(p.info.shape) for p in planned)), 4),
             "tensor_table": [p.to_dict() for p in planned],
         }
