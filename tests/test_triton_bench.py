@@ -13,6 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_kernel_bench_smoke_run_is_bit_exact():
     pytest.importorskip("triton")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
