@@ -37,13 +37,14 @@ def convert(
     policy: Annotated[Optional[Path], typer.Option("--policy", help="gguf: YAML quantization policy file or preset name (deepseek-dynamic, deepseek-attn-q8).")] = None,
     target_size: Annotated[Optional[str], typer.Option("--target-size", help="gguf: byte budget for the whole file, e.g. 200G.")] = None,
     imatrix: Annotated[Optional[Path], typer.Option("--imatrix", help="gguf: llama.cpp importance matrix (GGUF imatrix file).")] = None,
+    mtp: Annotated[bool, typer.Option("--mtp", help="gguf: keep the MTP layers as blk.N + blk.N.nextn.* (llama.cpp with next-n support).")] = False,
 ) -> None:
     """Convert a checkpoint: streaming, bounded memory, atomic files, resumable."""
     raw: dict[str, Any] = {
         "format": format_, "group_size": group_size, "symmetric": symmetric, "scope": scope, "ignore": ignore or None,
         "quant": quant, "split_max_size": split_max_size, "split_max_tensors": split_max_tensors,
         "tensor_type": tensor_type or None, "policy": str(policy) if policy else None, "target_size": target_size,
-        "imatrix": str(imatrix) if imatrix else None,
+        "imatrix": str(imatrix) if imatrix else None, "mtp": True if mtp else None,
     }
     params = {k: v for k, v in raw.items() if v is not None}
     opts = ConversionOptions(target=to, out=out, device=device, workers=workers, drop_mtp=drop_mtp, dry_run=dry_run, params=params)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -13,6 +14,7 @@ from .gguf_layout import forced_f32, map_tensors
 from .gguf_metadata import ARCH, config_from_gguf, llama_cpp_caveats
 from .verify import Finding, VerifyReport
 
+OPTIONAL_RE = re.compile(r"\.nextn\.(embed_tokens|shared_head_head|shared_head_norm)\.weight$")  # llama.cpp: not required
 FILE_TYPE_NAMES = {v: k for k, v in FILE_TYPES.items()}
 # Keys whose absence changes how llama.cpp runs a deepseek2 file, and what happens then.
 DEEPSEEK2_WARN_KEYS = {
@@ -92,7 +94,7 @@ def _architecture_findings(heads: list[GGUFHeader]) -> Iterator[Finding]:
     have = {t.name: t for h in heads for t in h.tensors}
     try:
         config = config_from_gguf(kv, set(have))
-        expected = {n: s for n, s, _ in map_tensors(config)}
+        expected = {n: s for n, s, _ in map_tensors(config, mtp=config["num_nextn_predict_layers"] > 0)}
     except DshubError as e:
         yield Finding("gguf-architecture", "error", first.path.name, None, str(e))
         return
@@ -100,6 +102,8 @@ def _architecture_findings(heads: list[GGUFHeader]) -> Iterator[Finding]:
         yield Finding("gguf-architecture", "warning", first.path.name, None, why)
     for n, shape in expected.items():
         t = have.get(n)
+        if t is None and OPTIONAL_RE.search(n):
+            continue
         if t is None:
             yield Finding("gguf-architecture", "error", None, n, "missing (llama.cpp will refuse to load the model)")
         elif tuple(t.shape) != shape:

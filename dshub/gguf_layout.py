@@ -1,7 +1,8 @@
 """The `deepseek2` GGUF tensor layout: HF tensor -> GGUF name, numpy shape and source, as llama.cpp's loader expects it.
 
 kv_b_proj becomes attn_k_b (transposed) and attn_v_b; routed experts are stacked into 3-D `*_exps` tensors (expert
-index slowest); MTP layers are left out (mainline llama.cpp rejects them). Converters and `dshub verify` share it.
+index slowest). MTP (next-n) layers are left out unless asked for: then each becomes a full `blk.N` block plus its
+`blk.N.nextn.*` extras (llama.cpp with next-n support; older builds reject them). Converters and `dshub verify` share it.
 """
 from __future__ import annotations
 
@@ -37,6 +38,15 @@ LAYER_NAMES: dict[str, str] = {
     "mlp.shared_experts.up_proj.weight": "ffn_up_shexp.weight",
     "mlp.shared_experts.down_proj.weight": "ffn_down_shexp.weight",
 }
+# MTP-only tensors of layer N (after `model.layers.{N}.`) -> after `blk.{N}.`
+MTP_NAMES: dict[str, str] = {
+    "enorm.weight": "nextn.enorm.weight",
+    "hnorm.weight": "nextn.hnorm.weight",
+    "eh_proj.weight": "nextn.eh_proj.weight",
+    "embed_tokens.weight": "nextn.embed_tokens.weight",
+    "shared_head.norm.weight": "nextn.shared_head_norm.weight",
+    "shared_head.head.weight": "nextn.shared_head_head.weight",
+}
 KV_B = "self_attn.kv_b_proj.weight"
 EXPERT_RE = re.compile(r"^mlp\.experts\.(\d+)\.(gate|up|down)_proj\.weight$")
 LAYER_RE = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
@@ -56,8 +66,8 @@ def forced_f32(name: str, shape: tuple[int, ...]) -> bool:
     return len(shape) <= 1 or name.endswith(F32_SUFFIXES) or not name.endswith(".weight")
 
 
-def map_tensors(config: dict[str, Any]) -> list[tuple[str, tuple[int, ...], Source]]:
-    """(GGUF name, numpy shape, source) for every tensor of the main model, in llama.cpp's per-layer order."""
+def map_tensors(config: dict[str, Any], mtp: bool = False) -> list[tuple[str, tuple[int, ...], Source]]:
+    """(GGUF name, numpy shape, source) for every tensor of the main model (and the MTP layers with `mtp`)."""
     spec = spec_for(config)
     heads = int(config["num_attention_heads"])
     nope, v_head, kv_lora = int(config["qk_nope_head_dim"]), int(config["v_head_dim"]), int(config["kv_lora_rank"])
@@ -65,7 +75,7 @@ def map_tensors(config: dict[str, Any]) -> list[tuple[str, tuple[int, ...], Sour
     out: list[tuple[str, tuple[int, ...], Source]] = []
     stacked: set[tuple[int, str]] = set()
     for t in spec:
-        if t.mtp:
+        if t.mtp and not mtp:
             continue
         if t.name in GLOBAL_NAMES:
             out.append((GLOBAL_NAMES[t.name], t.shape, Source("tensor", (t.name,))))
@@ -87,6 +97,8 @@ def map_tensors(config: dict[str, Any]) -> list[tuple[str, tuple[int, ...], Sour
                 out.append((f"{blk}ffn_{proj}_exps.weight", (n_experts, *t.shape), Source("experts", names)))
         elif rest in LAYER_NAMES:
             out.append((blk + LAYER_NAMES[rest], t.shape, Source("tensor", (t.name,))))
+        elif t.mtp and rest in MTP_NAMES:
+            out.append((blk + MTP_NAMES[rest], t.shape, Source("tensor", (t.name,))))
         else:
             raise UnsupportedArchitecture(f"config.json: no GGUF name for tensor {t.name}", path="config.json", tensor=t.name)
     return out

@@ -87,11 +87,14 @@ def _cast(vtype: VT, v: Any) -> Any:
     return float(v) if vtype is VT.FLOAT32 else bool(v) if vtype is VT.BOOL else int(v)
 
 
-def arch_kvs(config: dict[str, Any]) -> list[KV]:
-    """The `deepseek2.*` keys for a DeepSeek-V2/V3-family config.json."""
+def arch_kvs(config: dict[str, Any], mtp: bool = False) -> list[KV]:
+    """The `deepseek2.*` keys for a DeepSeek-V2/V3-family config.json (with `mtp`, counting the next-n layers too)."""
     out: list[KV] = []
+    n_mtp = int(config.get("num_nextn_predict_layers") or 0) if mtp else 0
     for f in FIELDS:
         v = config.get(f.config_key)
+        if f.config_key == "num_hidden_layers" and v is not None:
+            v = int(v) + n_mtp
         if v is None:
             if f.required:
                 raise ConfigError(f"config.json: {f.config_key} is required for GGUF key {_key(f.suffix)}", path="config.json")
@@ -103,6 +106,8 @@ def arch_kvs(config: dict[str, Any]) -> list[KV]:
         except KeyError as e:
             raise ConfigError(f"config.json: {e.args[0]} is required for GGUF key {_key(suffix)}", path="config.json") from None
     out.append(KV(_key("expert_gating_func"), VT.UINT32, gating_func(config)))
+    if n_mtp:
+        out.append(KV(_key("nextn_predict_layers"), VT.UINT32, n_mtp))
     out.extend(rope_scaling_kvs(config))
     return out
 
@@ -157,6 +162,8 @@ def config_from_gguf(kv: dict[str, Any], tensor_names: set[str] | None = None) -
     for need in ("attention.key_length_mla", "attention.value_length_mla"):
         if _key(need) not in kv:
             raise ConfigError(f"GGUF metadata lacks {_key(need)} (a pre-MLA deepseek2 file)", path="gguf")
+    cfg["num_nextn_predict_layers"] = int(kv.get(_key("nextn_predict_layers"), 0))
+    cfg["num_hidden_layers"] -= cfg["num_nextn_predict_layers"]
     cfg["qk_nope_head_dim"] = kv[_key("attention.key_length_mla")] - cfg["qk_rope_head_dim"]
     cfg["v_head_dim"] = kv[_key("attention.value_length_mla")]
     cfg.setdefault("vocab_size", len(kv.get("tokenizer.ggml.tokens") or []))

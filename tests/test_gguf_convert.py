@@ -255,3 +255,25 @@ def test_cli_json(cli, tiny_ckpt: Path, tmp_path: Path) -> None:
     assert doc["quant"] == "Q8_0" and doc["files"][0]["name"] == "tiny-Q8_0.gguf"
     res = cli("convert", tiny_ckpt, "--to", "gguf", "--out", tmp_path / "p")
     assert res.exit_code == 2 and "needs --quant" in res.output
+
+
+def test_mtp_layers_kept_on_request(tiny_ckpt: Path, tmp_path: Path) -> None:
+    from dshub.verify import verify
+
+    cfg = json.loads((tiny_ckpt / "config.json").read_text())
+    doc = convert(tiny_ckpt, tmp_path, quant="Q8_0", mtp=True)
+    assert doc["mtp_layers_left_out"] == 0 and doc["tensors"] == 52 + 18 + 6
+    r = gguf.GGUFReader(tmp_path / doc["files"][0]["name"])
+    n = cfg["num_hidden_layers"]
+    assert field(r, "deepseek2.block_count") == n + 1 and field(r, "deepseek2.nextn_predict_layers") == 1
+    ne = {t.name: [int(d) for d in t.shape] for t in r.tensors}
+    h = cfg["hidden_size"]
+    assert ne[f"blk.{n}.nextn.eh_proj.weight"] == [2 * h, h]
+    assert ne[f"blk.{n}.nextn.shared_head_head.weight"] == [h, cfg["vocab_size"]]
+    assert f"blk.{n}.ffn_gate_exps.weight" in ne and f"blk.{n}.nextn.enorm.weight" in ne
+    src = Source(tiny_ckpt)
+    t = next(t for t in r.tensors if t.name == f"blk.{n}.nextn.eh_proj.weight")
+    want = src(f"model.layers.{n}.eh_proj.weight")
+    ref = gguf.quants.quantize(want, t.tensor_type)
+    assert np.array_equal(np.asarray(t.data).reshape(-1), ref.reshape(-1))
+    assert verify(tmp_path).ok

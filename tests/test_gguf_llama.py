@@ -153,3 +153,10 @@ def test_yarn_rope_scaling_matches_transformers(tmp_path: Path) -> None:
     ids = [0] + list(range(40, 160))
     ref, margins = hf_logits(hf_model(tmp_path / "bf16"), ids)
     check(llama_logits(tmp_path / "g" / doc["files"][0]["name"], ids), ref, margins, "F16", "F16 yarn")
+
+
+def test_mtp_gguf_loads_and_trunk_logits_unchanged(tiny_bf16: Path, ggufs: dict[str, Path], tmp_path: Path) -> None:
+    """llama.cpp builds with next-n support load the MTP block and leave the main model's logits as they were."""
+    doc = run_conversion(tiny_bf16, ConversionOptions("gguf", tmp_path, params={"quant": "F16", "mtp": True}), progress=False).to_dict()
+    got = llama_logits(tmp_path / doc["files"][0]["name"], IDS[:12])
+    np.testing.assert_array_equal(got, llama_logits(ggufs["F16"], IDS[:12]))

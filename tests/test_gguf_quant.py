@@ -1,6 +1,8 @@
 """GGUF legacy quantizers: bit-exact against gguf-py's numpy implementations (llama.cpp's reference), and round trips."""
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 import torch
@@ -17,7 +19,7 @@ TYPES = ["F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"]
 
 
 def _rows(kind: str, rows: int = 64, cols: int = 256) -> np.ndarray:
-    g = np.random.default_rng(abs(hash(kind)) % 2**32)
+    g = np.random.default_rng(zlib.crc32(kind.encode()))
     x = g.standard_normal((rows, cols)).astype(np.float32)
     if kind == "scaled":
         x *= np.exp(g.uniform(-20, 20, (rows, 1))).astype(np.float32)
@@ -63,6 +65,7 @@ def test_round_trip_error_bound(name: str) -> None:
     t = GGML_TYPES[name]
     # error vs the block absmax: half a step (a full step at the clamped end of Q4_0/Q5_0; min-max types span 2*amax)
     bound = {"F32": 0, "F16": 1e-3, "BF16": 8e-3, "Q8_0": 1 / 127, "Q4_0": 1 / 8, "Q4_1": 1 / 14, "Q5_0": 1 / 16, "Q5_1": 1 / 30}[name]
+    bound += 2**-9 if t.block > 1 else 0  # the block scale is stored as fp16
     blk = max(t.block, 32)
     amax = np.abs(x).reshape(-1, blk).max(axis=1, keepdims=True)
     err = np.abs(back - x).reshape(-1, blk)

@@ -20,7 +20,7 @@ from .tensors import PlannedTensor, SourceReader, plan_tensors, produce
 from .imatrix import load_imatrix, slices_for
 from .tokenizer import load_vocab_kvs, read_json_object
 
-KNOWN_PARAMS = ("quant", "split_max_size", "split_max_tensors", "tensor_type", "name")
+KNOWN_PARAMS = ("quant", "split_max_size", "split_max_tensors", "tensor_type", "name", "mtp")
 SIZE_UNITS = {"": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4}  # as llama.cpp's gguf-split / converter
 
 
@@ -63,14 +63,15 @@ class GGUFConverter(Converter):
 
     def plan(self, ckpt: Checkpoint, opts: ConversionOptions) -> ConversionPlan:
         params = opts.params
-        mapped = map_tensors(ckpt.config)
+        keep_mtp = bool(params.get("mtp"))
+        mapped = map_tensors(ckpt.config, mtp=keep_mtp)
         ctx = SchemeContext(ckpt.config, tuple((n, s) for n, s, _ in mapped if not forced_f32(n, s)))
         scheme, type_fn = resolve(params, ctx)
         planned = plan_tensors(mapped, type_fn)
         gen_path = ckpt.root / "generation_config.json"
         gen = read_json_object(gen_path) if gen_path.is_file() else None
         kvs: list[KV] = general_kvs(output_stem(ckpt, params).rsplit("-", 1)[0], scheme.file_type, gen)
-        kvs += arch_kvs(ckpt.config) + load_vocab_kvs(ckpt.root, ckpt.config)
+        kvs += arch_kvs(ckpt.config, mtp=keep_mtp) + load_vocab_kvs(ckpt.root, ckpt.config)
         groups = split_tensors([p.info for p in planned], params.get("split_max_size", 0), params.get("split_max_tensors", 0))
         by_name = {p.info.name: p for p in planned}
         names = split_names(output_stem(ckpt, params), len(groups))
@@ -86,7 +87,7 @@ class GGUFConverter(Converter):
             "tensors": len(planned),
             "types": dict(sorted(Counter(p.info.ggml_type for p in planned).items())),
             "fallbacks": [p.to_dict() for p in planned if p.note and p.asked != "F32"],
-            "mtp_layers_left_out": mtp,
+            "mtp_layers_left_out": 0 if keep_mtp else mtp,
             "llama_cpp_caveats": llama_cpp_caveats(ckpt.config),
             "bits_per_weight": round(8 * sum(p.info.nbytes for p in planned) / max(1, sum(math.prod(p.info.shape) for p in planned)), 4),
             "tensor_table": [p.to_dict() for p in planned],
