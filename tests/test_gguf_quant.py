@@ -44,14 +44,29 @@ def _rows(kind: str, rows: int = 64, cols: int = 256) -> np.ndarray:
 KINDS = ["normal", "scaled", "zeros", "ties", "halves", "huge_tiny", "constant"]
 
 
+def _gguf_py(name: str, x: np.ndarray) -> np.ndarray:
+    return gguf.quants.quantize(x, QT[name]).view(np.uint8).reshape(x.shape[0], -1)
+
+
+def _ggml(name: str, x: np.ndarray) -> np.ndarray:
+    from tests.llama_oracle import ggml_quantize  # skips without llama-cpp-python
+
+    return ggml_quantize(name, x)
+
+
+ORACLES = {"gguf-py": _gguf_py, "compiled-ggml": _ggml}
+
+
+@pytest.mark.parametrize("oracle", ORACLES)
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("name", TYPES)
-def test_bit_exact_against_gguf_py(name: str, kind: str) -> None:
+def test_bit_exact(name: str, kind: str, oracle: str) -> None:
+    """Our bytes equal gguf-py's numpy quantizers and llama.cpp's own compiled `ggml_quantize_chunk`."""
     x = _rows(kind)
     if name == "F16" and kind in ("huge_tiny", "scaled"):
         x = np.clip(x, -6e4, 6e4)
     ours = get_codec(f"gguf_{name}")(torch.from_numpy(x)).numpy()
-    ref = gguf.quants.quantize(x, QT[name]).view(np.uint8).reshape(x.shape[0], -1)
+    ref = ORACLES[oracle](name, x)
     assert ours.shape == ref.shape
     mismatch = np.argwhere(ours != ref)
     assert mismatch.size == 0, f"{name}/{kind}: first mismatch at {mismatch[0].tolist()}"
@@ -119,17 +134,3 @@ def test_row_fallback(asked: str, row: int, expected: str) -> None:
     assert got == expected
     assert (why is None) == (asked == expected)
 
-
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("name", TYPES)
-def test_bit_exact_against_compiled_ggml(name: str, kind: str) -> None:
-    """The same rows through llama.cpp's own compiled `ggml_quantize_chunk` (skips without llama-cpp-python)."""
-    from tests.llama_oracle import ggml_quantize
-
-    x = _rows(kind)
-    if name == "F16" and kind in ("huge_tiny", "scaled"):
-        x = np.clip(x, -6e4, 6e4)
-    ours = get_codec(f"gguf_{name}")(torch.from_numpy(x)).numpy()
-    ref = ggml_quantize(name, x)
-    mismatch = np.argwhere(ours != ref)
-    assert mismatch.size == 0, f"{name}/{kind}: first mismatch at {mismatch[0].tolist()}"
