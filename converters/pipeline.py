@@ -13,9 +13,13 @@ On the CPU (or under TRITON_INTERPRET=1) the same object overlaps only the disk 
 Wiring into a converter's `write_file` (results arrive in declaration order, so `write_shard` keeps
 streaming one tensor at a time):
 
-    pipe = TensorPipeline(lambda d: (read_entry(path, src[d.name]), ckpt.read(scale_name(d.name))),
-                          lambda d, ins: dequant(*ins, block), plan.device)
-    return write_shard(out / f.name, decls, ordered_producer(pipe.map(decls)), ...)
+    def load(d):  # FP8 weights with their scale; anything else alone (copied through, never sent to the GPU)
+        e = src[d.name]
+        return (read_entry(path, e), ckpt.read(scale_name(d.name))) if e.dtype in FP8_DTYPES else (read_entry(path, e),)
+
+    pipe = TensorPipeline(load, lambda d, ins: dequant(*ins, block) if len(ins) == 2 else ins[0], plan.device,
+                          stage=lambda d: src[d.name].dtype in FP8_DTYPES)
+    return write_shard(out / f.name, decls, ordered_producer(pipe.map(decls)), SHARD_METADATA, on_tensor=...)
 """
 from __future__ import annotations
 
@@ -69,18 +73,21 @@ class TensorPipeline(Generic[K]):
     """Run `compute(item, inputs)` over `items` in order with `load(item)` prefetched in the background.
 
     `depth` bounds the items loaded but not yet computed (1: no read-ahead; 2: one item read ahead).
+    `stage(item)` False keeps that item's inputs on the host (e.g. tensors copied through unchanged).
 
     `load` returns host tensors (any nesting of tuples/lists/dicts); `compute` receives them on the
     codec device and returns tensors there. Results are handed back on the host, in input order.
     """
 
-    def __init__(self, load: Callable[[K], Any], compute: Callable[[K, Any], Any], device: str = "cpu", *, depth: int = DEFAULT_DEPTH):
+    def __init__(self, load: Callable[[K], Any], compute: Callable[[K, Any], Any], device: str = "cpu", *,
+                 depth: int = DEFAULT_DEPTH, stage: Callable[[K], bool] | None = None):
         if depth < 1:
             raise ValueError(f"pipeline depth must be at least 1, got {depth}")
         self.load = load
         self.compute = compute
         self.device = torch_device(device)
         self.depth = depth
+        self.stage = stage
 
     # ------------------------------------------------------------------ public
     def map(self, items: Iterable[K]) -> Iterator[tuple[K, Any]]:
@@ -122,7 +129,8 @@ class TensorPipeline(Generic[K]):
                 if stop.is_set():
                     return
                 got = _Loaded(item, self.load(item))
-                out.put(self._to_device(got, h2d) if h2d is not None else got)
+                on_gpu = h2d is not None and (self.stage is None or self.stage(item))
+                out.put(self._to_device(got, h2d) if on_gpu else got)
         except BaseException as e:  # handed to the consumer, which re-raises it
             out.put(_ReaderFailed(e))
             return
