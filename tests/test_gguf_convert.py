@@ -277,3 +277,11 @@ def test_mtp_layers_kept_on_request(tiny_ckpt: Path, tmp_path: Path) -> None:
     ref = gguf.quants.quantize(want, t.tensor_type)
     assert np.array_equal(np.asarray(t.data).reshape(-1), ref.reshape(-1))
     assert verify(tmp_path).ok
+
+
+def test_missing_tokenizer_is_a_one_line_error(cli, tiny_copy: Path, tmp_path: Path) -> None:
+    (tiny_copy / "tokenizer.json").unlink()
+    res = cli("convert", tiny_copy, "--to", "gguf", "--quant", "Q8_0", "--out", tmp_path / "o")
+    assert res.exit_code == 1
+    assert "tokenizer.json: not found" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").glob("*.gguf*"))
