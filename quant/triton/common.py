@@ -64,12 +64,12 @@ def source_view(x: torch.Tensor) -> tuple[torch.Tensor, int, torch.Tensor]:
     """A contiguous view of `x` for `load_f32`, the SRC code to read it with, and the byte table (or `x` itself)."""
     x = x.contiguous()
     if x.dtype == torch.bfloat16:
-        return x.view(torch.int16), SRC_BF16_BITS, x
+        return x.view(torch.int16), SRC_BF16_BITS.value, x
     if x.dtype in FP8_DTYPES:
-        return x.view(torch.uint8), SRC_FP8_BITS, fp8_table(x.dtype, x.device)
+        return x.view(torch.uint8), SRC_FP8_BITS.value, fp8_table(x.dtype, x.device)
     if not x.dtype.is_floating_point:
         raise ValueError(f"expected a float tensor, got {x.dtype}")
-    return x, SRC_FLOAT, x
+    return x, SRC_FLOAT.value, x
 
 
 @triton.jit
