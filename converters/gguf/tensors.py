@@ -86,6 +86,7 @@ class SourceReader:
 
     def __init__(self, ckpt: Checkpoint, device: str = "cpu"):
         self.ckpt = ckpt
+        self.device = device  # where quantizers run when a kernel exists there (dequantization stays on the CPU)
         self.block = ckpt.encoding.block or (128, 128)
         self.dequant = get_codec("fp8_block_dequant_f32", "cpu")
 
@@ -153,7 +154,7 @@ def produce(reader: SourceReader, p: PlannedTensor, workers: int = 1, imatrix: A
 
     `imatrix` (float32 [slices, ne0], see converters.gguf.imatrix) selects llama-quantize's importance-weighted paths.
     """
-    codec = get_codec(f"gguf_{p.info.ggml_type}", "cpu")
+    codec = get_codec(f"gguf_{p.info.ggml_type}", reader.device)  # GPU kernels take and return host tensors
     if imatrix is not None:
         from quant.gguf.legacy_imatrix import quantize_slices
 
