@@ -122,3 +122,22 @@ def test_registered_by_type() -> None:
     for t in KTYPES:
         out = get_codec(f"gguf_{t}")(torch.randn(3, 512))
         assert out.dtype == torch.uint8 and tuple(out.shape) == (3, 2 * TYPE_SIZES[t])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("type_name", KTYPES + ["Q4_1", "Q5_0"])
+def test_fused_kernels_match_llama_cpp(type_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The torch.compile'd candidate kernels (used for large inputs) give llama.cpp's bytes, imatrix paths included."""
+    from quant.gguf import kq_fused
+    from quant.gguf.types import GGML_TYPES
+
+    if kq_fused._state["disabled"]:
+        pytest.skip("fused kernels disabled (DSHUB_KQUANT_COMPILE=0 or no working compiler)")
+    monkeypatch.setattr(kq_fused, "MIN_ELEMENTS", 0)
+    imatrix = torch.rand(512, generator=torch.Generator().manual_seed(2)) ** 4 * 10
+    bs = GGML_TYPES[type_name].type_size
+    for x in (_random(24, 512, 4), _adversarial()):  # adversarial rows may take the exact eager fallback
+        if type_name in KTYPES:
+            _assert_same(type_name, quantize(type_name, x), ggml_quantize(type_name, x.numpy()), bs)
+        _assert_same(type_name, quantize(type_name, x, imatrix), ggml_quantize(type_name, x.numpy(), imatrix.numpy()), bs)
+        assert not kq_fused._state["disabled"] and kq_fused._ready, "the fused path was not used"

@@ -32,6 +32,14 @@ from quant.gguf.types import FILE_TYPES  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
+@pytest.fixture(autouse=True)
+def _fused_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Route every K-quant through the compiled kernels (the path large tensors take), not just the big ones."""
+    from quant.gguf import kq_fused
+
+    monkeypatch.setattr(kq_fused, "MIN_ELEMENTS", 0)
+
+
 MIXES = ("Q4_K_M", "Q3_K_M", "Q2_K", "Q3_K_S", "Q3_K_L", "Q4_K_S", "Q5_K_S", "Q5_K_M", "Q6_K")
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .kq_fused import fused
+
 F32 = torch.float32
 GROUP_MAX_EPS = float(np.float32(1e-15))
 _MAGIC = 12582912.0  # 1.5 * 2**23: adding it rounds to an integer, half to even
@@ -114,12 +116,12 @@ def make_qkx2(x: torch.Tensor, w: torch.Tensor, nmax: int, rmin: float, rdelta: 
     prods = torch.empty((n, 3, S), dtype=x.dtype)  # w·l, w·l·l, w·l·x: summed together
 
     def spread(mn: torch.Tensor) -> tuple[torch.Tensor, bool]:
-        # max - min and x - min; `fast` when every iscale·(x - min) is surely inside nearest_int's domain
-        torch.sub(x, mn, out=xm)
+        # max - min; `fast` when every iscale·(x - min) is surely inside nearest_int's domain
         rng = torch.where(degenerate, one, mx - mn)
         return rng, bool(((rng >= 1e-30) & (rng <= 1e30)).all())
 
-    def levels(isc: torch.Tensor, fast: bool) -> None:
+    def levels(isc: torch.Tensor, fast: bool, mn: torch.Tensor) -> None:
+        torch.sub(x, mn, out=xm)
         torch.mul(xm, isc, out=la)
         if fast:
             la.round_()
@@ -137,28 +139,33 @@ def make_qkx2(x: torch.Tensor, w: torch.Tensor, nmax: int, rmin: float, rdelta: 
     rng, fast = spread(mn)
     iscale = full_div(float(nmax), rng)
     scale = full_div(1.0, iscale)
-    levels(iscale, fast)
+    levels(iscale, fast, mn)
     best = error(scale, mn)
     # the kept L is recomputed at the end from the iscale and min that produced it (same bits, fewer copies)
     keep_isc, keep_mn = iscale, mn
 
+    kernel = fused("qkx2", x.numel())
     for step in range(nstep + 1):
         # ggml keeps the accepted candidate's min for the following candidates (iscale and x - min use it)
         num = float(np.float32(rmin) + np.float32(rdelta) * np.float32(step) + np.float32(nmax))
-        isc = full_div(num, rng)
-        levels(isc, fast)
-        wl = prods[:, 0]
-        torch.mul(w, la, out=wl)
-        torch.mul(wl, la, out=prods[:, 1])
-        torch.mul(wl, x, out=prods[:, 2])
-        sum_l, sum_l2, sum_xl = seqsum(prods)
-        D = sum_w * sum_l2 - sum_l * sum_l
-        this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
-        this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
-        pos = this_min > 0
-        this_min = torch.where(pos, torch.zeros_like(this_min), this_min)
-        this_scale = torch.where(pos, sum_xl / sum_l2, this_scale)
-        cur = error(this_scale, this_min)
+        out = kernel(x, w, mn, rng, num, sum_w, sum_x, nmax, use_mad) if kernel is not None and fast else None
+        if out is not None:
+            isc, D, this_scale, this_min, cur = out
+        else:
+            isc = full_div(num, rng)
+            levels(isc, fast, mn)
+            wl = prods[:, 0]
+            torch.mul(w, la, out=wl)
+            torch.mul(wl, la, out=prods[:, 1])
+            torch.mul(wl, x, out=prods[:, 2])
+            sum_l, sum_l2, sum_xl = seqsum(prods)
+            D = sum_w * sum_l2 - sum_l * sum_l
+            this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
+            this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
+            pos = this_min > 0
+            this_min = torch.where(pos, torch.zeros_like(this_min), this_min)
+            this_scale = torch.where(pos, sum_xl / sum_l2, this_scale)
+            cur = error(this_scale, this_min)
         take = (D > 0) & (cur < best) & live
         if bool(take.any()):
             best = torch.where(take, cur, best)
@@ -168,8 +175,7 @@ def make_qkx2(x: torch.Tensor, w: torch.Tensor, nmax: int, rmin: float, rdelta: 
             mn = torch.where(take, this_min, mn)
             rng, fast = spread(mn)
 
-    torch.sub(x, keep_mn, out=xm)
-    levels(keep_isc, False)
+    levels(keep_isc, False, keep_mn)
     zero = torch.zeros_like(scale)
     scale = torch.where(degenerate, zero, scale)
     L = torch.where(degenerate, torch.zeros_like(la), la)
@@ -190,7 +196,12 @@ def make_qx(x: torch.Tensor, nmax: int, qw: torch.Tensor | None = None) -> tuple
     l = torch.empty_like(x)
     prods = torch.empty((n, 2, S), dtype=x.dtype)  # w·x·l and w·l·l, summed together
 
+    kernel = fused("qx", x.numel())
+
     def quant(num: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        out = kernel(x, w, wx, mxs, num, nmax) if kernel is not None else None
+        if out is not None:
+            return out
         isc = full_div(num, mxs)
         torch.mul(x, isc, out=l)
         l.round_().clamp_(-nmax, nmax - 1)  # |isc·x| <= |num|: inside nearest_int's domain
