@@ -11,10 +11,10 @@ import torch
 from dshub.checkpoint import Checkpoint
 from dshub.errors import UsageError
 from dshub.gguf_file import KV, file_size, split_kvs, split_names, split_tensors, write_gguf
-
-from ..base import Advance, ConversionOptions, ConversionPlan, Converter, OutputFile, register_converter
 from dshub.gguf_layout import forced_f32, map_tensors
 from dshub.gguf_metadata import arch_kvs, general_kvs, llama_cpp_caveats
+
+from ..base import Advance, ConversionOptions, ConversionPlan, Converter, OutputFile, register_converter
 from .schemes import PARAM_HOOKS, SchemeContext, get_scheme, parse_tensor_types, resolve
 from .tensors import PlannedTensor, SourceReader, plan_tensors, produce
 from .imatrix import load_imatrix, slices_for
@@ -34,8 +34,13 @@ def parse_size(text: str | int) -> int:
     return int(float(m[1]) * SIZE_UNITS[m[2]])
 
 
+def model_name(ckpt: Checkpoint, params: dict[str, Any]) -> str:
+    """general.name: the `name` option, else the checkpoint directory's name."""
+    return str(params.get("name") or ckpt.root.resolve().name)
+
+
 def output_stem(ckpt: Checkpoint, params: dict[str, Any]) -> str:
-    return f"{params.get('name') or ckpt.root.resolve().name}-{params['quant']}"
+    return f"{model_name(ckpt, params)}-{params['quant']}"
 
 
 @register_converter("gguf")
@@ -70,7 +75,7 @@ class GGUFConverter(Converter):
         planned = plan_tensors(mapped, type_fn)
         gen_path = ckpt.root / "generation_config.json"
         gen = read_json_object(gen_path) if gen_path.is_file() else None
-        kvs: list[KV] = general_kvs(output_stem(ckpt, params).rsplit("-", 1)[0], scheme.file_type, gen)
+        kvs: list[KV] = general_kvs(model_name(ckpt, params), scheme.file_type, gen)
         kvs += arch_kvs(ckpt.config, mtp=keep_mtp) + load_vocab_kvs(ckpt.root, ckpt.config)
         groups = split_tensors([p.info for p in planned], params.get("split_max_size", 0), params.get("split_max_tensors", 0))
         by_name = {p.info.name: p for p in planned}
