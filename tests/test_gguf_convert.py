@@ -285,3 +285,30 @@ def test_missing_tokenizer_is_a_one_line_error(cli, tiny_copy: Path, tmp_path: P
     assert res.exit_code == 1
     assert "tokenizer.json: not found" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").glob("*.gguf*"))
+
+
+def test_interrupted_run_leaves_no_partial_file_and_resumes(tiny_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from converters.gguf import tensors
+
+    real = tensors.produce
+
+    def failing(reader, p, *a, **k):
+        for chunk in real(reader, p, *a, **k):
+            if p.info.name == "output.weight":  # the last tensor, in the last file
+                raise KeyboardInterrupt
+            yield chunk
+
+    def run(**kw) -> dict:
+        opts = ConversionOptions("gguf", tmp_path, workers=1, params={"quant": "Q8_0", "split_max_tensors": 20, **kw})
+        return run_conversion(tiny_ckpt, opts, progress=False).to_dict()
+
+    monkeypatch.setattr("converters.gguf.convert.produce", failing)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    left = sorted(p.name for p in tmp_path.iterdir())
+    names = [f"tiny-Q8_0-0000{i}-of-00003.gguf" for i in (1, 2, 3)]
+    assert left == ["dshub-manifest.json", *names[:2]], left  # no temp file, no partial third file
+    monkeypatch.setattr("converters.gguf.convert.produce", real)
+    doc = run()
+    assert doc["resumed_skipped"] == names[:2] and doc["written"] == names[2:]
+    assert json.loads((tmp_path / "dshub-manifest.json").read_text())["complete"] is True
