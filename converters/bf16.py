@@ -11,6 +11,7 @@ from dshub.safetensors_header import TensorEntry
 from dshub.safetensors_writer import TensorDecl, shard_size, write_shard
 from quant import get_codec
 
+from .pipeline import TensorPipeline, ordered_producer
 from .base import Advance, ConversionOptions, ConversionPlan, Converter, OutputFile, copy_sidecars, register_converter, write_index_and_config
 
 FP8_DTYPES = ("F8_E4M3", "F8_E5M2")
@@ -35,7 +36,6 @@ class Bf16Converter(Converter):
         n_fp8 = 0
         for shard in ckpt.shard_names:
             entries = ckpt.tensors_in(shard)
-            names = {e.name for e in entries}
             decls: list[TensorDecl] = []
             sources: list[TensorEntry] = []
             for e in entries:
@@ -47,7 +47,6 @@ class Bf16Converter(Converter):
                 sources.append(e)
             if decls:
                 files.append(OutputFile(shard, shard_size(decls, SHARD_METADATA), len(decls), (decls, sources)))
-            del names
         return ConversionPlan("bf16", ckpt.root, opts.out, files, summary={"fp8_weights": n_fp8, "dropped_mtp_tensors": len(drop)})
 
     def write_file(self, ckpt: Checkpoint, plan: ConversionPlan, opts: ConversionOptions, f: OutputFile, advance: Advance) -> str:
@@ -57,16 +56,17 @@ class Bf16Converter(Converter):
         block = ckpt.encoding.block or (128, 128)
         dequant = get_codec("fp8_block_dequant_bf16", plan.device)
 
-        def produce(d: TensorDecl) -> torch.Tensor:
+        def load(d: TensorDecl) -> tuple[torch.Tensor, ...]:
             e = src[d.name]
             w = read_entry(path, e)
-            if e.dtype not in FP8_DTYPES:
-                return w
-            sname = scale_name(d.name)
-            scale = ckpt.read(sname)
-            out = dequant(w, scale, block)
-            return out.cpu() if out.device.type != "cpu" else out
+            return (w, ckpt.read(scale_name(d.name))) if e.dtype in FP8_DTYPES else (w,)
 
+        def compute(d: TensorDecl, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+            return dequant(inputs[0], inputs[1], block) if len(inputs) == 2 else inputs[0]
+
+        # The next tensor is read (and, on a GPU, staged) while this one is dequantized; results arrive in order.
+        pipe = TensorPipeline(load, compute, plan.device, stage=lambda d: src[d.name].dtype in FP8_DTYPES)
+        produce = ordered_producer(pipe.map(decls))
         return write_shard(opts.out / f.name, decls, produce, SHARD_METADATA, on_tensor=lambda d: advance(d.nbytes))
 
     def finalize(self, ckpt: Checkpoint, plan: ConversionPlan, opts: ConversionOptions) -> None:

@@ -1,7 +1,6 @@
 """Structural verification: a registry of checks, each yielding findings that name file and tensor."""
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
