@@ -6,6 +6,7 @@ not among them, so the child process answers "deepseek-v3" for it (what the pre-
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -20,15 +21,15 @@ from converters import ConversionOptions, run_conversion  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-RUNNER = """
-import runpy, sys
-vendor, src, out, outtype = sys.argv[1:5]
-sys.path[:0] = [vendor, vendor + "/gguf-py"]
-import conversion.base as base
-base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "deepseek-v3"
-sys.argv = ["convert_hf_to_gguf.py", src, "--outtype", outtype, "--outfile", out]
-runpy.run_path(vendor + "/convert_hf_to_gguf.py", run_name="__main__")
-"""
+
+def _bench_gguf():
+    """bench/gguf.py (its llama.cpp converter runner), loaded by path: `bench` is not a package."""
+    spec = importlib.util.spec_from_file_location("bench_gguf", Path(__file__).resolve().parents[1] / "bench" / "gguf.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 # Keys only upstream writes (derived from the directory name or model card, or defaults we leave out).
 UPSTREAM_ONLY = {"general.size_label", "tokenizer.ggml.add_sep_token", "GGUF.kv_count"}
 
@@ -46,7 +47,7 @@ def test_same_bytes_as_convert_hf_to_gguf(tiny_ckpt: Path, tmp_path: Path, quant
     vendor = llama_cpp_vendor()
     ref_path = tmp_path / "ref.gguf"
     env = {**os.environ, "NO_LOCAL_GGUF": "1"}
-    proc = subprocess.run([sys.executable, "-c", RUNNER, str(vendor), str(tiny_ckpt), str(ref_path), quant.lower()],
+    proc = subprocess.run([sys.executable, "-c", _bench_gguf().RUNNER, str(vendor), str(tiny_ckpt), str(ref_path), quant.lower()],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = run_conversion(tiny_ckpt, ConversionOptions("gguf", tmp_path / "ours", params={"quant": quant}), progress=False).to_dict()
