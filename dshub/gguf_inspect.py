@@ -6,7 +6,9 @@ import re
 from pathlib import Path
 from typing import Any, Iterator
 
-from quant.gguf.types import FILE_TYPES
+import numpy as np
+
+from quant.gguf.types import FILE_TYPES, GGML_TYPES
 
 from .errors import DshubError, GGUFError
 from .gguf_file import SPLIT_COUNT, SPLIT_NO, SPLIT_RE, SPLIT_TENSORS, GGUFHeader, read_gguf_header, split_set
@@ -15,6 +17,13 @@ from .gguf_metadata import ARCH, config_from_gguf, llama_cpp_caveats
 from .verify import Finding, VerifyReport
 
 OPTIONAL_RE = re.compile(r"\.nextn\.(embed_tokens|shared_head_head|shared_head_norm)\.weight$")  # llama.cpp: not required
+# Byte offsets of the fp16 scale fields inside one block of each quantized type (ggml-common.h block layouts).
+FP16_SCALE_OFFSETS: dict[str, tuple[int, ...]] = {
+    "Q4_0": (0,), "Q5_0": (0,), "Q8_0": (0,), "Q4_1": (0, 2), "Q5_1": (0, 2), "IQ4_NL": (0,), "IQ4_XS": (0,),
+    "Q2_K": (80, 82), "Q3_K": (108,), "Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,),
+}
+FLOAT_TYPES: dict[str, str] = {"F32": "<f4", "F16": "<f2", "BF16": "<u2"}
+SCAN_BLOCKS = 1 << 20  # blocks (or elements) checked per step
 FILE_TYPE_NAMES = {v: k for k, v in FILE_TYPES.items()}
 # Keys whose absence changes how llama.cpp runs a deepseek2 file, and what happens then.
 DEEPSEEK2_WARN_KEYS = {
@@ -118,8 +127,38 @@ def _architecture_findings(heads: list[GGUFHeader]) -> Iterator[Finding]:
         yield Finding("gguf-tokenizer", "error", first.path.name, None, f"{len(tokens)} tokens, {ARCH}.vocab_size is {vocab}")
 
 
-def verify_gguf(path: str | Path) -> VerifyReport:
-    """Headers, split-set completeness and the deepseek2 tensor table (names, shapes, F32 tensors)."""
+def _nonfinite(h: GGUFHeader, t: Any) -> int:
+    """How many stored floats of tensor `t` (values, or the fp16 block scales of quantized types) are NaN/Inf."""
+    start, end = h.tensor_data(t)
+    raw = np.memmap(h.path, dtype=np.uint8, mode="r", offset=start, shape=(end - start,))
+    if t.ggml_type in FLOAT_TYPES:
+        vals = raw.view(FLOAT_TYPES[t.ggml_type])
+        if t.ggml_type == "BF16":  # exponent all ones = Inf/NaN
+            return sum(int(((vals[i:i + SCAN_BLOCKS] & 0x7F80) == 0x7F80).sum()) for i in range(0, vals.size, SCAN_BLOCKS))
+        return sum(int((~np.isfinite(vals[i:i + SCAN_BLOCKS])).sum()) for i in range(0, vals.size, SCAN_BLOCKS))
+    offsets = FP16_SCALE_OFFSETS.get(t.ggml_type)
+    if not offsets:
+        return 0
+    blocks = raw.reshape(-1, GGML_TYPES[t.ggml_type].type_size)
+    bad = 0
+    for i in range(0, blocks.shape[0], SCAN_BLOCKS):
+        chunk = blocks[i:i + SCAN_BLOCKS]
+        for off in offsets:
+            bad += int((~np.isfinite(np.ascontiguousarray(chunk[:, off:off + 2]).view("<f2"))).sum())
+    return bad
+
+
+def _value_findings(heads: list[GGUFHeader]) -> Iterator[Finding]:
+    for h in heads:
+        for t in h.tensors:
+            n = _nonfinite(h, t)
+            if n:
+                what = "values" if t.ggml_type in FLOAT_TYPES else "block scales"
+                yield Finding("gguf-values", "error", h.path.name, t.name, f"{n} NaN/Inf {what} ({t.ggml_type})")
+
+
+def verify_gguf(path: str | Path, deep: bool = False) -> VerifyReport:
+    """Headers, split-set completeness and the deepseek2 tensor table; with `deep`, NaN/Inf values and block scales."""
     try:
         files = gguf_files(path)
     except DshubError as e:
@@ -128,8 +167,10 @@ def verify_gguf(path: str | Path) -> VerifyReport:
     if heads:
         findings += list(_split_findings(files, heads))
         findings += list(_architecture_findings(heads))
+        if deep:
+            findings += list(_value_findings(heads))
     return VerifyReport(str(path), findings, len(files), sum(len(h.tensors) for h in heads),
-                        ["gguf-header", "gguf-split", "gguf-architecture", "gguf-tokenizer"])
+                        ["gguf-header", "gguf-split", "gguf-architecture", "gguf-tokenizer"] + (["gguf-values"] if deep else []))
 
 
 def gguf_info(path: str | Path) -> dict[str, Any]:

@@ -201,7 +201,7 @@ def verify(path: str | Path, *, deep: bool = False) -> VerifyReport:
     from .gguf_inspect import is_gguf, verify_gguf  # imports this module
 
     if is_gguf(path):
-        return verify_gguf(path)
+        return verify_gguf(path, deep=deep)
     try:
         ckpt = Checkpoint.open(path)
     except DshubError as e:

@@ -96,3 +96,22 @@ def test_damaged_files_are_named(split_dir: Path, tmp_path: Path) -> None:
     (d / files[1].name).write_bytes(raw[: len(raw) // 2])
     found = verify(d).findings
     assert any(f.check == "gguf-header" and f.file == files[1].name and "truncated" in f.message for f in found)
+
+
+def test_deep_verify_finds_nan_values_and_scales(tiny_ckpt: Path, tmp_path: Path, cli) -> None:
+    run_conversion(tiny_ckpt, ConversionOptions("gguf", tmp_path, params={"quant": "Q8_0"}), progress=False)
+    path = tmp_path / "tiny-Q8_0.gguf"
+    h = read_gguf_header(path)
+    by = {t.name: t for t in h.tensors}
+    raw = bytearray(path.read_bytes())
+    q, norm = by["blk.1.ffn_up_exps.weight"], by["blk.0.attn_norm.weight"]
+    start = h.tensor_data(q)[0] + 3 * 34  # block 3's fp16 scale
+    raw[start:start + 2] = b"\x00\x7c"  # +Inf
+    start = h.tensor_data(norm)[0] + 4 * 5  # element 5
+    raw[start:start + 4] = b"\x00\x00\xc0\x7f"  # NaN
+    path.write_bytes(bytes(raw))
+    assert verify(path).ok  # structure is fine; values are only read with --deep
+    found = {f.tensor: f.message for f in verify(path, deep=True).findings if f.severity == "error"}
+    assert found == {"blk.1.ffn_up_exps.weight": "1 NaN/Inf block scales (Q8_0)", "blk.0.attn_norm.weight": "1 NaN/Inf values (F32)"}
+    res = cli("verify", path, "--deep")
+    assert res.exit_code == 1 and "blk.1.ffn_up_exps.weight" in res.output
