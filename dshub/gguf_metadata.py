@@ -1,6 +1,7 @@
 """config.json -> `deepseek2` GGUF metadata, as current llama.cpp's loader reads it (facts: shared/reference/gguf-deepseek.md)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -136,13 +137,37 @@ SAMPLING_FIELDS: tuple[tuple[str, str, VT], ...] = (
 )
 
 
-def general_kvs(name: str, file_type: str | int, generation_config: dict[str, Any] | None = None) -> list[KV]:
-    """general.* keys (general.architecture first, as llama.cpp writes it), with sampling defaults if given."""
+# (threshold, multiplier, suffix) for parameter counts, as llama.cpp's naming convention rounds them
+COUNT_SCALES: tuple[tuple[float, float, str], ...] = ((1e12, 1e-12, "T"), (1e9, 1e-9, "B"), (1e6, 1e-6, "M"), (float("-inf"), 1e-3, "K"))
+
+
+def rounded_count(n: int, min_digits: int = 2) -> str:
+    """A parameter count as llama.cpp names it: 2.4M, 20B, 671B (at least `min_digits` significant digits)."""
+    scale, suffix = next((m, sfx) for limit, m, sfx in COUNT_SCALES if n > limit)
+    v = n * scale
+    return f"{v:.{max(min_digits - len(str(round(v)).lstrip('0')), 0)}f}{suffix}"
+
+
+def size_label(tensors: list[tuple[str, tuple[int, ...]]]) -> str:
+    """general.size_label: `<experts>x<params per expert path>` for MoE models (e.g. 256x20B), else the total."""
+    experts = [s for n, s in tensors if "_exps." in n and len(s) == 3]
+    total = sum(math.prod(s) for _, s in tensors)
+    if not experts:
+        return rounded_count(total)
+    per_expert = sum(math.prod(s) // s[0] for s in experts)
+    shared = total - sum(math.prod(s) for s in experts)
+    return f"{sum(s[0] for s in experts) // len(experts)}x{rounded_count(shared + per_expert)}"
+
+
+def general_kvs(name: str, file_type: str | int, generation_config: dict[str, Any] | None = None,
+                size: str | None = None) -> list[KV]:
+    """general.* keys (general.architecture first, as llama.cpp writes it), with size label and sampling defaults."""
     ftype = FILE_TYPES[file_type] if isinstance(file_type, str) else file_type
     out = [
         KV("general.architecture", VT.STRING, ARCH),
         KV("general.type", VT.STRING, "model"),
         KV("general.name", VT.STRING, name),
+        *([KV("general.size_label", VT.STRING, size)] if size else []),
         KV("general.file_type", VT.UINT32, ftype),
         KV("general.quantization_version", VT.UINT32, QUANTIZATION_VERSION),
     ]

@@ -103,3 +103,11 @@ def test_llama_cpp_caveats() -> None:
     assert llama_cpp_caveats({**V3, "q_lora_rank": None, "num_hidden_layers": 27}) == []
     (why,) = llama_cpp_caveats({**V3, "q_lora_rank": None, "num_hidden_layers": 2})
     assert "will fail to load" in why
+
+
+def test_size_label_as_llama_cpp_names_it() -> None:
+    from dshub.gguf_metadata import rounded_count, size_label
+
+    assert [rounded_count(n) for n in (2_400_000, 20_000_000_000, 671_026_000_000, 999, 1_500_000_000_000)] == [
+        "2.4M", "20B", "671B", "1.0K", "1.5T"]
+    assert size_label([(n, s) for n, s, _ in map_tensors(V3)]) == "256x20B"

@@ -31,7 +31,7 @@ def _bench_gguf():
 
 
 # Keys only upstream writes (derived from the directory name or model card, or defaults we leave out).
-UPSTREAM_ONLY = {"general.size_label", "tokenizer.ggml.add_sep_token", "GGUF.kv_count"}
+UPSTREAM_ONLY = {"tokenizer.ggml.add_sep_token", "GGUF.kv_count"}
 
 
 def llama_cpp_vendor() -> Path:

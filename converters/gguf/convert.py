@@ -12,7 +12,7 @@ from dshub.checkpoint import Checkpoint
 from dshub.errors import UsageError
 from dshub.gguf_file import KV, file_size, split_kvs, split_names, split_tensors, write_gguf
 from dshub.gguf_layout import forced_f32, map_tensors
-from dshub.gguf_metadata import arch_kvs, general_kvs, llama_cpp_caveats
+from dshub.gguf_metadata import arch_kvs, general_kvs, llama_cpp_caveats, size_label
 
 from ..base import Advance, ConversionOptions, ConversionPlan, Converter, OutputFile, register_converter
 from .schemes import PARAM_HOOKS, SchemeContext, get_scheme, parse_tensor_types, resolve
@@ -75,7 +75,8 @@ class GGUFConverter(Converter):
         planned = plan_tensors(mapped, type_fn)
         gen_path = ckpt.root / "generation_config.json"
         gen = read_json_object(gen_path) if gen_path.is_file() else None
-        kvs: list[KV] = general_kvs(model_name(ckpt, params), scheme.file_type, gen)
+        kvs: list[KV] = general_kvs(model_name(ckpt, params), scheme.file_type, gen,
+                                    size_label([(p.info.name, p.info.shape) for p in planned]))
         kvs += arch_kvs(ckpt.config, mtp=keep_mtp) + load_vocab_kvs(ckpt.root, ckpt.config)
         groups = split_tensors([p.info for p in planned], params.get("split_max_size", 0), params.get("split_max_tensors", 0))
         by_name = {p.info.name: p for p in planned}
