@@ -1,6 +1,7 @@
 """The converter framework: registry, plan, preflight, resumable parallel execution, finalization."""
 from __future__ import annotations
 
+import ctypes
 import os
 import sys
 import threading
@@ -23,6 +24,7 @@ from dshub.verify import require_valid
 from quant.device import DeviceUnavailable, resolve_device
 
 Advance = Callable[[int], None]
+M_MMAP_THRESHOLD = -3  # mallopt parameter (glibc malloc.h)
 
 
 @dataclass
@@ -197,7 +199,8 @@ def run_conversion(path: str | Path, opts: ConversionOptions, *, progress: bool 
     workers = max(1, min(opts.workers, len(todo)))
     # One intra-op thread per worker: torch's OpenMP pool oversubscribed by parallel workers (or by other processes)
     # runs elementwise kernels an order of magnitude slower than a single thread does.
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, opts.workers)))
+    return_freed_memory()
     try:
         if workers > 1:
             with ThreadPoolExecutor(workers) as pool:
@@ -211,6 +214,18 @@ def run_conversion(path: str | Path, opts: ConversionOptions, *, progress: bool 
     manifest.complete = True
     manifest.save()
     return ConversionResult(plan, written, skipped)
+
+
+def return_freed_memory() -> None:
+    """Have glibc serve every allocation over 1 MiB with mmap and give it back on free.
+
+    glibc raises its mmap threshold after the first large free (up to 32 MiB), after which freed tensor buffers stay
+    in the heap: a streaming converter would then hold several tensors' worth of dead memory. No-op off glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, 1 << 20)
+    except (OSError, AttributeError):
+        pass
 
 
 def _source_key(ckpt: Checkpoint) -> dict[str, Any]:

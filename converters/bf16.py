@@ -1,7 +1,7 @@
 """Block-FP8 -> BF16: same shards and tensor order, scales consumed, `quantization_config` removed."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -54,14 +54,15 @@ class Bf16Converter(Converter):
         src = {e.name: e for e in sources}
         path = ckpt.shard_path(f.name)
         block = ckpt.encoding.block or (128, 128)
-        dequant = get_codec("fp8_block_dequant_bf16", plan.device)
+        # On the CPU a weight streams out one row block at a time; a GPU kernel works on the whole tensor.
+        dequant = get_codec("fp8_block_dequant_bf16_rows" if plan.device == "cpu" else "fp8_block_dequant_bf16", plan.device)
 
         def load(d: TensorDecl) -> tuple[torch.Tensor, ...]:
             e = src[d.name]
             w = read_entry(path, e)
             return (w, ckpt.read(scale_name(d.name))) if e.dtype in FP8_DTYPES else (w,)
 
-        def compute(d: TensorDecl, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        def compute(d: TensorDecl, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor | Iterator[torch.Tensor]:
             return dequant(inputs[0], inputs[1], block) if len(inputs) == 2 else inputs[0]
 
         # The next tensor is read (and, on a GPU, staged) while this one is dequantized; results arrive in order.

@@ -62,26 +62,34 @@ def tensor_bytes(t: torch.Tensor) -> memoryview:
 def write_shard(
     path: Path,
     decls: list[TensorDecl],
-    produce: Callable[[TensorDecl], torch.Tensor],
+    produce: Callable[[TensorDecl], torch.Tensor | Iterable[torch.Tensor]],
     metadata: dict[str, str] | None = None,
     on_tensor: Callable[[TensorDecl], None] | None = None,
 ) -> str:
     """Write one shard atomically, calling `produce(decl)` for each tensor in order (one alive at a time).
 
-    Returns the file's sha256, computed while writing."""
+    `produce` returns the whole tensor, or an iterable of row chunks (same dtype, concatenated along dim 0), so a
+    producer can stream a tensor without ever holding it. Returns the file's sha256, computed while writing."""
     h = hashlib.sha256()
     with atomic_open(path) as f:
         header = encode_header(decls, metadata)
         f.write(header)
         h.update(header)
         for d in decls:
-            t = produce(d)
-            if TORCH_TO_ST.get(t.dtype) != d.dtype or tuple(t.shape) != d.shape:
-                raise ValueError(f"{path.name}: tensor {d.name}: produced {t.dtype}{list(t.shape)}, declared {d.dtype}{list(d.shape)}")
-            data = tensor_bytes(t)
-            f.write(data)
-            h.update(data)
-            del t, data
+            out = produce(d)
+            chunks = (out,) if isinstance(out, torch.Tensor) else out
+            written = 0
+            for t in chunks:
+                if TORCH_TO_ST.get(t.dtype) != d.dtype or (isinstance(out, torch.Tensor) and tuple(t.shape) != d.shape):
+                    raise ValueError(f"{path.name}: tensor {d.name}: produced {t.dtype}{list(t.shape)}, declared {d.dtype}{list(d.shape)}")
+                data = tensor_bytes(t)
+                f.write(data)
+                h.update(data)
+                written += data.nbytes
+                del t, data
+            if written != d.nbytes:
+                raise ValueError(f"{path.name}: tensor {d.name}: produced {written} bytes, declared {d.nbytes}")
+            del out, chunks
             if on_tensor:
                 on_tensor(d)
     return h.hexdigest()

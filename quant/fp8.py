@@ -7,6 +7,7 @@ faster on CPU than an elementwise cast; the multiply and the rounding are torch'
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -59,17 +60,29 @@ def dequant_fp8_block_bf16(weight: torch.Tensor, scale_inv: torch.Tensor, block:
     return _dequant(weight, scale_inv, block, torch.bfloat16)
 
 
-def _dequant(weight: torch.Tensor, scale_inv: torch.Tensor, block: tuple[int, int], out_dtype: torch.dtype) -> torch.Tensor:
+@register_codec("fp8_block_dequant_bf16_rows", "cpu")
+def dequant_fp8_block_bf16_rows(weight: torch.Tensor, scale_inv: torch.Tensor, block: tuple[int, int] = (128, 128)) -> Iterator[torch.Tensor]:
+    """The same values as `dequant_fp8_block_bf16`, yielded one row block at a time (never the whole tensor)."""
+    for _r0, _r1, t in _f32_row_blocks(weight, scale_inv, block):
+        yield t.to(torch.bfloat16)
+
+
+def _f32_row_blocks(weight: torch.Tensor, scale_inv: torch.Tensor, block: tuple[int, int]) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """(first row, end row, exact fp32 values) per row block; the fp32 buffer is reused, so consume it at once."""
     rows, cols = weight.shape
     br, bc = block
     s = scale_inv.to(torch.float32)
-    out = torch.empty((rows, cols), dtype=out_dtype)
-    tmp = out if out_dtype == torch.float32 else torch.empty((min(br, rows), cols), dtype=torch.float32)
+    tmp = torch.empty((min(br, rows), cols), dtype=torch.float32)
     for i, r0 in enumerate(range(0, rows, br)):
         r1 = min(rows, r0 + br)
-        t = tmp[r0:r1] if tmp is out else tmp[: r1 - r0]
+        t = tmp[: r1 - r0]
         fp8_to_f32(weight[r0:r1], t)
         t.mul_(expand_scale(s[i], bc, cols))
-        if tmp is not out:
-            out[r0:r1] = t  # the cast rounds to nearest even
+        yield r0, r1, t
+
+
+def _dequant(weight: torch.Tensor, scale_inv: torch.Tensor, block: tuple[int, int], out_dtype: torch.dtype) -> torch.Tensor:
+    out = torch.empty(tuple(weight.shape), dtype=out_dtype)
+    for r0, r1, t in _f32_row_blocks(weight, scale_inv, block):
+        out[r0:r1] = t  # a bf16 destination rounds to nearest even
     return out
