@@ -225,7 +225,8 @@ def pack_nibbles_last(u: torch.Tensor, order: tuple[int, ...] | None = None) -> 
     zero-pad to a multiple of 8. With `order`, nibble p of each word holds element `order[p]` of its 8."""
     rows, cols = u.shape
     pad = (-cols) % PACK_FACTOR
-    v = torch.nn.functional.pad(u.to(torch.uint8), (0, pad)).reshape(rows, -1, PACK_FACTOR)
+    v = u.to(torch.uint8)
+    v = (torch.nn.functional.pad(v, (0, pad)) if pad else v).reshape(rows, -1, PACK_FACTOR)
     if order is not None:
         v = v[..., list(order)]
     if sys.byteorder == "little":  # pairs as little-endian int16 a | b << 8 -> byte a | b << 4; 4 bytes per word
