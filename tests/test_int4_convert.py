@@ -286,3 +286,28 @@ def test_fp16_scale_overflow_names_the_tensor_and_leaves_nothing_complete(tiny, 
     assert not (out / "config.json").exists() and not (out / "model.safetensors.index.json").exists()
     assert not (out / shard.name).exists() and not list(out.glob("*tmp*"))
     convert(bf16, tmp_path / "ct")  # compressed-tensors' BF16 scales hold it
+
+
+@pytest.mark.parametrize("sym", [True, False])
+def test_compressed_tensors_reads_our_awq_output(tiny, tmp_path, sym):
+    """compressed-tensors' own AutoAWQ reader (AutoAWQConverter, config taken from our config.json) turns our AWQ
+    output into pack-quantized tensors equal to what we write for the same quantization."""
+    from compressed_tensors.entrypoints.convert import convert_checkpoint
+    from compressed_tensors.entrypoints.convert.converters.autoawq import AutoAWQConverter
+
+    from quant.int4 import pack_compressed_tensors
+
+    awq, back = tmp_path / "awq", tmp_path / "ct"
+    convert(tiny, awq, format="awq", group_size=64, symmetric=sym)
+    convert_checkpoint(awq, back, AutoAWQConverter.from_pretrained(str(awq)), max_workers=1, device="cpu")
+    ref = quantize_int4(exact_f32(tiny, EXPERT), scheme_for("awq", 64, sym))
+    want = pack_compressed_tensors(ref)
+    got = tensors(back, EXPERT)
+    assert torch.equal(got["weight_packed"], want["weight_packed"]) and torch.equal(got["weight_scale"], want["weight_scale"])
+    if sym:  # AWQ always stores zero points; symmetric ones are all 8 -> signed 0
+        assert bool((unpack_compressed_tensors(got, 64).zero == 0).all())
+    else:
+        assert torch.equal(got["weight_zero_point"], want["weight_zero_point"])
+    # and the modules we left out stay untouched BF16
+    attn = "model.layers.1.self_attn.o_proj.weight"
+    assert torch.equal(Checkpoint.open(back).read(attn), Checkpoint.open(awq).read(attn))
