@@ -311,3 +311,37 @@ def test_compressed_tensors_reads_our_awq_output(tiny, tmp_path, sym):
     # and the modules we left out stay untouched BF16
     attn = "model.layers.1.self_attn.o_proj.weight"
     assert torch.equal(Checkpoint.open(back).read(attn), Checkpoint.open(awq).read(attn))
+
+
+def test_real_v3_dimensions_pack_and_skip_lists_stay_small():
+    """On DeepSeek-V3's real 671B dimensions (spec only, no weights): every linear weight packs at every group size in
+    every format, the experts-scope output is ~380 GB (MTP layer included), and the collapsed skip list is short."""
+    import math
+
+    from converters.int4 import SCOPES, collapse_left_out, in_scope, module_name
+    from dshub.arch import spec_for
+    from dshub.arch.spec import Role
+    from quant.int4 import FORMATS, packed_layout
+    from test_gguf_metadata import V3
+
+    spec = list(spec_for(V3))
+    linear = [t for t in spec if t.linear and t.name.endswith(".weight")]
+    for fmt in FORMATS:
+        for g in GROUPS:
+            scheme = scheme_for(fmt, g)
+            for shape in {t.shape for t in linear if in_scope(t, "all-linear", [])}:
+                packed_layout(fmt, shape, scheme)  # raises if a shape cannot be packed
+    scheme = scheme_for("compressed-tensors", 128)
+    total = 0
+    for t in spec:
+        if in_scope(t, "experts", []):
+            total += sum(math.prod(s) * torch.empty(0, dtype=d).element_size() for _, d, s in packed_layout("compressed-tensors", t.shape, scheme))
+        else:
+            total += t.numel * (4 if t.role is Role.ROUTER_BIAS else 2)
+    assert 375e9 < total < 390e9
+    left = [module_name(t.name) for t in linear if not in_scope(t, "experts", [])]
+    skip = collapse_left_out(left, [module_name(t.name) for t in linear])
+    assert len(left) == 558 and len(skip) == 183
+    assert {"model.layers.0.", "model.layers.2.", "model.layers.3.self_attn.", "model.layers.60.mlp.shared_experts.",
+            "model.layers.60.mlp.gate", "model.layers.61.eh_proj", "lm_head"} <= set(skip)
+    assert set(SCOPES) == {"experts", "mlp", "all-linear"}
