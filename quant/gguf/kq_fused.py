@@ -68,6 +68,23 @@ def qx_candidate(x: torch.Tensor, w: torch.Tensor, wx: torch.Tensor, mx: torch.T
 KERNELS: dict[str, Callable[..., tuple[torch.Tensor, ...]]] = {"qkx2": candidate, "qx": qx_candidate}
 
 
+_PLAIN_CALL = "kernel({}); Py_RETURN_NONE;"
+_NOGIL_CALL = ("{{ auto run_ = [&](auto... a) {{ Py_BEGIN_ALLOW_THREADS kernel(a...); Py_END_ALLOW_THREADS }}; "
+               "run_({}); }} Py_RETURN_NONE;")
+
+
+def _release_gil_in_kernels() -> None:
+    """Make Inductor's generated CPU kernel bindings release the GIL while the kernel runs (arguments are parsed
+    first, with the GIL): the converter quantizes chunks on several threads, and a kernel that holds the GIL
+    serializes them. Pure C++ kernels touch no Python object, so this is safe; left alone if torch changes."""
+    try:
+        from torch._inductor.codecache import CppPythonBindingsCodeCache as bindings
+    except ImportError:
+        return
+    if getattr(bindings, "call_entry_function", None) == _PLAIN_CALL:
+        bindings.call_entry_function = _NOGIL_CALL
+
+
 def fused(kind: str, numel: int) -> Callable[..., tuple[torch.Tensor, ...] | None] | None:
     """A runner for the compiled `kind` kernel, or None (disabled, failed before, or input too small to be worth it).
 
@@ -76,6 +93,7 @@ def fused(kind: str, numel: int) -> Callable[..., tuple[torch.Tensor, ...] | Non
     if _state["disabled"] or numel < MIN_ELEMENTS:
         return None
     if kind not in _compiled:
+        _release_gil_in_kernels()
         _compiled[kind] = torch.compile(KERNELS[kind], dynamic=True)
     fn = _compiled[kind]
 
