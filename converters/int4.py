@@ -170,21 +170,6 @@ def mixed_moe_layers(experts: dict[int, set[bool]]) -> list[str]:
             for layer, flags in sorted(experts.items()) if len(flags) > 1]
 
 
-def dequant_by_row_blocks(path: Path, e: TensorEntry, scale_inv: torch.Tensor, block: tuple[int, int],
-                          dequant: Callable[..., torch.Tensor], rows_per_read: int = 256) -> torch.Tensor:
-    """FP8 -> BF16 reading the FP8 weight a few block rows at a time (positioned reads), so only the BF16 result
-    and one slice of input are alive: peak ~1x the output tensor instead of 1.5x."""
-    rows, cols = e.shape
-    step = max(block[0], rows_per_read // block[0] * block[0])
-    out = torch.empty((rows, cols), dtype=torch.bfloat16)
-    row_bytes = e.nbytes // rows
-    for r0 in range(0, rows, step):
-        r1 = min(rows, r0 + step)
-        part = TensorEntry(e.name, e.dtype, (r1 - r0, cols), e.start + r0 * row_bytes, e.start + r1 * row_bytes)
-        out[r0:r1] = dequant(read_entry(path, part), scale_inv[r0 // block[0] : -(-r1 // block[0])], block).cpu()
-    return out
-
-
 # ------------------------------------------------------------------ converter
 @register_converter("int4")
 class Int4Converter(Converter):
@@ -267,6 +252,7 @@ class Int4Converter(Converter):
         block = ckpt.encoding.block or (128, 128)
         dev = plan.device
         pending: dict[str, dict[str, torch.Tensor]] = {}  # module -> packed pieces not yet written
+        to_bf16 = get_codec("fp8_block_dequant_bf16_rows" if dev == "cpu" else "fp8_block_dequant_bf16", dev)
 
         def quantize(e: TensorEntry) -> dict[str, torch.Tensor]:
             w = read_entry(path, e)
@@ -290,9 +276,11 @@ class Int4Converter(Converter):
                 if not pending[mod]:
                     del pending[mod]
                 return out
-            if a.kind == "bf16":
-                return dequant_by_row_blocks(path, e, ckpt.read(scale_name(e.name)), block, get_codec("fp8_block_dequant_bf16", dev))
-            return read_entry(path, e)
+            w = read_entry(path, e)
+            if a.kind == "bf16":  # out-of-scope FP8 weights: BF16, streamed by row blocks on the CPU
+                out = to_bf16(w, ckpt.read(scale_name(e.name)), block)
+                return out.cpu() if isinstance(out, torch.Tensor) else out
+            return w
 
         return write_shard(opts.out / f.name, decls, produce, SHARD_METADATA, on_tensor=lambda d: advance(d.nbytes))
 
