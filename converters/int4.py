@@ -21,13 +21,13 @@ from dshub.arch import spec_for
 from dshub.arch.spec import Role, TensorSpec
 from dshub.checkpoint import Checkpoint, read_entry
 from dshub.errors import CheckpointError, DshubError, QuantizationError, UsageError
-from dshub.safetensors_header import TensorEntry
 from dshub.safetensors_writer import TORCH_TO_ST, TensorDecl, shard_size, write_shard
 from quant import get_codec
 from quant.int4 import GROUP_SIZES, Int4Error, get_format, packed_layout, scheme_for
 
 from .base import Advance, ConversionOptions, ConversionPlan, Converter, OutputFile, copy_sidecars, register_converter, write_index_and_config
 from .bf16 import FP8_DTYPES, SHARD_METADATA, bf16_config, mtp_tensor_names, scale_name
+from .pipeline import TensorPipeline
 
 FLOAT_DTYPES = ("BF16", "F16", "F32")
 # Which linear roles each --scope turns into INT4. Routers, norms, embeddings, lm_head and MTP extras never.
@@ -247,42 +247,46 @@ class Int4Converter(Converter):
         entries = {e.name: e for e in ckpt.tensors_in(f.name)}
         path = ckpt.shard_path(f.name)
         p = opts.params
-        pack = get_codec(get_format(p["format"]).codec, plan.device)
+        dev = plan.device
+        pack = get_codec(get_format(p["format"]).codec, dev)
         scheme = scheme_for(p["format"], p["group_size"], p["symmetric"])
         block = ckpt.encoding.block or (128, 128)
-        dev = plan.device
-        pending: dict[str, dict[str, torch.Tensor]] = {}  # module -> packed pieces not yet written
         to_bf16 = get_codec("fp8_block_dequant_bf16_rows" if dev == "cpu" else "fp8_block_dequant_bf16", dev)
+        kinds = {a.source: a.kind for a in actions.values()}
+        units = list(dict.fromkeys(actions[d.name].source for d in decls))  # one per input tensor, in file order
 
-        def quantize(e: TensorEntry) -> dict[str, torch.Tensor]:
-            w = read_entry(path, e)
-            try:
-                if e.dtype in FP8_DTYPES:
-                    t = get_codec("int4_quantize_fp8", dev)(w, ckpt.read(scale_name(e.name)), scheme, block)
-                else:
-                    t = get_codec("int4_quantize", dev)(w, scheme)
+        def load(name: str) -> tuple[torch.Tensor, ...]:
+            w = read_entry(path, entries[name])
+            return (w, ckpt.read(scale_name(name))) if kinds[name] != "copy" and w.element_size() == 1 else (w,)
+
+        def compute(name: str, ins: tuple[torch.Tensor, ...]) -> Any:
+            if kinds[name] == "copy":
+                return ins[0]
+            if kinds[name] == "bf16":  # out-of-scope FP8 weight: BF16, streamed by row blocks on the CPU
+                return to_bf16(ins[0], ins[1], block)
+            try:  # INT4: every packed piece of the module at once
+                t = get_codec("int4_quantize_fp8", dev)(*ins, scheme, block) if len(ins) == 2 else get_codec("int4_quantize", dev)(ins[0], scheme)
+                return dict(pack(t))
             except Int4Error as err:
-                raise QuantizationError(f"{f.name}: tensor {e.name}: {err}", path=f.name, tensor=e.name) from None
-            return {k: v.cpu() for k, v in pack(t).items()}
+                raise QuantizationError(f"{f.name}: tensor {name}: {err}", path=f.name, tensor=name) from None
 
-        def produce(d: TensorDecl) -> torch.Tensor:
+        # The next input tensor is read (and, on a GPU, staged) while this one is computed; results arrive in order.
+        results = TensorPipeline(load, compute, dev, stage=lambda name: kinds[name] != "copy").map(units)
+        current: dict[str, Any] = {}
+
+        def produce(d: TensorDecl) -> Any:
             a: Action = actions[d.name]
-            e = entries[a.source]
-            if a.kind == "int4":
-                mod = module_name(a.source)
-                if mod not in pending:
-                    pending[mod] = quantize(e)
-                out = pending[mod].pop(a.suffix)
-                if not pending[mod]:
-                    del pending[mod]
-                return out
-            w = read_entry(path, e)
-            if a.kind == "bf16":  # out-of-scope FP8 weights: BF16, streamed by row blocks on the CPU
-                out = to_bf16(w, ckpt.read(scale_name(e.name)), block)
-                return out.cpu() if isinstance(out, torch.Tensor) else out
-            return w
+            if current.get("name") != a.source:
+                name, value = next(results)
+                if name != a.source:
+                    raise RuntimeError(f"pipeline produced {name} while {a.source} was asked for")
+                current.update(name=name, value=value)
+            return current["value"].pop(a.suffix) if a.kind == "int4" else current["value"]
 
-        return write_shard(opts.out / f.name, decls, produce, SHARD_METADATA, on_tensor=lambda d: advance(d.nbytes))
+        try:
+            return write_shard(opts.out / f.name, decls, produce, SHARD_METADATA, on_tensor=lambda d: advance(d.nbytes))
+        finally:
+            results.close()  # stops the reader thread, also when a tensor fails
 
     def finalize(self, ckpt: Checkpoint, plan: ConversionPlan, opts: ConversionOptions) -> None:
         weight_map = {d.name: f.name for f in plan.files for d in f.data[0]}
