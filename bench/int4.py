@@ -6,7 +6,7 @@ imports. The input is read once before timing, so both see the same warm page ca
 `--repeat` times and the fastest of each counts: on a shared machine, load drifts between runs.
 Targets: INT4 wall time <= 1.5x BF16's; INT4 peak RSS above imports <= 2x the largest tensor.
 
-    python bench/int4.py [--preset bench] [--workdir /tmp/dshub-bench-int4] [--format compressed-tensors] [--threads 1] [--repeat 2]
+    python bench/int4.py [--preset bench] [--workdir /tmp/dshub-bench-int4] [--format compressed-tensors] [--repeat 2]
 """
 from __future__ import annotations
 
@@ -45,12 +45,10 @@ def warm(src: Path) -> None:
                 pass
 
 
-def child(target: str, src: Path, out: Path, params: dict, threads: int) -> None:
-    import torch  # (import cost excluded from the RSS delta)
+def child(target: str, src: Path, out: Path, params: dict) -> None:
+    import torch  # noqa: F401  (import cost excluded from the RSS delta)
     from converters import ConversionOptions, run_conversion
 
-    if threads:
-        torch.set_num_threads(threads)
     base = status_mb("VmRSS")
     t0, c0 = time.perf_counter(), time.process_time()
     run_conversion(src, ConversionOptions(target, out, device="cpu", workers=1, params=params), progress=False)
@@ -64,18 +62,12 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/dshub-bench-int4"))
     ap.add_argument("--format", default="compressed-tensors")
     ap.add_argument("--group-size", type=int, default=128)
-    ap.add_argument("--threads", type=int, default=0,
-                    help="torch intra-op threads for both runs (0: torch's default). On a shared, oversubscribed machine "
-                         "OpenMP barriers dominate; 1 gives stable numbers there.")
-    ap.add_argument("--mmap-threshold", type=int, default=0,
-                    help="set glibc's MALLOC_MMAP_THRESHOLD_ (bytes) in both runs: large buffers then go back to the OS "
-                         "when freed instead of staying in the heap (0: glibc's dynamic default)")
     ap.add_argument("--repeat", type=int, default=2, help="alternate the two conversions this many times; fastest counts")
     ap.add_argument(CHILD, nargs=4, metavar=("TARGET", "SRC", "OUT", "PARAMS"))
     args = ap.parse_args()
     if args.child:
         target, src, out, params = args.child
-        child(target, Path(src), Path(out), json.loads(params), args.threads)
+        child(target, Path(src), Path(out), json.loads(params))
         return
 
     from dshub.checkpoint import Checkpoint
@@ -93,9 +85,8 @@ def main() -> None:
         for target, params in runs.items():
             out = args.workdir / f"out-{target}"
             shutil.rmtree(out, ignore_errors=True)
-            cmd = [sys.executable, __file__, "--threads", str(args.threads), CHILD, target, str(src), str(out), json.dumps(params)]
-            env = dict(os.environ, **({"MALLOC_MMAP_THRESHOLD_": str(args.mmap_threshold)} if args.mmap_threshold else {}))
-            proc = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+            cmd = [sys.executable, __file__, CHILD, target, str(src), str(out), json.dumps(params)]
+            proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
             res = json.loads(proc.stdout.strip().splitlines()[-1])
             res["out_bytes"] = dir_bytes(out)
             res["all_wall_s"] = results.get(target, {}).get("all_wall_s", []) + [res["wall_s"]]
@@ -107,8 +98,7 @@ def main() -> None:
     i4, b = results["int4"], results["bf16"]
     report = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
-        "load_average_1m": os.getloadavg()[0], "threads": args.threads or "torch default",
-        "malloc_mmap_threshold": args.mmap_threshold or "glibc default", "repeat": args.repeat,
+        "load_average_1m": os.getloadavg()[0], "repeat": args.repeat,
         "preset": args.preset, "input_mb": dir_bytes(src) / 2**20, "format": args.format, "group_size": args.group_size,
         "largest_tensor_bf16_mb": largest_mb, "results": results,
         "ratios": {
