@@ -65,8 +65,10 @@ class Bf16Converter(Converter):
         def compute(d: TensorDecl, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor | Iterator[torch.Tensor]:
             return dequant(inputs[0], inputs[1], block) if len(inputs) == 2 else inputs[0]
 
-        # The next tensor is read (and, on a GPU, staged) while this one is dequantized; results arrive in order.
-        pipe = TensorPipeline(load, compute, plan.device, stage=lambda d: src[d.name].dtype in FP8_DTYPES)
+        # On a GPU the next tensor is read and staged while this one is dequantized. On the CPU the workers already
+        # overlap reads with compute across files, so no read-ahead: memory stays at about the current FP8 input.
+        depth = 1 if plan.device == "cpu" else 2
+        pipe = TensorPipeline(load, compute, plan.device, depth=depth, stage=lambda d: src[d.name].dtype in FP8_DTYPES)
         produce = ordered_producer(pipe.map(decls))
         return write_shard(opts.out / f.name, decls, produce, SHARD_METADATA, on_tensor=lambda d: advance(d.nbytes))
 
