@@ -15,7 +15,6 @@ from quant.triton.parity import prepare_interpreter  # noqa: E402
 if reason := prepare_interpreter():
     pytest.skip(reason, allow_module_level=True)
 
-from quant import fp8 as fp8_ref  # noqa: E402
 from quant import mxfp4 as mx_ref  # noqa: E402
 from quant.registry import get_codec  # noqa: E402
 from quant.triton import kernel  # noqa: E402
