@@ -57,8 +57,8 @@ SYM_DIVISOR = 7.5  # absmax / 7.5: 16 levels spanning [-absmax, absmax] (GPTQ / 
 ASYM_DIVISOR = 15.0
 AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)  # nibble p of an AWQ word holds column 8c + AWQ_ORDER[p]
 ROW_CHUNK = 256  # rows quantized per step: bounds the fp32 temporaries
-GROUP_SIZES = (32, 64, 128)
-RNE_MAGIC = torch.tensor(1.5 * 2**23)  # fl(v + RNE_MAGIC) = RNE_MAGIC + rne(v) for |v| < 2**22  # the sizes the engines' Marlin / WNA16 kernels support
+GROUP_SIZES = (32, 64, 128)  # the sizes the engines' Marlin / WNA16 kernels support
+RNE_MAGIC = torch.tensor(1.5 * 2**23)  # fl(v + RNE_MAGIC) = RNE_MAGIC + rne(v) for |v| < 2**22
 
 NIBBLE_SHIFTS = torch.arange(PACK_FACTOR, dtype=torch.int64) * BITS
 

@@ -17,7 +17,6 @@ from .. import int4 as ref
 from ..int4 import AWQ_ORDER, PACK_FACTOR, Int4Scheme, Int4Tensor, check_groupable
 from .common import div_ieee, f32_to_bf16_bits, load_f32, source_view
 
-RNE_MAGIC = 12582912.0  # 1.5 * 2^23
 TILE_ELEMS = 4096
 NUM_WARPS = 8
 PACK_TILE = (32, 32)  # output words per program
@@ -27,6 +26,7 @@ assert tuple(AWQ_ORDER.index(j) for j in range(8)) == tuple((j % 2) * 4 + j // 2
 
 @triton.jit
 def _rne(v):
+    """Round to nearest, ties to even, for |v| < 2^22: add and subtract 1.5 * 2^23 (`quant.int4.RNE_MAGIC`)."""
     return (v + 12582912.0) - 12582912.0
 
 
