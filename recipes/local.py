@@ -1,7 +1,6 @@
 """ModelInfo for a local checkpoint: its real config.json, and its real bytes per component from shard headers."""
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -40,10 +39,7 @@ def local_info(path: Path) -> ModelInfo:
     if path.is_file():
         if path.name != "config.json":
             raise ConfigError(f"{path}: MODEL must be a checkpoint directory or its config.json", path=str(path))
-        try:
-            config = json.loads(path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ConfigError(f"{path}: not valid JSON ({e})", path=str(path)) from None
+        config = load_config(path.parent)
         name = path.parent.name or "model"
         return info_from_config(config, name=name, hub_id=None, family=_family(config, name),
                                 shipped=_shipped(config, None), source="local", path=str(path.parent))
