@@ -1,7 +1,8 @@
 """Structural verification: a registry of checks, each yielding findings that name file and tensor."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -12,7 +13,7 @@ from .arch.spec import ArchSpec
 from .checkpoint import INDEX_NAME, Checkpoint, pickle_files, scale_shape
 from .errors import CheckpointError, DshubError
 from .int4_layout import expected_names, int4_config, int4_problems
-from .safetensors_header import ShardHeader
+from .safetensors_header import ShardHeader, TensorEntry
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,11 @@ class VerifyContext:
     headers: dict[str, ShardHeader | None]
     spec: ArchSpec | None
     deep: bool = False
+
+    @cached_property
+    def stored(self) -> dict[str, tuple[str, TensorEntry]]:
+        """Every tensor the readable shards hold: name -> (shard, entry)."""
+        return {n: (s, h.tensors[n]) for s, h in self.headers.items() if h for n in h.tensors}
 
 
 Check = Callable[[VerifyContext], Iterator[Finding]]
@@ -94,7 +100,7 @@ def _index(ctx: VerifyContext) -> Iterator[Finding]:
 def _architecture(ctx: VerifyContext) -> Iterator[Finding]:
     if ctx.spec is None:
         return
-    stored = {n: (s, h.tensors[n]) for s, h in ctx.headers.items() if h for n in h.tensors}
+    stored = ctx.stored
     fp8 = ctx.ckpt.encoding.name == "fp8-block"
     expected = set()
     int4 = int4_config(ctx.ckpt.config)
@@ -120,7 +126,7 @@ def _architecture(ctx: VerifyContext) -> Iterator[Finding]:
 def _int4(ctx: VerifyContext) -> Iterator[Finding]:
     if ctx.spec is None:
         return
-    stored = {n: (s, h.tensors[n]) for s, h in ctx.headers.items() if h for n in h.tensors}
+    stored = ctx.stored
     for severity, file, tensor, msg in int4_problems(ctx.ckpt, ctx.spec, stored):
         yield Finding("int4", severity, file, tensor, msg)
 
@@ -131,7 +137,7 @@ def _scales(ctx: VerifyContext) -> Iterator[Finding]:
     if ctx.spec is None or ckpt.encoding.name != "fp8-block":
         return
     block = ckpt.encoding.block or (128, 128)
-    stored = {n: (s, h.tensors[n]) for s, h in ctx.headers.items() if h for n in h.tensors}
+    stored = ctx.stored
     for t in ctx.spec:
         if not t.fp8 or t.name not in stored:
             continue
@@ -186,6 +192,7 @@ class VerifyReport:
     shards: int
     tensors: int
     checks: list[str]
+    checkpoint: Checkpoint | None = field(default=None, repr=False)  # the opened checkpoint, for callers that go on
 
     @property
     def ok(self) -> bool:
@@ -225,7 +232,7 @@ def verify(path: str | Path, *, deep: bool = False) -> VerifyReport:
     for name, fn in CHECKS.items():
         findings.extend(fn(ctx))
     n_tensors = sum(len(h.tensors) for h in headers.values() if h)
-    return VerifyReport(str(path), findings, len(headers), n_tensors, list(CHECKS))
+    return VerifyReport(str(path), findings, len(headers), n_tensors, list(CHECKS), ckpt)
 
 
 def _strip_where(msg: str, e: DshubError) -> str:
@@ -246,4 +253,4 @@ def require_valid(path: str | Path) -> Checkpoint:
         first = errors[0]
         more = f" (and {len(errors) - 1} more; run `dshub verify {path}`)" if len(errors) > 1 else ""
         raise CheckpointError(f"{first}{more}", path=first.file, tensor=first.tensor)
-    return Checkpoint.open(path)
+    return report.checkpoint or Checkpoint.open(path)
