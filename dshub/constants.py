@@ -5,7 +5,6 @@ import os
 
 DSHUB_DEBUG: bool = os.environ.get("DSHUB_DEBUG", "") not in ("", "0", "false", "False")
 SAFETENSORS_MAX_HEADER: int = 100_000_000  # bytes; the safetensors format's own limit
-FP8_BLOCK: int = 128
 MANIFEST_NAME: str = "dshub-manifest.json"
 TMP_SUFFIX: str = ".dshub-tmp"
 # Small files copied verbatim next to converted weights.

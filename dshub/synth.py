@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,6 @@ class Preset:
     shard_bytes: int
     description: str
     yarn: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 TINY_DIMS: dict[str, Any] = dict(
@@ -130,7 +129,7 @@ def quantize_fp8_block(w: torch.Tensor, block: int = 128) -> tuple[torch.Tensor,
     return q.to(torch.float8_e4m3fn).contiguous(), scale.contiguous()
 
 
-def _values(t: TensorSpec, gen: torch.Generator, hidden: int) -> torch.Tensor:
+def _values(t: TensorSpec, gen: torch.Generator) -> torch.Tensor:
     """fp32 values with a plausible distribution for the tensor's role."""
     if len(t.shape) == 1:
         if t.role is Role.ROUTER_BIAS:
@@ -175,7 +174,6 @@ def write_synthetic(out: str | Path, preset: str = "tiny", seed: int = 0) -> dic
     vocab_size = n_ids + (-n_ids % 64) + 64  # padded with unused ids, as V3's 129280 > its 128815 + added tokens
     config = make_config(p, vocab_size)
     spec = spec_for(config)
-    hidden = config["hidden_size"]
 
     decls: list[TensorDecl] = []
     for t in spec:
@@ -195,7 +193,7 @@ def write_synthetic(out: str | Path, preset: str = "tiny", seed: int = 0) -> dic
             return cache.pop(d.name)
         t = by_name[d.name]
         gen = torch.Generator().manual_seed(seed * 1_000_003 + _stable_hash(d.name))
-        v = _values(t, gen, hidden)
+        v = _values(t, gen)
         if t.fp8:
             q, s = quantize_fp8_block(v)
             cache[t.scale_name] = s
