@@ -9,7 +9,7 @@ from typing import Any
 
 from . import __version__
 from .constants import MANIFEST_NAME
-from .errors import UsageError
+from .errors import OutputError, UsageError
 from .fsutil import write_json_atomic
 
 HASH_CHUNK = 8 << 20
@@ -38,7 +38,12 @@ class Manifest:
         path = out_dir / MANIFEST_NAME
         if not path.exists():
             return cls(path, key)
-        doc = json.loads(path.read_text())
+        try:
+            doc = json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            doc = None
+        if not isinstance(doc, dict):
+            raise OutputError(f"{path}: not a dshub manifest (unreadable JSON); use an empty --out directory", path=str(path))
         if doc.get("key") != key:
             raise UsageError(
                 f"{path}: the output directory holds a conversion made with other inputs or options; "

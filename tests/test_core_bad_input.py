@@ -288,3 +288,12 @@ def test_disk_full_while_writing_is_clean(tiny_ckpt: Path, tmp_path: Path):
     assert sum(line.startswith("error:") for line in r.stderr.splitlines()) == 1
     assert not list(out.glob(f"*{TMP_SUFFIX}"))
     assert not (out / "model.safetensors.index.json").exists()
+
+
+def test_unreadable_manifest_in_out_dir_is_a_clear_error(cli, tiny_ckpt: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "dshub-manifest.json").write_text("{not json")
+    r = cli("convert", tiny_ckpt, "--to", "bf16", "--out", out)
+    assert_clean_failure(r, "dshub-manifest.json")
+    assert sorted(p.name for p in out.iterdir()) == ["dshub-manifest.json"]
