@@ -214,8 +214,7 @@ def _tp_split_dims(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
 
 
 def info_from_config(config: dict[str, Any], *, name: str, hub_id: str | None, family: str, shipped: str,
-                     source: str, path: str | None = None, stored: dict[str, int] | None = None,
-                     component_of_out: dict[str, str] | None = None) -> ModelInfo:
+                     source: str, path: str | None = None, component_of_out: dict[str, str] | None = None) -> ModelInfo:
     """ModelInfo for a config.json (catalog or local)."""
     spec = _spec(config)
     params, component_of = _breakdown(spec)
@@ -224,7 +223,7 @@ def info_from_config(config: dict[str, Any], *, name: str, hub_id: str | None, f
     moe_layers = len({t.layer for t in spec if t.role is Role.EXPERT and not t.mtp})
     return ModelInfo(
         name=name, hub_id=hub_id, family=family, shipped=shipped, source=source, path=path, config=config,
-        params=params, stored_bytes=stored or {}, layers=spec.num_layers, moe_layers=moe_layers,
+        params=params, layers=spec.num_layers, moe_layers=moe_layers,
         mtp_layers=spec.num_mtp_layers, heads=int(config["num_attention_heads"]),
         kv_lora_rank=int(config["kv_lora_rank"]), qk_rope_head_dim=int(config["qk_rope_head_dim"]),
         n_experts=spec.num_experts, max_context=int(config.get("max_position_embeddings") or 0),
