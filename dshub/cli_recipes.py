@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from recipes import FORMATS, Network, RecipeOptions, Request, make_recipe, plan as run_plan, require, write_recipe
+from recipes import FORMATS, Network, RecipeOptions, Request, plan as run_plan, require, write_recipe
+from recipes.api import render_recipe
 from recipes.planner import GB
 from recipes.render import summary_lines
 from recipes.render.jsondoc import recipe_doc
@@ -111,7 +112,7 @@ def recipe(
     if p.chosen is None and json_:
         print_json({"files": [], "recipe": None, "plan": p.to_dict()})
     guarded(lambda: require(p))
-    launch, files = guarded(lambda: make_recipe(req, opts, fmt))
+    launch, files = guarded(lambda: render_recipe(p, opts, fmt))
     written = guarded(lambda: write_recipe(files, out)) if out else []
     if json_:
         print_json({"files": [str(w) for w in written], "recipe": recipe_doc(launch)})

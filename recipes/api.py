@@ -9,7 +9,7 @@ from dshub.fsutil import atomic_open
 
 from .engines import build_launch
 from .launch import Launch, RecipeOptions
-from .planner import Request, plan, require
+from .planner import Plan, Request, plan, require
 from .render import RENDERERS
 
 FORMATS: tuple[str, ...] = tuple(RENDERERS)
@@ -18,9 +18,19 @@ EXECUTABLE_SUFFIXES = (".sh",)
 
 def make_recipe(req: Request, opts: RecipeOptions | None = None, fmt: str = "json") -> tuple[Launch, dict[str, str]]:
     """Plan the request (PlanRefused if nothing fits), build the engine's Launch and render it as `fmt`."""
+    check_format(fmt)
+    return render_recipe(plan(req), opts, fmt)
+
+
+def check_format(fmt: str) -> None:
     if fmt not in RENDERERS:
         raise UsageError(f"--format {fmt!r}: choose one of {', '.join(RENDERERS)}")
-    launch = build_launch(require(plan(req)), opts)
+
+
+def render_recipe(p: Plan, opts: RecipeOptions | None = None, fmt: str = "json") -> tuple[Launch, dict[str, str]]:
+    """An existing plan (PlanRefused if nothing fits) -> the engine's Launch, rendered as `fmt`."""
+    check_format(fmt)
+    launch = build_launch(require(p), opts)
     return launch, RENDERERS[fmt](launch)
 
 
