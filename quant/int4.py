@@ -259,6 +259,25 @@ def require_fp16_scales(t: Int4Tensor, fmt: str) -> None:
         raise Int4Error(f"{fmt} stores float16 scales; quantize with scale_dtype=float16 (got {t.scale.dtype})")
 
 
+def require_gptq_dims(rows: int, cols: int) -> None:
+    require_multiple("input dim", cols, PACK_FACTOR, "gptq")
+    require_multiple("output dim", rows, PACK_FACTOR, "gptq")
+
+
+def check_gptq(t: Int4Tensor) -> None:
+    """Raise `Int4Error` unless GPTQ v1 can hold `t` (FP16 scales, symmetric, both dims multiples of 8)."""
+    require_fp16_scales(t, "gptq")
+    if t.zero is not None:
+        raise Int4Error("gptq output is symmetric only (v1 zeros cannot hold 0; Marlin GPTQ kernels need sym)")
+    require_gptq_dims(*t.shape)
+
+
+def check_awq(t: Int4Tensor) -> None:
+    """Raise `Int4Error` unless AWQ GEMM can hold `t` (FP16 scales, output dim a multiple of 8)."""
+    require_fp16_scales(t, "awq")
+    require_multiple("output dim", t.shape[0], PACK_FACTOR, "awq")
+
+
 # ------------------------------------------------------------------ formats
 @register_codec("int4_pack_compressed_tensors", "cpu")
 def pack_compressed_tensors(t: Int4Tensor) -> dict[str, torch.Tensor]:
@@ -277,11 +296,7 @@ def pack_compressed_tensors(t: Int4Tensor) -> dict[str, torch.Tensor]:
 def pack_gptq(t: Int4Tensor) -> dict[str, torch.Tensor]:
     """GPTQ v1 tensors (`desc_act: false`, symmetric): qweight [in/8, out], qzeros [in/g, out/8], scales, g_idx."""
     rows, cols = t.shape
-    require_fp16_scales(t, "gptq")
-    if t.zero is not None:
-        raise Int4Error("gptq output is symmetric only (v1 zeros cannot hold 0; Marlin GPTQ kernels need sym)")
-    require_multiple("input dim", cols, PACK_FACTOR, "gptq")
-    require_multiple("output dim", rows, PACK_FACTOR, "gptq")
+    check_gptq(t)
     ngroups = t.scale.shape[1]
     stored_zeros = torch.full((ngroups, rows), 8 - 1, dtype=torch.int64, device=t.q.device)  # v1 stores zu - 1
     return {
@@ -296,9 +311,7 @@ def pack_gptq(t: Int4Tensor) -> dict[str, torch.Tensor]:
 @register_codec("int4_pack_awq", "cpu")
 def pack_awq(t: Int4Tensor) -> dict[str, torch.Tensor]:
     """AWQ GEMM tensors: qweight [in, out/8] (interleaved), qzeros [in/g, out/8], scales fp16 [in/g, out]."""
-    rows, _ = t.shape
-    require_fp16_scales(t, "awq")
-    require_multiple("output dim", rows, PACK_FACTOR, "awq")
+    check_awq(t)
     zu = torch.full(t.scale.shape, 8, dtype=torch.int64, device=t.q.device) if t.zero is None else t.zero.to(torch.int64) + 8
     return {
         "qweight": pack_nibbles_last(unsigned(t.q).T, AWQ_ORDER),
@@ -326,8 +339,7 @@ def ct_layout(rows: int, cols: int, scheme: Int4Scheme) -> list[tuple[str, torch
 
 
 def gptq_layout(rows: int, cols: int, scheme: Int4Scheme) -> list[tuple[str, torch.dtype, tuple[int, ...]]]:
-    require_multiple("input dim", cols, PACK_FACTOR, "gptq")
-    require_multiple("output dim", rows, PACK_FACTOR, "gptq")
+    require_gptq_dims(rows, cols)
     ng = cols // scheme.group_size
     return [("qweight", torch.int32, (cols // PACK_FACTOR, rows)), ("qzeros", torch.int32, (ng, rows // PACK_FACTOR)),
             ("scales", torch.float16, (ng, rows)), ("g_idx", torch.int32, (cols,))]

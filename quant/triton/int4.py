@@ -186,11 +186,7 @@ def pack_compressed_tensors(t: Int4Tensor) -> dict[str, torch.Tensor]:
 def pack_gptq(t: Int4Tensor) -> dict[str, torch.Tensor]:
     """GPTQ v1 tensors (`desc_act: false`, symmetric): qweight [in/8, out], qzeros [in/g, out/8], scales, g_idx."""
     rows, cols = t.shape
-    ref.require_fp16_scales(t, "gptq")
-    if t.zero is not None:
-        raise ref.Int4Error("gptq output is symmetric only (v1 zeros cannot hold 0; Marlin GPTQ kernels need sym)")
-    ref.require_multiple("input dim", cols, PACK_FACTOR, "gptq")
-    ref.require_multiple("output dim", rows, PACK_FACTOR, "gptq")
+    ref.check_gptq(t)
     dev = t.q.device
     return {
         "qweight": _pack(t.q, (cols // PACK_FACTOR, rows), *TRANSPOSED),
@@ -203,8 +199,7 @@ def pack_gptq(t: Int4Tensor) -> dict[str, torch.Tensor]:
 def pack_awq(t: Int4Tensor) -> dict[str, torch.Tensor]:
     """AWQ GEMM tensors: qweight [in, out/8] (interleaved), qzeros [in/g, out/8], scales fp16 [in/g, out]."""
     rows, cols = t.shape
-    ref.require_fp16_scales(t, "awq")
-    ref.require_multiple("output dim", rows, PACK_FACTOR, "awq")
+    ref.check_awq(t)
     ng = t.scale.shape[1]
     if t.zero is None:
         zeros = torch.full((ng, rows // PACK_FACTOR), -0x77777778, dtype=torch.int32, device=t.q.device)  # 0x88888888
