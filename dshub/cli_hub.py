@@ -96,11 +96,11 @@ def download(
 
 
 # ---------------------------------------------------------------------------------- verify --hashes (called by cli_core)
-def hash_report(path: Path, hashes: bool, against_hub: str | None, workers: int | None = None) -> HashReport | None:
+def hash_report(path: Path, hashes: bool, against_hub: str | None) -> HashReport | None:
     """Run the hash verification when asked for; None otherwise."""
     if not (hashes or against_hub):
         return None
-    return guarded(lambda: verify_hashes(path, against_hub=against_hub, workers=workers))
+    return guarded(lambda: verify_hashes(path, against_hub=against_hub))
 
 
 def print_hash_report(report: HashReport) -> None:

@@ -166,7 +166,6 @@ class _Runner:
     # -- phase 2: fetch what is missing, partial or bad
     def fetch_all(self) -> None:
         todo = [p for p in self.plan.files if p.state not in (FileState.VERIFIED, FileState.PRESENT)]
-        self.result.verified = [p.file.path for p in self.plan.files if p.state == FileState.VERIFIED]
         if not todo:
             return
         # files with the same bytes share one blob in the HF cache: transfer each blob once
@@ -243,7 +242,6 @@ class _Runner:
             self.result.failures.append(FileFailure(path, message, expected, actual))
 
 
-STRUCTURE_FILES = ("config.json",)
 WEIGHT_INDEXES = ("model.safetensors.index.json", "model.safetensors")
 
 
@@ -327,11 +325,11 @@ def _run_locked(plan: DownloadPlan, *, workers: int, verify: bool, progress: boo
     runner = _Runner(plan, workers=workers, progress=progress, verify=verify, retry=retry or RetryPolicy.from_env())
     try:
         runner.hash_present()
+        runner.result.verified = [p.file.path for p in plan.files if p.state == FileState.VERIFIED]
         if plan.source is None:  # offline: report what would need fetching
             for p in plan.files:
                 if p.state not in (FileState.VERIFIED, FileState.PRESENT):
                     runner._fail(p.file.path, f"{p.file.path}: {p.state.value} and HF_HUB_OFFLINE is set; run again online")
-            runner.result.verified = [p.file.path for p in plan.files if p.state == FileState.VERIFIED]
             runner.result.offline = True
         else:
             check_disk(plan)
