@@ -67,15 +67,17 @@ def dequant_fp8_block_bf16_rows(weight: torch.Tensor, scale_inv: torch.Tensor, b
         yield t.to(torch.bfloat16)
 
 
-def _f32_row_blocks(weight: torch.Tensor, scale_inv: torch.Tensor, block: tuple[int, int]) -> Iterator[tuple[int, int, torch.Tensor]]:
-    """(first row, end row, exact fp32 values) per row block; the fp32 buffer is reused, so consume it at once."""
+def _f32_row_blocks(weight: torch.Tensor, scale_inv: torch.Tensor, block: tuple[int, int],
+                    out: torch.Tensor | None = None) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """(first row, end row, exact fp32 values) per row block. Without `out` the fp32 buffer is reused, so consume
+    each block at once; with an fp32 `out` the blocks are written straight into its rows."""
     rows, cols = weight.shape
     br, bc = block
     s = scale_inv.to(torch.float32)
-    tmp = torch.empty((min(br, rows), cols), dtype=torch.float32)
+    tmp = out if out is not None else torch.empty((min(br, rows), cols), dtype=torch.float32)
     for i, r0 in enumerate(range(0, rows, br)):
         r1 = min(rows, r0 + br)
-        t = tmp[: r1 - r0]
+        t = tmp[r0:r1] if out is not None else tmp[: r1 - r0]
         fp8_to_f32(weight[r0:r1], t)
         t.mul_(expand_scale(s[i], bc, cols))
         yield r0, r1, t
@@ -83,6 +85,10 @@ def _f32_row_blocks(weight: torch.Tensor, scale_inv: torch.Tensor, block: tuple[
 
 def _dequant(weight: torch.Tensor, scale_inv: torch.Tensor, block: tuple[int, int], out_dtype: torch.dtype) -> torch.Tensor:
     out = torch.empty(tuple(weight.shape), dtype=out_dtype)
+    if out_dtype == torch.float32:
+        for _ in _f32_row_blocks(weight, scale_inv, block, out):
+            pass
+        return out
     for r0, r1, t in _f32_row_blocks(weight, scale_inv, block):
         out[r0:r1] = t  # a bf16 destination rounds to nearest even
     return out
