@@ -31,10 +31,14 @@ def sha256_file(path: str | os.PathLike, progress: ProgressFn | None = None) -> 
     return h.hexdigest()
 
 
+def git_blob_hasher(size: int) -> "hashlib._Hash":
+    """A sha1 primed with git's blob header; fed a file's `size` bytes it gives git's object id for them."""
+    return hashlib.sha1(b"blob %d\0" % size)
+
+
 def git_blob_sha1(path: str | os.PathLike, progress: ProgressFn | None = None) -> str:
     """Git's object id for a file's bytes: sha1(b"blob <size>\\0" + content). The hub's `oid` for non-LFS files."""
-    size = os.stat(path).st_size
-    h = hashlib.sha1(b"blob %d\0" % size)
+    h = git_blob_hasher(os.stat(path).st_size)
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):
             h.update(chunk)

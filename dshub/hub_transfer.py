@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import HubError, OutputError, ServedWrongSize
+from .hashing import CHUNK, git_blob_hasher
 
-CHUNK = 8 << 20
 RETRY_STATUS = (408, 429, 500, 502, 503, 504)
 CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
@@ -60,7 +60,7 @@ class Digests:
 
     @classmethod
     def start(cls, size: int, want_git_sha1: bool) -> "Digests":
-        return cls(hashlib.sha256(), hashlib.sha1(b"blob %d\0" % size) if want_git_sha1 else None)
+        return cls(hashlib.sha256(), git_blob_hasher(size) if want_git_sha1 else None)
 
     def update(self, data: bytes | memoryview) -> None:
         self.sha256.update(data)
