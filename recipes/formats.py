@@ -74,10 +74,10 @@ class WeightFormat:
         return {c: int(n * self.bytes_per_param.get(c, 2.0)) for c, n in params.items()}
 
 
-def _per(linear: float, *, mlp: float | None = None, other: float = 2.0) -> dict[str, float]:
-    mlp = linear if mlp is None else mlp
-    return {"attn": linear, "expert": mlp, "shared": mlp, "dense": mlp, "mtp": linear,
-            "embed": other, "head": other, "other": other}
+def _per(linear: float) -> dict[str, float]:
+    """`linear` bytes per parameter for every linear layer; embeddings, head, norms and router stay BF16."""
+    return {"attn": linear, "expert": linear, "shared": linear, "dense": linear, "mtp": linear,
+            "embed": 2.0, "head": 2.0, "other": 2.0}
 
 
 FORMATS: dict[str, WeightFormat] = {
