@@ -38,14 +38,14 @@ def _request(model: str, engine: str, gpu: str, gpus_per_node: Optional[int], no
 
 
 def _print_plan(p) -> None:
-    for line in summary_lines(p)[:1]:
-        out_console.print(f"[bold]{line}[/]")
+    summary = summary_lines(p)
+    out_console.print(f"[bold]{summary[0]}[/]")
     t = Table("layout", "kind", "weights/GPU", "KV/GPU", "KV tokens", "max ctx", "fits")
     for e in p.evaluations:
         t.add_row(e.layout.label, e.layout.kind, f"{e.weights_per_gpu / GB:.1f} GB", f"{e.kv_budget_per_gpu / GB:.1f} GB",
                   f"{e.tokens_per_group:,}", f"{e.max_context:,}", "[green]yes[/]" if e.ok else "[red]no[/]")
     out_console.print(t)
-    for line in summary_lines(p)[1:]:
+    for line in summary[1:]:
         out_console.print(line, soft_wrap=True)
     for alt in p.alternatives:
         out_console.print(f"works instead: {alt}", soft_wrap=True)
