@@ -230,7 +230,6 @@ def make_qx(x: torch.Tensor, nmax: int, qw: torch.Tensor | None = None) -> tuple
 
 def make_q3(x: torch.Tensor, nmax: int) -> tuple[torch.Tensor, torch.Tensor]:
     """ggml make_q3_quants(do_rmse=true) on `[n, S]` groups: returns (scale [S], L [n, S] in 0..2·nmax−1)."""
-    n = x.shape[0]
     mx = first_absmax(x)
     zero_grp = mx.abs() < GROUP_MAX_EPS
     mxs = torch.where(zero_grp, torch.ones_like(mx), mx)
@@ -253,7 +252,6 @@ def make_qp(x: torch.Tensor, nmax: int, qw: torch.Tensor) -> tuple[torch.Tensor,
 
     Returns (scale [S], L [n, S] float32 integers in 0..nmax).
     """
-    n = x.shape[0]
     mx = pos_max(x, 0)
     zero_grp = mx < GROUP_MAX_EPS
     mxs = torch.where(zero_grp, torch.ones_like(mx), mx)
