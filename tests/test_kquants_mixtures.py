@@ -17,8 +17,9 @@ from converters import ConversionOptions, run_conversion
 from converters.gguf.mixtures import MIXTURES, category, use_more_bits
 from converters.gguf.policy import load_policy, presets, solve_target_size, step
 from converters.gguf.schemes import SchemeContext, resolve
-from converters.gguf.tensors import forced_f32, map_tensors, plan_tensors
+from converters.gguf.tensors import plan_tensors
 from dshub.errors import PolicyError, UsageError
+from dshub.gguf_layout import forced_f32, map_tensors
 from dshub.synth import PRESETS, make_config
 
 V3_DIMS = dict(hidden_size=7168, num_hidden_layers=61, first_k_dense_replace=3, num_attention_heads=128, q_lora_rank=1536,

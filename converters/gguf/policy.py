@@ -216,7 +216,7 @@ def _nbytes(type_name: str, shape: tuple[int, ...]) -> int:
 
 def fixed_bytes(ctx: SchemeContext) -> int:
     """Bytes that no type choice changes: the F32 tensors (norms, router, biases) and a header/tokenizer reserve."""
-    from .tensors import forced_f32, map_tensors
+    from dshub.gguf_layout import forced_f32, map_tensors
 
     mapped = map_tensors(ctx.config)
     f32 = sum(GGML_TYPES["F32"].nbytes(s) for n, s, _ in mapped if forced_f32(n, s))

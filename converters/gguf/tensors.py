@@ -16,7 +16,7 @@ import torch
 from dshub.checkpoint import Checkpoint
 from dshub.errors import CheckpointError
 from dshub.gguf_file import TensorInfo
-from dshub.gguf_layout import Source, forced_f32, map_tensors  # noqa: F401  (map_tensors re-exported for mixtures)
+from dshub.gguf_layout import Source, forced_f32
 from dshub.safetensors_header import TensorEntry
 from dshub.safetensors_writer import ST_TO_TORCH
 from quant import get_codec
