@@ -163,6 +163,25 @@ def test_verify_against_hub(cli, hub, repo_files, tmp_path):
     assert problems == {"model-00001-of-00009.safetensors": "missing", "tokenizer.json": "size"}
 
 
+
+@pytest.mark.parametrize("manifest,message", [
+    ("{not json", "download manifest is not valid JSON"),
+    ("[]", "download manifest is not a JSON object"),
+    ('{"kind": "dshub-download", "format_version": 1, "files": {}}', "malformed download manifest"),
+])
+def test_verify_hashes_with_a_damaged_manifest_names_it(cli, tmp_path, manifest, message):
+    (tmp_path / ".dshub").mkdir()
+    (tmp_path / ".dshub" / "download.json").write_text(manifest)
+    r = cli("verify", tmp_path, "--hashes")
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert f"download.json: {message}" in r.output
+
+
+@pytest.mark.parametrize("spec", ["no-slash", "a/b/c", "/name@main"])
+def test_against_hub_spec_must_be_owner_name(cli, tmp_path, spec):
+    r = cli("verify", tmp_path, "--against-hub", spec)
+    assert r.exit_code == 2 and "expected OWNER/NAME or OWNER/NAME@REVISION" in r.output
+
 def test_offline_rerun_verifies_from_the_manifest(cli, hub, repo_files, tmp_path, monkeypatch):
     hub.add_repo(REPO, repo_files)
     assert cli("download", REPO, "--local-dir", tmp_path).exit_code == 0
