@@ -13,6 +13,7 @@ import yaml
 
 from dshub.errors import UsageError
 from recipes import Network, RecipeOptions, Request, make_recipe, plan
+from recipes.api import render_recipe
 from recipes.engine_facts import ENGINES
 from recipes.render.jsondoc import recipe_doc
 from recipes_fixtures import tiny_gguf  # noqa: F401  (fixture)
@@ -48,11 +49,12 @@ def matrix(engine: str) -> tuple[list[dict], list[tuple], list[tuple]]:
         if mtp and model == "kimi-k2":
             continue  # no MTP layer (its refusal is tested in test_recipes_planner)
         req = Request(model, engine=engine, gpu=card, nodes=nodes, goal=goal, mtp=mtp)
-        if plan(req, suggest=False).chosen is None:
+        p = plan(req, suggest=False)
+        if p.chosen is None:
             refused.append((model, card, nodes, goal, mtp))
             continue
         try:
-            launch, _ = make_recipe(req, RecipeOptions(), "json")
+            launch, _ = render_recipe(p, RecipeOptions(), "json")
         except UsageError:  # e.g. V4 on AMD: unsupported by the engine
             refused.append((model, card, nodes, goal, mtp))
             continue
