@@ -31,23 +31,12 @@ from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
 
 import torch
 
-from quant.device import torch_device
+from quant.device import map_tensors, torch_device
 
 K = TypeVar("K")
 DEFAULT_DEPTH = 2  # items loaded but not yet computed: the one computing and one read ahead
 GPU_RESULTS_IN_FLIGHT = 2  # results copying back while the next item computes
 _DONE = object()
-
-
-def map_tensors(x: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
-    """`x` with `fn` applied to every tensor inside tuples, lists and dicts (other values kept)."""
-    if isinstance(x, torch.Tensor):
-        return fn(x)
-    if isinstance(x, (tuple, list)):
-        return type(x)(map_tensors(v, fn) for v in x)
-    if isinstance(x, dict):
-        return {k: map_tensors(v, fn) for k, v in x.items()}
-    return x
 
 
 @dataclass

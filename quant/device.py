@@ -8,10 +8,11 @@ picks it.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -44,6 +45,26 @@ class CudaState:
 def interpreting() -> bool:
     """True when Triton runs kernels in its CPU interpreter (TRITON_INTERPRET=1)."""
     return os.environ.get("TRITON_INTERPRET", "") not in ("", "0")
+
+
+def map_tensors(x: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """`x` with `fn` applied to every tensor inside tuples, lists, dicts and dataclasses (other values kept)."""
+    if isinstance(x, torch.Tensor):
+        return fn(x)
+    if isinstance(x, (tuple, list)):
+        return type(x)(map_tensors(v, fn) for v in x)
+    if isinstance(x, dict):
+        return {k: map_tensors(v, fn) for k, v in x.items()}
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return dataclasses.replace(x, **{f.name: map_tensors(getattr(x, f.name), fn) for f in dataclasses.fields(x) if f.init})
+    return x
+
+
+def tensors_in(x: Any) -> list[torch.Tensor]:
+    """Every tensor inside `x` (as `map_tensors` walks it), in a fixed order."""
+    found: list[torch.Tensor] = []
+    map_tensors(x, lambda t: found.append(t) or t)
+    return found
 
 
 def torch_device(kind: str) -> torch.device:

@@ -6,15 +6,12 @@ first call, which keeps `import quant` cheap and lets tests set TRITON_INTERPRET
 """
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import importlib.util
 import threading
 from typing import Any, Callable
 
-import torch
-
-from ..device import interpreting, torch_device
+from ..device import interpreting, map_tensors, tensors_in, torch_device
 from ..registry import register_codec
 
 # codec name -> (kernel module in this package, function). Same signature as the torch reference.
@@ -47,31 +44,6 @@ def kernel(codec: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(f"{__name__}.{module}"), fn)
 
 
-def _on(x: Any, dev: torch.device) -> Any:
-    """`x` with every tensor in it (tuples, lists, dicts, dataclasses too) moved to `dev`."""
-    if isinstance(x, torch.Tensor):
-        return x.to(dev)
-    if isinstance(x, (tuple, list)):
-        return type(x)(_on(v, dev) for v in x)
-    if isinstance(x, dict):
-        return {k: _on(v, dev) for k, v in x.items()}
-    if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        return dataclasses.replace(x, **{f.name: _on(getattr(x, f.name), dev) for f in dataclasses.fields(x) if f.init})
-    return x
-
-
-def _has_host_tensor(x: Any) -> bool:
-    if isinstance(x, torch.Tensor):
-        return x.device.type == "cpu"
-    if isinstance(x, (tuple, list)):
-        return any(_has_host_tensor(v) for v in x)
-    if isinstance(x, dict):
-        return any(_has_host_tensor(v) for v in x.values())
-    if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        return any(_has_host_tensor(getattr(x, f.name)) for f in dataclasses.fields(x))
-    return False
-
-
 _INTERPRETER_LOCK = threading.Lock()  # Triton's interpreter keeps launch state in globals: one launch at a time
 
 
@@ -82,9 +54,9 @@ def _lazy(codec: str) -> Callable[..., Any]:
             with _INTERPRETER_LOCK:
                 return fn(*args, **kwargs)
         dev = torch_device("cuda")
-        if dev.type == "cuda" and _has_host_tensor(args):
+        if dev.type == "cuda" and any(t.device.type == "cpu" for t in tensors_in(args)):
             # host tensors in, host tensors out (the pipeline helper overlaps these copies; this path is for plain callers)
-            return _on(fn(*_on(args, dev), **kwargs), torch.device("cpu"))
+            return map_tensors(fn(*map_tensors(args, lambda t: t.to(dev)), **kwargs), lambda t: t.cpu())
         return fn(*args, **kwargs)
 
     run.__name__ = f"triton_{codec}"
