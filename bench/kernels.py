@@ -44,23 +44,6 @@ class Case:
     note: str = ""
 
 
-def tensors_of(x: Any) -> list[Any]:
-    """Every tensor in a codec result (tensor, tuple, dict, or dataclass such as Int4Tensor), in a fixed order."""
-    import dataclasses
-
-    import torch
-
-    if isinstance(x, torch.Tensor):
-        return [x]
-    if isinstance(x, (tuple, list)):
-        return [t for v in x for t in tensors_of(v)]
-    if isinstance(x, dict):
-        return [t for k in x for t in tensors_of(x[k])]
-    if dataclasses.is_dataclass(x):
-        return [t for f in dataclasses.fields(x) for t in tensors_of(getattr(x, f.name))]
-    return []
-
-
 def cases(big: bool) -> list[Case]:
     import torch
 
@@ -148,8 +131,7 @@ def run_kernels(gpu: bool, big: bool, timer: Timer) -> list[dict[str, Any]]:
 
     import quant.gguf  # noqa: F401  (registers the GGUF references)
     from quant.registry import CODECS
-    from quant.triton import kernel
-    from quant.triton.parity import bit_mismatch, kernel_device
+    from quant.triton.parity import kernel_device
 
     dev = kernel_device()
     rows_out = []
@@ -159,41 +141,38 @@ def run_kernels(gpu: bool, big: bool, timer: Timer) -> list[dict[str, Any]]:
             rows_out.append({**row, "status": "no kernel"})
             continue
         try:
-            args, nread, nwritten = case.make()
-            dev_args = tuple(to_device(a, dev) for a in args)
-            fn = kernel(case.codec)
-            got = fn(*dev_args)
-            want = CODECS[(case.codec, "cpu")](*args)
-            gt, wt = tensors_of(got), tensors_of(want)
-            diffs = [bit_mismatch(g, w) for g, w in zip(gt, wt)] if len(gt) == len(wt) else ["different outputs"]
-            mismatch = next((d for d in diffs if d), None)
-            seconds = timer(lambda: fn(*dev_args))
-            moved = nread + nwritten
-            src = torch.empty(moved // 2, dtype=torch.uint8, device=dev)
-            dst = torch.empty_like(src)
-            copy_s = timer(lambda: dst.copy_(src))
-            bw, copy_bw = moved / seconds, (2 * (moved // 2)) / copy_s
-            row.update(status="MISMATCH: " + mismatch if mismatch else "bit-exact", ms=seconds * 1e3, gbps=bw / 1e9,
-                       copy_gbps=copy_bw / 1e9, ratio=bw / copy_bw, mbytes=moved / 1e6)
-            del src, dst, dev_args, got
+            row.update(measure(case, dev, timer))
         except Exception as e:  # report and go on with the other kernels
             row["status"] = f"FAILED: {type(e).__name__}: {str(e).splitlines()[0][:120]}"
         rows_out.append(row)
         if gpu:
-            torch.cuda.empty_cache()
+            torch.cuda.empty_cache()  # the case's device tensors died with measure()'s frame
     return rows_out
 
 
-def to_device(a: Any, dev: Any) -> Any:
-    import dataclasses
-
+def measure(case: Case, dev: Any, timer: Timer) -> dict[str, Any]:
+    """Run one kernel on `dev`, compare it bit for bit with the torch reference, time it and a same-size copy."""
     import torch
 
-    if isinstance(a, torch.Tensor):
-        return a.to(dev)
-    if dataclasses.is_dataclass(a) and not isinstance(a, type):
-        return dataclasses.replace(a, **{f.name: to_device(getattr(a, f.name), dev) for f in dataclasses.fields(a) if f.init})
-    return a
+    from quant.device import map_tensors, tensors_in
+    from quant.registry import CODECS
+    from quant.triton import kernel
+    from quant.triton.parity import bit_mismatch
+
+    args, nread, nwritten = case.make()
+    dev_args = map_tensors(args, lambda t: t.to(dev))
+    fn = kernel(case.codec)
+    gt, wt = tensors_in(fn(*dev_args)), tensors_in(CODECS[(case.codec, "cpu")](*args))
+    diffs = [bit_mismatch(g, w) for g, w in zip(gt, wt)] if len(gt) == len(wt) else ["different outputs"]
+    mismatch = next((d for d in diffs if d), None)
+    seconds = timer(lambda: fn(*dev_args))
+    moved = nread + nwritten
+    src = torch.empty(moved // 2, dtype=torch.uint8, device=dev)
+    dst = torch.empty_like(src)
+    copy_s = timer(lambda: dst.copy_(src))
+    bw, copy_bw = moved / seconds, (2 * (moved // 2)) / copy_s
+    return dict(status="MISMATCH: " + mismatch if mismatch else "bit-exact", ms=seconds * 1e3, gbps=bw / 1e9,
+                copy_gbps=copy_bw / 1e9, ratio=bw / copy_bw, mbytes=moved / 1e6)
 
 
 def run_conversions(preset: str, targets: list[tuple[str, dict[str, Any]]], workdir: Path) -> list[dict[str, Any]]:
