@@ -230,6 +230,13 @@ def test_bad_options_are_usage_errors(tiny_ckpt: Path, tmp_path: Path) -> None:
             run_conversion(tiny_ckpt, ConversionOptions("gguf", tmp_path / "o", params=params))
 
 
+def test_tensor_type_without_a_quantizer_is_a_usage_error(tiny_ckpt: Path, tmp_path: Path) -> None:
+    for t in ("IQ2_XXS", "Q8_K"):  # ggml types dshub cannot write: refused before any work
+        with pytest.raises(UsageError, match=f"cannot write type '{t}'; supported: F32"):
+            run_conversion(tiny_ckpt, ConversionOptions("gguf", tmp_path / "o", params={"quant": "Q8_0", "tensor_type": [f".*={t}"]}))
+    assert not (tmp_path / "o").exists()
+
+
 def test_nan_weight_fails_naming_file_and_tensor(tiny_copy: Path, tmp_path: Path) -> None:
     from dshub.safetensors_writer import write_tensors
 

@@ -24,12 +24,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from dshub.errors import PolicyError
 from quant.gguf.types import GGML_TYPES, fit_type
 
-from .schemes import SchemeContext, TypeFn, register_param_hook
+from .schemes import STORABLE, SchemeContext, TypeFn, register_param_hook
 
 PRESET_DIR = Path(__file__).with_name("policies")
 LADDER = ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_0")
 RANK = {"Q2_K": 0, "Q3_K": 1, "Q4_0": 2, "Q4_1": 2, "Q4_K": 2, "Q5_0": 3, "Q5_1": 3, "Q5_K": 3, "Q6_K": 4, "Q8_0": 5}
-STORABLE = ("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
 RELATIVE_RE = re.compile(r"^[+-]\d$")
 LAYER_RANGE_RE = re.compile(r"^(\d+)(?:-(\d+))?$")
 EXPERTS_RE = re.compile(r"_exps\.weight$")

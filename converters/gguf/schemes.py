@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from dshub.errors import UsageError
-from quant.gguf.types import FILE_TYPES, GGML_TYPES
+from quant.gguf.types import FILE_TYPES
 
 TypeFn = Callable[[str, tuple[int, ...]], str]
+# The ggml types this converter can write (a `gguf_<TYPE>` codec exists); --tensor-type and policies may ask for these.
+STORABLE = ("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
 
 
 @dataclass(frozen=True)
@@ -77,8 +79,8 @@ def parse_tensor_types(specs: list[str]) -> list[tuple[re.Pattern[str], str]]:
         pattern, sep, type_name = s.rpartition("=")
         if not sep or not pattern:
             raise UsageError(f"--tensor-type {s!r}: expected REGEX=TYPE")
-        if type_name.upper() not in GGML_TYPES:
-            raise UsageError(f"--tensor-type {s!r}: unknown type {type_name!r}; known: {', '.join(GGML_TYPES)}")
+        if type_name.upper() not in STORABLE:
+            raise UsageError(f"--tensor-type {s!r}: cannot write type {type_name!r}; supported: {', '.join(STORABLE)}")
         try:
             rules.append((re.compile(pattern), type_name.upper()))
         except re.error as e:
