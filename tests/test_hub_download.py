@@ -317,6 +317,23 @@ def test_local_damage_is_found_and_repaired(hub, repo_files, tmp_path):
     _same_files(tmp_path, repo_files)
 
 
+
+def test_no_verify_trusts_files_whose_size_matches(hub, repo_files, tmp_path):
+    hub.add_repo(REPO, repo_files)
+    assert download(REPO, local_dir=tmp_path, progress=False).ok
+    shard4 = tmp_path / "model-00004-of-00009.safetensors"
+    data = bytearray(shard4.read_bytes())
+    data[-7] ^= 0x40  # same size, different bytes, new mtime
+    shard4.write_bytes(bytes(data))
+    hub.clear_log()
+    res = download(REPO, local_dir=tmp_path, verify=False, progress=False)
+    assert res.ok and res.fetched == [] and res.refetched_bad == [] and res.checks == []
+    assert shard4.name in res.verified and hub.gets() == []
+    assert shard4.read_bytes() == bytes(data)  # trusted, as --no-verify says; a verifying run repairs it
+    res = download(REPO, local_dir=tmp_path, progress=False)
+    assert res.ok and res.refetched_bad == [shard4.name]
+    _same_files(tmp_path, repo_files)
+
 def test_listing_that_escapes_the_directory_is_refused(hub, tmp_path):
     from dshub.errors import CheckpointError
 
