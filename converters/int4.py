@@ -21,6 +21,7 @@ from dshub.arch import spec_for
 from dshub.arch.spec import Role, TensorSpec
 from dshub.checkpoint import Checkpoint, read_entry
 from dshub.errors import CheckpointError, DshubError, QuantizationError, UsageError
+from dshub.int4_layout import module_of
 from dshub.safetensors_writer import TORCH_TO_ST, TensorDecl, shard_size, write_shard
 from quant import get_codec
 from quant.int4 import GROUP_SIZES, Int4Error, get_format, packed_layout, scheme_for
@@ -41,10 +42,6 @@ DEFAULTS: dict[str, Any] = {"format": "compressed-tensors", "group_size": 128, "
 INT4_METHODS = ("compressed-tensors", "gptq", "awq", "gptq_marlin", "awq_marlin", "moe_wna16", "bitsandbytes", "hqq", "exl2")
 INT4_SUFFIXES = (".weight_packed", ".qweight")
 CT_VERSION = "0.20.0"  # the compressed-tensors release whose pack-quantized layout this writer follows
-
-
-def module_name(weight: str) -> str:
-    return weight[: -len(".weight")] if weight.endswith(".weight") else weight
 
 
 @dataclass(frozen=True)
@@ -84,7 +81,7 @@ def in_scope(t: TensorSpec, scope: str, ignore: list[re.Pattern[str]]) -> bool:
     """Does weight `t` become INT4? Linear, a role the scope lists, not an MTP extra, no --ignore match."""
     if not (t.linear and t.name.endswith(".weight") and t.role in SCOPES[scope]):
         return False
-    return not any(p.search(module_name(t.name)) for p in ignore)
+    return not any(p.search(module_of(t.name)) for p in ignore)
 
 
 def refuse_int4_input(ckpt: Checkpoint) -> None:
@@ -207,12 +204,12 @@ class Int4Converter(Converter):
                     continue
                 t = spec.get(e.name)
                 if t is not None and t.linear and t.name.endswith(".weight"):
-                    linear.append(module_name(e.name))
+                    linear.append(module_of(e.name))
                 quantize = t is not None and in_scope(t, p["scope"], ignore) and e.dtype in FP8_DTYPES + FLOAT_DTYPES
                 if t is not None and t.role is Role.EXPERT and t.layer is not None:
                     experts.setdefault(t.layer, set()).add(quantize)
                 if quantize:
-                    mod = module_name(e.name)
+                    mod = module_of(e.name)
                     try:
                         layout = packed_layout(fmt, tuple(e.shape), scheme)  # type: ignore[arg-type]
                     except Int4Error as err:
@@ -226,7 +223,7 @@ class Int4Converter(Converter):
                     quantized.append(mod)
                     continue
                 if t is not None and t.linear and t.name.endswith(".weight"):
-                    left_out.append(module_name(e.name))
+                    left_out.append(module_of(e.name))
                 fp8 = e.dtype in FP8_DTYPES
                 decls.append(TensorDecl(e.name, "BF16" if fp8 else e.dtype, e.shape))
                 actions[e.name] = Action(e.name, "bf16" if fp8 else "copy")
@@ -293,6 +290,6 @@ class Int4Converter(Converter):
         total = sum(d.nbytes for f in plan.files for d in f.data[0])
         copy_sidecars(ckpt.root, opts.out)
         drop = mtp_tensor_names(ckpt) if opts.drop_mtp else set()
-        linear = [module_name(t.name) for t in spec_for(ckpt.config) if t.linear and t.name.endswith(".weight") and t.name not in drop]
+        linear = [module_of(t.name) for t in spec_for(ckpt.config) if t.linear and t.name.endswith(".weight") and t.name not in drop]
         cfg = int4_config(ckpt.config, opts.params, plan.summary["left_out_linear"], linear, opts.drop_mtp)
         write_index_and_config(opts.out, weight_map, total, cfg)

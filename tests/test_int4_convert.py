@@ -318,7 +318,8 @@ def test_real_v3_dimensions_pack_and_skip_lists_stay_small():
     every format, the experts-scope output is ~380 GB (MTP layer included), and the collapsed skip list is short."""
     import math
 
-    from converters.int4 import SCOPES, collapse_left_out, in_scope, module_name
+    from converters.int4 import SCOPES, collapse_left_out, in_scope
+    from dshub.int4_layout import module_of
     from dshub.arch import spec_for
     from dshub.arch.spec import Role
     from quant.int4 import FORMATS, packed_layout
@@ -339,8 +340,8 @@ def test_real_v3_dimensions_pack_and_skip_lists_stay_small():
         else:
             total += t.numel * (4 if t.role is Role.ROUTER_BIAS else 2)
     assert 375e9 < total < 390e9
-    left = [module_name(t.name) for t in linear if not in_scope(t, "experts", [])]
-    skip = collapse_left_out(left, [module_name(t.name) for t in linear])
+    left = [module_of(t.name) for t in linear if not in_scope(t, "experts", [])]
+    skip = collapse_left_out(left, [module_of(t.name) for t in linear])
     assert len(left) == 558 and len(skip) == 183
     assert {"model.layers.0.", "model.layers.2.", "model.layers.3.self_attn.", "model.layers.60.mlp.shared_experts.",
             "model.layers.60.mlp.gate", "model.layers.61.eh_proj", "lm_head"} <= set(skip)
