@@ -249,6 +249,7 @@ class Int4Converter(Converter):
         scheme = scheme_for(p["format"], p["group_size"], p["symmetric"])
         block = ckpt.encoding.block or (128, 128)
         to_bf16 = get_codec("fp8_block_dequant_bf16_rows" if dev == "cpu" else "fp8_block_dequant_bf16", dev)
+        quant_fp8, quant_float = get_codec("int4_quantize_fp8", dev), get_codec("int4_quantize", dev)
         kinds = {a.source: a.kind for a in actions.values()}
         units = list(dict.fromkeys(actions[d.name].source for d in decls))  # one per input tensor, in file order
 
@@ -262,7 +263,7 @@ class Int4Converter(Converter):
             if kinds[name] == "bf16":  # out-of-scope FP8 weight: BF16, streamed by row blocks on the CPU
                 return to_bf16(ins[0], ins[1], block)
             try:  # INT4: every packed piece of the module at once
-                t = get_codec("int4_quantize_fp8", dev)(*ins, scheme, block) if len(ins) == 2 else get_codec("int4_quantize", dev)(ins[0], scheme)
+                t = quant_fp8(*ins, scheme, block) if len(ins) == 2 else quant_float(ins[0], scheme)
                 return dict(pack(t))
             except Int4Error as err:
                 raise QuantizationError(f"{f.name}: tensor {name}: {err}", path=f.name, tensor=name) from None
