@@ -12,6 +12,7 @@ import torch
 
 from ..registry import get_codec
 from .kq_common import F32, make_qkx2, make_qx, seqsum, sqrt_f32
+from .legacy import _f16_bytes, _high_bits, _nibbles
 from .types import GGML_TYPES
 
 QK = 32
@@ -29,40 +30,35 @@ def _weights(xr: torch.Tensor, qw: torch.Tensor) -> torch.Tensor:
     return q * sqrt_f32(xs * xs + s2)
 
 
-def _nibbles(L: torch.Tensor) -> torch.Tensor:
-    """Element-major [32, S] values -> qs [S, 16]: value j low nibble, value j+16 high nibble."""
-    q = L.t().to(torch.int32)
-    return ((q[:, :16] & 0xF) | ((q[:, 16:] & 0xF) << 4)).to(torch.uint8)
-
-
-def _qh(L: torch.Tensor) -> torch.Tensor:
-    """Bit 4 of the 32 values as a little-endian uint32 -> uint8 [S, 4]."""
-    bits = ((L.t().to(torch.int64) >> 4) & 1).view(-1, 4, 8)
-    return (bits << torch.arange(8, dtype=torch.int64)).sum(dim=2).to(torch.uint8)
+def _bytes(L: torch.Tensor) -> torch.Tensor:
+    """Element-major [32, S] levels -> uint8 [S, 32] blocks, as legacy.py's packers take them."""
+    return L.t().to(torch.uint8)
 
 
 def _f16(v: torch.Tensor) -> torch.Tensor:
-    return v.to(torch.float16).view(torch.uint8).view(-1, 2)
+    return _f16_bytes(v[:, None])
 
 
 def _q4_0(xs: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     d, L = make_qx(xs, 8, w)
-    return torch.cat([_f16(d), _nibbles(L)], dim=1)
+    return torch.cat([_f16(d), _nibbles(_bytes(L))], dim=1)
 
 
 def _q5_0(xs: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     d, L = make_qx(xs, 16, w)
-    return torch.cat([_f16(d), _qh(L), _nibbles(L)], dim=1)
+    q = _bytes(L)
+    return torch.cat([_f16(d), _high_bits(q), _nibbles(q)], dim=1)
 
 
 def _q4_1(xs: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     d, the_min, L = make_qkx2(xs, w, 15, -0.9, 0.05, 36, False)
-    return torch.cat([_f16(d), _f16(-the_min), _nibbles(L)], dim=1)
+    return torch.cat([_f16(d), _f16(-the_min), _nibbles(_bytes(L))], dim=1)
 
 
 def _q5_1(xs: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     d, the_min, L = make_qkx2(xs, w, 31, -0.9, 0.05, 36, False)
-    return torch.cat([_f16(d), _f16(-the_min), _qh(L), _nibbles(L)], dim=1)
+    q = _bytes(L)
+    return torch.cat([_f16(d), _f16(-the_min), _high_bits(q), _nibbles(q)], dim=1)
 
 
 _IMPLS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
