@@ -179,6 +179,11 @@ def quantize_int4(w: torch.Tensor, scheme: Int4Scheme) -> Int4Tensor:
     return out
 
 
+def fp8_row_step(block_rows: int) -> int:
+    """Rows `quantize_int4_fp8` quantizes per step: whole FP8 scale blocks, about `ROW_CHUNK` rows."""
+    return max(block_rows, ROW_CHUNK // block_rows * block_rows)
+
+
 @register_codec("int4_quantize_fp8", "cpu")
 def quantize_int4_fp8(
     weight: torch.Tensor, scale_inv: torch.Tensor, scheme: Int4Scheme, block: tuple[int, int] = (128, 128)
@@ -189,7 +194,7 @@ def quantize_int4_fp8(
     br, bc = block
     rows, cols = weight.shape
     s = scale_inv.to(torch.float32)
-    step = max(br, ROW_CHUNK // br * br)
+    step = fp8_row_step(br)
     out = empty_int4(rows, cols, scheme)
     buf = torch.empty((min(rows, step), cols), dtype=torch.float32)
     for r0 in range(0, rows, step):

@@ -109,7 +109,7 @@ def _raise_reference_overflow(x, scale_inv, scheme, block, scale) -> None:
         r0 = bad_row // ref.ROW_CHUNK * ref.ROW_CHUNK
         ref.quantize_int4(x[r0 : r0 + ref.ROW_CHUNK].cpu(), scheme)
     else:
-        step = max(block[0], ref.ROW_CHUNK // block[0] * block[0])
+        step = ref.fp8_row_step(block[0])
         r0 = bad_row // step * step
         ref.quantize_int4_fp8(x[r0 : r0 + step].cpu(), scale_inv[r0 // block[0] :].cpu(), scheme, block)
     raise ref.ScaleOverflowError("INT4 group scale overflows its stored dtype")  # unreachable if the reference agrees
