@@ -73,6 +73,20 @@ def test_scale_overflow_raises_the_reference_error():
     assert str(ours.value) == str(theirs.value)
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning:triton.runtime.interpreter")
+def test_fp8_scale_overflow_raises_the_reference_error():
+    """The fused FP8 path re-runs the reference on the row step holding the bad group (not the first step)."""
+    w = (torch.randn(300, 256, generator=torch.Generator().manual_seed(3)) * 50).to(torch.float8_e4m3fn)
+    s = torch.full((3, 2), 1e-3)
+    s[2, 1] = 1e4  # rows 256..299, columns 128..255: group scales above fp16 max
+    scheme = Int4Scheme(32, True, torch.float16)
+    with pytest.raises(ref.ScaleOverflowError) as theirs:
+        ref.quantize_int4_fp8(w, s, scheme)
+    with pytest.raises(ref.ScaleOverflowError) as ours:
+        kernel("int4_quantize_fp8")(w.to(DEV), s.to(DEV), scheme)
+    assert str(ours.value) == str(theirs.value)
+
+
 @pytest.mark.parametrize("scheme", SCHEMES, ids=ids)
 @pytest.mark.parametrize("rows", [24, 37])
 def test_packings_match_reference(scheme, rows):
