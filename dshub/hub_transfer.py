@@ -14,9 +14,9 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-from .errors import HubError, OutputError, ServedWrongSize
+from .errors import HubError, OutputError, ServedWrongSize, UsageError
 from .hashing import CHUNK, git_blob_hasher
 
 RETRY_STATUS = (408, 429, 500, 502, 503, 504)
@@ -48,7 +48,21 @@ class RetryPolicy:
 
     @classmethod
     def from_env(cls) -> "RetryPolicy":
-        return cls(int(os.environ.get("DSHUB_HTTP_RETRIES", "5")), float(os.environ.get("DSHUB_HTTP_RETRY_WAIT", "1.0")))
+        """DSHUB_HTTP_RETRIES and DSHUB_HTTP_RETRY_WAIT (seconds), read now; a value that is not a number is a usage error."""
+        return cls(_env_number("DSHUB_HTTP_RETRIES", cls.attempts, int), _env_number("DSHUB_HTTP_RETRY_WAIT", cls.wait_s, float))
+
+
+def _env_number(name: str, default: float, kind: type) -> Any:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or value < 0:
+        raise UsageError(f"{name}={raw!r}: expected a non-negative {kind.__name__}")
+    return value
 
 
 @dataclass

@@ -199,6 +199,15 @@ def test_offline_rerun_verifies_from_the_manifest(cli, hub, repo_files, tmp_path
     assert r.exit_code == 1 and "HF_HUB_OFFLINE is set" in r.output and hub.log == []
 
 
+
+@pytest.mark.parametrize("var,value", [("DSHUB_HTTP_RETRIES", "many"), ("DSHUB_HTTP_RETRY_WAIT", "-2")])
+def test_bad_retry_setting_is_a_usage_error(cli, hub, repo_files, tmp_path, monkeypatch, var, value):
+    hub.add_repo(REPO, repo_files)
+    monkeypatch.setenv(var, value)
+    r = cli("download", REPO, "--local-dir", tmp_path)
+    assert r.exit_code == 2 and f"{var}={value!r}" in r.output and "Traceback" not in r.output
+    assert hub.gets() == []
+
 def test_network_down(cli, hub, repo_files, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: connection refused
     r = cli("download", REPO, "--local-dir", tmp_path)
