@@ -268,9 +268,7 @@ class _Cursor:
             if sub == VT.STRING:
                 return [self.string(what) for _ in range(n)]
             fmt = SCALAR_FORMAT[VT(sub)]
-            if n * struct.calcsize(fmt) > len(self.buf) - self.pos:
-                raise GGUFError(f"{self.path.name}: truncated while reading {what}", path=str(self.path))
-            return list(struct.unpack(f"<{n}{fmt}", self.take(n * struct.calcsize(fmt), what)))
+            return list(struct.unpack(f"<{n}{fmt}", self.take(n * struct.calcsize(fmt), what)))  # take checks the length
         if vtype not in VT._value2member_map_:
             raise GGUFError(f"{self.path.name}: {what}: unknown value type {vtype}", path=str(self.path))
         return self.unpack(SCALAR_FORMAT[VT(vtype)], what)
