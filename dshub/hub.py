@@ -288,6 +288,7 @@ def run_download(
     retry: RetryPolicy | None = None,
 ) -> DownloadResult:
     """Execute a plan. Per-file failures are collected in the result; fatal errors (disk, hub) raise."""
+    retry = retry or RetryPolicy.from_env()  # a bad setting is refused before anything is written
     plan.layout.prepare(list(plan.manifest.files.values()))
     with exclusive(plan.root):
         reclassify(plan)  # another run may have finished files since the plan was made
@@ -320,9 +321,9 @@ def exclusive(root: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _run_locked(plan: DownloadPlan, *, workers: int, verify: bool, progress: bool, retry: RetryPolicy | None) -> DownloadResult:
+def _run_locked(plan: DownloadPlan, *, workers: int, verify: bool, progress: bool, retry: RetryPolicy) -> DownloadResult:
     save_manifest(plan.root, plan.manifest)
-    runner = _Runner(plan, workers=workers, progress=progress, verify=verify, retry=retry or RetryPolicy.from_env())
+    runner = _Runner(plan, workers=workers, progress=progress, verify=verify, retry=retry)
     try:
         runner.hash_present()
         runner.result.verified = [p.file.path for p in plan.files if p.state == FileState.VERIFIED]

@@ -204,9 +204,9 @@ def test_offline_rerun_verifies_from_the_manifest(cli, hub, repo_files, tmp_path
 def test_bad_retry_setting_is_a_usage_error(cli, hub, repo_files, tmp_path, monkeypatch, var, value):
     hub.add_repo(REPO, repo_files)
     monkeypatch.setenv(var, value)
-    r = cli("download", REPO, "--local-dir", tmp_path)
+    r = cli("download", REPO, "--local-dir", tmp_path / "ckpt")
     assert r.exit_code == 2 and f"{var}={value!r}" in r.output and "Traceback" not in r.output
-    assert hub.gets() == []
+    assert hub.gets() == [] and not (tmp_path / "ckpt").exists()  # refused before anything was written
 
 def test_network_down(cli, hub, repo_files, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: connection refused
