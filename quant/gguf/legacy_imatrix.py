@@ -12,7 +12,7 @@ import torch
 
 from ..registry import get_codec
 from .kq_common import F32, make_qkx2, make_qx, seqsum, sqrt_f32
-from .legacy import _f16_bytes, _high_bits, _nibbles
+from .legacy import _check_finite, _f16_bytes, _high_bits, _nibbles
 from .types import GGML_TYPES
 
 QK = 32
@@ -73,9 +73,7 @@ def _legacy_imatrix(name: str, x: torch.Tensor, imatrix: torch.Tensor) -> torch.
         raise ValueError(f"{name}: expected float32 rows of a multiple of {QK}, got {tuple(x.shape)} {x.dtype}")
     if imatrix.numel() != cols:
         raise ValueError(f"{name}: importance matrix has {imatrix.numel()} values, expected {cols} (one per column)")
-    if not bool(torch.isfinite(x).all()):
-        r, c = (~torch.isfinite(x)).nonzero()[0].tolist()
-        raise ValueError(f"{name}: non-finite value {x[r, c].item()} at row {r}, column {c}")
+    _check_finite(x, 0, name)
     out = torch.empty((rows, cols // QK * t.type_size), dtype=torch.uint8)
     qw = imatrix.to(F32).contiguous()
     step = max(1, CHUNK_ELEMENTS // cols)
