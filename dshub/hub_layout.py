@@ -64,7 +64,7 @@ class HfCacheLayout:
     kind = "hf-cache"
 
     def __init__(self, cache_dir: Path, repo_id: str, commit: str):
-        self.repo_dir = cache_dir / ("models--" + repo_id.replace("/", "--"))
+        self.repo_dir = cache_repo_dir(cache_dir, repo_id)
         self.root = self.repo_dir / "snapshots" / commit
 
     def final(self, f: RemoteFile) -> Path:
@@ -112,6 +112,11 @@ class HfCacheLayout:
         return f.etag
 
 
+def cache_repo_dir(cache_dir: Path, repo_id: str) -> Path:
+    """A model repository's folder in huggingface_hub's cache: `models--owner--name`."""
+    return cache_dir / ("models--" + repo_id.replace("/", "--"))
+
+
 def hf_cache_dir() -> Path:
     """HF_HUB_CACHE, else HF_HOME/hub, else huggingface_hub's default; read now, not at import."""
     from huggingface_hub import constants as hfc
@@ -125,7 +130,7 @@ def hf_cache_dir() -> Path:
 
 def cached_commit(repo_id: str, revision: str) -> str | None:
     """The commit the HF cache's refs/<revision> points at, for offline use."""
-    ref = hf_cache_dir() / ("models--" + repo_id.replace("/", "--")) / "refs" / revision
+    ref = cache_repo_dir(hf_cache_dir(), repo_id) / "refs" / revision
     try:
         return ref.read_text().strip() or None
     except OSError:
