@@ -45,7 +45,7 @@ class FilePlan:
 class DownloadPlan:
     """Everything decided before the first byte moves."""
 
-    source: Source
+    source: Source | None  # None offline (HF_HUB_OFFLINE): nothing can be fetched
     manifest: DownloadManifest
     layout: Layout
     files: list[FilePlan]
@@ -146,7 +146,7 @@ def plan_download(
 def _classified(src: Source | None, manifest: DownloadManifest, layout: Layout) -> DownloadPlan:
     cache = HashCache(layout.root, hash_cache_path(layout.root))
     files = [classify(layout, f, cache) for f in manifest.files.values()]
-    return DownloadPlan(src, manifest, layout, files)  # type: ignore[arg-type]
+    return DownloadPlan(src, manifest, layout, files)
 
 
 def reclassify(plan: DownloadPlan) -> None:
