@@ -106,20 +106,6 @@ def _expected(f: RemoteFile) -> tuple[str, str] | None:
     return None
 
 
-def _sniff(path: Path) -> str:
-    """A hint for bytes that are not the file at all."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(64).lstrip()
-    except OSError:
-        return ""
-    if head.startswith(b"version https://git-lfs"):
-        return " (it is a git-LFS pointer, not the file)"
-    if head[:15].lower().startswith((b"<!doctype html", b"<html")):
-        return " (it is an HTML page)"
-    return ""
-
-
 class _Runner:
     """Executes a plan: per-file tasks on a thread pool, shared hash cache and progress."""
 
@@ -215,11 +201,10 @@ class _Runner:
                 actual = sha256 if f.sha256 else git_sha1
                 if expected is None or actual == expected[1]:
                     break
-                hint = _sniff(part)
                 part.unlink(missing_ok=True)
                 if attempt == 2:
                     raise HashMismatch(
-                        f"{f.path}: {expected[0]} {actual} does not match the hub's {expected[1]}{hint}; "
+                        f"{f.path}: {expected[0]} {actual} does not match the hub's {expected[1]}; "
                         "fetched twice, the source serves bad bytes",
                         path=f.path, expected=expected[1], actual=str(actual),
                     )
