@@ -61,12 +61,17 @@ def copy_atomic(src: Path, dst: Path) -> None:
         shutil.copyfileobj(fi, fo, 8 << 20)
 
 
-def check_free_space(directory: Path, needed: int, *, margin: float = 1.02) -> None:
-    """Raise DiskSpaceError when `directory` (or its nearest existing parent) has less than `needed` bytes free."""
+def free_space(directory: Path) -> int:
+    """Free bytes on the file system that holds `directory` (or its nearest existing parent)."""
     probe = directory
     while not probe.exists():
         probe = probe.parent
-    free = shutil.disk_usage(probe).free
+    return shutil.disk_usage(probe).free
+
+
+def check_free_space(directory: Path, needed: int, *, margin: float = 1.02) -> None:
+    """Raise DiskSpaceError when `directory` (or its nearest existing parent) has less than `needed` bytes free."""
+    free = free_space(directory)
     if free < needed * margin:
         raise DiskSpaceError(
             f"{directory}: {needed / 1e9:.2f} GB needed, {free / 1e9:.2f} GB free. Free space or choose another --out",

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import shutil
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any, Iterable
 
 from .download_manifest import DownloadManifest, RemoteFile, hash_cache_path, load_manifest, redact_url
 from .errors import DiskSpaceError, HubUnreachable, UsageError
-from .fsutil import check_free_space
+from .fsutil import check_free_space, free_space
 from .hashing import HashCache
 from .hub_layout import HfCacheLayout, Layout, LocalDirLayout, cached_commit, hf_cache_dir
 from .hub_sources import Source, is_commit, make_source
@@ -173,10 +172,7 @@ def offline_plan(repo_id: str, *, revision: str | None, local_dir: str | os.Path
 def check_disk(plan: DownloadPlan) -> None:
     """Refuse before transferring when the target file system cannot hold what is left to fetch."""
     needed = plan.to_fetch_bytes
-    probe = plan.root
-    while not probe.exists():
-        probe = probe.parent
-    plan.free_bytes = shutil.disk_usage(probe).free
+    plan.free_bytes = free_space(plan.root)
     try:
         check_free_space(plan.root, needed)
     except DiskSpaceError as e:

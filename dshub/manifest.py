@@ -1,7 +1,6 @@
 """The conversion manifest: what was produced from what, and which output files are finished (for resume)."""
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,17 +10,7 @@ from . import __version__
 from .constants import MANIFEST_NAME
 from .errors import OutputError, UsageError
 from .fsutil import write_json_atomic
-
-HASH_CHUNK = 8 << 20
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
+from .hashing import sha256_file
 
 @dataclass
 class Manifest:
