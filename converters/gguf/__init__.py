@@ -1,4 +1,4 @@
 """GGUF target for llama.cpp (`deepseek2`): metadata, tensor mapping, tokenizer, quant schemes, streaming writer."""
 from . import convert  # noqa: F401  (registers the "gguf" converter)
-from . import mixtures  # noqa: F401  (registers the K-quant mixtures and the policy/imatrix/target_size hooks)
+from . import imatrix, mixtures, policy  # noqa: F401  (register the K-quant mixtures and the imatrix/policy/target_size hooks)
 from .schemes import SCHEMES, register_param_hook, register_scheme  # noqa: F401

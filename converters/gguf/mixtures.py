@@ -5,7 +5,7 @@ for a MoE model with more than 8 experts (deepseek2): categories are substring m
 (`_exps`) and shared (`_shexp`) experts share the dense FFN's category; `ffn_down` bumps depend on the layer parsed
 from `blk.N.` against n_layer; `output.weight` gets Q6_K. An MLA file has no attn_v/attn_kv_b, so llama.cpp's
 attention-V bumps never fire. Row-length fallbacks (attn_k_b rows of 128: Q4_K -> Q5_0, ...) happen after the
-type function, in the planner. Importing this module registers the schemes and the `policy`/`target_size` hooks.
+type function, in the planner. Importing this module registers the schemes.
 """
 from __future__ import annotations
 
@@ -117,5 +117,3 @@ def _make(mix: Mixture) -> Callable[[SchemeContext], TypeFn]:
 
 for _name, _mix in MIXTURES.items():
     register_scheme(_name)(_make(_mix))
-
-from . import imatrix, policy  # noqa: E402,F401  (register the imatrix, policy and target_size hooks)
