@@ -1,11 +1,12 @@
 """Plan -> Launch -> files, and writing them atomically."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 from dshub.errors import OutputError, UsageError
-from dshub.fsutil import atomic_open
+from dshub.fsutil import atomic_open, write_json_atomic
 
 from .engines import build_launch
 from .launch import Launch, RecipeOptions
@@ -34,12 +35,27 @@ def render_recipe(p: Plan, opts: RecipeOptions | None = None, fmt: str = "json")
     return launch, RENDERERS[fmt](launch)
 
 
+RECIPE_LIST = ".dshub-recipe.json"  # the files the last recipe written into a directory consists of
+
+
 def write_recipe(files: dict[str, str], out: str | os.PathLike) -> list[Path]:
-    """Write every file under `out` (temp name + fsync + rename); scripts become executable."""
+    """Write every file under `out` (temp name + fsync + rename); scripts become executable.
+
+    Files an earlier recipe wrote into the same directory and this one does not (e.g. `node3.sh` of a 4-node
+    recipe, rewritten for 2 nodes) are removed, so the directory never mixes two recipes."""
     root = Path(out)
     if root.exists() and not root.is_dir():
         raise OutputError(f"--out {root}: exists and is not a directory", path=str(root))
     root.mkdir(parents=True, exist_ok=True)
+    listing = root / RECIPE_LIST
+    try:
+        previous = json.loads(listing.read_text()) if listing.exists() else []
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        previous = []
+    for name in previous if isinstance(previous, list) else []:
+        if isinstance(name, str) and name not in files and "/" not in name and not name.startswith("."):
+            (root / name).unlink(missing_ok=True)
+    write_json_atomic(listing, sorted(files))
     written = []
     for name, text in sorted(files.items()):
         path = root / name

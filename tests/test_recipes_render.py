@@ -182,6 +182,15 @@ def test_cli_recipe_writes_files(cli, tmp_path):
     assert r.exit_code == 1 and json.loads(r.stdout)["plan"]["chosen"] is None
 
 
+def test_cli_recipe_rewritten_in_place_drops_the_earlier_recipes_files(cli, tmp_path):
+    out = tmp_path / "out"
+    assert cli("recipe", "deepseek-r1", "--engine", "sglang", "--gpu", "h100", "--nodes", "2", "--format", "compose",
+               "--out", out).exit_code == 0
+    (out / "notes.txt").write_text("mine")  # not a recipe file: kept
+    assert cli("recipe", "deepseek-r1", "--gpu", "h200", "--format", "sh", "--out", out).exit_code == 0
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["notes.txt", "serve.sh"]
+
+
 def test_cli_recipe_for_a_local_checkpoint(cli, tiny_ckpt):
     r = cli("recipe", tiny_ckpt, "--gpu", "l40s", "--gpus-per-node", "1", "--format", "json", "--no-mtp")
     assert r.exit_code == 0, r.output
