@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from dshub.errors import PolicyError
 from quant.gguf.types import GGML_TYPES, fit_type
 
+from .mixtures import LAYER_RE, use_more_bits
 from .schemes import STORABLE, SchemeContext, TypeFn, register_param_hook
 
 PRESET_DIR = Path(__file__).with_name("policies")
@@ -118,8 +119,6 @@ def layer_matches(spec: str, layer: int | None, n_layer: int, n_dense: int) -> b
     """Does `layer` (None for non-layer tensors: never) pass selector `spec`?"""
     if layer is None:
         return False
-    from .mixtures import use_more_bits
-
     for kind, a, b in parse_layers(spec):
         hit = {
             "dense": layer < n_dense,
@@ -162,7 +161,7 @@ def presets() -> list[str]:
 
 
 def _layer(name: str) -> int | None:
-    m = re.match(r"^blk\.(\d+)\.", name)
+    m = LAYER_RE.match(name)
     return int(m[1]) if m else None
 
 
