@@ -210,6 +210,17 @@ def test_target_size_lands_under_budget(v3) -> None:
     assert sizes == sorted(sizes)
 
 
+def test_target_size_counts_the_mtp_f32_tensors(v3) -> None:
+    from converters.gguf.policy import TENSOR_INFO_RESERVE, fixed_bytes
+
+    config, mapped = v3
+    with_mtp = map_tensors(config, mtp=True)
+    ctx = lambda m: SchemeContext(config, tuple((n, s) for n, s, _ in m if not forced_f32(n, s)))  # noqa: E731
+    extra = sum(4 * _numel(s) for n, s, _ in with_mtp if forced_f32(n, s)) - sum(4 * _numel(s) for n, s, _ in mapped if forced_f32(n, s))
+    assert extra > 0
+    assert fixed_bytes(ctx(with_mtp)) - fixed_bytes(ctx(mapped)) == extra + TENSOR_INFO_RESERVE * (len(with_mtp) - len(mapped))
+
+
 def test_target_size_too_small_is_a_clear_error(v3) -> None:
     config, mapped = v3
     with pytest.raises(PolicyError, match=r"below the smallest plan for this model \(\d+ bytes, routed experts at Q2_K\)"):

@@ -216,7 +216,7 @@ def fixed_bytes(ctx: SchemeContext) -> int:
     """Bytes that no type choice changes: the F32 tensors (norms, router, biases) and a header/tokenizer reserve."""
     from dshub.gguf_layout import forced_f32, map_tensors
 
-    mapped = map_tensors(ctx.config)
+    mapped = map_tensors(ctx.config, mtp=any(".nextn." in n for n, _ in ctx.tensors))  # --mtp: count its F32 tensors too
     f32 = sum(GGML_TYPES["F32"].nbytes(s) for n, s, _ in mapped if forced_f32(n, s))
     reserve = HEADER_RESERVE + TOKEN_RESERVE * int(ctx.config.get("vocab_size") or 0) + TENSOR_INFO_RESERVE * len(mapped)
     return f32 + reserve
