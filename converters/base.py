@@ -154,6 +154,8 @@ def make_plan(path: str | Path, opts: ConversionOptions) -> tuple[Checkpoint, Co
     src = Path(path)
     conv = get_converter(opts.target)
     check_output_location(src, opts.out)
+    if opts.drop_mtp and opts.params.get("mtp"):
+        raise UsageError("--drop-mtp and --mtp contradict each other; pass one")
     opts.params = conv.validate_params(dict(opts.params))
     conv.check_source(src)
     ckpt = require_valid(src)

@@ -261,6 +261,8 @@ def test_usage_errors_exit_2(cli, tiny_ckpt: Path, tmp_path: Path):
     assert r.exit_code == 2 and "known:" in r.output
     r = cli("convert", tiny_ckpt, "--to", "bf16", "--out", tmp_path / "o", "--group-size", "64")
     assert r.exit_code == 2 and "group_size" in r.output
+    r = cli("convert", tiny_ckpt, "--to", "gguf", "--quant", "Q8_0", "--out", tmp_path / "o", "--mtp", "--drop-mtp")
+    assert r.exit_code == 2 and "contradict" in r.output and not (tmp_path / "o").exists()
     r = cli("synth", tmp_path / "s", "--preset", "huge")
     assert r.exit_code == 2 and "tiny" in r.output
 
