@@ -39,7 +39,7 @@ def current_rss_mb() -> float:
 
 # ------------------------------------------------------------------ contenders (run in the child)
 def run_dshub(src: Path, out: Path, workers: int) -> None:
-    from converters import ConversionOptions, run_conversion
+    from dshub.converters import ConversionOptions, run_conversion
 
     run_conversion(src, ConversionOptions("bf16", out, device="cpu", workers=workers), progress=False)
 
@@ -116,7 +116,7 @@ CONTENDERS = {"dshub": run_dshub, "reference-port": run_reference_port, "io-floo
 def child(name: str, src: Path, out: Path, workers: int) -> None:
     import torch  # noqa: F401  (import cost excluded from the RSS delta)
     import safetensors.torch  # noqa: F401
-    import converters  # noqa: F401
+    import dshub.converters  # noqa: F401
 
     base = current_rss_mb()
     t0 = time.perf_counter()
@@ -142,8 +142,8 @@ def main() -> None:
         child(name, Path(src), Path(out), args.workers)
         return
 
-    from dshub.checkpoint import Checkpoint
-    from dshub.synth import write_synthetic
+    from dshub.checkpoint.reader import Checkpoint
+    from dshub.checkpoint.synth import write_synthetic
 
     src = args.workdir / f"src-{args.preset}"
     if not (src / "model.safetensors.index.json").exists():

@@ -47,7 +47,7 @@ def warm(src: Path) -> None:
 
 def child(target: str, src: Path, out: Path, params: dict) -> None:
     import torch  # noqa: F401  (import cost excluded from the RSS delta)
-    from converters import ConversionOptions, run_conversion
+    from dshub.converters import ConversionOptions, run_conversion
 
     base = status_mb("VmRSS")
     t0, c0 = time.perf_counter(), time.process_time()
@@ -70,8 +70,8 @@ def main() -> None:
         child(target, Path(src), Path(out), json.loads(params))
         return
 
-    from dshub.checkpoint import Checkpoint
-    from dshub.synth import write_synthetic
+    from dshub.checkpoint.reader import Checkpoint
+    from dshub.checkpoint.synth import write_synthetic
 
     src = args.workdir / f"src-{args.preset}"
     if not (src / "model.safetensors.index.json").exists():

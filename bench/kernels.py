@@ -47,7 +47,7 @@ class Case:
 def cases(big: bool) -> list[Case]:
     import torch
 
-    from quant.int4 import Int4Scheme, quantize_int4
+    from dshub.quant.int4 import Int4Scheme, quantize_int4
 
     # DeepSeek-V3 shapes: a dense MLP weight [18432, 7168]; an expert [2048, 7168]; V4 expert stack rows.
     rows, cols = (18432, 7168) if big else (300, 512)
@@ -129,9 +129,9 @@ class Timer:
 def run_kernels(gpu: bool, big: bool, timer: Timer) -> list[dict[str, Any]]:
     import torch
 
-    import quant.gguf  # noqa: F401  (registers the GGUF references)
-    from quant.registry import CODECS
-    from quant.triton.parity import kernel_device
+    import dshub.quant.gguf  # noqa: F401  (registers the GGUF references)
+    from dshub.quant.registry import CODECS
+    from dshub.quant.triton.parity import kernel_device
 
     dev = kernel_device()
     rows_out = []
@@ -154,10 +154,10 @@ def measure(case: Case, dev: Any, timer: Timer) -> dict[str, Any]:
     """Run one kernel on `dev`, compare it bit for bit with the torch reference, time it and a same-size copy."""
     import torch
 
-    from quant.device import map_tensors, tensors_in
-    from quant.registry import CODECS
-    from quant.triton import kernel
-    from quant.triton.parity import bit_mismatch
+    from dshub.quant.device import map_tensors, tensors_in
+    from dshub.quant.registry import CODECS
+    from dshub.quant.triton import kernel
+    from dshub.quant.triton.parity import bit_mismatch
 
     args, nread, nwritten = case.make()
     dev_args = map_tensors(args, lambda t: t.to(dev))
@@ -180,8 +180,8 @@ def run_conversions(preset: str, targets: list[tuple[str, dict[str, Any]]], work
     import filecmp
 
     try:
-        from converters import ConversionOptions, run_conversion
-        from dshub.synth import write_synthetic
+        from dshub.converters import ConversionOptions, run_conversion
+        from dshub.checkpoint.synth import write_synthetic
 
         src = workdir / f"synth-{preset}"
         if not src.exists():

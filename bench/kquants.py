@@ -37,7 +37,7 @@ sys.exit(llama_cpp.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref
 WARMUP = """
 import torch
 torch.set_num_threads(1)  # as the converter's workers: the kernels are compiled per thread count
-from quant.gguf.kquants import QUANTIZERS
+from dshub.quant.gguf.kquants import QUANTIZERS
 x = torch.randn(256, 1024) * 0.02
 for t in ("Q4_K", "Q6_K", "Q5_K", "Q2_K"):
     QUANTIZERS[t](x)
@@ -58,7 +58,7 @@ def throughput(rows: int = 256, cols: int = 7168, reps: int = 3) -> dict[str, fl
 
     sys.path.insert(0, str(REPO / "tests"))
     from llama_oracle import ggml_quantize  # noqa: E402
-    from quant.gguf.kquants import QUANTIZERS
+    from dshub.quant.gguf.kquants import QUANTIZERS
 
     torch.set_num_threads(1)
     x = (torch.randn(rows, cols, generator=torch.Generator().manual_seed(0)) * 0.02).to(torch.bfloat16).float()
@@ -84,8 +84,8 @@ def main() -> None:
     ap.add_argument("--results", action="store_true", help="append a section to bench/RESULTS.md")
     args = ap.parse_args()
     sys.path.insert(0, str(REPO))
-    from dshub.synth import write_synthetic
-    from quant.gguf.types import FILE_TYPES
+    from dshub.checkpoint.synth import write_synthetic
+    from dshub.quant.gguf.types import FILE_TYPES
 
     gb = _gguf_bench()
     src = args.workdir / f"{args.preset}-fp8"

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 def build(workdir: Path, gb: float) -> tuple[Path, list[str]]:
     """A bench-preset checkpoint padded with copies of its shards up to `gb` GB. Returns (dir, file names)."""
-    from dshub.synth import write_synthetic
+    from dshub.checkpoint.synth import write_synthetic
 
     ckpt = workdir / "ckpt"
     if not (ckpt / "config.json").exists():
@@ -75,9 +75,9 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the checkpoint for the next run")
     args = ap.parse_args()
 
-    from dshub.download_manifest import DownloadManifest, RemoteFile, save_manifest
-    from dshub.hashing import default_workers
-    from dshub.hub_verify import verify_hashes
+    from dshub.hub.manifest import DownloadManifest, RemoteFile, save_manifest
+    from dshub.hub.hashing import default_workers
+    from dshub.hub.hash_check import verify_hashes
 
     workers = args.workers or default_workers()
     args.workdir.mkdir(parents=True, exist_ok=True)

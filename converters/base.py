@@ -15,13 +15,13 @@ import torch
 from tqdm import tqdm
 
 from dshub import __version__
-from dshub.checkpoint import Checkpoint
+from dshub.checkpoint.reader import Checkpoint
 from dshub.constants import MANIFEST_NAME, SIDECAR_FILES
 from dshub.errors import DeviceError, OutputError, UsageError
 from dshub.fsutil import check_free_space, copy_atomic, remove_stale_temps, write_json_atomic
-from dshub.manifest import Manifest
-from dshub.verify import require_valid
-from quant.device import DeviceUnavailable, resolve_device
+from dshub.converters.manifest import Manifest
+from dshub.verify.checks import require_valid
+from dshub.quant.device import DeviceUnavailable, resolve_device
 
 Advance = Callable[[int], None]
 M_MMAP_THRESHOLD = -3  # mallopt parameter (glibc malloc.h)

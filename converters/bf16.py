@@ -6,13 +6,13 @@ from typing import Any, Iterator
 import torch
 
 from dshub.arch import spec_for
-from dshub.checkpoint import Checkpoint, read_entry
-from dshub.safetensors_header import TensorEntry
-from dshub.safetensors_writer import TensorDecl, shard_size, write_shard
-from quant import get_codec
+from dshub.checkpoint.reader import Checkpoint, read_entry
+from dshub.checkpoint.header import TensorEntry
+from dshub.checkpoint.writer import TensorDecl, shard_size, write_shard
+from dshub.quant import get_codec
 
-from .pipeline import TensorPipeline, ordered_producer
-from .base import Advance, ConversionOptions, ConversionPlan, Converter, OutputFile, copy_sidecars, register_converter, write_index_and_config
+from dshub.converters.pipeline import TensorPipeline, ordered_producer
+from dshub.converters.base import Advance, ConversionOptions, ConversionPlan, Converter, OutputFile, copy_sidecars, register_converter, write_index_and_config
 
 FP8_DTYPES = ("F8_E4M3", "F8_E5M2")
 SHARD_METADATA = {"format": "pt"}

@@ -19,16 +19,16 @@ import torch
 
 from dshub.arch import spec_for
 from dshub.arch.spec import Role, TensorSpec
-from dshub.checkpoint import Checkpoint, read_entry
+from dshub.checkpoint.reader import Checkpoint, read_entry
 from dshub.errors import CheckpointError, DshubError, QuantizationError, UsageError
-from dshub.int4_layout import module_of
-from dshub.safetensors_writer import TORCH_TO_ST, TensorDecl, shard_size, write_shard
-from quant import get_codec
-from quant.int4 import GROUP_SIZES, Int4Error, get_format, packed_layout, scheme_for
+from dshub.formats.int4_config import module_of
+from dshub.checkpoint.writer import TORCH_TO_ST, TensorDecl, shard_size, write_shard
+from dshub.quant import get_codec
+from dshub.quant.int4 import GROUP_SIZES, Int4Error, get_format, packed_layout, scheme_for
 
-from .base import Advance, ConversionOptions, ConversionPlan, Converter, OutputFile, copy_sidecars, register_converter, write_index_and_config
-from .bf16 import FP8_DTYPES, SHARD_METADATA, bf16_config, mtp_tensor_names, scale_name
-from .pipeline import TensorPipeline
+from dshub.converters.base import Advance, ConversionOptions, ConversionPlan, Converter, OutputFile, copy_sidecars, register_converter, write_index_and_config
+from dshub.converters.bf16 import FP8_DTYPES, SHARD_METADATA, bf16_config, mtp_tensor_names, scale_name
+from dshub.converters.pipeline import TensorPipeline
 
 FLOAT_DTYPES = ("BF16", "F16", "F32")
 # Which linear roles each --scope turns into INT4. Routers, norms, embeddings, lm_head and MTP extras never.

@@ -31,7 +31,7 @@ from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
 
 import torch
 
-from quant.device import map_tensors, torch_device
+from dshub.quant.device import map_tensors, torch_device
 
 K = TypeVar("K")
 DEFAULT_DEPTH = 2  # items loaded but not yet computed: the one computing and one read ahead

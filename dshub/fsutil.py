@@ -9,8 +9,8 @@ import shutil
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-from .constants import TMP_SUFFIX
-from .errors import DiskSpaceError, OutputError
+from dshub.constants import TMP_SUFFIX
+from dshub.errors import DiskSpaceError, OutputError
 
 # A full disk, an exhausted quota, or a file-size limit: all mean "no room to write".
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)

@@ -4,11 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .arch import spec_for
-from .arch.spec import ArchSpec, Role, TensorSpec
-from .checkpoint import Checkpoint
-from .int4_layout import int4_summary
-from .gguf_inspect import gguf_info, is_gguf
+from dshub.arch import spec_for
+from dshub.arch.spec import ArchSpec, Role, TensorSpec
+from dshub.checkpoint.reader import Checkpoint
+from dshub.formats.int4_config import int4_summary
+from dshub.verify.gguf import gguf_info, is_gguf
 
 # Bits per weight of each output format for the two kinds of tensor: (routed-expert linear, other linear).
 # Norms, router and biases stay F32 in GGUF and keep their dtype elsewhere; embeddings/lm_head count as "other".

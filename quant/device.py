@@ -73,7 +73,7 @@ def torch_device(kind: str) -> torch.device:
 
 
 def _triton_installed() -> bool:
-    from .triton import triton_installed
+    from dshub.quant.triton import triton_installed
 
     return triton_installed()
 

@@ -12,7 +12,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .registry import register_codec
+from dshub.quant.registry import register_codec
 
 
 def expand_scale(scale: torch.Tensor, block: int, n: int) -> torch.Tensor:

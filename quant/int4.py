@@ -46,8 +46,8 @@ from typing import Callable
 
 import torch
 
-from .fp8 import expand_scale, fp8_to_f32
-from .registry import CODECS, register_codec
+from dshub.quant.fp8 import expand_scale, fp8_to_f32
+from dshub.quant.registry import CODECS, register_codec
 
 BITS = 4
 PACK_FACTOR = 32 // BITS  # nibbles per int32 word

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from .registry import register_codec
+from dshub.quant.registry import register_codec
 
 MX_BLOCK = 32
 ROW_CHUNK = 256  # rows decoded per step: bounds the temporaries

@@ -4,8 +4,8 @@ Library entry points: `plan(Request)` (recipes.planner) and `make_recipe(Request
 """
 from __future__ import annotations
 
-from .api import FORMATS, make_recipe, write_recipe
-from .launch import Network, RecipeOptions
-from .planner import Plan, Request, plan, require
+from dshub.recipes.api import FORMATS, make_recipe, write_recipe
+from dshub.recipes.launch import Network, RecipeOptions
+from dshub.recipes.planner import Plan, Request, plan, require
 
 __all__ = ["FORMATS", "make_recipe", "write_recipe", "Network", "RecipeOptions", "Plan", "Request", "plan", "require"]

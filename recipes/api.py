@@ -8,10 +8,10 @@ from pathlib import Path
 from dshub.errors import OutputError, UsageError
 from dshub.fsutil import atomic_open, write_json_atomic
 
-from .engines import build_launch
-from .launch import Launch, RecipeOptions
-from .planner import Plan, Request, plan, require
-from .render import RENDERERS
+from dshub.recipes.engines import build_launch
+from dshub.recipes.launch import Launch, RecipeOptions
+from dshub.recipes.planner import Plan, Request, plan, require
+from dshub.recipes.render import RENDERERS
 
 FORMATS: tuple[str, ...] = tuple(RENDERERS)
 EXECUTABLE_SUFFIXES = (".sh",)

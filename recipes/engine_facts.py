@@ -13,7 +13,7 @@ from typing import Callable
 
 from dshub.errors import UsageError
 
-from .hardware import GPU
+from dshub.recipes.hardware import GPU
 
 
 @dataclass(frozen=True)

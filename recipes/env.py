@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .planner import Plan
+from dshub.recipes.planner import Plan
 
 
 @dataclass(frozen=True)

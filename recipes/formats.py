@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dshub.errors import UsageError
-from quant.gguf.types import FILE_TYPES, GGML_TYPES
+from dshub.quant.gguf.types import FILE_TYPES, GGML_TYPES
 
 FP8_SCALE = 4 / (128 * 128)  # one F32 scale per 128x128 block
 GROUP128_BF16 = 2 / 128  # one BF16 scale per 128 weights

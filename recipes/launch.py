@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .planner import Plan
+from dshub.recipes.planner import Plan
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from dshub.checkpoint import Checkpoint, load_config
+from dshub.checkpoint.reader import Checkpoint, load_config
 from dshub.errors import ConfigError
 
-from .models import ModelInfo, info_from_config, module_of
+from dshub.recipes.models import ModelInfo, info_from_config, module_of
 
 # config.json model_type -> engine fact family. A directory name can refine it (R1 and V3 share a model_type).
 FAMILY_BY_MODEL_TYPE: dict[str, str] = {"deepseek_v3": "v3", "deepseek_v32": "v32", "kimi_k2": "kimi_k2", "deepseek_v2": "v3"}

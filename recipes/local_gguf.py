@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from dshub.errors import ConfigError
-from dshub.gguf_file import GGUFHeader, read_gguf_header, split_set
-from quant.gguf.types import FILE_TYPES
+from dshub.formats.gguf_file import GGUFHeader, read_gguf_header, split_set
+from dshub.quant.gguf.types import FILE_TYPES
 
-from .local import FAMILY_BY_DIR_NAME
-from .models import ModelInfo
+from dshub.recipes.local import FAMILY_BY_DIR_NAME
+from dshub.recipes.models import ModelInfo
 
 SUPPORTED_ARCHS = ("deepseek2",)  # llama.cpp's name for DeepSeek-V2/V3/R1 (and Kimi-K2) GGUFs
 FTYPE_NAMES = {code: name for name, code in FILE_TYPES.items()}

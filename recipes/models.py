@@ -253,10 +253,10 @@ def resolve_model(model: str) -> ModelInfo:
     if p.exists():
         # local checkpoints read real headers; kept apart from the offline catalog
         if p.suffix == ".gguf" or (p.is_dir() and any(p.glob("*.gguf")) and not (p / "config.json").exists()):
-            from .local_gguf import gguf_info
+            from dshub.recipes.local_gguf import gguf_info
 
             return gguf_info(p)
-        from .local import local_info
+        from dshub.recipes.local import local_info
 
         return local_info(p)
     entry = catalog_entry(model)

@@ -17,11 +17,11 @@ from typing import Any
 
 from dshub.errors import PlanRefused, UsageError
 
-from .engine_facts import EngineFacts, engine as engine_facts, family_facts, version_key
-from .formats import WeightFormat, weight_format
-from .hardware import GPU, gpu as gpu_facts
-from .layouts import Layout, candidates
-from .models import ModelInfo, resolve_model
+from dshub.recipes.engine_facts import EngineFacts, engine as engine_facts, family_facts, version_key
+from dshub.recipes.formats import WeightFormat, weight_format
+from dshub.recipes.hardware import GPU, gpu as gpu_facts
+from dshub.recipes.layouts import Layout, candidates
+from dshub.recipes.models import ModelInfo, resolve_model
 
 GB = 1e9
 LLAMACPP_DEFAULT_CONTEXT = 32768  # serving.md §3: DeepSeek's sampling advice holds to 128K; 32K keeps the cache small

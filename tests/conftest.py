@@ -28,7 +28,7 @@ def _isolated_hf_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny block-FP8 DeepSeek-V3 checkpoint (read-only: copy it before corrupting)."""
-    from dshub.synth import write_synthetic
+    from dshub.checkpoint.synth import write_synthetic
 
     out = tmp_path_factory.mktemp("synth") / "tiny"
     write_synthetic(out, "tiny", seed=0)
@@ -46,7 +46,7 @@ def tiny_copy(tiny_ckpt: Path, tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_bf16(tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The BF16 conversion of `tiny_ckpt`."""
-    from converters import ConversionOptions, run_conversion
+    from dshub.converters import ConversionOptions, run_conversion
 
     out = tmp_path_factory.mktemp("bf16") / "tiny-bf16"
     run_conversion(tiny_ckpt, ConversionOptions("bf16", out))

@@ -12,7 +12,7 @@ import os
 import numpy as np
 import pytest
 
-from quant.gguf.types import GGML_TYPES
+from dshub.quant.gguf.types import GGML_TYPES
 
 _LIB: ctypes.CDLL | None = None
 

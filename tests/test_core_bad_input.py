@@ -14,9 +14,9 @@ from typing import Callable
 import pytest
 import torch
 
-from dshub.checkpoint import Checkpoint
+from dshub.checkpoint.reader import Checkpoint
 from dshub.constants import TMP_SUFFIX
-from dshub.safetensors_writer import tensor_bytes
+from dshub.checkpoint.writer import tensor_bytes
 
 INDEX = "model.safetensors.index.json"
 KV_A = "model.layers.0.self_attn.kv_a_proj_with_mqa.weight"

@@ -12,10 +12,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from converters import ConversionOptions, run_conversion
-from dshub.checkpoint import Checkpoint
+from dshub.converters import ConversionOptions, run_conversion
+from dshub.checkpoint.reader import Checkpoint
 from dshub.constants import MANIFEST_NAME, TMP_SUFFIX
-from dshub.safetensors_header import read_header
+from dshub.checkpoint.header import read_header
 
 
 def reference_bf16(weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ from safetensors import safe_open
 
 gguf = pytest.importorskip("gguf")
 
-from converters import ConversionOptions, run_conversion  # noqa: E402
+from dshub.converters import ConversionOptions, run_conversion  # noqa: E402
 from dshub.errors import CheckpointError, UsageError  # noqa: E402
 
 QUANTS = ["F16", "BF16", "Q8_0", "Q4_0", "Q5_0"]
@@ -238,7 +238,7 @@ def test_tensor_type_without_a_quantizer_is_a_usage_error(tiny_ckpt: Path, tmp_p
 
 
 def test_nan_weight_fails_naming_file_and_tensor(tiny_copy: Path, tmp_path: Path) -> None:
-    from dshub.safetensors_writer import write_tensors
+    from dshub.checkpoint.writer import write_tensors
 
     wm = json.loads((tiny_copy / "model.safetensors.index.json").read_text())["weight_map"]
     name = "model.layers.1.mlp.experts.3.up_proj.weight"
@@ -265,7 +265,7 @@ def test_cli_json(cli, tiny_ckpt: Path, tmp_path: Path) -> None:
 
 
 def test_mtp_layers_kept_on_request(tiny_ckpt: Path, tmp_path: Path) -> None:
-    from dshub.verify import verify
+    from dshub.verify.checks import verify
 
     cfg = json.loads((tiny_ckpt / "config.json").read_text())
     doc = convert(tiny_ckpt, tmp_path, quant="Q8_0", mtp=True)
@@ -295,7 +295,7 @@ def test_missing_tokenizer_is_a_one_line_error(cli, tiny_copy: Path, tmp_path: P
 
 
 def test_interrupted_run_leaves_no_partial_file_and_resumes(tiny_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from converters.gguf import tensors
+    from dshub.converters.gguf import tensors
 
     real = tensors.produce
 
@@ -309,13 +309,13 @@ def test_interrupted_run_leaves_no_partial_file_and_resumes(tiny_ckpt: Path, tmp
         opts = ConversionOptions("gguf", tmp_path, workers=1, params={"quant": "Q8_0", "split_max_tensors": 20, **kw})
         return run_conversion(tiny_ckpt, opts, progress=False).to_dict()
 
-    monkeypatch.setattr("converters.gguf.convert.produce", failing)
+    monkeypatch.setattr("dshub.converters.gguf.convert.produce", failing)
     with pytest.raises(KeyboardInterrupt):
         run()
     left = sorted(p.name for p in tmp_path.iterdir())
     names = [f"tiny-Q8_0-0000{i}-of-00003.gguf" for i in (1, 2, 3)]
     assert left == ["dshub-manifest.json", *names[:2]], left  # no temp file, no partial third file
-    monkeypatch.setattr("converters.gguf.convert.produce", real)
+    monkeypatch.setattr("dshub.converters.gguf.convert.produce", real)
     doc = run()
     assert doc["resumed_skipped"] == names[:2] and doc["written"] == names[2:]
     assert json.loads((tmp_path / "dshub-manifest.json").read_text())["complete"] is True

@@ -7,15 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quant.triton.parity import prepare_interpreter
+from dshub.quant.triton.parity import prepare_interpreter
 
 if reason := prepare_interpreter():
     pytest.skip(reason, allow_module_level=True)
 
-from converters.gguf.tensors import PlannedTensor, SourceReader, plan_tensors, produce  # noqa: E402
-from dshub.checkpoint import Checkpoint  # noqa: E402
-from dshub.gguf_layout import map_tensors  # noqa: E402
-from quant.registry import CODECS  # noqa: E402
+from dshub.converters.gguf.tensors import PlannedTensor, SourceReader, plan_tensors, produce  # noqa: E402
+from dshub.checkpoint.reader import Checkpoint  # noqa: E402
+from dshub.formats.gguf_layout import map_tensors  # noqa: E402
+from dshub.quant.registry import CODECS  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning:triton.runtime.interpreter")
 

@@ -10,11 +10,11 @@ import torch
 gguf = pytest.importorskip("gguf")
 
 from dshub.errors import GGUFError  # noqa: E402
-from dshub.gguf_file import (  # noqa: E402
+from dshub.formats.gguf_file import (  # noqa: E402
     KV, VT, TensorInfo, file_size, read_gguf_header, split_kvs, split_names, split_set, split_tensors, write_gguf,
 )
-from quant.registry import get_codec  # noqa: E402
-import quant.gguf  # noqa: E402,F401
+from dshub.quant.registry import get_codec  # noqa: E402
+import dshub.quant.gguf  # noqa: E402,F401
 
 KVS = [
     KV("general.architecture", VT.STRING, "deepseek2"),

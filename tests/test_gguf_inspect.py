@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from converters import ConversionOptions, run_conversion
-from dshub.gguf_file import KV, TensorInfo, read_gguf_header, write_gguf
-from dshub.verify import verify
+from dshub.converters import ConversionOptions, run_conversion
+from dshub.formats.gguf_file import KV, TensorInfo, read_gguf_header, write_gguf
+from dshub.verify.checks import verify
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def rewrite(src: Path, dst: Path, *, drop_keys: tuple[str, ...] = (), set_keys: 
 
 
 def _sub(h, key):
-    from dshub.gguf_file import VT
+    from dshub.formats.gguf_file import VT
 
     v = h.kv[key]
     if h.kv_types[key] is not VT.ARRAY:

@@ -24,8 +24,8 @@ llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not ins
 transformers = pytest.importorskip("transformers")
 gguf = pytest.importorskip("gguf")
 
-from converters import ConversionOptions, run_conversion  # noqa: E402
-from dshub.gguf_layout import map_tensors  # noqa: E402
+from dshub.converters import ConversionOptions, run_conversion  # noqa: E402
+from dshub.formats.gguf_layout import map_tensors  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -145,7 +145,7 @@ def test_split_set_loads_from_first_file(tiny_bf16: Path, ggufs: dict[str, Path]
 
 def test_yarn_rope_scaling_matches_transformers(tmp_path: Path) -> None:
     """YaRN keys, including llama.cpp's 0.1 * mscale_all_dim log-multiplier convention, reproduce transformers."""
-    from dshub.synth import write_synthetic
+    from dshub.checkpoint.synth import write_synthetic
 
     write_synthetic(tmp_path / "fp8", "tiny-yarn")
     run_conversion(tmp_path / "fp8", ConversionOptions("bf16", tmp_path / "bf16"), progress=False)

@@ -5,10 +5,10 @@ import math
 
 import pytest
 
-from dshub.gguf_metadata import arch_kvs, gating_func, general_kvs
-from converters.gguf.schemes import SchemeContext, resolve
-from converters.gguf.tensors import plan_tensors
-from dshub.gguf_layout import forced_f32, map_tensors
+from dshub.formats.gguf_metadata import arch_kvs, gating_func, general_kvs
+from dshub.converters.gguf.schemes import SchemeContext, resolve
+from dshub.converters.gguf.tensors import plan_tensors
+from dshub.formats.gguf_layout import forced_f32, map_tensors
 from dshub.errors import ConfigError, UsageError
 
 V3 = {
@@ -97,7 +97,7 @@ def test_unknown_quant_lists_known() -> None:
 
 
 def test_llama_cpp_caveats() -> None:
-    from dshub.gguf_metadata import llama_cpp_caveats
+    from dshub.formats.gguf_metadata import llama_cpp_caveats
 
     assert llama_cpp_caveats(V3) == []
     assert llama_cpp_caveats({**V3, "q_lora_rank": None, "num_hidden_layers": 27}) == []
@@ -106,7 +106,7 @@ def test_llama_cpp_caveats() -> None:
 
 
 def test_size_label_as_llama_cpp_names_it() -> None:
-    from dshub.gguf_metadata import rounded_count, size_label
+    from dshub.formats.gguf_metadata import rounded_count, size_label
 
     assert [rounded_count(n) for n in (2_400_000, 20_000_000_000, 671_026_000_000, 999, 1_500_000_000_000)] == [
         "2.4M", "20B", "671B", "1.0K", "1.5T"]

@@ -11,9 +11,9 @@ gguf = pytest.importorskip("gguf")
 from gguf import GGMLQuantizationType as QT  # noqa: E402
 from gguf.constants import GGML_QUANT_SIZES  # noqa: E402
 
-from quant.gguf.types import GGML_TYPES, fit_type, ggml_type  # noqa: E402
-from quant.registry import get_codec  # noqa: E402
-import quant.gguf  # noqa: E402,F401
+from dshub.quant.gguf.types import GGML_TYPES, fit_type, ggml_type  # noqa: E402
+from dshub.quant.registry import get_codec  # noqa: E402
+import dshub.quant.gguf  # noqa: E402,F401
 
 TYPES = ["F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"]
 
@@ -107,7 +107,7 @@ def test_rejects_bad_row_length_and_dtype() -> None:
 
 
 def test_chunking_does_not_change_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
-    from quant.gguf import legacy
+    from dshub.quant.gguf import legacy
 
     x = torch.from_numpy(_rows("scaled", 40, 128))
     whole = get_codec("gguf_Q5_0")(x)

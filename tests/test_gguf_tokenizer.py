@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from dshub.gguf_metadata import arch_kvs, general_kvs
-from converters.gguf.tokenizer import CONTROL, NORMAL, UNUSED, USER_DEFINED, load_vocab_kvs, pre_tokenizer_name, vocab_kvs
+from dshub.formats.gguf_metadata import arch_kvs, general_kvs
+from dshub.formats.gguf_tokenizer import CONTROL, NORMAL, UNUSED, USER_DEFINED, load_vocab_kvs, pre_tokenizer_name, vocab_kvs
 from dshub.errors import CheckpointError
-from dshub.gguf_file import write_gguf
-from dshub.synth_tokenizer import build_tokenizer
+from dshub.formats.gguf_file import write_gguf
+from dshub.checkpoint.synth_tokenizer import build_tokenizer
 
 from tests.test_gguf_metadata import V3
 

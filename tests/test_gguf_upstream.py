@@ -17,7 +17,7 @@ import pytest
 
 gguf = pytest.importorskip("gguf")
 
-from converters import ConversionOptions, run_conversion  # noqa: E402
+from dshub.converters import ConversionOptions, run_conversion  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

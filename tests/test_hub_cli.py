@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dshub.hashing import sha256_file
+from dshub.hub.hashing import sha256_file
 from fakehub import REPO, TEST_TOKEN, hub, repo_files, sha256  # noqa: F401
 
 SHARD = "model-00005-of-00009.safetensors"

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from safetensors import safe_open
 
-from dshub.download_manifest import load_manifest
+from dshub.hub.manifest import load_manifest
 from dshub.errors import DiskSpaceError, GatedRepo, RepoNotFound, RevisionNotFound, UsageError
-from dshub.hub import DownloadPlan, FileState, download
-from dshub.hub_layout import hf_cache_dir
-from dshub.hub_verify import verify_hashes
+from dshub.hub.download import DownloadPlan, FileState, download
+from dshub.hub.layout import hf_cache_dir
+from dshub.hub.hash_check import verify_hashes
 from fakehub import REPO, TEST_TOKEN, hub, repo_files, sha256  # noqa: F401
 
 SHARD = "model-00003-of-00009.safetensors"

@@ -10,11 +10,11 @@ import sys
 
 import pytest
 
-from dshub.download_manifest import DownloadManifest, RemoteFile, load_manifest, redact_url, save_manifest
+from dshub.hub.manifest import DownloadManifest, RemoteFile, load_manifest, redact_url, save_manifest
 from dshub.errors import CheckpointError, SourceUnavailable, UsageError
-from dshub.hashing import CHUNK, HashCache, Stamp, git_blob_sha1, hash_many, sha256_file
-from dshub.hub import select
-from dshub.hub_sources import make_source, scrub
+from dshub.hub.hashing import CHUNK, HashCache, Stamp, git_blob_sha1, hash_many, sha256_file
+from dshub.hub.download import select
+from dshub.hub.sources import make_source, scrub
 
 
 @pytest.fixture

@@ -10,12 +10,12 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from converters import ConversionOptions, run_conversion
-from dshub.checkpoint import Checkpoint
+from dshub.converters import ConversionOptions, run_conversion
+from dshub.checkpoint.reader import Checkpoint
 from dshub.errors import CheckpointError, QuantizationError, UsageError
-from dshub.synth import write_synthetic
-from quant.fp8 import dequant_fp8_block_f32
-from quant.int4 import dequantize_int4, quantize_int4, scheme_for, unpack_compressed_tensors
+from dshub.checkpoint.synth import write_synthetic
+from dshub.quant.fp8 import dequant_fp8_block_f32
+from dshub.quant.int4 import dequantize_int4, quantize_int4, scheme_for, unpack_compressed_tensors
 from test_int4_quant import read_awq, read_ct, read_gptq
 
 GROUPS = (32, 64, 128)
@@ -257,7 +257,7 @@ def test_cli_exit_codes_and_resume(tiny, tmp_path):
 
 
 def test_drop_mtp(tiny, tmp_path):
-    from dshub.verify import verify
+    from dshub.verify.checks import verify
 
     out = tmp_path / "o"
     run_conversion(tiny, ConversionOptions(target="int4", out=out, drop_mtp=True, params={"format": "awq"}), progress=False)
@@ -295,7 +295,7 @@ def test_compressed_tensors_reads_our_awq_output(tiny, tmp_path, sym):
     from compressed_tensors.entrypoints.convert import convert_checkpoint
     from compressed_tensors.entrypoints.convert.converters.autoawq import AutoAWQConverter
 
-    from quant.int4 import pack_compressed_tensors
+    from dshub.quant.int4 import pack_compressed_tensors
 
     awq, back = tmp_path / "awq", tmp_path / "ct"
     convert(tiny, awq, format="awq", group_size=64, symmetric=sym)
@@ -318,11 +318,11 @@ def test_real_v3_dimensions_pack_and_skip_lists_stay_small():
     every format, the experts-scope output is ~380 GB (MTP layer included), and the collapsed skip list is short."""
     import math
 
-    from converters.int4 import SCOPES, collapse_left_out, in_scope
-    from dshub.int4_layout import module_of
+    from dshub.converters.int4 import SCOPES, collapse_left_out, in_scope
+    from dshub.formats.int4_config import module_of
     from dshub.arch import spec_for
     from dshub.arch.spec import Role
-    from quant.int4 import FORMATS, packed_layout
+    from dshub.quant.int4 import FORMATS, packed_layout
     from test_gguf_metadata import V3
 
     spec = list(spec_for(V3))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dshub.synth import write_synthetic
+from dshub.checkpoint.synth import write_synthetic
 
 pytest.importorskip("triton")
 

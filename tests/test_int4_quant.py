@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from quant import get_codec
-from quant.fp8 import dequant_fp8_block_f32
-from quant.int4 import (
+from dshub.quant import get_codec
+from dshub.quant.fp8 import dequant_fp8_block_f32
+from dshub.quant.int4 import (
     FORMATS,
     Int4Error,
     Int4Scheme,
@@ -276,7 +276,7 @@ def test_format_shape_errors():
 @pytest.mark.parametrize("fmt", sorted(FORMATS))
 @pytest.mark.parametrize("sym", [True, False])
 def test_packed_layout_predicts_packer_output(fmt, sym):
-    from quant.int4 import packed_layout
+    from dshub.quant.int4 import packed_layout
 
     if fmt == "gptq" and not sym:
         pytest.skip("gptq is symmetric only (tested in test_format_shape_errors)")

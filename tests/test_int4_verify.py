@@ -10,10 +10,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from converters import ConversionOptions, run_conversion
+from dshub.converters import ConversionOptions, run_conversion
 from dshub.info import checkpoint_info
-from dshub.synth import write_synthetic
-from dshub.verify import verify
+from dshub.checkpoint.synth import write_synthetic
+from dshub.verify.checks import verify
 
 EXPERT = "model.layers.2.mlp.experts.1.up_proj"
 RUNS = {"ct": {"symmetric": False, "group_size": 64}, "gptq": {"format": "gptq"}, "awq": {"format": "awq", "symmetric": False}}

@@ -12,9 +12,9 @@ from gguf import GGMLQuantizationType
 from gguf.quants import dequantize
 
 from llama_oracle import ggml_quantize
-from quant import get_codec
-from quant.gguf.legacy_imatrix import quantize
-from quant.gguf.kquants import QUANTIZERS, TYPE_SIZES
+from dshub.quant import get_codec
+from dshub.quant.gguf.legacy_imatrix import quantize
+from dshub.quant.gguf.kquants import QUANTIZERS, TYPE_SIZES
 
 KTYPES = ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
 
@@ -88,7 +88,7 @@ def test_imatrix_path_matches_llama_cpp(type_name: str, data: str) -> None:
     imatrix = torch.rand(x.shape[1], generator=g) ** 4 * 10  # skewed, like real activation statistics
     imatrix[::50] = 0.0
     ref = ggml_quantize(type_name, x.numpy(), imatrix.numpy())
-    from quant.gguf.types import GGML_TYPES
+    from dshub.quant.gguf.types import GGML_TYPES
 
     _assert_same(type_name, quantize(type_name, x, imatrix), ref, GGML_TYPES[type_name].type_size)
 
@@ -128,8 +128,8 @@ def test_registered_by_type() -> None:
 @pytest.mark.parametrize("type_name", KTYPES + ["Q4_1", "Q5_0"])
 def test_fused_kernels_match_llama_cpp(type_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The torch.compile'd candidate kernels (used for large inputs) give llama.cpp's bytes, imatrix paths included."""
-    from quant.gguf import kq_fused
-    from quant.gguf.types import GGML_TYPES
+    from dshub.quant.gguf import kq_fused
+    from dshub.quant.gguf.types import GGML_TYPES
 
     if kq_fused._state["disabled"]:
         pytest.skip("fused kernels disabled (DSHUB_KQUANT_COMPILE=0 or no working compiler)")

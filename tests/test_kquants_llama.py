@@ -26,16 +26,16 @@ import pytest
 llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (run .ci/llama-cpp.sh)")
 gguf = pytest.importorskip("gguf")
 
-from converters import ConversionOptions, run_conversion  # noqa: E402
-from dshub.synth import PRESETS, write_synthetic  # noqa: E402
-from quant.gguf.types import FILE_TYPES  # noqa: E402
+from dshub.converters import ConversionOptions, run_conversion  # noqa: E402
+from dshub.checkpoint.synth import PRESETS, write_synthetic  # noqa: E402
+from dshub.quant.gguf.types import FILE_TYPES  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
 @pytest.fixture(autouse=True)
 def _fused_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
     """Route every K-quant through the compiled kernels (the path large tensors take), not just the big ones."""
-    from quant.gguf import kq_fused
+    from dshub.quant.gguf import kq_fused
 
     monkeypatch.setattr(kq_fused, "MIN_ELEMENTS", 0)
 
@@ -153,7 +153,7 @@ def write_imatrix(path: Path, entries: dict[str, tuple[np.ndarray, np.ndarray]])
 
 @pytest.mark.parametrize("mix", ["Q4_K_M", "Q2_K", "Q3_K_M"])
 def test_imatrix_matches_llama_quantize(model: tuple[Path, Path], mix: str, tmp_path: Path) -> None:
-    from converters.gguf.imatrix import load_imatrix
+    from dshub.converters.gguf.imatrix import load_imatrix
 
     src, f32 = model
     shapes = {t.name: [int(d) for d in reversed(t.shape)] for t in gguf.GGUFReader(f32).tensors}

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from converters import ConversionOptions, run_conversion
-from converters.gguf.mixtures import MIXTURES, category, use_more_bits
-from converters.gguf.policy import load_policy, presets, solve_target_size, step
-from converters.gguf.schemes import SchemeContext, resolve
-from converters.gguf.tensors import plan_tensors
+from dshub.converters import ConversionOptions, run_conversion
+from dshub.converters.gguf.mixtures import MIXTURES, category, use_more_bits
+from dshub.converters.gguf.policy import load_policy, presets, solve_target_size, step
+from dshub.converters.gguf.schemes import SchemeContext, resolve
+from dshub.converters.gguf.tensors import plan_tensors
 from dshub.errors import PolicyError, UsageError
-from dshub.gguf_layout import forced_f32, map_tensors
-from dshub.synth import PRESETS, make_config
+from dshub.formats.gguf_layout import forced_f32, map_tensors
+from dshub.checkpoint.synth import PRESETS, make_config
 
 V3_DIMS = dict(hidden_size=7168, num_hidden_layers=61, first_k_dense_replace=3, num_attention_heads=128, q_lora_rank=1536,
                kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128, intermediate_size=18432,
@@ -42,7 +42,7 @@ def _plan(config: dict, mapped: list, **params) -> dict[str, str]:
 
 
 def _bytes(config: dict, mapped: list, types: dict[str, str]) -> int:
-    from quant.gguf.types import GGML_TYPES
+    from dshub.quant.gguf.types import GGML_TYPES
 
     return sum(GGML_TYPES[types[n]].nbytes(s) for n, s, _ in mapped)
 
@@ -211,7 +211,7 @@ def test_target_size_lands_under_budget(v3) -> None:
 
 
 def test_target_size_counts_the_mtp_f32_tensors(v3) -> None:
-    from converters.gguf.policy import TENSOR_INFO_RESERVE, fixed_bytes
+    from dshub.converters.gguf.policy import TENSOR_INFO_RESERVE, fixed_bytes
 
     config, mapped = v3
     with_mtp = map_tensors(config, mtp=True)

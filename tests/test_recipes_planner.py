@@ -7,11 +7,11 @@ import math
 import pytest
 
 from dshub.errors import PlanRefused, UsageError
-from dshub.safetensors_header import read_header
-from recipes.formats import weight_format
-from recipes.hardware import gpu
-from recipes.models import CATALOG, resolve_model
-from recipes.planner import GB, Request, kv_bytes_per_token, plan, require, total_weight_bytes
+from dshub.checkpoint.header import read_header
+from dshub.recipes.formats import weight_format
+from dshub.recipes.hardware import gpu
+from dshub.recipes.models import CATALOG, resolve_model
+from dshub.recipes.planner import GB, Request, kv_bytes_per_token, plan, require, total_weight_bytes
 from recipes_fixtures import tiny_gguf  # noqa: F401  (fixture)
 
 
@@ -252,7 +252,7 @@ def test_local_int4_checkpoint_attributes_packed_tensors_to_their_modules(tiny_c
 
 
 def test_local_gguf_uses_its_metadata_and_real_tensor_bytes(tiny_gguf):
-    from dshub.gguf_file import read_gguf_header
+    from dshub.formats.gguf_file import read_gguf_header
 
     m = resolve_model(str(tiny_gguf))
     h = read_gguf_header(tiny_gguf)

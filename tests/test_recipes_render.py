@@ -7,9 +7,9 @@ import subprocess
 import pytest
 import yaml
 
-from recipes import Network, RecipeOptions, Request, make_recipe
-from recipes.engine_facts import version_key
-from recipes.render.common import shell_join
+from dshub.recipes import Network, RecipeOptions, Request, make_recipe
+from dshub.recipes.engine_facts import version_key
+from dshub.recipes.render.common import shell_join
 
 
 def doc(**kw):

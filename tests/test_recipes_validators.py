@@ -12,12 +12,12 @@ import pytest
 import yaml
 
 from dshub.errors import UsageError
-from recipes import Network, RecipeOptions, Request, make_recipe, plan
-from recipes.api import render_recipe
-from recipes.engine_facts import ENGINES
-from recipes.render.jsondoc import recipe_doc
+from dshub.recipes import Network, RecipeOptions, Request, make_recipe, plan
+from dshub.recipes.api import render_recipe
+from dshub.recipes.engine_facts import ENGINES
+from dshub.recipes.render.jsondoc import recipe_doc
 from recipes_fixtures import tiny_gguf  # noqa: F401  (fixture)
-from recipes.validate import (check_compose, check_k8s, check_llama_server, check_sglang, check_vllm, resolve_compose,
+from dshub.recipes.validate import (check_compose, check_k8s, check_llama_server, check_sglang, check_vllm, resolve_compose,
                               validator_venv)
 
 MODELS = ("deepseek-v3", "deepseek-r1", "deepseek-v3.1", "deepseek-v3.2", "kimi-k2", "deepseek-v4-flash", "deepseek-v4-pro",

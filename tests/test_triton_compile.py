@@ -24,8 +24,8 @@ def specs() -> list[tuple[str, object, dict[str, str], dict[str, object], dict[s
     """(label, kernel, argument types, constexprs, compile options) for every kernel variant the codecs launch."""
     import numpy as np
 
-    from quant.mxfp4 import E8M0_NAN, E8M0_ZERO_BITS, F32_QNAN_BITS
-    from quant.triton import fp8, gguf_kquants, gguf_legacy, int4, mxfp4
+    from dshub.quant.mxfp4 import E8M0_NAN, E8M0_ZERO_BITS, F32_QNAN_BITS
+    from dshub.quant.triton import fp8, gguf_kquants, gguf_legacy, int4, mxfp4
 
     nofma = {"enable_fp_fusion": False}
     out = []

@@ -10,15 +10,15 @@ import os
 import pytest
 import torch
 
-from quant.triton.parity import prepare_interpreter  # noqa: E402
+from dshub.quant.triton.parity import prepare_interpreter  # noqa: E402
 
 if reason := prepare_interpreter():
     pytest.skip(reason, allow_module_level=True)
 
-from quant import mxfp4 as mx_ref  # noqa: E402
-from quant.registry import get_codec  # noqa: E402
-from quant.triton import kernel  # noqa: E402
-from quant.triton.parity import bit_mismatch, kernel_device  # noqa: E402
+from dshub.quant import mxfp4 as mx_ref  # noqa: E402
+from dshub.quant.registry import get_codec  # noqa: E402
+from dshub.quant.triton import kernel  # noqa: E402
+from dshub.quant.triton.parity import bit_mismatch, kernel_device  # noqa: E402
 
 DEV = kernel_device()
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning:triton.runtime.interpreter")  # inf/NaN edge cases, on purpose
@@ -153,7 +153,7 @@ def test_mxfp4_rejects_scale_shape():
 def test_registry_serves_kernels_for_cuda_and_references_for_cpu():
     for codec in FP8_CODECS + MX_CODECS:
         assert get_codec(codec, "cuda").__name__ == f"triton_{codec}"
-        assert get_codec(codec, "cpu").__module__ in ("quant.fp8", "quant.mxfp4")
+        assert get_codec(codec, "cpu").__module__ in ("dshub.quant.fp8", "dshub.quant.mxfp4")
 
 
 def test_quant_imports_and_falls_back_without_triton(tmp_path):

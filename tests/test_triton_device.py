@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from quant import device as qd
-from quant.device import CudaState, DeviceNameError, DeviceUnavailable, resolve_device
-from quant.triton.parity import prepare_interpreter
+from dshub.quant import device as qd
+from dshub.quant.device import CudaState, DeviceNameError, DeviceUnavailable, resolve_device
+from dshub.quant.triton.parity import prepare_interpreter
 
 HAS_GPU = torch.cuda.is_available()
 NO_KERNELS = prepare_interpreter()  # without a GPU: TRITON_INTERPRET=1, set before triton is imported

@@ -6,14 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from quant.triton.parity import prepare_interpreter  # noqa: E402
+from dshub.quant.triton.parity import prepare_interpreter  # noqa: E402
 
 if reason := prepare_interpreter():
     pytest.skip(reason, allow_module_level=True)
 
-from quant.gguf import legacy  # noqa: E402
-from quant.triton import kernel  # noqa: E402
-from quant.triton.parity import bit_mismatch, kernel_device  # noqa: E402
+from dshub.quant.gguf import legacy  # noqa: E402
+from dshub.quant.triton import kernel  # noqa: E402
+from dshub.quant.triton.parity import bit_mismatch, kernel_device  # noqa: E402
 
 DEV = kernel_device()
 LEGACY = ("Q8_0", "Q4_0", "Q5_0")
@@ -57,7 +57,7 @@ def test_legacy_refuses_what_the_reference_refuses(qtype):
 
 # ------------------------------------------------------------------ K-quants (per-block searches on the device)
 def kquant_codecs() -> list[str]:
-    from quant.triton import KERNELS
+    from dshub.quant.triton import KERNELS
 
     return [q for q in ("Q4_K", "Q6_K") if f"gguf_{q}" in KERNELS]
 
@@ -76,7 +76,7 @@ def kquant_rows() -> torch.Tensor:
 
 @pytest.mark.parametrize("qtype", kquant_codecs())
 def test_kquant_blocks_match_reference(qtype):
-    from quant.gguf import kquants
+    from dshub.quant.gguf import kquants
 
     x = kquant_rows()
     got = kernel(f"gguf_{qtype}")(x.to(DEV))
@@ -86,7 +86,7 @@ def test_kquant_blocks_match_reference(qtype):
 
 @pytest.mark.parametrize("qtype", kquant_codecs())
 def test_kquant_refuses_non_finite_and_takes_imatrix(qtype):
-    from quant.gguf import kquants
+    from dshub.quant.gguf import kquants
 
     x = torch.randn(2, 256)
     imatrix = torch.rand(256) + 0.1

@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from quant.triton.parity import prepare_interpreter  # noqa: E402
+from dshub.quant.triton.parity import prepare_interpreter  # noqa: E402
 
 if reason := prepare_interpreter():
     pytest.skip(reason, allow_module_level=True)
 
-from quant import int4 as ref  # noqa: E402
-from quant.int4 import Int4Scheme  # noqa: E402
-from quant.triton import kernel  # noqa: E402
-from quant.triton.parity import bit_mismatch, kernel_device  # noqa: E402
+from dshub.quant import int4 as ref  # noqa: E402
+from dshub.quant.int4 import Int4Scheme  # noqa: E402
+from dshub.quant.triton import kernel  # noqa: E402
+from dshub.quant.triton.parity import bit_mismatch, kernel_device  # noqa: E402
 
 DEV = kernel_device()
 SCHEMES = [Int4Scheme(g, sym, sd) for g, sym, sd in [(128, True, torch.bfloat16), (32, False, torch.bfloat16), (64, True, torch.float16), (32, False, torch.float16)]]

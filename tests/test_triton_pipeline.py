@@ -1,4 +1,4 @@
-"""converters.pipeline.TensorPipeline: in-order results, reads prefetched while the current item
+"""dshub.converters.pipeline.TensorPipeline: in-order results, reads prefetched while the current item
 computes, bounded look-ahead, errors surface in the consumer, and a shard written through it is
 byte-identical to the BF16 converter's."""
 from __future__ import annotations
@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from converters.bf16 import FP8_DTYPES, SHARD_METADATA, scale_name
-from converters.pipeline import TensorPipeline, ordered_producer
-from dshub.checkpoint import Checkpoint, read_entry
+from dshub.converters.bf16 import FP8_DTYPES, SHARD_METADATA, scale_name
+from dshub.converters.pipeline import TensorPipeline, ordered_producer
+from dshub.checkpoint.reader import Checkpoint, read_entry
 from dshub.errors import CheckpointError
-from dshub.safetensors_header import TensorEntry
-from dshub.safetensors_writer import TensorDecl, write_shard
-from quant import get_codec
-from quant.triton.parity import prepare_interpreter
+from dshub.checkpoint.header import TensorEntry
+from dshub.checkpoint.writer import TensorDecl, write_shard
+from dshub.quant import get_codec
+from dshub.quant.triton.parity import prepare_interpreter
 
 WAIT = 20.0  # seconds a test waits for the background reader before calling it stuck
 

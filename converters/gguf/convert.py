@@ -8,17 +8,17 @@ from typing import Any
 
 import torch
 
-from dshub.checkpoint import Checkpoint
+from dshub.checkpoint.reader import Checkpoint
 from dshub.errors import UsageError
-from dshub.gguf_file import KV, file_size, split_kvs, split_names, split_tensors, write_gguf
-from dshub.gguf_layout import forced_f32, map_tensors
-from dshub.gguf_metadata import arch_kvs, general_kvs, llama_cpp_caveats, size_label
+from dshub.formats.gguf_file import KV, file_size, split_kvs, split_names, split_tensors, write_gguf
+from dshub.formats.gguf_layout import forced_f32, map_tensors
+from dshub.formats.gguf_metadata import arch_kvs, general_kvs, llama_cpp_caveats, size_label
 
-from ..base import Advance, ConversionOptions, ConversionPlan, Converter, OutputFile, register_converter
-from .schemes import PARAM_HOOKS, SchemeContext, get_scheme, parse_tensor_types, resolve
-from .tensors import PlannedTensor, SourceReader, plan_tensors, produce
-from .imatrix import load_imatrix, slices_for
-from .tokenizer import load_vocab_kvs, read_json_object
+from dshub.converters.base import Advance, ConversionOptions, ConversionPlan, Converter, OutputFile, register_converter
+from dshub.converters.gguf.schemes import PARAM_HOOKS, SchemeContext, get_scheme, parse_tensor_types, resolve
+from dshub.converters.gguf.tensors import PlannedTensor, SourceReader, plan_tensors, produce
+from dshub.converters.gguf.imatrix import load_imatrix, slices_for
+from dshub.formats.gguf_tokenizer import load_vocab_kvs, read_json_object
 
 KNOWN_PARAMS = ("quant", "split_max_size", "split_max_tensors", "tensor_type", "name", "mtp")
 SIZE_UNITS = {"": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4}  # as llama.cpp's gguf-split / converter

@@ -17,7 +17,7 @@ import numpy as np
 
 from dshub.errors import PolicyError
 
-from .schemes import SchemeContext, TypeFn, register_param_hook
+from dshub.converters.gguf.schemes import SchemeContext, TypeFn, register_param_hook
 
 KEYS = ("imatrix.datasets", "imatrix.chunk_count", "imatrix.chunk_size")
 SUMS, COUNTS = ".in_sum2", ".counts"

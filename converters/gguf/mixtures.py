@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .schemes import SchemeContext, TypeFn, register_scheme
+from dshub.converters.gguf.schemes import SchemeContext, TypeFn, register_scheme
 
 LAYER_RE = re.compile(r"^blk\.(\d+)\.")
 

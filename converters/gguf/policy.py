@@ -22,10 +22,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from dshub.errors import PolicyError
-from quant.gguf.types import GGML_TYPES, fit_type
+from dshub.quant.gguf.types import GGML_TYPES, fit_type
 
-from .mixtures import LAYER_RE, use_more_bits
-from .schemes import STORABLE, SchemeContext, TypeFn, register_param_hook
+from dshub.converters.gguf.mixtures import LAYER_RE, use_more_bits
+from dshub.converters.gguf.schemes import STORABLE, SchemeContext, TypeFn, register_param_hook
 
 PRESET_DIR = Path(__file__).with_name("policies")
 LADDER = ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_0")
@@ -214,7 +214,7 @@ def _nbytes(type_name: str, shape: tuple[int, ...]) -> int:
 
 def fixed_bytes(ctx: SchemeContext) -> int:
     """Bytes that no type choice changes: the F32 tensors (norms, router, biases) and a header/tokenizer reserve."""
-    from dshub.gguf_layout import forced_f32, map_tensors
+    from dshub.formats.gguf_layout import forced_f32, map_tensors
 
     mapped = map_tensors(ctx.config, mtp=any(".nextn." in n for n, _ in ctx.tensors))  # --mtp: count its F32 tensors too
     f32 = sum(GGML_TYPES["F32"].nbytes(s) for n, s, _ in mapped if forced_f32(n, s))
@@ -252,7 +252,7 @@ def solve_target_size(fn: TypeFn, ctx: SchemeContext, budget: int) -> tuple[dict
 
 @register_param_hook("target_size")
 def _target_size_hook(value: Any, fn: TypeFn, ctx: SchemeContext) -> TypeFn:
-    from .convert import parse_size
+    from dshub.converters.gguf.convert import parse_size
 
     try:
         budget = parse_size(value)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from dshub.errors import UsageError
-from quant.gguf.types import FILE_TYPES
+from dshub.quant.gguf.types import FILE_TYPES
 
 TypeFn = Callable[[str, tuple[int, ...]], str]
 # The ggml types this converter can write (a `gguf_<TYPE>` codec exists); --tensor-type and policies may ask for these.

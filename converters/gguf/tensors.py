@@ -13,17 +13,17 @@ from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
-from dshub.checkpoint import Checkpoint
+from dshub.checkpoint.reader import Checkpoint
 from dshub.errors import CheckpointError
-from dshub.gguf_file import TensorInfo
-from dshub.gguf_layout import Source, forced_f32
-from dshub.safetensors_header import TensorEntry
-from dshub.safetensors_writer import ST_TO_TORCH
-from quant import get_codec
-import quant.gguf  # noqa: F401  (registers the gguf_* codecs)
-from quant.gguf.types import fit_type
+from dshub.formats.gguf_file import TensorInfo
+from dshub.formats.gguf_layout import Source, forced_f32
+from dshub.checkpoint.header import TensorEntry
+from dshub.checkpoint.writer import ST_TO_TORCH
+from dshub.quant import get_codec
+import dshub.quant.gguf  # noqa: F401  (registers the gguf_* codecs)
+from dshub.quant.gguf.types import fit_type
 
-from .schemes import TypeFn
+from dshub.converters.gguf.schemes import TypeFn
 
 CHUNK_BYTES = 4 << 20  # float32 bytes dequantized per step, per worker (peak memory ~ a few of these)
 
@@ -156,7 +156,7 @@ def produce(reader: SourceReader, p: PlannedTensor, workers: int = 1, imatrix: A
     """
     codec = get_codec(f"gguf_{p.info.ggml_type}", reader.device)  # GPU kernels take and return host tensors
     if imatrix is not None:
-        from quant.gguf.legacy_imatrix import quantize_slices
+        from dshub.quant.gguf.legacy_imatrix import quantize_slices
 
         expert = {n: i for i, n in enumerate(p.source.names)} if p.source.kind == "experts" else {}
         per_slice = p.info.shape[-2] if len(p.info.shape) == 3 else 0

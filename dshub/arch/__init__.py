@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ..errors import UnsupportedArchitecture
-from .spec import ArchSpec, TensorSpec, Role
+from dshub.errors import UnsupportedArchitecture
+from dshub.arch.spec import ArchSpec, TensorSpec, Role
 
 SPEC_BUILDERS: dict[str, Callable[[dict[str, Any]], ArchSpec]] = {}
 
@@ -31,6 +31,6 @@ def spec_for(config: dict[str, Any]) -> ArchSpec:
     )
 
 
-from . import deepseek_v3  # noqa: E402,F401  (registers)
+from dshub.arch import deepseek_v3  # noqa: E402,F401  (registers)
 
 __all__ = ["ArchSpec", "TensorSpec", "Role", "spec_for", "register", "SPEC_BUILDERS"]

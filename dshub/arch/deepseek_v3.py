@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import register
-from .spec import ArchSpec, Role, TensorSpec, require
+from dshub.arch import register
+from dshub.arch.spec import ArchSpec, Role, TensorSpec, require
 
 
 def _not_converted(config: dict[str, Any]) -> tuple[str, ...]:

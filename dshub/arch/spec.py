@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Iterator
 
-from ..errors import ConfigError
+from dshub.errors import ConfigError
 
 
 class Role(str, Enum):

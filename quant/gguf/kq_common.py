@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .kq_fused import fused
+from dshub.quant.gguf.kq_fused import fused
 
 F32 = torch.float32
 GROUP_MAX_EPS = float(np.float32(1e-15))

@@ -12,8 +12,8 @@ from typing import Callable
 
 import torch
 
-from ..registry import register_codec
-from .kq_common import (
+from dshub.quant.registry import register_codec
+from dshub.quant.gguf.kq_common import (
     F32, first_absmax, fp16_round, full_div, make_q3, make_qkx2, make_qp, make_qx, nearest_int, pos_max, seqsum,
     sqrt_f32,
 )

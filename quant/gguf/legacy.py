@@ -10,8 +10,8 @@ from typing import Callable
 
 import torch
 
-from ..registry import register_codec
-from .types import GGML_TYPES
+from dshub.quant.registry import register_codec
+from dshub.quant.gguf.types import GGML_TYPES
 
 CHUNK_ELEMENTS = 1 << 20  # elements quantized per step: bounds the float32 temporaries (~4 MiB each)
 

@@ -10,10 +10,10 @@ from typing import Callable
 
 import torch
 
-from ..registry import get_codec
-from .kq_common import F32, make_qkx2, make_qx, seqsum, sqrt_f32
-from .legacy import _check_finite, _f16_bytes, _high_bits, _nibbles
-from .types import GGML_TYPES
+from dshub.quant.registry import get_codec
+from dshub.quant.gguf.kq_common import F32, make_qkx2, make_qx, seqsum, sqrt_f32
+from dshub.quant.gguf.legacy import _check_finite, _f16_bytes, _high_bits, _nibbles
+from dshub.quant.gguf.types import GGML_TYPES
 
 QK = 32
 CHUNK_ELEMENTS = 1 << 21

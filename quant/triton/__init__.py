@@ -11,8 +11,8 @@ import importlib.util
 import threading
 from typing import Any, Callable
 
-from ..device import interpreting, map_tensors, tensors_in, torch_device
-from ..registry import register_codec
+from dshub.quant.device import interpreting, map_tensors, tensors_in, torch_device
+from dshub.quant.registry import register_codec
 
 # codec name -> (kernel module in this package, function). Same signature as the torch reference.
 KERNELS: dict[str, tuple[str, str]] = {

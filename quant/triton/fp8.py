@@ -9,7 +9,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import SRC_FP8_BITS, bf16_out_view, fp8_table, load_f32, pow2_divisor, store_bf16
+from dshub.quant.triton.common import SRC_FP8_BITS, bf16_out_view, fp8_table, load_f32, pow2_divisor, store_bf16
 
 TILE_ROWS_CAP = 32
 TILE_COLS_CAP = 128

@@ -17,8 +17,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..gguf import kquants as ref
-from .common import div_ieee, run_block_quantizer
+from dshub.quant.gguf import kquants as ref
+from dshub.quant.triton.common import div_ieee, run_block_quantizer
 
 QK_K = 256
 GROUP_MAX_EPS = float(np.float32(1e-15))

@@ -14,9 +14,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ..gguf import legacy as ref
-from ..gguf.types import GGML_TYPES
-from .common import div_ieee, run_block_quantizer
+from dshub.quant.gguf import legacy as ref
+from dshub.quant.gguf.types import GGML_TYPES
+from dshub.quant.triton.common import div_ieee, run_block_quantizer
 
 QK = 32
 HALF = 16

@@ -13,9 +13,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .. import int4 as ref
-from ..int4 import AWQ_ORDER, PACK_FACTOR, Int4Scheme, Int4Tensor, check_groupable
-from .common import div_ieee, f32_to_bf16_bits, load_f32, source_view
+from dshub.quant import int4 as ref
+from dshub.quant.int4 import AWQ_ORDER, PACK_FACTOR, Int4Scheme, Int4Tensor, check_groupable
+from dshub.quant.triton.common import div_ieee, f32_to_bf16_bits, load_f32, source_view
 
 TILE_ELEMS = 4096
 NUM_WARPS = 8

@@ -9,8 +9,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..mxfp4 import E8M0_NAN, E8M0_ZERO_BITS, F32_QNAN_BITS, MX_BLOCK, check_shapes
-from .common import bf16_out_view, store_bf16
+from dshub.quant.mxfp4 import E8M0_NAN, E8M0_ZERO_BITS, F32_QNAN_BITS, MX_BLOCK, check_shapes
+from dshub.quant.triton.common import bf16_out_view, store_bf16
 
 TILE_R = 16
 TILE_C = 256

@@ -5,7 +5,7 @@ import os
 
 import torch
 
-from ..device import torch_device
+from dshub.quant.device import torch_device
 
 INT_VIEW: dict[torch.dtype, torch.dtype] = {
     torch.float32: torch.int32,

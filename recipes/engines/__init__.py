@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..launch import Launch, RecipeOptions
-from ..planner import Plan
+from dshub.recipes.launch import Launch, RecipeOptions
+from dshub.recipes.planner import Plan
 
 BUILDERS: dict[str, Callable[[Plan, RecipeOptions], Launch]] = {}
 
@@ -22,4 +22,4 @@ def build_launch(plan: Plan, opts: RecipeOptions | None = None) -> Launch:
     return BUILDERS[plan.engine.name](plan, opts or RecipeOptions())
 
 
-from . import vllm, sglang, llamacpp  # noqa: E402,F401  (register)
+from dshub.recipes.engines import vllm, sglang, llamacpp  # noqa: E402,F401  (register)

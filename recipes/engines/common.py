@@ -6,10 +6,10 @@ from typing import Callable
 
 from dshub.errors import UsageError
 
-from ..engine_facts import UNPINNED_TAGS, FamilyFacts, family_facts, image_for, version_key
-from ..env import engine_env
-from ..launch import Launch, Mount, NodeLaunch, NodeRef, RecipeOptions, role_for
-from ..planner import Plan
+from dshub.recipes.engine_facts import UNPINNED_TAGS, FamilyFacts, family_facts, image_for, version_key
+from dshub.recipes.env import engine_env
+from dshub.recipes.launch import Launch, Mount, NodeLaunch, NodeRef, RecipeOptions, role_for
+from dshub.recipes.planner import Plan
 
 HF_CACHE_HOST = "${HOME}/.cache/huggingface"
 MODELS_DIR = "/models"

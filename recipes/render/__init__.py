@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..launch import Launch
-from .common import summary_lines
-from .compose import render_compose
-from .jsondoc import render_json
-from .k8s import render_k8s
-from .sh import render_sh
+from dshub.recipes.launch import Launch
+from dshub.recipes.render.common import summary_lines
+from dshub.recipes.render.compose import render_compose
+from dshub.recipes.render.jsondoc import render_json
+from dshub.recipes.render.k8s import render_k8s
+from dshub.recipes.render.sh import render_sh
 
 RENDERERS: dict[str, Callable[[Launch], dict[str, str]]] = {
     "sh": render_sh, "compose": render_compose, "k8s": render_k8s, "json": render_json,

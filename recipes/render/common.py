@@ -4,8 +4,8 @@ from __future__ import annotations
 import re
 import shlex
 
-from ..launch import Launch, NodeLaunch
-from ..planner import GB, Plan
+from dshub.recipes.launch import Launch, NodeLaunch
+from dshub.recipes.planner import GB, Plan
 
 HEAD_IP_SHELL = "${HEAD_IP:?set HEAD_IP to the address of node 0}"
 HEAD_IP_JSON = "${HEAD_IP}"

@@ -5,8 +5,8 @@ from typing import Any
 
 import yaml
 
-from ..launch import Launch, NodeLaunch
-from .common import HEAD_IP_SHELL, SHM_GB, STARTUP_BUDGET_S, app_name, comment_block
+from dshub.recipes.launch import Launch, NodeLaunch
+from dshub.recipes.render.common import HEAD_IP_SHELL, SHM_GB, STARTUP_BUDGET_S, app_name, comment_block
 
 AMD_DEVICE_KEYS: dict[str, Any] = {
     "devices": ["/dev/kfd", "/dev/dri"], "group_add": ["video"], "security_opt": ["seccomp=unconfined"],

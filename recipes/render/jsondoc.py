@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 
-from ..launch import Launch
-from .common import HEAD_IP_JSON, summary_lines
+from dshub.recipes.launch import Launch
+from dshub.recipes.render.common import HEAD_IP_JSON, summary_lines
 
 
 def recipe_doc(launch: Launch) -> dict:

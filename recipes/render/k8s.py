@@ -7,8 +7,8 @@ from typing import Any
 
 import yaml
 
-from ..launch import Launch, NodeLaunch, NodeRef
-from .common import LWS_LEADER, SHM_GB, STARTUP_BUDGET_S, app_name, comment_block, shell_join
+from dshub.recipes.launch import Launch, NodeLaunch, NodeRef
+from dshub.recipes.render.common import LWS_LEADER, SHM_GB, STARTUP_BUDGET_S, app_name, comment_block, shell_join
 
 GPU_RESOURCE = {"nvidia": "nvidia.com/gpu", "amd": "amd.com/gpu"}
 HF_SECRET = {"name": "hf-token", "key": "token"}

@@ -1,8 +1,8 @@
 """One shell script per node: `docker run` of the engine image with the node's argv and environment."""
 from __future__ import annotations
 
-from ..launch import Launch, NodeLaunch
-from .common import HEAD_IP_SHELL, SHM_GB, app_name, comment_block, node_file_stem, shell_word
+from dshub.recipes.launch import Launch, NodeLaunch
+from dshub.recipes.render.common import HEAD_IP_SHELL, SHM_GB, app_name, comment_block, node_file_stem, shell_word
 
 VENDOR_DOCKER_ARGS = {
     "nvidia": ["--gpus", "all"],

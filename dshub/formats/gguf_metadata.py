@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from dshub.errors import ConfigError
-from dshub.gguf_file import KV, VT
-from quant.gguf.types import FILE_TYPES, QUANTIZATION_VERSION
+from dshub.formats.gguf_file import KV, VT
+from dshub.quant.gguf.types import FILE_TYPES, QUANTIZATION_VERSION
 
 ARCH = "deepseek2"
 

@@ -10,9 +10,9 @@ from typing import Any, Iterator
 
 import torch
 
-from .errors import CheckpointError, ConfigError, IndexError_, PickleRefused
-from .safetensors_header import ShardHeader, TensorEntry, read_header
-from .safetensors_writer import ST_TO_TORCH
+from dshub.errors import CheckpointError, ConfigError, IndexError_, PickleRefused
+from dshub.checkpoint.header import ShardHeader, TensorEntry, read_header
+from dshub.checkpoint.writer import ST_TO_TORCH
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"

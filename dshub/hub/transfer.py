@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import HubError, OutputError, ServedWrongSize, UsageError
-from .hashing import CHUNK, git_blob_hasher
+from dshub.errors import HubError, OutputError, ServedWrongSize, UsageError
+from dshub.hub.hashing import CHUNK, git_blob_hasher
 
 RETRY_STATUS = (408, 429, 500, 502, 503, 504)
 CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")

@@ -9,12 +9,12 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from quant.int4 import FORMATS, Int4Error, Int4Scheme, packed_layout, scheme_for
+from dshub.quant.int4 import FORMATS, Int4Error, Int4Scheme, packed_layout, scheme_for
 
-from .arch.spec import ArchSpec, TensorSpec
-from .checkpoint import Checkpoint
-from .safetensors_header import TensorEntry
-from .safetensors_writer import TORCH_TO_ST
+from dshub.arch.spec import ArchSpec, TensorSpec
+from dshub.checkpoint.reader import Checkpoint
+from dshub.checkpoint.header import TensorEntry
+from dshub.checkpoint.writer import TORCH_TO_ST
 
 Problem = tuple[str, str | None, str | None, str]  # severity, file, tensor, message
 SCALE_SUFFIXES = ("weight_scale", "scales")

@@ -12,12 +12,12 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .download_manifest import RemoteFile, hash_cache_path, load_manifest
-from .errors import CheckpointError, HubUnreachable, UsageError
-from .hashing import HashCache, git_blob_sha1, hash_many
-from .hub_plan import select
-from .hub_layout import LocalDirLayout
-from .hub_sources import hf_offline, make_source
+from dshub.hub.manifest import RemoteFile, hash_cache_path, load_manifest
+from dshub.errors import CheckpointError, HubUnreachable, UsageError
+from dshub.hub.hashing import HashCache, git_blob_sha1, hash_many
+from dshub.hub.plan import select
+from dshub.hub.layout import LocalDirLayout
+from dshub.hub.sources import hf_offline, make_source
 
 
 @dataclass(frozen=True)

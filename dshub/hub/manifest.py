@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from .errors import CheckpointError
-from .fsutil import write_json_atomic
+from dshub.errors import CheckpointError
+from dshub.fsutil import write_json_atomic
 
 STATE_DIR = ".dshub"
 DOWNLOAD_MANIFEST = "download.json"

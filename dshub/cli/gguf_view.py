@@ -5,11 +5,11 @@ from typing import Any
 
 from rich.table import Table
 
-from .cli_app import out_console
+from dshub.cli.app import out_console
 
 
 def print_gguf_info(doc: dict[str, Any]) -> None:
-    from .cli_core import human  # cli_core imports this module
+    from dshub.cli.checkpoint import human  # cli_core imports this module
 
     hp = doc["hparams"]
     out_console.print(f"[bold]GGUF {doc['architecture']}[/] {doc['name'] or ''} ({doc['file_type']}) at {doc['path']}")

@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .arch import spec_for
-from .errors import UnsupportedArchitecture
+from dshub.arch import spec_for
+from dshub.errors import UnsupportedArchitecture
 
 GLOBAL_NAMES: dict[str, str] = {
     "model.embed_tokens.weight": "token_embd.weight",

@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .constants import MANIFEST_NAME
-from .errors import OutputError, UsageError
-from .fsutil import write_json_atomic
-from .hashing import sha256_file
+from dshub import __version__
+from dshub.constants import MANIFEST_NAME
+from dshub.errors import OutputError, UsageError
+from dshub.fsutil import write_json_atomic
+from dshub.hub.hashing import sha256_file
 
 @dataclass
 class Manifest:

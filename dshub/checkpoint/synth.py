@@ -9,12 +9,12 @@ from typing import Any
 
 import torch
 
-from .arch import spec_for
-from .arch.spec import Role, TensorSpec
-from .errors import UsageError
-from .fsutil import atomic_open, write_json_atomic
-from .safetensors_writer import TensorDecl, write_shard
-from .synth_tokenizer import build_tokenizer
+from dshub.arch import spec_for
+from dshub.arch.spec import Role, TensorSpec
+from dshub.errors import UsageError
+from dshub.fsutil import atomic_open, write_json_atomic
+from dshub.checkpoint.writer import TensorDecl, write_shard
+from dshub.checkpoint.synth_tokenizer import build_tokenizer
 
 FP8_MAX = 448.0  # largest finite e4m3fn value
 QUANTIZATION_CONFIG = {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8", "weight_block_size": [128, 128]}

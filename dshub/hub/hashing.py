@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .fsutil import write_json_atomic
+from dshub.fsutil import write_json_atomic
 
 CHUNK = 8 << 20  # bytes per read; hashlib releases the GIL on large updates, so threads scale across cores
 HASH_CACHE_FORMAT = 1

@@ -8,9 +8,9 @@ import os
 import time
 from pathlib import Path
 
-from .checkpoint import safe_relative
-from .download_manifest import STATE_DIR, RemoteFile
-from .fsutil import fsync_dir
+from dshub.checkpoint.reader import safe_relative
+from dshub.hub.manifest import STATE_DIR, RemoteFile
+from dshub.fsutil import fsync_dir
 
 PART_SUFFIX = ".part"
 

@@ -7,13 +7,13 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from recipes import FORMATS, Network, RecipeOptions, Request, plan as run_plan, require, write_recipe
-from recipes.api import render_recipe
-from recipes.planner import GB
-from recipes.render import summary_lines
-from recipes.render.jsondoc import recipe_doc
+from dshub.recipes import FORMATS, Network, RecipeOptions, Request, plan as run_plan, require, write_recipe
+from dshub.recipes.api import render_recipe
+from dshub.recipes.planner import GB
+from dshub.recipes.render import summary_lines
+from dshub.recipes.render.jsondoc import recipe_doc
 
-from .cli_app import JsonOpt, app, err_console, guarded, out_console, print_json
+from dshub.cli.app import JsonOpt, app, err_console, guarded, out_console, print_json
 
 ModelArg = Annotated[str, typer.Argument(help="Catalog name (e.g. deepseek-r1), hub id, or local checkpoint dir.")]
 GpuOpt = Annotated[str, typer.Option("--gpu", help="GPU type, e.g. h100, h200, h20, b200, mi300x.")]

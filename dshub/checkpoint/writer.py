@@ -11,8 +11,8 @@ from typing import Callable, Iterable
 
 import torch
 
-from .fsutil import atomic_open
-from .safetensors_header import DTYPE_BYTES
+from dshub.fsutil import atomic_open
+from dshub.checkpoint.header import DTYPE_BYTES
 
 TORCH_TO_ST: dict[torch.dtype, str] = {
     torch.bfloat16: "BF16", torch.float16: "F16", torch.float32: "F32", torch.float64: "F64",

@@ -8,12 +8,12 @@ from typing import Callable, Iterator
 
 import torch
 
-from .arch import spec_for
-from .arch.spec import ArchSpec
-from .checkpoint import INDEX_NAME, Checkpoint, pickle_files, scale_shape
-from .errors import CheckpointError, DshubError
-from .int4_layout import expected_names, int4_config, int4_problems
-from .safetensors_header import ShardHeader, TensorEntry
+from dshub.arch import spec_for
+from dshub.arch.spec import ArchSpec
+from dshub.checkpoint.reader import INDEX_NAME, Checkpoint, pickle_files, scale_shape
+from dshub.errors import CheckpointError, DshubError
+from dshub.formats.int4_config import expected_names, int4_config, int4_problems
+from dshub.checkpoint.header import ShardHeader, TensorEntry
 
 
 @dataclass(frozen=True)
@@ -205,7 +205,7 @@ class VerifyReport:
 
 def verify(path: str | Path, *, deep: bool = False) -> VerifyReport:
     """Run every structural check (plus value scans with `deep`). Never raises for a bad checkpoint: reports it."""
-    from .gguf_inspect import is_gguf, verify_gguf  # imports this module
+    from dshub.verify.gguf import is_gguf, verify_gguf  # imports this module
 
     if is_gguf(path):
         return verify_gguf(path, deep=deep)

@@ -15,10 +15,10 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from quant.gguf.types import GGML_TYPES, GGML_TYPES_BY_CODE
+from dshub.quant.gguf.types import GGML_TYPES, GGML_TYPES_BY_CODE
 
-from .errors import GGUFError
-from .fsutil import atomic_open
+from dshub.errors import GGUFError
+from dshub.fsutil import atomic_open
 
 GGUF_MAGIC = b"GGUF"
 GGUF_VERSION = 3

@@ -8,8 +8,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from .constants import SAFETENSORS_MAX_HEADER
-from .errors import HeaderError, ShardTruncated
+from dshub.constants import SAFETENSORS_MAX_HEADER
+from dshub.errors import HeaderError, ShardTruncated
 
 # safetensors dtype tag -> bytes per element (F8 types are one byte; F4 packs two per byte, unsupported here)
 DTYPE_BYTES: dict[str, int] = {

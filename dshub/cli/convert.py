@@ -7,10 +7,10 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from converters import ConversionOptions, run_conversion
+from dshub.converters import ConversionOptions, run_conversion
 
-from .cli_app import DeviceOpt, DryRunOpt, JsonOpt, WorkersOpt, app, guarded, out_console, print_json
-from .cli_core import human
+from dshub.cli.app import DeviceOpt, DryRunOpt, JsonOpt, WorkersOpt, app, guarded, out_console, print_json
+from dshub.cli.checkpoint import human
 
 
 @app.command()

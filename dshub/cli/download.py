@@ -8,10 +8,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .cli_app import DryRunOpt, JsonOpt, app, err_console, guarded, out_console, print_json
-from .hub import DEFAULT_WORKERS, DownloadPlan, DownloadResult, download as run_download_cmd
-from .hub_sources import SOURCES
-from .hub_verify import HashReport, verify_hashes
+from dshub.cli.app import DryRunOpt, JsonOpt, app, err_console, guarded, out_console, print_json
+from dshub.hub.download import DEFAULT_WORKERS, DownloadPlan, DownloadResult, download as run_download_cmd
+from dshub.hub.sources import SOURCES
+from dshub.hub.hash_check import HashReport, verify_hashes
 
 RevisionOpt = Annotated[Optional[str], typer.Option("--revision", help="Branch, tag or commit (default: main; master on ModelScope).")]
 PatternOpt = Annotated[Optional[list[str]], typer.Option(help="fnmatch pattern on repo paths; repeatable.")]

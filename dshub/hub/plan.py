@@ -11,12 +11,12 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Iterable
 
-from .download_manifest import DownloadManifest, RemoteFile, hash_cache_path, load_manifest, redact_url
-from .errors import DiskSpaceError, HubUnreachable, UsageError
-from .fsutil import check_free_space, free_space
-from .hashing import HashCache
-from .hub_layout import HfCacheLayout, Layout, LocalDirLayout, cached_commit, hf_cache_dir
-from .hub_sources import Source, is_commit, make_source
+from dshub.hub.manifest import DownloadManifest, RemoteFile, hash_cache_path, load_manifest, redact_url
+from dshub.errors import DiskSpaceError, HubUnreachable, UsageError
+from dshub.fsutil import check_free_space, free_space
+from dshub.hub.hashing import HashCache
+from dshub.hub.layout import HfCacheLayout, Layout, LocalDirLayout, cached_commit, hf_cache_dir
+from dshub.hub.sources import Source, is_commit, make_source
 
 
 class FileState(str, Enum):

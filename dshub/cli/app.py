@@ -10,8 +10,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from . import constants
-from .errors import DshubError
+from dshub import constants
+from dshub.errors import DshubError
 
 app = typer.Typer(
     name="dshub",

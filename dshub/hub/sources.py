@@ -12,8 +12,8 @@ import re
 from typing import Any, Callable, Iterator, Protocol
 from urllib.parse import quote
 
-from .download_manifest import RemoteFile, redact_url
-from .errors import (
+from dshub.hub.manifest import RemoteFile, redact_url
+from dshub.errors import (
     GatedRepo, HubError, HubUnreachable, RemoteFileMissing, RepoNotFound, RevisionNotFound, SourceUnavailable, UsageError,
 )
 
@@ -79,7 +79,7 @@ def _hf_error_table() -> list[tuple[type[BaseException], Callable[[BaseException
     """huggingface_hub exception -> dshub error, subclass before base. Messages never include the token."""
     from huggingface_hub import errors as hfe
 
-    from .hub_transfer import transport_errors
+    from dshub.hub.transfer import transport_errors
 
     return [
         (hfe.GatedRepoError, lambda e, c: GatedRepo(

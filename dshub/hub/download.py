@@ -19,14 +19,14 @@ from typing import Any, Iterable, Iterator
 
 from tqdm.auto import tqdm
 
-from .download_manifest import RemoteFile, hash_cache_path, save_manifest, state_dir
-from .errors import DshubError, HashMismatch, OutputError
-from .hashing import HashCache, git_blob_sha1, hash_many
-from .hub_plan import (  # noqa: F401  (re-exported: the download API lives here)
+from dshub.hub.manifest import RemoteFile, hash_cache_path, save_manifest, state_dir
+from dshub.errors import DshubError, HashMismatch, OutputError
+from dshub.hub.hashing import HashCache, git_blob_sha1, hash_many
+from dshub.hub.plan import (  # noqa: F401  (re-exported: the download API lives here)
     DownloadPlan, FilePlan, FileState, check_disk, classify, offline_plan, plan_download, reclassify, select,
 )
-from .hub_sources import hf_offline
-from .hub_transfer import RetryPolicy, fetch_to_part
+from dshub.hub.sources import hf_offline
+from dshub.hub.transfer import RetryPolicy, fetch_to_part
 
 DEFAULT_WORKERS = 8
 
@@ -238,9 +238,9 @@ def structural_checks(plan: DownloadPlan) -> list[dict[str, Any]]:
     """
     import json
 
-    from .arch import spec_for
-    from .errors import UnsupportedArchitecture
-    from .verify import verify as verify_structure
+    from dshub.arch import spec_for
+    from dshub.errors import UnsupportedArchitecture
+    from dshub.verify.checks import verify as verify_structure
 
     listed = plan.manifest.files
     if "config.json" not in listed or not any(n in listed for n in WEIGHT_INDEXES):

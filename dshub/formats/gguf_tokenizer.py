@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from dshub.errors import CheckpointError
-from dshub.gguf_file import KV, VT
+from dshub.formats.gguf_file import KV, VT
 
 # llama_token_type
 NORMAL, CONTROL, USER_DEFINED, UNUSED = 1, 3, 4, 5

@@ -1,0 +1,1 @@
+"""Safetensors checkpoints: header validation, the lazy reader, the streaming writer, synthetic checkpoints."""

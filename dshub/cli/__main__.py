@@ -1,0 +1,4 @@
+"""`python -m dshub.cli` runs the console entry point."""
+from dshub.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Getting checkpoints: sources (HF Hub, mirrors, ModelScope), download plans, resumable transfers, digests."""

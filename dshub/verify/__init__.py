@@ -1,0 +1,1 @@
+"""Structural verification: findings, checks per format, one dispatcher."""
