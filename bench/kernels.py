@@ -162,7 +162,7 @@ def measure(case: Case, dev: Any, timer: Timer) -> dict[str, Any]:
     args, nread, nwritten = case.make()
     dev_args = map_tensors(args, lambda t: t.to(dev))
     fn = kernel(case.codec)
-    gt, wt = tensors_in(fn(*dev_args)), tensors_in(CODECS[(case.codec, "cpu")](*args))
+    gt, wt = tensors_in(fn(*dev_args)), tensors_in(CODECS.get((case.codec, "cpu"))(*args))
     diffs = [bit_mismatch(g, w) for g, w in zip(gt, wt)] if len(gt) == len(wt) else ["different outputs"]
     mismatch = next((d for d in diffs if d), None)
     seconds = timer(lambda: fn(*dev_args))

@@ -372,7 +372,7 @@ class Int4Format:
 
     @property
     def pack(self) -> Callable[[Int4Tensor], dict[str, torch.Tensor]]:
-        return CODECS[(self.codec, "cpu")]
+        return CODECS.get((self.codec, "cpu"))
 
 
 FORMATS: dict[str, Int4Format] = {

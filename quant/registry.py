@@ -1,26 +1,96 @@
-"""Codec registry: (codec name, device kind) -> callable. Unknown names fail listing the known ones."""
+"""The one registry helper (`Registry`), and the codec registry built on it.
+
+Every registry in dshub — codecs, converters, verify checks, model families, engines, renderers, GGUF schemes — is a
+`Registry`: registering a name twice is an error, and looking up an unknown name raises `UnknownName`, one message
+listing the known names. This module lives in `quant` (the bottom layer, which imports nothing of ours) so that every
+layer can use it.
+"""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Generic, Hashable, Iterator, TypeVar
 
-CODECS: dict[tuple[str, str], Callable] = {}
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class UnknownName(KeyError):
+    """A registry has no entry of that name; the message lists the known ones."""
+
+    def __init__(self, kind: str, name: object, known: list[str]):
+        self.kind, self.name, self.known = kind, name, known
+        super().__init__(f"unknown {kind} {name!r}; known: {', '.join(known) or '(none)'}")
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+class DuplicateName(ValueError):
+    """A second registration under a name that is already taken."""
+
+
+class Registry(Generic[K, V]):
+    """A name -> value table. `kind` names the entries in error messages ("codec", "model family", ...)."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[K, V] = {}
+
+    def add(self, name: K, value: V) -> V:
+        if name in self._entries:
+            raise DuplicateName(f"{self.kind} {name!r} is registered twice")
+        self._entries[name] = value
+        return value
+
+    def register(self, name: K) -> Callable[[V], V]:
+        """Decorator form of `add`."""
+        return lambda value: self.add(name, value)
+
+    def get(self, name: K) -> V:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise UnknownName(self.kind, name, self.names()) from None
+
+    def names(self) -> list[str]:
+        return sorted(str(n) for n in self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def items(self):
+        return self._entries.items()
+
+    def values(self):
+        return self._entries.values()
+
+    def keys(self):
+        return self._entries.keys()
+
+
+# (codec name, device kind) -> callable. "cpu" = torch reference, "cuda" = GPU kernel.
+CODECS: Registry[tuple[str, str], Callable] = Registry("codec")
 
 
 def register_codec(name: str, device: str = "cpu") -> Callable[[Callable], Callable]:
-    """Register `fn` as codec `name` for device kind `device` ("cpu" = torch reference, "cuda" = GPU kernel)."""
-
-    def deco(fn: Callable) -> Callable:
-        CODECS[(name, device)] = fn
-        return fn
-
-    return deco
+    """Register `fn` as codec `name` for device kind `device`."""
+    return CODECS.register((name, device))
 
 
 def get_codec(name: str, device: str = "cpu") -> Callable:
     """The codec for `device`, falling back to the torch reference when no GPU kernel is registered."""
     if (name, device) in CODECS:
-        return CODECS[(name, device)]
+        return CODECS.get((name, device))
     if (name, "cpu") in CODECS:
-        return CODECS[(name, "cpu")]
-    known = sorted({n for n, _ in CODECS})
-    raise KeyError(f"unknown codec {name!r}; known: {', '.join(known)}")
+        return CODECS.get((name, "cpu"))
+    raise UnknownName("codec", name, sorted({n for n, _ in CODECS}))
+
+
+def has_kernel(name: str, device: str) -> bool:
+    """Whether codec `name` has its own implementation for `device` (no fallback)."""
+    return (name, device) in CODECS
