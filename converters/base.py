@@ -20,7 +20,7 @@ from dshub.constants import MANIFEST_NAME, SIDECAR_FILES
 from dshub.errors import DeviceError, OutputError, UsageError
 from dshub.fsutil import check_free_space, copy_atomic, remove_stale_temps, write_json_atomic
 from dshub.converters.manifest import Manifest
-from dshub.verify.checks import require_valid
+from dshub.verify import require_valid
 from dshub.quant.device import DeviceUnavailable, resolve_device
 
 Advance = Callable[[int], None]

@@ -9,6 +9,7 @@ picks it.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import sys
 from dataclasses import dataclass
@@ -72,15 +73,14 @@ def torch_device(kind: str) -> torch.device:
     return torch.device("cuda" if kind == "cuda" and not interpreting() and torch.cuda.is_available() else "cpu")
 
 
-def _triton_installed() -> bool:
-    from dshub.quant.triton import triton_installed
-
-    return triton_installed()
+def triton_installed() -> bool:
+    """True when the `triton` package can be imported (without importing it)."""
+    return importlib.util.find_spec("triton") is not None
 
 
 def probe_cuda() -> CudaState:
     """Check, without allocating anything, whether the codecs' "cuda" kernels can run here."""
-    if not _triton_installed():
+    if not triton_installed():
         return CudaState(False, "triton is not installed (pip install 'dshub[gpu]')")
     if interpreting():
         return CudaState(True, name="Triton interpreter on the CPU (TRITON_INTERPRET=1)", free_bytes=sys.maxsize, interpreter=True)

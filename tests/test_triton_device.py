@@ -65,7 +65,7 @@ def test_too_little_gpu_memory_for_the_largest_tensor():
 
 
 def test_gpu_without_triton_is_not_usable(monkeypatch, no_interpreter):
-    monkeypatch.setattr(qd, "_triton_installed", lambda: False)
+    monkeypatch.setattr(qd, "triton_installed", lambda: False)
     state = qd.probe_cuda()
     assert not state.usable and "pip install 'dshub[gpu]'" in state.reason
     with pytest.raises(DeviceUnavailable, match="triton is not installed"):

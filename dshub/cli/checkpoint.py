@@ -11,7 +11,7 @@ from dshub.cli.app import JsonOpt, app, guarded, out_console, print_json
 from dshub.cli.download import hash_report, print_hash_report
 from dshub.info import checkpoint_info
 from dshub.checkpoint.synth import PRESETS, write_synthetic
-from dshub.verify.checks import verify as run_verify
+from dshub.verify import verify as run_verify
 from dshub.cli.gguf_view import print_gguf_info
 
 PathArg = Annotated[Path, typer.Argument(help="Checkpoint directory (HF layout).")]

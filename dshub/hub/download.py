@@ -7,6 +7,8 @@ written before any transfer, so `verify_hashes` works offline later.
 """
 from __future__ import annotations
 
+import json
+
 import contextlib
 import fcntl
 import os
@@ -27,6 +29,9 @@ from dshub.hub.plan import (  # noqa: F401  (re-exported: the download API lives
 )
 from dshub.hub.sources import hf_offline
 from dshub.hub.transfer import RetryPolicy, fetch_to_part
+from dshub.arch import spec_for
+from dshub.errors import UnsupportedArchitecture
+from dshub.verify import verify as verify_structure
 
 DEFAULT_WORKERS = 8
 
@@ -236,12 +241,6 @@ def structural_checks(plan: DownloadPlan) -> list[dict[str, Any]]:
     Skipped (with a note) for partial downloads (--include/--exclude leaving weights out) and for architectures
     dshub has no spec for: the hash check already covered every byte.
     """
-    import json
-
-    from dshub.arch import spec_for
-    from dshub.errors import UnsupportedArchitecture
-    from dshub.verify.checks import verify as verify_structure
-
     listed = plan.manifest.files
     if "config.json" not in listed or not any(n in listed for n in WEIGHT_INDEXES):
         return []

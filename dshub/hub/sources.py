@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator, Protocol
 from urllib.parse import quote
 
 from dshub.hub.manifest import RemoteFile, redact_url
+from dshub.hub.transfer import transport_errors
 from dshub.errors import (
     GatedRepo, HubError, HubUnreachable, RemoteFileMissing, RepoNotFound, RevisionNotFound, SourceUnavailable, UsageError,
 )
@@ -78,8 +79,6 @@ def _status(e: BaseException) -> str:
 def _hf_error_table() -> list[tuple[type[BaseException], Callable[[BaseException, dict[str, Any]], HubError]]]:
     """huggingface_hub exception -> dshub error, subclass before base. Messages never include the token."""
     from huggingface_hub import errors as hfe
-
-    from dshub.hub.transfer import transport_errors
 
     return [
         (hfe.GatedRepoError, lambda e, c: GatedRepo(

@@ -1,7 +1,7 @@
-"""Structural verification: a registry of checks, each yielding findings that name file and tensor."""
+"""Safetensors checkpoint checks: a registry of checks, each yielding findings that name file and tensor."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterator
@@ -14,24 +14,7 @@ from dshub.checkpoint.reader import INDEX_NAME, Checkpoint, pickle_files, scale_
 from dshub.errors import CheckpointError, DshubError
 from dshub.formats.int4_config import expected_names, int4_config, int4_problems
 from dshub.checkpoint.header import ShardHeader, TensorEntry
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One problem found. `severity` is "error" (fails verification) or "warning"."""
-
-    check: str
-    severity: str
-    file: str | None
-    tensor: str | None
-    message: str
-
-    def __str__(self) -> str:
-        where = ": ".join(x for x in (self.file, f"tensor {self.tensor}" if self.tensor else None) if x)
-        return f"{where}: {self.message}" if where else self.message
-
-    def to_dict(self) -> dict[str, str | None]:
-        return asdict(self)
+from dshub.verify.findings import Finding, VerifyReport
 
 
 @dataclass
@@ -185,30 +168,8 @@ def _count_nonfinite(t: torch.Tensor, chunk: int = 1 << 24) -> int:
     return sum(int((~torch.isfinite(flat[i : i + chunk].to(torch.float32))).sum()) for i in range(0, flat.numel(), chunk))
 
 
-@dataclass
-class VerifyReport:
-    path: str
-    findings: list[Finding]
-    shards: int
-    tensors: int
-    checks: list[str]
-    checkpoint: Checkpoint | None = field(default=None, repr=False)  # the opened checkpoint, for callers that go on
-
-    @property
-    def ok(self) -> bool:
-        return not any(f.severity == "error" for f in self.findings)
-
-    def to_dict(self) -> dict:
-        return {"path": self.path, "ok": self.ok, "shards": self.shards, "tensors": self.tensors, "checks": self.checks,
-                "findings": [f.to_dict() for f in self.findings]}
-
-
-def verify(path: str | Path, *, deep: bool = False) -> VerifyReport:
-    """Run every structural check (plus value scans with `deep`). Never raises for a bad checkpoint: reports it."""
-    from dshub.verify.gguf import is_gguf, verify_gguf  # imports this module
-
-    if is_gguf(path):
-        return verify_gguf(path, deep=deep)
+def verify_checkpoint(path: str | Path, *, deep: bool = False) -> VerifyReport:
+    """Run every registered check on a safetensors checkpoint. Never raises for a bad checkpoint: reports it."""
     try:
         ckpt = Checkpoint.open(path)
     except DshubError as e:
@@ -243,14 +204,3 @@ def _strip_where(msg: str, e: DshubError) -> str:
     if e.tensor and msg.startswith(f"tensor {e.tensor}: "):
         msg = msg[len(f"tensor {e.tensor}: "):]
     return msg
-
-
-def require_valid(path: str | Path) -> Checkpoint:
-    """Preflight for converters: verify structurally and raise the first error as CheckpointError."""
-    report = verify(path)
-    errors = [f for f in report.findings if f.severity == "error"]
-    if errors:
-        first = errors[0]
-        more = f" (and {len(errors) - 1} more; run `dshub verify {path}`)" if len(errors) > 1 else ""
-        raise CheckpointError(f"{first}{more}", path=first.file, tensor=first.tensor)
-    return report.checkpoint or Checkpoint.open(path)

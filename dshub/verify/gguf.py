@@ -14,7 +14,7 @@ from dshub.errors import DshubError, GGUFError
 from dshub.formats.gguf_file import SPLIT_COUNT, SPLIT_NO, SPLIT_RE, SPLIT_TENSORS, GGUFHeader, read_gguf_header, split_set
 from dshub.formats.gguf_layout import forced_f32, map_tensors
 from dshub.formats.gguf_metadata import ARCH, config_from_gguf, llama_cpp_caveats
-from dshub.verify.checks import Finding, VerifyReport
+from dshub.verify.findings import Finding, VerifyReport
 
 OPTIONAL_RE = re.compile(r"\.nextn\.(embed_tokens|shared_head_head|shared_head_norm)\.weight$")  # llama.cpp: not required
 # Byte offsets of the fp16 scale fields inside one block of each quantized type (ggml-common.h block layouts).

@@ -7,11 +7,10 @@ first call, which keeps `import quant` cheap and lets tests set TRITON_INTERPRET
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import threading
 from typing import Any, Callable
 
-from dshub.quant.device import interpreting, map_tensors, tensors_in, torch_device
+from dshub.quant.device import interpreting, map_tensors, tensors_in, torch_device, triton_installed
 from dshub.quant.registry import register_codec
 
 # codec name -> (kernel module in this package, function). Same signature as the torch reference.
@@ -31,11 +30,6 @@ KERNELS: dict[str, tuple[str, str]] = {
     "gguf_Q4_K": ("gguf_kquants", "quantize_q4_k"),
     "gguf_Q6_K": ("gguf_kquants", "quantize_q6_k"),
 }
-
-
-def triton_installed() -> bool:
-    """True when the `triton` package can be imported (without importing it)."""
-    return importlib.util.find_spec("triton") is not None
 
 
 def kernel(codec: str) -> Callable[..., Any]:
