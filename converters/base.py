@@ -14,34 +14,18 @@ from typing import Any, Callable
 import torch
 from tqdm import tqdm
 
-from dshub import __version__
 from dshub.checkpoint.reader import Checkpoint
-from dshub.constants import MANIFEST_NAME, SIDECAR_FILES
+from dshub.constants import MANIFEST_NAME, SIDECAR_FILES, VERSION
 from dshub.errors import DeviceError, OutputError, UsageError
 from dshub.fsutil import check_free_space, copy_atomic, remove_stale_temps, write_json_atomic
 from dshub.converters.manifest import Manifest
 from dshub.verify import require_valid
+from dshub.converters.options import TargetOptions
 from dshub.quant.device import DeviceUnavailable, resolve_device
+from dshub.quant.registry import Registry
 
 Advance = Callable[[int], None]
 M_MMAP_THRESHOLD = -3  # mallopt parameter (glibc malloc.h)
-
-
-@dataclass
-class ConversionOptions:
-    """Options every target shares; target-specific ones live in `params` (validated by the converter)."""
-
-    target: str
-    out: Path
-    device: str = "auto"
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
-    drop_mtp: bool = False
-    dry_run: bool = False
-    params: dict[str, Any] = field(default_factory=dict)
-
-    def key(self) -> dict[str, Any]:
-        """What makes two runs produce the same bytes (device and workers do not)."""
-        return {"target": self.target, "drop_mtp": self.drop_mtp, "params": dict(sorted(self.params.items()))}
 
 
 @dataclass
@@ -77,46 +61,49 @@ class Converter(ABC):
     """A conversion target. Stateless: everything a run needs is in the plan and options."""
 
     name: str = ""
+    options: type[TargetOptions] = TargetOptions  # the typed options this target takes
 
-    def validate_params(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Check and normalize target-specific options (raise UsageError). Default: none accepted."""
-        if params:
-            raise UsageError(f"--to {self.name} takes no option(s) {', '.join(sorted(params))}")
-        return params
+    def preflight(self, opts: TargetOptions) -> None:
+        """Checks of the options that need registries the options model cannot see (raise UsageError). Default: none."""
+
+    def intra_op_threads(self, plan: ConversionPlan, opts: TargetOptions, workers: int) -> int:
+        """torch intra-op threads for the run, set once in the calling thread: the cores shared by the file workers.
+        (torch's OpenMP pool oversubscribed by parallel workers runs elementwise kernels far slower than one thread.)"""
+        return max(1, (os.cpu_count() or 1) // max(1, opts.workers))
 
     def check_source(self, src: Path) -> None:
         """Refuse inputs this target cannot take, before structural verification (raise DshubError). Default: none."""
 
     @abstractmethod
-    def plan(self, ckpt: Checkpoint, opts: ConversionOptions) -> ConversionPlan:
+    def plan(self, ckpt: Checkpoint, opts: TargetOptions) -> ConversionPlan:
         """Decide every output file and its size from headers alone."""
 
     @abstractmethod
-    def write_file(self, ckpt: Checkpoint, plan: ConversionPlan, opts: ConversionOptions, f: OutputFile, advance: Advance) -> str:
+    def source_bytes(self, plan: ConversionPlan) -> dict[str, int]:
+        """Output bytes attributable to each input tensor (file headers and metadata are the rest of total_bytes)."""
+
+    @abstractmethod
+    def write_file(self, ckpt: Checkpoint, plan: ConversionPlan, opts: TargetOptions, f: OutputFile, advance: Advance) -> str:
         """Write `f` into plan.out atomically; return its sha256."""
 
     @abstractmethod
-    def finalize(self, ckpt: Checkpoint, plan: ConversionPlan, opts: ConversionOptions) -> None:
+    def finalize(self, ckpt: Checkpoint, plan: ConversionPlan, opts: TargetOptions) -> None:
         """Write the small files that make the output complete (index, config, tokenizer...), atomically."""
 
 
-CONVERTERS: dict[str, Converter] = {}
+CONVERTERS: Registry[str, Converter] = Registry("target --to")
 
 
-def register_converter(name: str) -> Callable[[type[Converter]], type[Converter]]:
-    def deco(cls: type[Converter]) -> type[Converter]:
-        inst = cls()
-        inst.name = name
-        CONVERTERS[name] = inst
-        return cls
-
-    return deco
+def register_converter(cls: type[Converter]) -> type[Converter]:
+    """Register a converter under its options' target name."""
+    inst = cls()
+    inst.name = cls.options.target
+    CONVERTERS.add(inst.name, inst)
+    return cls
 
 
-def get_converter(name: str) -> Converter:
-    if name not in CONVERTERS:
-        raise UsageError(f"unknown target --to {name!r}; known: {', '.join(sorted(CONVERTERS))}")
-    return CONVERTERS[name]
+def get_converter(target: str) -> Converter:
+    return CONVERTERS.get(target)
 
 
 def check_output_location(src: Path, out: Path) -> None:
@@ -146,17 +133,17 @@ class ConversionResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.plan.to_dict(), "written": self.written, "resumed_skipped": self.skipped, "dry_run": self.dry_run,
-                "manifest": None if self.dry_run else str(self.plan.out / MANIFEST_NAME), "version": __version__}
+                "manifest": None if self.dry_run else str(self.plan.out / MANIFEST_NAME), "version": VERSION}
 
 
-def make_plan(path: str | Path, opts: ConversionOptions) -> tuple[Checkpoint, Converter, ConversionPlan]:
-    """Preflight (output location, structural verify, options, device) and plan."""
+def make_plan(path: str | Path, opts: TargetOptions) -> tuple[Checkpoint, Converter, ConversionPlan]:
+    """Preflight (options, output location, structural verify, device) and plan. `opts` is never changed."""
     src = Path(path)
+    if not isinstance(opts, TargetOptions) or not opts.target:
+        raise UsageError(f"options must be one target's options (Bf16Options, Int4Options, GGUFOptions), not {type(opts).__name__}")
     conv = get_converter(opts.target)
+    conv.preflight(opts)
     check_output_location(src, opts.out)
-    if opts.drop_mtp and opts.params.get("mtp"):
-        raise UsageError("--drop-mtp and --mtp contradict each other; pass one")
-    opts.params = conv.validate_params(dict(opts.params))
     conv.check_source(src)
     ckpt = require_valid(src)
     plan = conv.plan(ckpt, opts)
@@ -168,7 +155,7 @@ def make_plan(path: str | Path, opts: ConversionOptions) -> tuple[Checkpoint, Co
     return ckpt, conv, plan
 
 
-def run_conversion(path: str | Path, opts: ConversionOptions, *, progress: bool | None = None) -> ConversionResult:
+def run_conversion(path: str | Path, opts: TargetOptions, *, progress: bool | None = None) -> ConversionResult:
     """Convert the checkpoint at `path`. Resumes a previous run in the same --out; `dry_run` stops after the plan."""
     ckpt, conv, plan = make_plan(path, opts)
     if opts.dry_run:
@@ -199,9 +186,7 @@ def run_conversion(path: str | Path, opts: ConversionOptions, *, progress: bool 
 
     threads = torch.get_num_threads()
     workers = max(1, min(opts.workers, len(todo)))
-    # One intra-op thread per worker: torch's OpenMP pool oversubscribed by parallel workers (or by other processes)
-    # runs elementwise kernels an order of magnitude slower than a single thread does.
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, opts.workers)))
+    torch.set_num_threads(conv.intra_op_threads(plan, opts, workers))  # here, never inside a worker thread
     return_freed_memory()
     try:
         if workers > 1:
@@ -218,11 +203,17 @@ def run_conversion(path: str | Path, opts: ConversionOptions, *, progress: bool 
     return ConversionResult(plan, written, skipped)
 
 
+_ALLOCATOR_SET = threading.Event()
+
+
 def return_freed_memory() -> None:
-    """Have glibc serve every allocation over 1 MiB with mmap and give it back on free.
+    """Have glibc serve every allocation over 1 MiB with mmap and give it back on free (once per process).
 
     glibc raises its mmap threshold after the first large free (up to 32 MiB), after which freed tensor buffers stay
     in the heap: a streaming converter would then hold several tensors' worth of dead memory. No-op off glibc."""
+    if _ALLOCATOR_SET.is_set():
+        return
+    _ALLOCATOR_SET.set()
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(M_MMAP_THRESHOLD, 1 << 20)

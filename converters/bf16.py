@@ -12,7 +12,8 @@ from dshub.checkpoint.writer import TensorDecl, shard_size, write_shard
 from dshub.quant import get_codec
 
 from dshub.converters.pipeline import TensorPipeline, ordered_producer
-from dshub.converters.base import Advance, ConversionOptions, ConversionPlan, Converter, OutputFile, copy_sidecars, register_converter, write_index_and_config
+from dshub.converters.options import Bf16Options
+from dshub.converters.base import Advance, ConversionPlan, Converter, OutputFile, copy_sidecars, register_converter, write_index_and_config
 
 FP8_DTYPES = ("F8_E4M3", "F8_E5M2")
 SHARD_METADATA = {"format": "pt"}
@@ -26,11 +27,13 @@ def mtp_tensor_names(ckpt: Checkpoint) -> set[str]:
     return {t.name for t in spec_for(ckpt.config) if t.mtp}
 
 
-@register_converter("bf16")
+@register_converter
 class Bf16Converter(Converter):
     """Dequantize every block-FP8 weight to bf16 (round to nearest even); copy everything else unchanged."""
 
-    def plan(self, ckpt: Checkpoint, opts: ConversionOptions) -> ConversionPlan:
+    options = Bf16Options
+
+    def plan(self, ckpt: Checkpoint, opts: Bf16Options) -> ConversionPlan:
         drop = mtp_tensor_names(ckpt) if opts.drop_mtp else set()
         files: list[OutputFile] = []
         n_fp8 = 0
@@ -49,7 +52,10 @@ class Bf16Converter(Converter):
                 files.append(OutputFile(shard, shard_size(decls, SHARD_METADATA), len(decls), (decls, sources)))
         return ConversionPlan("bf16", ckpt.root, opts.out, files, summary={"fp8_weights": n_fp8, "dropped_mtp_tensors": len(drop)})
 
-    def write_file(self, ckpt: Checkpoint, plan: ConversionPlan, opts: ConversionOptions, f: OutputFile, advance: Advance) -> str:
+    def source_bytes(self, plan: ConversionPlan) -> dict[str, int]:
+        return {d.name: d.nbytes for f in plan.files for d in f.data[0]}
+
+    def write_file(self, ckpt: Checkpoint, plan: ConversionPlan, opts: Bf16Options, f: OutputFile, advance: Advance) -> str:
         decls, sources = f.data
         src = {e.name: e for e in sources}
         path = ckpt.shard_path(f.name)
@@ -72,7 +78,7 @@ class Bf16Converter(Converter):
         produce = ordered_producer(pipe.map(decls))
         return write_shard(opts.out / f.name, decls, produce, SHARD_METADATA, on_tensor=lambda d: advance(d.nbytes))
 
-    def finalize(self, ckpt: Checkpoint, plan: ConversionPlan, opts: ConversionOptions) -> None:
+    def finalize(self, ckpt: Checkpoint, plan: ConversionPlan, opts: Bf16Options) -> None:
         weight_map = {d.name: f.name for f in plan.files for d in f.data[0]}
         total = sum(d.nbytes for f in plan.files for d in f.data[0])
         copy_sidecars(ckpt.root, opts.out)

@@ -17,31 +17,28 @@ from typing import Any, Callable
 
 import torch
 
-from dshub.arch import spec_for
+from dshub.arch import family_for, spec_for
+from dshub.arch.family import MOE_INT4_SCOPES
 from dshub.arch.spec import Role, TensorSpec
 from dshub.checkpoint.reader import Checkpoint, read_entry
 from dshub.errors import CheckpointError, DshubError, QuantizationError, UsageError
-from dshub.formats.int4_config import module_of
+from dshub.formats.int4_config import module_of, quantization_config
 from dshub.checkpoint.writer import TORCH_TO_ST, TensorDecl, shard_size, write_shard
 from dshub.quant import get_codec
-from dshub.quant.int4 import GROUP_SIZES, Int4Error, get_format, packed_layout, scheme_for
+from dshub.quant.int4 import Int4Error, get_format, packed_layout, scheme_for
 
-from dshub.converters.base import Advance, ConversionOptions, ConversionPlan, Converter, OutputFile, copy_sidecars, register_converter, write_index_and_config
+from dshub.converters.options import Int4Options
+from dshub.converters.base import Advance, ConversionPlan, Converter, OutputFile, copy_sidecars, register_converter, write_index_and_config
 from dshub.converters.bf16 import FP8_DTYPES, SHARD_METADATA, bf16_config, mtp_tensor_names, scale_name
 from dshub.converters.pipeline import TensorPipeline
 
 FLOAT_DTYPES = ("BF16", "F16", "F32")
-# Which linear roles each --scope turns into INT4. Routers, norms, embeddings, lm_head and MTP extras never.
-SCOPES: dict[str, frozenset[Role]] = {
-    "experts": frozenset({Role.EXPERT}),
-    "mlp": frozenset({Role.EXPERT, Role.SHARED_EXPERT, Role.DENSE_MLP}),
-    "all-linear": frozenset({Role.EXPERT, Role.SHARED_EXPERT, Role.DENSE_MLP, Role.ATTN}),
-}
-DEFAULTS: dict[str, Any] = {"format": "compressed-tensors", "group_size": 128, "symmetric": True, "scope": "experts", "ignore": []}
+# Which linear roles each --scope turns into INT4 is the model family's (`Family.int4_scopes()`); this is the MoE
+# default. Routers, norms, embeddings, lm_head and MTP extras are in no scope.
+SCOPES = MOE_INT4_SCOPES
 # config.json quant_method values / tensor suffixes that mean "this checkpoint is already low-bit"
 INT4_METHODS = ("compressed-tensors", "gptq", "awq", "gptq_marlin", "awq_marlin", "moe_wna16", "bitsandbytes", "hqq", "exl2")
 INT4_SUFFIXES = (".weight_packed", ".qweight")
-CT_VERSION = "0.20.0"  # the compressed-tensors release whose pack-quantized layout this writer follows
 
 
 @dataclass(frozen=True)
@@ -53,33 +50,9 @@ class Action:
     suffix: str = ""  # int4: which packed tensor
 
 
-# ------------------------------------------------------------------ options
-def normalize_params(params: dict[str, Any]) -> dict[str, Any]:
-    """Fill defaults, reject unknown or inconsistent options (UsageError, exit 2)."""
-    unknown = sorted(set(params) - set(DEFAULTS))
-    if unknown:
-        raise UsageError(f"--to int4 takes no option(s) {', '.join(unknown)}; it takes --format, --group-size, --symmetric/--asymmetric, --scope, --ignore")
-    p = {**DEFAULTS, **params}
-    if p["scope"] not in SCOPES:
-        raise UsageError(f"--scope {p['scope']!r}: choose one of {', '.join(SCOPES)}")
-    if p["group_size"] not in GROUP_SIZES:
-        raise UsageError(f"--group-size {p['group_size']}: choose one of {', '.join(map(str, GROUP_SIZES))} (what the engines' INT4 kernels run)")
-    p["ignore"] = list(p["ignore"] or [])
-    for pat in p["ignore"]:
-        try:
-            re.compile(pat)
-        except re.error as e:
-            raise UsageError(f"--ignore {pat!r}: not a valid regular expression ({e})") from None
-    try:
-        scheme_for(p["format"], p["group_size"], p["symmetric"])
-    except Int4Error as e:
-        raise UsageError(f"--format {p['format']}: {e}") from None
-    return p
-
-
-def in_scope(t: TensorSpec, scope: str, ignore: list[re.Pattern[str]]) -> bool:
-    """Does weight `t` become INT4? Linear, a role the scope lists, not an MTP extra, no --ignore match."""
-    if not (t.linear and t.name.endswith(".weight") and t.role in SCOPES[scope]):
+def in_scope(t: TensorSpec, scope: str, ignore: list[re.Pattern[str]], scopes=SCOPES) -> bool:
+    """Does weight `t` become INT4? Linear, a role the (family's) scope lists, not an MTP extra, no --ignore match."""
+    if not (t.linear and t.name.endswith(".weight") and t.role in scopes[scope]):
         return False
     return not any(p.search(module_of(t.name)) for p in ignore)
 
@@ -95,68 +68,10 @@ def refuse_int4_input(ckpt: Checkpoint) -> None:
                               "convert from the FP8 or BF16 release", path=ckpt.weight_map[packed], tensor=packed)
 
 
-# ------------------------------------------------------------------ quantization_config per format
-def collapse_left_out(left_out: list[str], linear: list[str]) -> list[str]:
-    """Left-out modules as the engines' substring / prefix-regex skip lists need them: a module is replaced by
-    `ancestor.` when every linear module under that ancestor is left out, so the names an engine gives its fused
-    layers (`self_attn.fused_qkv_a_proj`, `mlp.gate_up_proj`, `shared_experts.gate_up_proj`) are covered too."""
-    total: dict[str, int] = {}
-    kept: dict[str, int] = {}
-    out_set = set(left_out)
-    for m in linear:
-        parts = m.split(".")
-        for i in range(1, len(parts)):
-            a = ".".join(parts[:i])
-            total[a] = total.get(a, 0) + 1
-            kept[a] = kept.get(a, 0) + (m in out_set)
-    result = set()
-    for m in left_out:
-        parts = m.split(".")
-        ancestors = (".".join(parts[:i]) for i in range(1, len(parts)))
-        whole = next((a for a in ancestors if total.get(a) == kept.get(a)), None)
-        result.add(f"{whole}." if whole else m)
-    return sorted(result)
-
-
-def skip_regex(entries: list[str]) -> str:
-    """One anchored regex matching module names by the collapsed entries (`x.` = prefix, else the exact name)."""
-    alts = [re.escape(e) if e.endswith(".") else re.escape(e) + "$" for e in entries]
-    return "^(?:" + "|".join(alts) + ")"
-
-
-def ct_config(p: dict[str, Any], left_out: list[str], linear: list[str]) -> dict[str, Any]:
-    weights = {"num_bits": 4, "type": "int", "symmetric": p["symmetric"], "group_size": p["group_size"],
-               "strategy": "group", "dynamic": False, "actorder": None, "observer": "minmax"}
-    return {"quant_method": "compressed-tensors", "format": "pack-quantized", "quantization_status": "compressed",
-            "version": CT_VERSION,
-            "config_groups": {"group_0": {"targets": ["Linear"], "weights": weights, "input_activations": None,
-                                          "output_activations": None, "format": "pack-quantized"}},
-            "ignore": sorted(left_out), "kv_cache_scheme": None, "global_compression_ratio": None,
-            "sparsity_config": {}, "transform_config": {}}
-
-
-def gptq_config(p: dict[str, Any], left_out: list[str], linear: list[str]) -> dict[str, Any]:
-    # GPTQModel / vLLM `dynamic`: a "-:" key is a regex (re.match) of modules that stay unquantized.
-    skip = collapse_left_out(left_out, linear)
-    return {"quant_method": "gptq", "bits": 4, "group_size": p["group_size"], "desc_act": False, "sym": True,
-            "static_groups": False, "true_sequential": True, "lm_head": False, "checkpoint_format": "gptq",
-            "dynamic": {f"-:{skip_regex(skip)}": {}} if skip else {}}
-
-
-def awq_config(p: dict[str, Any], left_out: list[str], linear: list[str]) -> dict[str, Any]:
-    # AutoAWQ / vLLM / SGLang skip a module when any entry is a substring of its name.
-    return {"quant_method": "awq", "bits": 4, "group_size": p["group_size"], "zero_point": True, "version": "gemm",
-            "modules_to_not_convert": collapse_left_out(left_out, linear)}
-
-
-QUANT_CONFIGS: dict[str, Callable[[dict[str, Any], list[str], list[str]], dict[str, Any]]] = {
-    "compressed-tensors": ct_config, "gptq": gptq_config, "awq": awq_config,
-}
-
-
-def int4_config(config: dict[str, Any], p: dict[str, Any], left_out: list[str], linear: list[str], drop_mtp: bool) -> dict[str, Any]:
-    cfg = bf16_config(config, drop_mtp)
-    cfg["quantization_config"] = QUANT_CONFIGS[p["format"]](p, left_out, linear)
+def int4_output_config(config: dict[str, Any], opts: Int4Options, left_out: list[str], linear: list[str]) -> dict[str, Any]:
+    """The output's config.json: the BF16 one plus the format's `quantization_config`."""
+    cfg = bf16_config(config, opts.drop_mtp)
+    cfg["quantization_config"] = quantization_config(opts.format, opts.group_size, opts.symmetric, left_out, linear)
     return cfg
 
 
@@ -168,12 +83,11 @@ def mixed_moe_layers(experts: dict[int, set[bool]]) -> list[str]:
 
 
 # ------------------------------------------------------------------ converter
-@register_converter("int4")
+@register_converter
 class Int4Converter(Converter):
     """Routed experts (or a wider --scope) to INT4 weight-only; the rest BF16 or copied."""
 
-    def validate_params(self, params: dict[str, Any]) -> dict[str, Any]:
-        return normalize_params(params)
+    options = Int4Options
 
     def check_source(self, src: Path) -> None:
         try:
@@ -182,13 +96,13 @@ class Int4Converter(Converter):
             return  # structural verification reports it
         refuse_int4_input(ckpt)
 
-    def plan(self, ckpt: Checkpoint, opts: ConversionOptions) -> ConversionPlan:
+    def plan(self, ckpt: Checkpoint, opts: Int4Options) -> ConversionPlan:
         refuse_int4_input(ckpt)
-        p = opts.params
-        fmt = p["format"]
-        scheme = scheme_for(fmt, p["group_size"], p["symmetric"])
+        fmt = opts.format
+        scheme = scheme_for(fmt, opts.group_size, opts.symmetric)
         spec = spec_for(ckpt.config).by_name
-        ignore = [re.compile(x) for x in p["ignore"]]
+        scopes = family_for(ckpt.config).int4_scopes()  # UsageError for a family INT4 does not support
+        ignore = opts.ignore_patterns()
         drop = mtp_tensor_names(ckpt) if opts.drop_mtp else set()
         files: list[OutputFile] = []
         quantized: list[str] = []
@@ -205,7 +119,7 @@ class Int4Converter(Converter):
                 t = spec.get(e.name)
                 if t is not None and t.linear and t.name.endswith(".weight"):
                     linear.append(module_of(e.name))
-                quantize = t is not None and in_scope(t, p["scope"], ignore) and e.dtype in FP8_DTYPES + FLOAT_DTYPES
+                quantize = t is not None and in_scope(t, opts.scope, ignore, scopes) and e.dtype in FP8_DTYPES + FLOAT_DTYPES
                 if t is not None and t.role is Role.EXPERT and t.layer is not None:
                     experts.setdefault(t.layer, set()).add(quantize)
                 if quantize:
@@ -230,23 +144,30 @@ class Int4Converter(Converter):
             if decls:
                 files.append(OutputFile(shard, shard_size(decls, SHARD_METADATA), len(decls), (decls, actions)))
         if not quantized:
-            raise UsageError(f"--scope {p['scope']} with the given --ignore selects no weight to quantize in {ckpt.root}")
+            raise UsageError(f"--scope {opts.scope} with the given --ignore selects no weight to quantize in {ckpt.root}")
         warnings = mixed_moe_layers(experts)
         for w in warnings:
             print(f"warning: {w}", file=sys.stderr)
-        summary = {"format": fmt, "group_size": p["group_size"], "symmetric": p["symmetric"], "scope": p["scope"],
-                   "ignore": p["ignore"], "quantized_weights": len(quantized), "left_out_linear": sorted(left_out), "linear_modules": len(linear), "warnings": warnings,
+        summary = {"format": fmt, "group_size": opts.group_size, "symmetric": opts.symmetric, "scope": opts.scope,
+                   "ignore": list(opts.ignore), "quantized_weights": len(quantized), "left_out_linear": sorted(left_out), "linear_modules": len(linear), "warnings": warnings,
                    "int4_bytes": int4_bytes, "dropped_mtp_tensors": len(drop)}
         return ConversionPlan("int4", ckpt.root, opts.out, files, summary=summary)
 
-    def write_file(self, ckpt: Checkpoint, plan: ConversionPlan, opts: ConversionOptions, f: OutputFile, advance: Advance) -> str:
+    def source_bytes(self, plan: ConversionPlan) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for f in plan.files:
+            decls, actions = f.data
+            for d in decls:
+                out[actions[d.name].source] = out.get(actions[d.name].source, 0) + d.nbytes
+        return out
+
+    def write_file(self, ckpt: Checkpoint, plan: ConversionPlan, opts: Int4Options, f: OutputFile, advance: Advance) -> str:
         decls, actions = f.data
         entries = {e.name: e for e in ckpt.tensors_in(f.name)}
         path = ckpt.shard_path(f.name)
-        p = opts.params
         dev = plan.device
-        pack = get_codec(get_format(p["format"]).codec, dev)
-        scheme = scheme_for(p["format"], p["group_size"], p["symmetric"])
+        pack = get_codec(get_format(opts.format).codec, dev)
+        scheme = scheme_for(opts.format, opts.group_size, opts.symmetric)
         block = ckpt.encoding.block or (128, 128)
         to_bf16 = get_codec("fp8_block_dequant_bf16_rows" if dev == "cpu" else "fp8_block_dequant_bf16", dev)
         quant_fp8, quant_float = get_codec("int4_quantize_fp8", dev), get_codec("int4_quantize", dev)
@@ -286,11 +207,11 @@ class Int4Converter(Converter):
         finally:
             results.close()  # stops the reader thread, also when a tensor fails
 
-    def finalize(self, ckpt: Checkpoint, plan: ConversionPlan, opts: ConversionOptions) -> None:
+    def finalize(self, ckpt: Checkpoint, plan: ConversionPlan, opts: Int4Options) -> None:
         weight_map = {d.name: f.name for f in plan.files for d in f.data[0]}
         total = sum(d.nbytes for f in plan.files for d in f.data[0])
         copy_sidecars(ckpt.root, opts.out)
         drop = mtp_tensor_names(ckpt) if opts.drop_mtp else set()
         linear = [module_of(t.name) for t in spec_for(ckpt.config) if t.linear and t.name.endswith(".weight") and t.name not in drop]
-        cfg = int4_config(ckpt.config, opts.params, plan.summary["left_out_linear"], linear, opts.drop_mtp)
+        cfg = int4_output_config(ckpt.config, opts, plan.summary["left_out_linear"], linear)
         write_index_and_config(opts.out, weight_map, total, cfg)

@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dshub import __version__
-from dshub.constants import MANIFEST_NAME
+from dshub.constants import MANIFEST_NAME, VERSION
 from dshub.errors import OutputError, UsageError
 from dshub.fsutil import write_json_atomic
 from dshub.hub.hashing import sha256_file
+
 
 @dataclass
 class Manifest:
@@ -53,5 +53,5 @@ class Manifest:
         self.save()
 
     def save(self) -> None:
-        write_json_atomic(self.path, {"tool": "dshub", "version": __version__, "key": self.key,
+        write_json_atomic(self.path, {"tool": "dshub", "version": VERSION, "key": self.key,
                                       "files": dict(sorted(self.files.items())), "complete": self.complete})

@@ -1,2 +1,28 @@
-"""dshub: fetch, validate, convert and serve DeepSeek-family MoE checkpoints."""
-__version__ = "0.1.0"
+"""dshub: fetch, validate, convert and serve DeepSeek-family checkpoints.
+
+The library's verbs live in `dshub.api` and are re-exported here lazily (importing `dshub.quant` or any other
+sub-package does not pull in the whole tool): `dshub.convert(path, Int4Options(out=...))`, `dshub.verify(path)`,
+`dshub.plan(Request(...))`, `dshub.info(path)`, `dshub.download(repo)`, `dshub.synth(out)`.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from dshub.constants import VERSION as __version__
+
+# name -> module that defines it (the public API; see dshub.api)
+_EXPORTS: dict[str, str] = {
+    name: "dshub.api"
+    for name in ("convert", "verify", "plan", "recipe", "info", "download", "synth",
+                 "Bf16Options", "Int4Options", "GGUFOptions", "TargetOptions", "ConversionResult", "VerifyReport",
+                 "Request", "RecipeOptions", "Plan")
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'dshub' has no attribute {name!r}")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+VERSION: str = "0.1.0"  # the package version (dshub.__version__)
 DSHUB_DEBUG: bool = os.environ.get("DSHUB_DEBUG", "") not in ("", "0", "false", "False")
 SAFETENSORS_MAX_HEADER: int = 100_000_000  # bytes; the safetensors format's own limit
 MANIFEST_NAME: str = "dshub-manifest.json"

@@ -5,47 +5,33 @@ from pathlib import Path
 from typing import Any
 
 from dshub.arch import spec_for
-from dshub.arch.spec import ArchSpec, Role, TensorSpec
 from dshub.checkpoint.reader import Checkpoint
+from dshub.converters.sizing import planned_bytes, target_options
+from dshub.errors import DshubError
 from dshub.formats.int4_config import int4_summary
 from dshub.verify.gguf import gguf_info, is_gguf
 
-# Bits per weight of each output format for the two kinds of tensor: (routed-expert linear, other linear).
-# Norms, router and biases stay F32 in GGUF and keep their dtype elsewhere; embeddings/lm_head count as "other".
-# GGUF block sizes: Q8_0 34 B/32, Q4_0 18 B/32, Q5_0 22 B/32, Q4_K 144 B/256, Q6_K 210 B/256; Q4_K_M mixes Q4_K/Q6_K.
-FORMAT_BPW: dict[str, tuple[float, float]] = {
-    "bf16": (16.0, 16.0),
-    "fp8 (as stored)": (8.0 + 32 / 16384, 8.0 + 32 / 16384),
-    "int4 w4a16 g128 (experts)": (4.0 + 16 / 128, 16.0),
-    "gguf BF16": (16.0, 16.0),
-    "gguf Q8_0": (8.5, 8.5),
-    "gguf Q5_0": (5.5, 5.5),
-    "gguf Q4_0": (4.5, 4.5),
-    "gguf Q4_K_M (approx.)": (4.5, 6.0),
+# The targets `dshub info` sizes: label -> (target, options). Bytes come from each converter's own plan.
+INFO_TARGETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "bf16": ("bf16", {}),
+    "int4 w4a16 g128 (experts)": ("int4", {}),
+    "gguf BF16": ("gguf", {"quant": "BF16"}),
+    "gguf Q8_0": ("gguf", {"quant": "Q8_0"}),
+    "gguf Q5_0": ("gguf", {"quant": "Q5_0"}),
+    "gguf Q4_0": ("gguf", {"quant": "Q4_0"}),
+    "gguf Q4_K_M": ("gguf", {"quant": "Q4_K_M"}),
 }
 
 
-def _is_small(t: TensorSpec) -> bool:
-    return len(t.shape) == 1 or t.role in (Role.ROUTER, Role.ROUTER_BIAS)
-
-
-def format_sizes(spec: ArchSpec, *, include_mtp: bool = True) -> dict[str, int]:
-    """Estimated output bytes per format (weights only, MTP included unless asked)."""
+def output_sizes(ckpt: Checkpoint) -> dict[str, int]:
+    """Bytes each target would write, from the converters' shape-only plans (as `convert --dry-run` prints them).
+    A target that refuses this checkpoint (e.g. INT4 of an INT4 checkpoint) is left out."""
     sizes: dict[str, int] = {}
-    for fmt, (bpw_expert, bpw_other) in FORMAT_BPW.items():
-        total = 0.0
-        for t in spec:
-            if t.mtp and not include_mtp:
-                continue
-            if _is_small(t):
-                total += t.numel * 4
-            elif t.role is Role.EXPERT:
-                total += t.numel * bpw_expert / 8
-            elif t.fp8 or "fp8" not in fmt:
-                total += t.numel * bpw_other / 8
-            else:
-                total += t.numel * 2  # bf16 tensors stay bf16 in an FP8 checkpoint
-        sizes[fmt] = int(total)
+    for label, (target, values) in INFO_TARGETS.items():
+        try:
+            sizes[label] = planned_bytes(ckpt, target_options(target, **values)).total
+        except DshubError:
+            continue
     return sizes
 
 
@@ -78,6 +64,6 @@ def checkpoint_info(path: str | Path) -> dict[str, Any]:
         "shards": len(headers),
         "tensors": sum(len(h.tensors) for h in headers),
         "bytes": sum(h.file_size for h in headers),
-        "output_sizes": format_sizes(spec),
+        "output_sizes": output_sizes(ckpt),
         "int4": int4_summary(ckpt, spec),
     }

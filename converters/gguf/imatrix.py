@@ -81,7 +81,7 @@ def slices_for(imatrix: dict[str, np.ndarray], name: str, shape: tuple[int, ...]
     return e
 
 
-@register_param_hook("imatrix")
+@register_param_hook("imatrix", order=10)  # validation only: sizes checked before any work
 def _imatrix_hook(value: Any, fn: TypeFn, ctx: SchemeContext) -> TypeFn:
     data = load_imatrix(str(value))
     for name, shape in ctx.tensors:

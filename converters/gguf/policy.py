@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from dshub.errors import PolicyError
+from dshub.formats.gguf_layout import forced_f32, map_tensors
 from dshub.quant.gguf.types import GGML_TYPES, fit_type
 
 from dshub.converters.gguf.mixtures import LAYER_RE, use_more_bits
@@ -200,7 +201,7 @@ def policy_type_fn(policy: Policy, base: TypeFn, ctx: SchemeContext, source: str
     return typed
 
 
-@register_param_hook("policy")
+@register_param_hook("policy", order=20)
 def _policy_hook(value: Any, fn: TypeFn, ctx: SchemeContext) -> TypeFn:
     return policy_type_fn(load_policy(value), fn, ctx, source=str(value))
 
@@ -214,8 +215,6 @@ def _nbytes(type_name: str, shape: tuple[int, ...]) -> int:
 
 def fixed_bytes(ctx: SchemeContext) -> int:
     """Bytes that no type choice changes: the F32 tensors (norms, router, biases) and a header/tokenizer reserve."""
-    from dshub.formats.gguf_layout import forced_f32, map_tensors
-
     mapped = map_tensors(ctx.config, mtp=any(".nextn." in n for n, _ in ctx.tensors))  # --mtp: count its F32 tensors too
     f32 = sum(GGML_TYPES["F32"].nbytes(s) for n, s, _ in mapped if forced_f32(n, s))
     reserve = HEADER_RESERVE + TOKEN_RESERVE * int(ctx.config.get("vocab_size") or 0) + TENSOR_INFO_RESERVE * len(mapped)
@@ -250,13 +249,7 @@ def solve_target_size(fn: TypeFn, ctx: SchemeContext, budget: int) -> tuple[dict
     return chosen, total
 
 
-@register_param_hook("target_size")
+@register_param_hook("target_size", order=30)  # after the policy: sizes what it chose
 def _target_size_hook(value: Any, fn: TypeFn, ctx: SchemeContext) -> TypeFn:
-    from dshub.converters.gguf.convert import parse_size
-
-    try:
-        budget = parse_size(value)
-    except (ValueError, TypeError):
-        raise PolicyError(f"--target-size {value!r}: expected a size like 200G, 500M or a byte count") from None
-    chosen, _ = solve_target_size(fn, ctx, budget)
+    chosen, _ = solve_target_size(fn, ctx, int(value))  # GGUFOptions parsed "200G" already
     return lambda name, shape: chosen.get(name) or fn(name, shape)

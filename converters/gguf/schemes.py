@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from dshub.errors import UsageError
 from dshub.quant.gguf.types import FILE_TYPES
+from dshub.quant.registry import Registry
 
 TypeFn = Callable[[str, tuple[int, ...]], str]
 # The ggml types this converter can write (a `gguf_<TYPE>` codec exists); --tensor-type and policies may ask for these.
@@ -38,26 +39,35 @@ class QuantScheme:
     make: Callable[[SchemeContext], TypeFn]
 
 
-SCHEMES: dict[str, QuantScheme] = {}
+SCHEMES: Registry[str, QuantScheme] = Registry("--quant scheme")
 ParamHook = Callable[[Any, TypeFn, SchemeContext], TypeFn]
-PARAM_HOOKS: dict[str, ParamHook] = {}
+
+
+@dataclass(frozen=True)
+class RegisteredHook:
+    option: str  # the GGUFOptions field it reads
+    order: int  # hooks apply in ascending order, whatever the import order
+    fn: ParamHook
+
+
+PARAM_HOOKS: Registry[str, RegisteredHook] = Registry("--to gguf option hook")
 
 
 def register_scheme(name: str, file_type: int | None = None) -> Callable[[Callable[[SchemeContext], TypeFn]], Callable[[SchemeContext], TypeFn]]:
     """Register `make` as `--quant name`; file_type defaults to llama.cpp's ftype of the same name."""
 
     def deco(make: Callable[[SchemeContext], TypeFn]) -> Callable[[SchemeContext], TypeFn]:
-        SCHEMES[name.upper()] = QuantScheme(name.upper(), FILE_TYPES[name.upper()] if file_type is None else file_type, make)
+        SCHEMES.add(name.upper(), QuantScheme(name.upper(), FILE_TYPES[name.upper()] if file_type is None else file_type, make))
         return make
 
     return deco
 
 
-def register_param_hook(param: str) -> Callable[[ParamHook], ParamHook]:
-    """Register a wrapper for a `--to gguf` option: hook(value, type_fn, ctx) -> type_fn."""
+def register_param_hook(option: str, order: int) -> Callable[[ParamHook], ParamHook]:
+    """Register a wrapper for a `--to gguf` option: hook(value, type_fn, ctx) -> type_fn, applied in `order`."""
 
     def deco(fn: ParamHook) -> ParamHook:
-        PARAM_HOOKS[param] = fn
+        PARAM_HOOKS.add(option, RegisteredHook(option, order, fn))
         return fn
 
     return deco
@@ -102,17 +112,19 @@ def with_overrides(fn: TypeFn, rules: list[tuple[re.Pattern[str], str]]) -> Type
 
 
 def get_scheme(name: str) -> QuantScheme:
-    s = SCHEMES.get(str(name).upper())
-    if s is None:
+    key = str(name).upper()
+    if key not in SCHEMES:
         raise UsageError(f"--quant {name!r} is not supported; known: {', '.join(SCHEMES)}")
-    return s
+    return SCHEMES.get(key)
 
 
-def resolve(params: dict[str, Any], ctx: SchemeContext) -> tuple[QuantScheme, TypeFn]:
-    """The scheme named by params['quant'] and its type function with hooks and --tensor-type rules applied."""
-    scheme = get_scheme(params["quant"])
+def resolve(opts: Any, ctx: SchemeContext) -> tuple[QuantScheme, TypeFn]:
+    """The scheme `opts.quant` names and its type function with the option hooks (in their order) and the
+    --tensor-type rules applied. `opts` is a GGUFOptions (read only)."""
+    scheme = get_scheme(opts.quant)
     fn = scheme.make(ctx)
-    for key, hook in PARAM_HOOKS.items():
-        if params.get(key) is not None:
-            fn = hook(params[key], fn, ctx)
-    return scheme, with_overrides(fn, parse_tensor_types(list(params.get("tensor_type") or [])))
+    for hook in sorted(PARAM_HOOKS.values(), key=lambda h: h.order):
+        value = getattr(opts, hook.option)
+        if value is not None:
+            fn = hook.fn(value, fn, ctx)
+    return scheme, with_overrides(fn, parse_tensor_types(list(opts.tensor_type)))

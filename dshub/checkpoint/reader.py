@@ -50,6 +50,8 @@ def safe_relative(root: Path, rel: str, *, what: str) -> Path:
 class Checkpoint:
     """A checkpoint directory. Nothing but config and index is read until asked for."""
 
+    shapes_only = False  # True for a checkpoint known by shape alone (dshub.checkpoint.shapes)
+
     def __init__(self, root: Path, config: dict[str, Any], weight_map: dict[str, str], index_metadata: dict[str, Any] | None):
         self.root = root
         self.config = config

@@ -13,6 +13,7 @@ from dshub.arch import spec_for
 from dshub.arch.spec import Role, TensorSpec
 from dshub.errors import UsageError
 from dshub.fsutil import atomic_open, write_json_atomic
+from dshub.checkpoint.shapes import release_layout
 from dshub.checkpoint.writer import TensorDecl, write_shard
 from dshub.checkpoint.synth_tokenizer import build_tokenizer
 
@@ -175,12 +176,7 @@ def write_synthetic(out: str | Path, preset: str = "tiny", seed: int = 0) -> dic
     config = make_config(p, vocab_size)
     spec = spec_for(config)
 
-    decls: list[TensorDecl] = []
-    for t in spec:
-        dtype = "F8_E4M3" if t.fp8 else ("F32" if t.role is Role.ROUTER_BIAS else "BF16")
-        decls.append(TensorDecl(t.name, dtype, t.shape))
-        if t.fp8:
-            decls.append(TensorDecl(t.scale_name, "F32", (math.ceil(t.shape[0] / 128), math.ceil(t.shape[1] / 128))))
+    decls = release_layout(spec)
     # HF writes the MTP layer into the last shard(s); our canonical spec order already puts it last.
     shards = plan_shards(decls, p.shard_bytes)
     n = len(shards)

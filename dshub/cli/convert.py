@@ -1,4 +1,4 @@
-"""Command: convert (every target; target-specific options travel in ConversionOptions.params)."""
+"""Command: convert (every target; the flags become that target's typed options, validated before any work)."""
 from __future__ import annotations
 
 import os
@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from dshub.converters import ConversionOptions, run_conversion
+from dshub.converters import build_options, run_conversion
 
 from dshub.cli.app import DeviceOpt, DryRunOpt, JsonOpt, WorkersOpt, app, guarded, out_console, print_json
 from dshub.cli.checkpoint import human
@@ -40,14 +40,13 @@ def convert(
     mtp: Annotated[bool, typer.Option("--mtp", help="gguf: keep the MTP layers as blk.N + blk.N.nextn.* (llama.cpp with next-n support).")] = False,
 ) -> None:
     """Convert a checkpoint: streaming, bounded memory, atomic files, resumable."""
-    raw: dict[str, Any] = {
-        "format": format_, "group_size": group_size, "symmetric": symmetric, "scope": scope, "ignore": ignore or None,
-        "quant": quant, "split_max_size": split_max_size, "split_max_tensors": split_max_tensors,
-        "tensor_type": tensor_type or None, "policy": str(policy) if policy else None, "target_size": target_size,
-        "imatrix": str(imatrix) if imatrix else None, "mtp": True if mtp else None,
-    }
-    params = {k: v for k, v in raw.items() if v is not None}
-    opts = ConversionOptions(target=to, out=out, device=device, workers=workers, drop_mtp=drop_mtp, dry_run=dry_run, params=params)
+    # Flags left at None were not given; a target that does not take a given flag refuses it by name.
+    opts = guarded(lambda: build_options(
+        to, out=out, device=device, workers=workers, drop_mtp=drop_mtp, dry_run=dry_run,
+        format=format_, group_size=group_size, symmetric=symmetric, scope=scope, ignore=tuple(ignore) if ignore else None,
+        quant=quant, split_max_size=split_max_size, split_max_tensors=split_max_tensors,
+        tensor_type=tuple(tensor_type) if tensor_type else None, policy=str(policy) if policy else None,
+        target_size=target_size, imatrix=imatrix, mtp=True if mtp else None))
     result = guarded(lambda: run_conversion(path, opts))
     doc = result.to_dict()
     if json_:

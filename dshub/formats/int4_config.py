@@ -1,6 +1,6 @@
-"""INT4 (W4A16) checkpoints read back: their `quantization_config`, the packed tensors each quantized linear
-must have, and the problems `dshub verify` reports (shapes vs `weight_shape`, non-finite scales, modules that
-are neither packed nor listed as left out)."""
+"""INT4 (W4A16) `quantization_config`, written and read in one place: the config each format's engines read
+(compressed-tensors `pack-quantized`, GPTQ v1, AWQ GEMM), the packed tensors each quantized linear must have, and the
+problems `dshub verify` reports (shapes vs `weight_shape`, non-finite scales, modules neither packed nor left out)."""
 from __future__ import annotations
 
 import re
@@ -72,6 +72,74 @@ LEFT_OUT_MATCH: dict[str, Callable[[tuple[str, ...], str], bool]] = {
 }
 
 
+# ------------------------------------------------------------------ written
+CT_VERSION = "0.20.0"  # the compressed-tensors release whose pack-quantized layout this writer follows
+
+
+def collapse_left_out(left_out: list[str], linear: list[str]) -> list[str]:
+    """Left-out modules as the engines' substring / prefix-regex skip lists need them: a module is replaced by
+    `ancestor.` when every linear module under that ancestor is left out, so the names an engine gives its fused
+    layers (`self_attn.fused_qkv_a_proj`, `mlp.gate_up_proj`, `shared_experts.gate_up_proj`) are covered too."""
+    total: dict[str, int] = {}
+    kept: dict[str, int] = {}
+    out_set = set(left_out)
+    for m in linear:
+        parts = m.split(".")
+        for i in range(1, len(parts)):
+            a = ".".join(parts[:i])
+            total[a] = total.get(a, 0) + 1
+            kept[a] = kept.get(a, 0) + (m in out_set)
+    result = set()
+    for m in left_out:
+        parts = m.split(".")
+        ancestors = (".".join(parts[:i]) for i in range(1, len(parts)))
+        whole = next((a for a in ancestors if total.get(a) == kept.get(a)), None)
+        result.add(f"{whole}." if whole else m)
+    return sorted(result)
+
+
+def skip_regex(entries: list[str]) -> str:
+    """One anchored regex matching module names by the collapsed entries (`x.` = prefix, else the exact name)."""
+    alts = [re.escape(e) if e.endswith(".") else re.escape(e) + "$" for e in entries]
+    return "^(?:" + "|".join(alts) + ")"
+
+
+def ct_config(group_size: int, symmetric: bool, left_out: list[str], linear: list[str]) -> dict[str, Any]:
+    weights = {"num_bits": 4, "type": "int", "symmetric": symmetric, "group_size": group_size,
+               "strategy": "group", "dynamic": False, "actorder": None, "observer": "minmax"}
+    return {"quant_method": "compressed-tensors", "format": "pack-quantized", "quantization_status": "compressed",
+            "version": CT_VERSION,
+            "config_groups": {"group_0": {"targets": ["Linear"], "weights": weights, "input_activations": None,
+                                          "output_activations": None, "format": "pack-quantized"}},
+            "ignore": sorted(left_out), "kv_cache_scheme": None, "global_compression_ratio": None,
+            "sparsity_config": {}, "transform_config": {}}
+
+
+def gptq_config(group_size: int, symmetric: bool, left_out: list[str], linear: list[str]) -> dict[str, Any]:
+    # GPTQModel / vLLM `dynamic`: a "-:" key is a regex (re.match) of modules that stay unquantized.
+    skip = collapse_left_out(left_out, linear)
+    return {"quant_method": "gptq", "bits": 4, "group_size": group_size, "desc_act": False, "sym": True,
+            "static_groups": False, "true_sequential": True, "lm_head": False, "checkpoint_format": "gptq",
+            "dynamic": {f"-:{skip_regex(skip)}": {}} if skip else {}}
+
+
+def awq_config(group_size: int, symmetric: bool, left_out: list[str], linear: list[str]) -> dict[str, Any]:
+    # AutoAWQ / vLLM / SGLang skip a module when any entry is a substring of its name.
+    return {"quant_method": "awq", "bits": 4, "group_size": group_size, "zero_point": True, "version": "gemm",
+            "modules_to_not_convert": collapse_left_out(left_out, linear)}
+
+
+QUANT_CONFIGS: dict[str, Callable[[int, bool, list[str], list[str]], dict[str, Any]]] = {
+    "compressed-tensors": ct_config, "gptq": gptq_config, "awq": awq_config,
+}
+
+
+def quantization_config(fmt: str, group_size: int, symmetric: bool, left_out: list[str], linear: list[str]) -> dict[str, Any]:
+    """The `quantization_config` for an INT4 output: `left_out` linear modules stay BF16 (`linear` lists them all)."""
+    return QUANT_CONFIGS[fmt](group_size, symmetric, left_out, linear)
+
+
+# ------------------------------------------------------------------ read back
 def int4_config(config: dict[str, Any]) -> Int4Config | None:
     """The INT4 layout config.json declares, or None when the checkpoint is not INT4 weight-only."""
     qc = config.get("quantization_config") or {}

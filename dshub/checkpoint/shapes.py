@@ -1,0 +1,58 @@
+"""Checkpoints known by shape alone: the tensors a model's release stores, from config.json, without any data.
+
+`release_layout` is the on-disk layout DeepSeek-style releases use (block-FP8 e4m3 linears with F32 128x128
+`weight_scale_inv`, F32 router bias, BF16 elsewhere); `synth` writes exactly it, and `shape_checkpoint` wraps it in
+a `Checkpoint` whose headers exist only in memory. Converters plan on such a checkpoint as on a real one, so a
+catalog model (a config.json and nothing else) is sized by the same code that sizes a real conversion.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from dshub.arch import spec_for
+from dshub.arch.spec import ArchSpec, Role
+from dshub.checkpoint.header import ShardHeader, TensorEntry
+from dshub.checkpoint.reader import Checkpoint
+from dshub.checkpoint.writer import TensorDecl, shard_size
+
+SHAPES_SHARD = "model.safetensors"  # the one in-memory shard of a shape checkpoint
+FP8_BLOCK = 128
+
+
+def release_dtype(spec_role: Role, fp8: bool) -> str:
+    return "F8_E4M3" if fp8 else ("F32" if spec_role is Role.ROUTER_BIAS else "BF16")
+
+
+def release_layout(spec: ArchSpec) -> list[TensorDecl]:
+    """Every stored tensor of the release, in canonical order; each FP8 weight followed by its scale."""
+    decls: list[TensorDecl] = []
+    for t in spec:
+        decls.append(TensorDecl(t.name, release_dtype(t.role, t.fp8), t.shape))
+        if t.fp8:
+            decls.append(TensorDecl(t.scale_name, "F32", (math.ceil(t.shape[0] / FP8_BLOCK), math.ceil(t.shape[1] / FP8_BLOCK))))
+    return decls
+
+
+class ShapeCheckpoint(Checkpoint):
+    """A `Checkpoint` whose one shard exists only as a header (no tensor data can be read)."""
+
+    shapes_only = True
+
+    def read(self, name: str) -> Any:  # pragma: no cover - converters never read data while planning
+        raise NotImplementedError(f"{name}: a shape checkpoint holds no data")
+
+
+def shape_checkpoint(config: dict[str, Any], root: str | Path = ".") -> ShapeCheckpoint:
+    """The release layout of `config` as a checkpoint rooted at `root` (its tokenizer files, if any, are used)."""
+    decls = release_layout(spec_for(config))
+    size = shard_size(decls, {"format": "pt"})
+    start = size - sum(d.nbytes for d in decls)
+    entries: dict[str, TensorEntry] = {}
+    for d in decls:
+        entries[d.name] = TensorEntry(d.name, d.dtype, tuple(d.shape), start, start + d.nbytes)
+        start += d.nbytes
+    ckpt = ShapeCheckpoint(Path(root), config, {d.name: SHAPES_SHARD for d in decls}, None)
+    ckpt._headers[SHAPES_SHARD] = ShardHeader(Path(root) / SHAPES_SHARD, entries, {"format": "pt"}, size - sum(d.nbytes for d in decls), size)
+    return ckpt
