@@ -1,4 +1,5 @@
-"""Shared fixtures: isolated HF caches, synthetic checkpoints written once per session, a CLI runner."""
+"""Shared fixtures: isolated HF caches, synthetic checkpoints written once per session, a CLI runner; the fake hub
+and the recipes' GGUF (from tests/support) are re-exported here so every test module can ask for them."""
 from __future__ import annotations
 
 import os
@@ -9,10 +10,19 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from tests.support.fakehub import hub, repo_files  # noqa: F401  (fixtures)
+from tests.support.recipes_fixtures import tiny_gguf  # noqa: F401  (fixture)
+from tests.support.tools import require_triton_kernels
+
 # Triton's CPU interpreter must be chosen before anything imports triton (compressed-tensors does, at import):
 # without a GPU the Triton kernel tests run in it. `--device auto` never picks it (see quant/device.py).
+# Importing triton now (prepare_interpreter does, when it is installed) fixes that choice for the whole session, whatever
+# a test later does to the environment; the `triton_kernels` fixture fails the tests that need kernels if it cannot.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+from dshub.quant.triton.parity import prepare_interpreter  # noqa: E402  (only once TRITON_INTERPRET is set)
+
+prepare_interpreter()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -46,10 +56,10 @@ def tiny_copy(tiny_ckpt: Path, tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_bf16(tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The BF16 conversion of `tiny_ckpt`."""
-    from dshub.converters import ConversionOptions, run_conversion
+    from dshub.converters import build_options, run_conversion
 
     out = tmp_path_factory.mktemp("bf16") / "tiny-bf16"
-    run_conversion(tiny_ckpt, ConversionOptions("bf16", out))
+    run_conversion(tiny_ckpt, build_options("bf16", out=out))
     return out
 
 
@@ -64,3 +74,9 @@ def cli():
         return runner.invoke(app, [str(a) for a in args])
 
     return invoke
+
+
+@pytest.fixture
+def triton_kernels() -> None:
+    """Fails the test when the Triton kernels cannot run here (neither a GPU nor Triton's CPU interpreter)."""
+    require_triton_kernels()

@@ -9,7 +9,7 @@ import torch
 
 from dshub.checkpoint.reader import Checkpoint
 from dshub.checkpoint.synth import PRESETS, QUANTIZATION_CONFIG, write_synthetic
-from dshub.verify.checks import verify
+from dshub.verify import verify
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes(tiny_ckpt: Path, tmp_path: Path):
@@ -47,7 +47,7 @@ def test_real_layout(tiny_ckpt: Path):
 
 
 def test_tokenizer_is_a_real_byte_level_bpe(tiny_ckpt: Path):
-    tokenizers = pytest.importorskip("tokenizers")
+    import tokenizers
     tok = tokenizers.Tokenizer.from_file(str(tiny_ckpt / "tokenizer.json"))
     text = "Experts route tokens: 12 + 30 = 42."
     enc = tok.encode(text)

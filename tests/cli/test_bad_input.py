@@ -269,7 +269,7 @@ def test_usage_errors_exit_2(cli, tiny_ckpt: Path, tmp_path: Path):
 
 def test_cuda_without_gpu_is_a_clear_error(cli, tiny_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     if torch.cuda.is_available():
-        pytest.skip("a GPU is visible")
+        pytest.skip("checks the answer on a machine without a CUDA GPU; this one has one")
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # the interpreter would stand in for a GPU
     r = cli("convert", tiny_ckpt, "--to", "bf16", "--out", tmp_path / "o", "--device", "cuda")
     assert r.exit_code == 1 and "--device cuda" in r.output and "cpu" in r.output and "Traceback" not in r.output

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from dshub.converters import ConversionOptions, run_conversion
+from dshub.converters import build_options, run_conversion
 from dshub.checkpoint.reader import Checkpoint
 from dshub.constants import MANIFEST_NAME, TMP_SUFFIX
 from dshub.checkpoint.header import read_header
@@ -78,11 +78,11 @@ def test_output_is_a_complete_hf_checkpoint(tiny_ckpt: Path, tiny_bf16: Path):
 
 def test_same_input_gives_byte_identical_output_and_drop_mtp(tiny_ckpt: Path, tiny_bf16: Path, tmp_path: Path):
     again = tmp_path / "again"
-    run_conversion(tiny_ckpt, ConversionOptions("bf16", again, workers=2))
+    run_conversion(tiny_ckpt, build_options("bf16", out=again, workers=2))
     for p in tiny_bf16.iterdir():
         assert (again / p.name).read_bytes() == p.read_bytes(), p.name
     nomtp = tmp_path / "nomtp"
-    run_conversion(tiny_ckpt, ConversionOptions("bf16", nomtp, drop_mtp=True))
+    run_conversion(tiny_ckpt, build_options("bf16", out=nomtp, drop_mtp=True))
     cfg = json.loads((nomtp / "config.json").read_text())
     assert cfg["num_nextn_predict_layers"] == 0
     layers = cfg["num_hidden_layers"]
@@ -90,7 +90,7 @@ def test_same_input_gives_byte_identical_output_and_drop_mtp(tiny_ckpt: Path, ti
 
 
 def test_transformers_loads_the_conversion_with_reference_logits(tiny_ckpt: Path, tiny_bf16: Path, tmp_path: Path):
-    transformers = pytest.importorskip("transformers")
+    import transformers
     from safetensors.torch import save_file
 
     model, info = transformers.AutoModelForCausalLM.from_pretrained(tiny_bf16, dtype=torch.bfloat16, output_loading_info=True)

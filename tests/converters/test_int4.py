@@ -10,13 +10,13 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from dshub.converters import ConversionOptions, run_conversion
+from dshub.converters import build_options, run_conversion
 from dshub.checkpoint.reader import Checkpoint
 from dshub.errors import CheckpointError, QuantizationError, UsageError
 from dshub.checkpoint.synth import write_synthetic
 from dshub.quant.fp8 import dequant_fp8_block_f32
 from dshub.quant.int4 import dequantize_int4, quantize_int4, scheme_for, unpack_compressed_tensors
-from test_int4_quant import read_awq, read_ct, read_gptq
+from tests.support.int4_readers import read_awq, read_ct, read_gptq
 
 GROUPS = (32, 64, 128)
 EXPERT = "model.layers.1.mlp.experts.3.down_proj"
@@ -30,7 +30,7 @@ def tiny(tmp_path_factory) -> Path:
 
 
 def convert(src: Path, out: Path, target: str = "int4", **params) -> dict:
-    return run_conversion(src, ConversionOptions(target=target, out=out, params=params), progress=False).to_dict()
+    return run_conversion(src, build_options(target, out=out, **params), progress=False).to_dict()
 
 
 def tensors(d: Path, prefix: str) -> dict[str, torch.Tensor]:
@@ -257,10 +257,10 @@ def test_cli_exit_codes_and_resume(tiny, tmp_path):
 
 
 def test_drop_mtp(tiny, tmp_path):
-    from dshub.verify.checks import verify
+    from dshub.verify import verify
 
     out = tmp_path / "o"
-    run_conversion(tiny, ConversionOptions(target="int4", out=out, drop_mtp=True, params={"format": "awq"}), progress=False)
+    run_conversion(tiny, build_options("int4", out=out, drop_mtp=True, **{"format": "awq"}), progress=False)
     ck = Checkpoint.open(out)
     assert not any(n.startswith("model.layers.3.") for n in ck.weight_map)
     assert ck.config["num_nextn_predict_layers"] == 0

@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+import triton  # noqa: F401  (the [test] extra installs it; the kernels need it)
 
 from dshub.checkpoint.synth import write_synthetic
-
-pytest.importorskip("triton")
+from tests.support.tools import REPO_ROOT
 
 
 @pytest.mark.slow
@@ -27,7 +26,7 @@ def test_triton_path_is_byte_identical_with_cpu(tmp_path):
         outs[device] = tmp_path / device
         args = [sys.executable, "-m", "dshub.cli", "convert", str(src), "--to", "int4", "--out", str(outs[device]),
                 "--device", device, "--format", "awq", "--asymmetric", "--group-size", "64", "--json"]
-        r = subprocess.run(args, env=env, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+        r = subprocess.run(args, env=env, capture_output=True, text=True, cwd=REPO_ROOT)
         assert r.returncode == 0, r.stderr[-2000:]
         assert f'"device": "{device}"' in r.stdout
     files = sorted(p.name for p in outs["cpu"].iterdir() if p.suffix in (".safetensors", ".json") and p.name != "dshub-manifest.json")

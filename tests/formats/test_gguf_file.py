@@ -3,18 +3,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import gguf
 import numpy as np
 import pytest
 import torch
 
-gguf = pytest.importorskip("gguf")
-
-from dshub.errors import GGUFError  # noqa: E402
-from dshub.formats.gguf_file import (  # noqa: E402
+from dshub.errors import GGUFError
+from dshub.formats.gguf_file import (
     KV, VT, TensorInfo, file_size, read_gguf_header, split_kvs, split_names, split_set, split_tensors, write_gguf,
 )
-from dshub.quant.registry import get_codec  # noqa: E402
-import dshub.quant.gguf  # noqa: E402,F401
+from dshub.quant.registry import get_codec
+import dshub.quant.gguf  # noqa: F401
 
 KVS = [
     KV("general.architecture", VT.STRING, "deepseek2"),

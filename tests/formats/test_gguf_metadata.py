@@ -7,20 +7,11 @@ import pytest
 
 from dshub.formats.gguf_metadata import arch_kvs, gating_func, general_kvs
 from dshub.converters.gguf.schemes import SchemeContext, resolve
+from dshub.converters.sizing import target_options
 from dshub.converters.gguf.tensors import plan_tensors
 from dshub.formats.gguf_layout import forced_f32, map_tensors
 from dshub.errors import ConfigError, UsageError
-
-V3 = {
-    "architectures": ["DeepseekV3ForCausalLM"], "first_k_dense_replace": 3, "hidden_size": 7168, "intermediate_size": 18432,
-    "kv_lora_rank": 512, "max_position_embeddings": 163840, "moe_intermediate_size": 2048, "moe_layer_freq": 1, "n_group": 8,
-    "n_routed_experts": 256, "n_shared_experts": 1, "norm_topk_prob": True, "num_attention_heads": 128, "num_experts_per_tok": 8,
-    "num_hidden_layers": 61, "num_key_value_heads": 128, "num_nextn_predict_layers": 1, "q_lora_rank": 1536,
-    "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "rms_norm_eps": 1e-06, "rope_theta": 10000, "routed_scaling_factor": 2.5,
-    "rope_scaling": {"beta_fast": 32, "beta_slow": 1, "factor": 40, "mscale": 1.0, "mscale_all_dim": 1.0,
-                     "original_max_position_embeddings": 4096, "type": "yarn"},
-    "scoring_func": "sigmoid", "topk_group": 4, "topk_method": "noaux_tc", "v_head_dim": 128, "vocab_size": 129280,
-}
+from tests.support.configs import V3
 
 
 def kv(config: dict) -> dict:
@@ -81,7 +72,7 @@ def test_v3_tensor_map_matches_llama_cpp() -> None:
 def test_v3_q8_0_plan_size_and_v2_lite_map() -> None:
     mapped = map_tensors(V3)
     ctx = SchemeContext(V3, tuple((n, s) for n, s, _ in mapped if not forced_f32(n, s)))
-    _, fn = resolve({"quant": "Q8_0"}, ctx)
+    _, fn = resolve(target_options("gguf", quant="Q8_0"), ctx)
     planned = plan_tensors(mapped, fn)
     total = sum(p.info.nbytes for p in planned)
     assert 710e9 < total < 716e9  # ~713 GB: why a 671B Q8_0 needs --split-max-size
@@ -93,7 +84,7 @@ def test_v3_q8_0_plan_size_and_v2_lite_map() -> None:
 
 def test_unknown_quant_lists_known() -> None:
     with pytest.raises(UsageError, match="known: F32, F16, BF16, Q8_0"):
-        resolve({"quant": "Q3_XL"}, SchemeContext(V3, ()))
+        resolve(target_options("gguf", quant="Q3_XL"), SchemeContext(V3, ()))
 
 
 def test_llama_cpp_caveats() -> None:

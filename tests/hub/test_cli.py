@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from dshub.hub.hashing import sha256_file
-from fakehub import REPO, TEST_TOKEN, hub, repo_files, sha256  # noqa: F401
+from tests.support.fakehub import REPO, TEST_TOKEN, sha256  # noqa: F401
+from tests.support.tools import REPO_ROOT
 
 SHARD = "model-00005-of-00009.safetensors"
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 
 
 def _json(result) -> dict:
@@ -75,7 +76,7 @@ def test_modelscope_without_sdk_says_how_to_install(cli, hub, tmp_path, monkeypa
 
 
 def test_modelscope_source_downloads_with_the_sdk(cli, hub, repo_files, tmp_path, monkeypatch):
-    pytest.importorskip("modelscope_hub", reason="the optional ModelScope SDK (dshub[modelscope]) is not installed")
+    import modelscope_hub  # noqa: F401  (the ModelScope SDK, dshub[modelscope], in the [test] extra)
     commit = hub.add_repo(REPO, repo_files, ref="master")
     monkeypatch.setenv("MODELSCOPE_ENDPOINT", hub.endpoint)
     monkeypatch.setenv("MODELSCOPE_CACHE", str(tmp_path / "ms-cache"))

@@ -13,7 +13,7 @@ from dshub.errors import DiskSpaceError, GatedRepo, RepoNotFound, RevisionNotFou
 from dshub.hub.download import DownloadPlan, FileState, download
 from dshub.hub.layout import hf_cache_dir
 from dshub.hub.hash_check import verify_hashes
-from fakehub import REPO, TEST_TOKEN, hub, repo_files, sha256  # noqa: F401
+from tests.support.fakehub import REPO, TEST_TOKEN, sha256  # noqa: F401
 
 SHARD = "model-00003-of-00009.safetensors"
 

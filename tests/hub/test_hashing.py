@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -15,6 +14,7 @@ from dshub.errors import CheckpointError, SourceUnavailable, UsageError
 from dshub.hub.hashing import CHUNK, HashCache, Stamp, git_blob_sha1, hash_many, sha256_file
 from dshub.hub.download import select
 from dshub.hub.sources import make_source, scrub
+from tests.support.tools import require_executable
 
 
 @pytest.fixture
@@ -34,10 +34,10 @@ def test_sha256_matches_hashlib_across_chunk_boundaries(files):
         assert sha256_file(p) == hashlib.sha256(p.read_bytes()).hexdigest()
 
 
-@pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
 def test_git_blob_sha1_matches_git(files):
+    git = require_executable("git")
     for p in files.values():
-        want = subprocess.run(["git", "hash-object", str(p)], capture_output=True, text=True, check=True).stdout.strip()
+        want = subprocess.run([git, "hash-object", str(p)], capture_output=True, text=True, check=True).stdout.strip()
         assert git_blob_sha1(p) == want
 
 

@@ -11,11 +11,10 @@ import torch
 
 from dshub.quant import device as qd
 from dshub.quant.device import CudaState, DeviceNameError, DeviceUnavailable, resolve_device
-from dshub.quant.triton.parity import prepare_interpreter
 
 HAS_GPU = torch.cuda.is_available()
-NO_KERNELS = prepare_interpreter()  # without a GPU: TRITON_INTERPRET=1, set before triton is imported
-needs_kernels = pytest.mark.skipif(bool(NO_KERNELS), reason=str(NO_KERNELS))
+needs_kernels = pytest.mark.usefixtures("triton_kernels")  # fails, with the reason, where the kernels cannot run
+NO_GPU_ONLY = pytest.mark.skipif(HAS_GPU, reason="checks the answer on a machine without a CUDA GPU; this one has one")
 
 
 @pytest.fixture
@@ -41,13 +40,13 @@ def test_cpu_never_touches_the_gpu():
     assert resolve_device("cpu", largest_bytes=10**15, probe=never_probe) == "cpu"
 
 
-@pytest.mark.skipif(HAS_GPU, reason="checks the no-GPU answer")
+@NO_GPU_ONLY
 def test_cuda_without_a_gpu_fails_with_the_reason(no_interpreter):
     with pytest.raises(DeviceUnavailable, match=r"--device cuda: .*(no CUDA|CUDA support).*use --device cpu"):
         resolve_device("cuda")
 
 
-@pytest.mark.skipif(HAS_GPU, reason="checks the no-GPU answer")
+@NO_GPU_ONLY
 def test_auto_without_a_gpu_falls_back_and_says_so(no_interpreter, capsys):
     assert resolve_device("auto") == "cpu"
     err = capsys.readouterr().err
@@ -82,7 +81,7 @@ def test_interpreter_is_a_device_for_cuda_but_not_for_auto(monkeypatch):
 
 
 # ------------------------------------------------------------------ through the CLI
-@pytest.mark.skipif(HAS_GPU, reason="checks the no-GPU answer")
+@NO_GPU_ONLY
 def test_cli_cuda_without_gpu_exits_1_before_writing(cli, tiny_ckpt: Path, tmp_path: Path, no_interpreter):
     out = tmp_path / "out"
     r = cli("convert", tiny_ckpt, "--to", "bf16", "--out", out, "--device", "cuda")

@@ -12,7 +12,6 @@ from dshub.recipes.formats import weight_format
 from dshub.recipes.hardware import gpu
 from dshub.recipes.models import CATALOG, resolve_model
 from dshub.recipes.planner import GB, Request, kv_bytes_per_token, plan, require, total_weight_bytes
-from recipes_fixtures import tiny_gguf  # noqa: F401  (fixture)
 
 
 def chosen(**kw):

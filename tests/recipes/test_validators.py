@@ -1,7 +1,7 @@
 """Generated recipes against the engines' and tools' own checkers (offline, CPU): vLLM 0.33.0's `vllm serve`
 parser and registries, SGLang 0.5.23's ServerArgs, llama-server b10434, Docker Compose v2.40.3 `config -q`,
 kubernetes-validate --strict (LeaderWorkerSet pod templates as Pods). Needs the venv that
-.ci/recipe-validators.sh builds; skipped, with the reason, when it is absent."""
+.ci/recipe-validators.sh builds (`bash .ci/test.sh` runs it); each test fails, saying so, when it is absent."""
 from __future__ import annotations
 
 import itertools
@@ -16,9 +16,8 @@ from dshub.recipes import Network, RecipeOptions, Request, make_recipe, plan
 from dshub.recipes.api import render_recipe
 from dshub.recipes.engine_facts import ENGINES
 from dshub.recipes.render.jsondoc import recipe_doc
-from recipes_fixtures import tiny_gguf  # noqa: F401  (fixture)
-from dshub.recipes.validate import (check_compose, check_k8s, check_llama_server, check_sglang, check_vllm, resolve_compose,
-                              validator_venv)
+from dshub.recipes.validate import check_compose, check_k8s, check_llama_server, check_sglang, check_vllm, resolve_compose
+from tests.support.tools import require_validator_venv
 
 MODELS = ("deepseek-v3", "deepseek-r1", "deepseek-v3.1", "deepseek-v3.2", "kimi-k2", "deepseek-v4-flash", "deepseek-v4-pro",
           "deepseek-r1-0528-nvfp4")
@@ -30,10 +29,7 @@ HEAD = "10.0.0.1"
 
 @pytest.fixture(scope="module")
 def venv() -> Path:
-    v = validator_venv()
-    if v is None:
-        pytest.skip("recipe validator venv not built: run .ci/recipe-validators.sh (or set DSHUB_VALIDATORS)")
-    return v
+    return require_validator_venv()
 
 
 def engine_args(engine: str, argv: list[str]) -> list[str]:

@@ -352,7 +352,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 # ---------------------------------------------------------------------------------------------- pytest fixtures
-# Test modules import these by name (`from fakehub import hub, repo_files  # noqa: F401`).
+# tests/conftest.py re-exports these, so every test module can ask for them.
 import pytest  # noqa: E402
 
 TEST_TOKEN = "hf_dshubTestToken0123456789abcdef"

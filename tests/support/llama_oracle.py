@@ -1,8 +1,8 @@
 """llama.cpp as a bit-exact oracle: its compiled ggml quantizers, reached through llama-cpp-python's libraries.
 
 `ggml_quantize(type, x, imatrix)` calls `ggml_quantize_chunk`, the function llama-quantize itself uses, so the
-bytes are exactly what `llama-quantize` writes for one tensor. Tests skip when llama-cpp-python is missing
-(`.ci/llama-cpp.sh` installs it).
+bytes are exactly what `llama-quantize` writes for one tensor. A test that calls it fails when llama-cpp-python is
+missing (`.ci/llama-cpp.sh`, run by `.ci/test.sh`, installs it).
 """
 from __future__ import annotations
 
@@ -10,21 +10,18 @@ import ctypes
 import os
 
 import numpy as np
-import pytest
 
 from dshub.quant.gguf.types import GGML_TYPES
+from tests.support.tools import require
 
 _LIB: ctypes.CDLL | None = None
 
 
 def ggml_lib() -> ctypes.CDLL:
-    """libggml-base from the installed llama-cpp-python, or skip the test."""
+    """libggml-base from the installed llama-cpp-python, or fail the test."""
     global _LIB
     if _LIB is None:
-        try:
-            import llama_cpp
-        except ImportError:
-            pytest.skip("llama-cpp-python is not installed (run .ci/llama-cpp.sh)")
+        llama_cpp = require("llama_cpp")
         path = os.path.join(os.path.dirname(llama_cpp.__file__), "lib", "libggml-base.so")
         lib = ctypes.CDLL(path)
         lib.ggml_quantize_chunk.restype = ctypes.c_size_t

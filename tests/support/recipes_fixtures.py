@@ -1,4 +1,4 @@
-"""Fixtures shared by the recipes tests (imported by name into each module)."""
+"""Fixtures shared by the recipes tests (re-exported by tests/conftest.py)."""
 from __future__ import annotations
 
 from pathlib import Path

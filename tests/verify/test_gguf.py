@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from dshub.converters import ConversionOptions, run_conversion
+from dshub.converters import build_options, run_conversion
 from dshub.formats.gguf_file import KV, TensorInfo, read_gguf_header, write_gguf
-from dshub.verify.checks import verify
+from dshub.verify import verify
 
 
 @pytest.fixture(scope="module")
 def split_dir(tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("gguf-split")
-    run_conversion(tiny_ckpt, ConversionOptions("gguf", out, params={"quant": "Q8_0", "split_max_tensors": 20}), progress=False)
+    run_conversion(tiny_ckpt, build_options("gguf", out=out, **{"quant": "Q8_0", "split_max_tensors": 20}), progress=False)
     return out
 
 
@@ -99,7 +99,7 @@ def test_damaged_files_are_named(split_dir: Path, tmp_path: Path) -> None:
 
 
 def test_deep_verify_finds_nan_values_and_scales(tiny_ckpt: Path, tmp_path: Path, cli) -> None:
-    run_conversion(tiny_ckpt, ConversionOptions("gguf", tmp_path, params={"quant": "Q8_0"}), progress=False)
+    run_conversion(tiny_ckpt, build_options("gguf", out=tmp_path, **{"quant": "Q8_0"}), progress=False)
     path = tmp_path / "tiny-Q8_0.gguf"
     h = read_gguf_header(path)
     by = {t.name: t for t in h.tensors}

@@ -10,10 +10,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from dshub.converters import ConversionOptions, run_conversion
+from dshub.converters import build_options, run_conversion
 from dshub.info import checkpoint_info
 from dshub.checkpoint.synth import write_synthetic
-from dshub.verify.checks import verify
+from dshub.verify import verify
 
 EXPERT = "model.layers.2.mlp.experts.1.up_proj"
 RUNS = {"ct": {"symmetric": False, "group_size": 64}, "gptq": {"format": "gptq"}, "awq": {"format": "awq", "symmetric": False}}
@@ -26,7 +26,7 @@ def outputs(tmp_path_factory) -> dict[str, Path]:
     outs = {}
     for name, params in RUNS.items():
         outs[name] = root / name
-        run_conversion(root / "tiny", ConversionOptions(target="int4", out=outs[name], params=params), progress=False)
+        run_conversion(root / "tiny", build_options("int4", out=outs[name], **params), progress=False)
     return outs
 
 

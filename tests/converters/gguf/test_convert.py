@@ -4,15 +4,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import gguf
 import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
 
-gguf = pytest.importorskip("gguf")
-
-from dshub.converters import ConversionOptions, run_conversion  # noqa: E402
-from dshub.errors import CheckpointError, UsageError  # noqa: E402
+from dshub.converters import build_options, run_conversion
+from dshub.errors import CheckpointError, UsageError
 
 QUANTS = ["F16", "BF16", "Q8_0", "Q4_0", "Q5_0"]
 # max |dequantized - source| / block absmax: half a quantization step (a full one at Q4_0/Q5_0's clamped end)
@@ -21,7 +20,7 @@ BLOCK_BOUND = {"Q8_0": 0.5 / 127 + 2**-10, "Q4_0": 1 / 8 + 2**-9, "Q5_0": 1 / 16
 
 
 def convert(src: Path, out: Path, **params) -> dict:
-    return run_conversion(src, ConversionOptions("gguf", out, params=params), progress=False).to_dict()
+    return run_conversion(src, build_options("gguf", out=out, **params), progress=False).to_dict()
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +189,7 @@ def test_split_by_tensor_count_and_size(tiny_ckpt: Path, tmp_path: Path) -> None
 
 
 def test_dry_run_writes_nothing_and_plans_sizes(tiny_ckpt: Path, tmp_path: Path) -> None:
-    doc = run_conversion(tiny_ckpt, ConversionOptions("gguf", tmp_path / "o", dry_run=True, params={"quant": "Q4_0"})).to_dict()
+    doc = run_conversion(tiny_ckpt, build_options("gguf", out=tmp_path / "o", dry_run=True, **{"quant": "Q4_0"})).to_dict()
     assert doc["dry_run"] and not (tmp_path / "o").exists()
     assert doc["types"] == {"F32": 17, "Q4_0": 35} and doc["tensors"] == 52 and doc["mtp_layers_left_out"] == 1
     real = convert(tiny_ckpt, tmp_path / "o", quant="Q4_0")
@@ -227,13 +226,13 @@ def test_bad_options_are_usage_errors(tiny_ckpt: Path, tmp_path: Path) -> None:
                         ({"quant": "Q8_0", "tensor_type": ["nope"]}, "expected REGEX=TYPE"),
                         ({"quant": "Q8_0", "bogus": 1}, "does not take bogus")]:
         with pytest.raises(UsageError, match=msg):
-            run_conversion(tiny_ckpt, ConversionOptions("gguf", tmp_path / "o", params=params))
+            run_conversion(tiny_ckpt, build_options("gguf", out=tmp_path / "o", **params))
 
 
 def test_tensor_type_without_a_quantizer_is_a_usage_error(tiny_ckpt: Path, tmp_path: Path) -> None:
     for t in ("IQ2_XXS", "Q8_K"):  # ggml types dshub cannot write: refused before any work
         with pytest.raises(UsageError, match=f"cannot write type '{t}'; supported: F32"):
-            run_conversion(tiny_ckpt, ConversionOptions("gguf", tmp_path / "o", params={"quant": "Q8_0", "tensor_type": [f".*={t}"]}))
+            run_conversion(tiny_ckpt, build_options("gguf", out=tmp_path / "o", **{"quant": "Q8_0", "tensor_type": [f".*={t}"]}))
     assert not (tmp_path / "o").exists()
 
 
@@ -265,7 +264,7 @@ def test_cli_json(cli, tiny_ckpt: Path, tmp_path: Path) -> None:
 
 
 def test_mtp_layers_kept_on_request(tiny_ckpt: Path, tmp_path: Path) -> None:
-    from dshub.verify.checks import verify
+    from dshub.verify import verify
 
     cfg = json.loads((tiny_ckpt / "config.json").read_text())
     doc = convert(tiny_ckpt, tmp_path, quant="Q8_0", mtp=True)
@@ -306,7 +305,7 @@ def test_interrupted_run_leaves_no_partial_file_and_resumes(tiny_ckpt: Path, tmp
             yield chunk
 
     def run(**kw) -> dict:
-        opts = ConversionOptions("gguf", tmp_path, workers=1, params={"quant": "Q8_0", "split_max_tensors": 20, **kw})
+        opts = build_options("gguf", out=tmp_path, workers=1, **{"quant": "Q8_0", "split_max_tensors": 20, **kw})
         return run_conversion(tiny_ckpt, opts, progress=False).to_dict()
 
     monkeypatch.setattr("dshub.converters.gguf.convert.produce", failing)

@@ -7,23 +7,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dshub.quant.triton.parity import prepare_interpreter
+from dshub.converters.gguf.tensors import PlannedTensor, SourceReader, plan_tensors, produce
+from dshub.checkpoint.reader import Checkpoint
+from dshub.formats.gguf_layout import map_tensors
+from dshub.quant.registry import CODECS
 
-if reason := prepare_interpreter():
-    pytest.skip(reason, allow_module_level=True)
-
-from dshub.converters.gguf.tensors import PlannedTensor, SourceReader, plan_tensors, produce  # noqa: E402
-from dshub.checkpoint.reader import Checkpoint  # noqa: E402
-from dshub.formats.gguf_layout import map_tensors  # noqa: E402
-from dshub.quant.registry import CODECS  # noqa: E402
-
-pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning:triton.runtime.interpreter")
+pytestmark = [
+    pytest.mark.usefixtures("triton_kernels"),  # fails, with the reason, where the kernels cannot run
+    pytest.mark.filterwarnings("ignore::RuntimeWarning:triton.runtime.interpreter"),
+]
 
 
 @pytest.mark.parametrize("qtype", ["Q8_0", "Q4_0", "Q5_0"])
 def test_cuda_quantizers_in_the_producer_match_cpu(tiny_ckpt: Path, qtype: str) -> None:
-    if (f"gguf_{qtype}", "cuda") not in CODECS:
-        pytest.skip(f"no cuda kernel registered for gguf_{qtype}")
+    assert (f"gguf_{qtype}", "cuda") in CODECS, f"no cuda kernel registered for gguf_{qtype}"
     ckpt = Checkpoint.open(tiny_ckpt)
     planned = {p.info.name: p for p in plan_tensors(map_tensors(ckpt.config), lambda n, s: qtype)}
     for name in ("blk.0.attn_k_b.weight", "blk.1.attn_kv_a_mqa.weight"):  # small: the interpreter is slow

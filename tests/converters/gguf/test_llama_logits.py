@@ -16,16 +16,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import gguf
 import numpy as np
 import pytest
 import torch
+import transformers
 
-llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (run .ci/llama-cpp.sh)")
-transformers = pytest.importorskip("transformers")
-gguf = pytest.importorskip("gguf")
+from dshub.converters import build_options, run_conversion
+from dshub.formats.gguf_layout import map_tensors
+from tests.support.tools import require
 
-from dshub.converters import ConversionOptions, run_conversion  # noqa: E402
-from dshub.formats.gguf_layout import map_tensors  # noqa: E402
+llama_cpp = require("llama_cpp")
 
 pytestmark = pytest.mark.slow
 
@@ -115,7 +116,7 @@ def ggufs(tiny_bf16: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     out = {}
     for q in ("F16", "Q8_0"):
         d = tmp_path_factory.mktemp(f"llama-{q}")
-        doc = run_conversion(tiny_bf16, ConversionOptions("gguf", d, params={"quant": q}), progress=False).to_dict()
+        doc = run_conversion(tiny_bf16, build_options("gguf", out=d, **{"quant": q}), progress=False).to_dict()
         out[q] = d / doc["files"][0]["name"]
     return out
 
@@ -135,7 +136,7 @@ def test_q8_0_logits_match_transformers_on_its_weights(ggufs: dict[str, Path], t
 
 
 def test_split_set_loads_from_first_file(tiny_bf16: Path, ggufs: dict[str, Path], tmp_path: Path) -> None:
-    doc = run_conversion(tiny_bf16, ConversionOptions("gguf", tmp_path, params={"quant": "F16", "split_max_tensors": 16}),
+    doc = run_conversion(tiny_bf16, build_options("gguf", out=tmp_path, **{"quant": "F16", "split_max_tensors": 16}),
                          progress=False).to_dict()
     files = [tmp_path / f["name"] for f in doc["files"]]
     assert len(files) == 4 and files[0].name.endswith("-00001-of-00004.gguf")
@@ -148,8 +149,8 @@ def test_yarn_rope_scaling_matches_transformers(tmp_path: Path) -> None:
     from dshub.checkpoint.synth import write_synthetic
 
     write_synthetic(tmp_path / "fp8", "tiny-yarn")
-    run_conversion(tmp_path / "fp8", ConversionOptions("bf16", tmp_path / "bf16"), progress=False)
-    doc = run_conversion(tmp_path / "bf16", ConversionOptions("gguf", tmp_path / "g", params={"quant": "F16"}), progress=False).to_dict()
+    run_conversion(tmp_path / "fp8", build_options("bf16", out=tmp_path / "bf16"), progress=False)
+    doc = run_conversion(tmp_path / "bf16", build_options("gguf", out=tmp_path / "g", **{"quant": "F16"}), progress=False).to_dict()
     ids = [0] + list(range(40, 160))
     ref, margins = hf_logits(hf_model(tmp_path / "bf16"), ids)
     check(llama_logits(tmp_path / "g" / doc["files"][0]["name"], ids), ref, margins, "F16", "F16 yarn")
@@ -157,6 +158,6 @@ def test_yarn_rope_scaling_matches_transformers(tmp_path: Path) -> None:
 
 def test_mtp_gguf_loads_and_trunk_logits_unchanged(tiny_bf16: Path, ggufs: dict[str, Path], tmp_path: Path) -> None:
     """llama.cpp builds with next-n support load the MTP block and leave the main model's logits as they were."""
-    doc = run_conversion(tiny_bf16, ConversionOptions("gguf", tmp_path, params={"quant": "F16", "mtp": True}), progress=False).to_dict()
+    doc = run_conversion(tiny_bf16, build_options("gguf", out=tmp_path, **{"quant": "F16", "mtp": True}), progress=False).to_dict()
     got = llama_logits(tmp_path / doc["files"][0]["name"], IDS[:12])
     np.testing.assert_array_equal(got, llama_logits(ggufs["F16"], IDS[:12]))

@@ -2,7 +2,7 @@
 
 The DeepSeek-V3 tensor list (1086 tensors) comes from the real config dimensions; the expected per-tensor types are
 llama-quantize's rules for deepseek2 (src/llama-quant.cpp). Byte-exactness against llama-quantize itself is in
-test_kquants_llama.py.
+test_mixtures_llama.py.
 """
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from dshub.converters import ConversionOptions, run_conversion
+from dshub.converters import build_options, run_conversion
 from dshub.converters.gguf.mixtures import MIXTURES, category, use_more_bits
 from dshub.converters.gguf.policy import load_policy, presets, solve_target_size, step
 from dshub.converters.gguf.schemes import SchemeContext, resolve
+from dshub.converters.sizing import target_options
 from dshub.converters.gguf.tensors import plan_tensors
 from dshub.errors import PolicyError, UsageError
 from dshub.formats.gguf_layout import forced_f32, map_tensors
@@ -37,7 +38,7 @@ def v3() -> tuple[dict, list]:
 
 def _plan(config: dict, mapped: list, **params) -> dict[str, str]:
     ctx = SchemeContext(config, tuple((n, s) for n, s, _ in mapped if not forced_f32(n, s)))
-    _, fn = resolve(params, ctx)
+    _, fn = resolve(target_options("gguf", **params), ctx)
     return {p.info.name: p.info.ggml_type for p in plan_tensors(mapped, fn)}
 
 
@@ -197,7 +198,7 @@ def test_policy_error_stops_the_cli_before_writing(tiny_ckpt: Path, tmp_path: Pa
 def test_target_size_lands_under_budget(v3) -> None:
     config, mapped = v3
     ctx = SchemeContext(config, tuple((n, s) for n, s, _ in mapped if not forced_f32(n, s)))
-    _, base = resolve({"quant": "Q4_K_M"}, ctx)
+    _, base = resolve(target_options("gguf", quant="Q4_K_M"), ctx)
     sizes = []
     for gb in (230, 280, 330, 400, 500):
         chosen, planned = solve_target_size(base, ctx, gb * 10**9)
@@ -230,8 +231,7 @@ def test_target_size_too_small_is_a_clear_error(v3) -> None:
 
 
 def test_dry_run_plan_reports_mixture(tiny_ckpt: Path, tmp_path: Path) -> None:
-    res = run_conversion(tiny_ckpt, ConversionOptions(target="gguf", out=tmp_path / "o", dry_run=True,
-                                                      params={"quant": "Q4_K_M"}))
+    res = run_conversion(tiny_ckpt, build_options("gguf", out=tmp_path / "o", dry_run=True, **{"quant": "Q4_K_M"}))
     doc = res.to_dict()
     assert doc["dry_run"] and doc["file_type"] == 15
     assert doc["types"]["Q6_K"] >= 1 and doc["types"]["Q5_0"] >= 1

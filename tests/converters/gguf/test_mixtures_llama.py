@@ -7,7 +7,7 @@
    model without q_lora_rank is not usable here: llama.cpp recognizes "lite" deepseek2 models by their layer count.)
 2. llama.cpp runs our Q4_K_M GGUF; its logits are compared with transformers' DeepseekV3ForCausalLM
    (a) on the GGUF's own dequantized weights: what remains is llama.cpp's activation quantization (Q8_K blocks of
-       256 for K-quant matmuls, Q8_0 for Q5_0/Q8_0), the same mechanism as the Q8_0 test in test_gguf_llama.py, so
+       256 for K-quant matmuls, Q8_0 for Q5_0/Q8_0), the same mechanism as the Q8_0 test in test_llama_logits.py, so
        the same bound (12 % of the logit scale) and routing-margin threshold apply;
    (b) on the BF16 weights: adds Q4_K_M's weight error (relative RMS ~3-4 % per tensor, amplified ~7x through these
        random-weight models as measured for Q8_0); bound 40 % of the logit scale, and top-1 agreement wherever the
@@ -20,15 +20,16 @@ import dataclasses
 import json
 from pathlib import Path
 
+import gguf
 import numpy as np
 import pytest
 
-llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (run .ci/llama-cpp.sh)")
-gguf = pytest.importorskip("gguf")
+from dshub.converters import build_options, run_conversion
+from dshub.checkpoint.synth import PRESETS, write_synthetic
+from dshub.quant.gguf.types import FILE_TYPES
+from tests.support.tools import require
 
-from dshub.converters import ConversionOptions, run_conversion  # noqa: E402
-from dshub.checkpoint.synth import PRESETS, write_synthetic  # noqa: E402
-from dshub.quant.gguf.types import FILE_TYPES  # noqa: E402
+llama_cpp = require("llama_cpp")
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +45,7 @@ MIXES = ("Q4_K_M", "Q3_K_M", "Q2_K", "Q3_K_S", "Q3_K_L", "Q4_K_S", "Q5_K_S", "Q5
 
 
 def _convert(src: Path, out: Path, **params) -> Path:
-    doc = run_conversion(src, ConversionOptions("gguf", out, params=params), progress=False).to_dict()
+    doc = run_conversion(src, build_options("gguf", out=out, **params), progress=False).to_dict()
     return out / doc["files"][0]["name"]
 
 

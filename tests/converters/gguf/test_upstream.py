@@ -6,51 +6,30 @@ not among them, so the child process answers "deepseek-v3" for it (what the pre-
 """
 from __future__ import annotations
 
-import importlib.util
-import os
-import subprocess
-import sys
 from pathlib import Path
 
+import gguf
 import numpy as np
 import pytest
 
-gguf = pytest.importorskip("gguf")
-
-from dshub.converters import ConversionOptions, run_conversion  # noqa: E402
+from dshub.converters import build_options, run_conversion
+from tests.support.tools import llama_cpp_vendor
+from tests.support.upstream import convert_hf_to_gguf
 
 pytestmark = pytest.mark.slow
-
-
-def _bench_gguf():
-    """bench/gguf.py (its llama.cpp converter runner), loaded by path: `bench` is not a package."""
-    spec = importlib.util.spec_from_file_location("bench_gguf", Path(__file__).resolve().parents[1] / "bench" / "gguf.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 # Keys only upstream writes (derived from the directory name or model card, or defaults we leave out).
 UPSTREAM_ONLY = {"tokenizer.ggml.add_sep_token", "GGUF.kv_count"}
 
 
-def llama_cpp_vendor() -> Path:
-    cache = Path(os.environ.get("DSHUB_LLAMA_CACHE", Path.home() / ".cache" / "dshub" / "llama-cpp"))
-    found = sorted(cache.glob("src/llama_cpp_python-*/vendor/llama.cpp/convert_hf_to_gguf.py"))
-    if not found:
-        pytest.skip(f"llama.cpp's convert_hf_to_gguf.py not found under {cache}/src (run .ci/llama-cpp.sh)")
-    return found[-1].parent
-
-
 @pytest.mark.parametrize("quant", ["Q8_0", "F16"])
 def test_same_bytes_as_convert_hf_to_gguf(tiny_ckpt: Path, tmp_path: Path, quant: str) -> None:
     vendor = llama_cpp_vendor()
     ref_path = tmp_path / "ref.gguf"
-    env = {**os.environ, "NO_LOCAL_GGUF": "1"}
-    proc = subprocess.run([sys.executable, "-c", _bench_gguf().RUNNER, str(vendor), str(tiny_ckpt), str(ref_path), quant.lower()],
-                          capture_output=True, text=True, env=env, timeout=600)
+    proc = convert_hf_to_gguf(vendor, tiny_ckpt, ref_path, quant.lower())
     assert proc.returncode == 0, proc.stderr[-3000:]
-    doc = run_conversion(tiny_ckpt, ConversionOptions("gguf", tmp_path / "ours", params={"quant": quant}), progress=False).to_dict()
+    doc = run_conversion(tiny_ckpt, build_options("gguf", out=tmp_path / "ours", **{"quant": quant}), progress=False).to_dict()
     ours, ref = gguf.GGUFReader(tmp_path / "ours" / doc["files"][0]["name"]), gguf.GGUFReader(ref_path)
     t_ours, t_ref = {t.name: t for t in ours.tensors}, {t.name: t for t in ref.tensors}
     assert set(t_ours) == set(t_ref)

@@ -11,7 +11,7 @@ import torch
 from gguf import GGMLQuantizationType
 from gguf.quants import dequantize
 
-from llama_oracle import ggml_quantize
+from tests.support.llama_oracle import ggml_quantize
 from dshub.quant import get_codec
 from dshub.quant.gguf.legacy_imatrix import quantize
 from dshub.quant.gguf.kquants import QUANTIZERS, TYPE_SIZES
@@ -131,8 +131,7 @@ def test_fused_kernels_match_llama_cpp(type_name: str, monkeypatch: pytest.Monke
     from dshub.quant.gguf import kq_fused
     from dshub.quant.gguf.types import GGML_TYPES
 
-    if kq_fused._state["disabled"]:
-        pytest.skip("fused kernels disabled (DSHUB_KQUANT_COMPILE=0 or no working compiler)")
+    assert not kq_fused._state["disabled"], "fused kernels disabled (DSHUB_KQUANT_COMPILE=0 or no working C++ compiler)"
     monkeypatch.setattr(kq_fused, "MIN_ELEMENTS", 0)
     imatrix = torch.rand(512, generator=torch.Generator().manual_seed(2)) ** 4 * 10
     bs = GGML_TYPES[type_name].type_size

@@ -3,17 +3,16 @@ from __future__ import annotations
 
 import zlib
 
+import gguf
 import numpy as np
 import pytest
 import torch
+from gguf import GGMLQuantizationType as QT
+from gguf.constants import GGML_QUANT_SIZES
 
-gguf = pytest.importorskip("gguf")
-from gguf import GGMLQuantizationType as QT  # noqa: E402
-from gguf.constants import GGML_QUANT_SIZES  # noqa: E402
-
-from dshub.quant.gguf.types import GGML_TYPES, fit_type, ggml_type  # noqa: E402
-from dshub.quant.registry import get_codec  # noqa: E402
-import dshub.quant.gguf  # noqa: E402,F401
+from dshub.quant.gguf.types import GGML_TYPES, fit_type, ggml_type
+from dshub.quant.registry import get_codec
+import dshub.quant.gguf  # noqa: F401
 
 TYPES = ["F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"]
 
@@ -49,7 +48,7 @@ def _gguf_py(name: str, x: np.ndarray) -> np.ndarray:
 
 
 def _ggml(name: str, x: np.ndarray) -> np.ndarray:
-    from tests.llama_oracle import ggml_quantize  # skips without llama-cpp-python
+    from tests.support.llama_oracle import ggml_quantize  # fails without llama-cpp-python
 
     return ggml_quantize(name, x)
 

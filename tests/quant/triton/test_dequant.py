@@ -10,18 +10,16 @@ import os
 import pytest
 import torch
 
-from dshub.quant.triton.parity import prepare_interpreter  # noqa: E402
-
-if reason := prepare_interpreter():
-    pytest.skip(reason, allow_module_level=True)
-
-from dshub.quant import mxfp4 as mx_ref  # noqa: E402
-from dshub.quant.registry import get_codec  # noqa: E402
-from dshub.quant.triton import kernel  # noqa: E402
-from dshub.quant.triton.parity import bit_mismatch, kernel_device  # noqa: E402
+from dshub.quant import mxfp4 as mx_ref
+from dshub.quant.registry import get_codec
+from dshub.quant.triton import kernel
+from dshub.quant.triton.parity import bit_mismatch, kernel_device
 
 DEV = kernel_device()
-pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning:triton.runtime.interpreter")  # inf/NaN edge cases, on purpose
+pytestmark = [
+    pytest.mark.usefixtures("triton_kernels"),  # fails, with the reason, where the kernels cannot run
+    pytest.mark.filterwarnings("ignore::RuntimeWarning:triton.runtime.interpreter"),  # inf/NaN edge cases, on purpose
+]
 FP8_CODECS = ("fp8_block_dequant_f32", "fp8_block_dequant_bf16")
 MX_CODECS = ("mxfp4_dequant_f32", "mxfp4_dequant_bf16")
 
@@ -99,8 +97,7 @@ def test_mxfp4_reference_decodes_known_values():
 
 
 def test_mxfp4_scale_decoding_matches_torch_e8m0():
-    if not hasattr(torch, "float8_e8m0fnu"):
-        pytest.skip("this torch has no float8_e8m0fnu")
+    assert hasattr(torch, "float8_e8m0fnu"), "this torch has no float8_e8m0fnu (.ci/test.sh installs torch 2.13.0, which has)"
     b = torch.arange(256, dtype=torch.uint8)
     got = mx_ref.e8m0_to_f32(b)
     want = b.view(torch.float8_e8m0fnu).float()
@@ -110,7 +107,7 @@ def test_mxfp4_scale_decoding_matches_torch_e8m0():
 def test_mxfp4_reference_matches_gguf_py_blocks():
     """gguf-py's MXFP4 (llama.cpp's block layout: e8m0 byte, then nibbles j | j+16 << 4) decodes the
     same values from the same codes and scales."""
-    quants = pytest.importorskip("gguf.quants")
+    from gguf import quants
     gen = torch.Generator().manual_seed(7)
     q = torch.randint(0, 256, (6, 32), dtype=torch.uint8, generator=gen)  # 6 rows x 64 elements
     s = torch.randint(0, 255, (6, 2), dtype=torch.uint8, generator=gen)  # 0xFF is NaN here, not in ggml
@@ -157,22 +154,22 @@ def test_registry_serves_kernels_for_cuda_and_references_for_cpu():
 
 
 def test_quant_imports_and_falls_back_without_triton(tmp_path):
-    """With triton unimportable, `import quant` works, registers no kernel, and 'cuda' gets the reference."""
+    """With triton unimportable, `import dshub.quant` works, registers no kernel, and 'cuda' gets the reference."""
     import subprocess
     import sys
 
     code = (
         "import sys; sys.modules['triton'] = None\n"
         "import importlib.util as u; u.find_spec = (lambda f: (lambda n, *a: None if n == 'triton' else f(n, *a)))(u.find_spec)\n"
-        "import quant, torch\n"
-        "from quant.registry import get_codec, CODECS\n"
+        "import dshub.quant, torch\n"
+        "from dshub.quant.registry import get_codec, CODECS\n"
         "assert not any(d == 'cuda' for _, d in CODECS), CODECS\n"
         "f = get_codec('fp8_block_dequant_bf16', 'cuda')\n"
         "assert f is get_codec('fp8_block_dequant_bf16', 'cpu')\n"
         "w = torch.ones(3, 3).to(torch.float8_e4m3fn)\n"
         "print(f(w, torch.full((1, 1), 2.0)).float().sum().item())\n"
     )
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = str(REPO_ROOT)
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, env={**os.environ, "PYTHONPATH": root})
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "18.0"

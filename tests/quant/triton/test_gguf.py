@@ -6,18 +6,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dshub.quant.triton.parity import prepare_interpreter  # noqa: E402
-
-if reason := prepare_interpreter():
-    pytest.skip(reason, allow_module_level=True)
-
-from dshub.quant.gguf import legacy  # noqa: E402
-from dshub.quant.triton import kernel  # noqa: E402
-from dshub.quant.triton.parity import bit_mismatch, kernel_device  # noqa: E402
+from dshub.quant.gguf import legacy
+from dshub.quant.triton import kernel
+from dshub.quant.triton.parity import bit_mismatch, kernel_device
 
 DEV = kernel_device()
 LEGACY = ("Q8_0", "Q4_0", "Q5_0")
-pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning:triton.runtime.interpreter")  # inf/NaN edge cases, on purpose
+pytestmark = [
+    pytest.mark.usefixtures("triton_kernels"),  # fails, with the reason, where the kernels cannot run
+    pytest.mark.filterwarnings("ignore::RuntimeWarning:triton.runtime.interpreter"),  # inf/NaN edge cases, on purpose
+]
 
 
 def edge_rows(rows: int, cols: int, seed: int) -> torch.Tensor:
