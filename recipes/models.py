@@ -96,10 +96,6 @@ for _e in CATALOG:
     for _k in (_e.name, _e.hub_id, *_e.aliases):
         _BY_KEY[_k.lower()] = _e
 
-# Architectures whose tensors are the DeepSeek-V3 layout plus extras the V3 spec does not list yet.
-_V3_COMPATIBLE: dict[str, str] = {"DeepseekV32ForCausalLM": "DeepseekV3ForCausalLM"}
-
-
 @dataclass(frozen=True)
 class ModelInfo:
     """Everything the planner needs about one model, from the catalog or from a local checkpoint."""
@@ -154,29 +150,9 @@ class ModelInfo:
 _COMPONENT: dict[Role, str] = {
     Role.ATTN: "attn", Role.EXPERT: "expert", Role.SHARED_EXPERT: "shared", Role.DENSE_MLP: "dense",
     Role.EMBED: "embed", Role.HEAD: "head", Role.NORM: "other", Role.ROUTER: "other", Role.ROUTER_BIAS: "other",
-    Role.MTP: "mtp",
+    Role.MTP: "mtp", Role.INDEXER: "attn",
 }
 COMPONENTS: tuple[str, ...] = ("attn", "expert", "shared", "dense", "embed", "head", "other")
-
-
-def _spec(config: dict[str, Any]) -> ArchSpec:
-    try:
-        return spec_for(config)
-    except UnsupportedArchitecture:
-        archs = config.get("architectures") or []
-        base = next((_V3_COMPATIBLE[a] for a in archs if a in _V3_COMPATIBLE), None)
-        if base is None:
-            raise
-        return spec_for({**config, "architectures": [base]})
-
-
-def _indexer_params(config: dict[str, Any]) -> int:
-    """V3.2's lightning indexer per layer: wq_b, wk, k_norm (weight+bias), weights_proj (V3.2 inference/model.py)."""
-    heads, dim = config.get("index_n_heads"), config.get("index_head_dim")
-    if not heads or not dim:
-        return 0
-    q_lora, hidden = config.get("q_lora_rank") or config["hidden_size"], config["hidden_size"]
-    return heads * dim * q_lora + dim * hidden + 2 * dim + heads * hidden
 
 
 def module_of(tensor: str) -> str:
@@ -192,9 +168,6 @@ def _breakdown(spec: ArchSpec) -> tuple[dict[str, int], dict[str, str]]:
         params[comp] += t.numel
         component_of[t.name] = comp
         component_of[module_of(t.name)] = comp  # its scales / packed forms share the module name
-    extra = _indexer_params(spec.config)
-    params["attn"] += extra * spec.num_layers
-    params["mtp"] += extra * spec.num_mtp_layers
     return params, component_of
 
 
@@ -216,7 +189,7 @@ def _tp_split_dims(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
 def info_from_config(config: dict[str, Any], *, name: str, hub_id: str | None, family: str, shipped: str,
                      source: str, path: str | None = None, component_of_out: dict[str, str] | None = None) -> ModelInfo:
     """ModelInfo for a config.json (catalog or local)."""
-    spec = _spec(config)
+    spec = spec_for(config)
     params, component_of = _breakdown(spec)
     if component_of_out is not None:
         component_of_out.update(component_of)

@@ -1,36 +1,13 @@
-"""Architecture specs: from config.json, every tensor a checkpoint must hold. Registry keyed by HF architecture."""
+"""Model families: from config.json, every fact a command needs (see family.py for the contract).
+
+The import list at the bottom is the one place a family is registered: adding a family is one module plus its line
+here, plus its tests.
+"""
 from __future__ import annotations
 
-from typing import Any, Callable
+from dshub.arch.family import FAMILIES, Family, family_for, families, register, spec_for
+from dshub.arch.spec import ArchSpec, Role, TensorSpec
 
-from dshub.errors import UnsupportedArchitecture
-from dshub.arch.spec import ArchSpec, TensorSpec, Role
+from dshub.arch import deepseek_v3, deepseek_v32  # noqa: E402,F401  (register their families)
 
-SPEC_BUILDERS: dict[str, Callable[[dict[str, Any]], ArchSpec]] = {}
-
-
-def register(*architectures: str) -> Callable:
-    """Register an ArchSpec builder for HF `architectures` names."""
-
-    def deco(fn: Callable[[dict[str, Any]], ArchSpec]) -> Callable[[dict[str, Any]], ArchSpec]:
-        for a in architectures:
-            SPEC_BUILDERS[a] = fn
-        return fn
-
-    return deco
-
-
-def spec_for(config: dict[str, Any]) -> ArchSpec:
-    """The ArchSpec for a config.json. Raises UnsupportedArchitecture listing the known ones."""
-    archs = config.get("architectures") or []
-    for a in archs:
-        if a in SPEC_BUILDERS:
-            return SPEC_BUILDERS[a](config)
-    raise UnsupportedArchitecture(
-        f"config.json: architectures {archs!r} not supported; known: {', '.join(sorted(SPEC_BUILDERS))}", path="config.json"
-    )
-
-
-from dshub.arch import deepseek_v3  # noqa: E402,F401  (registers)
-
-__all__ = ["ArchSpec", "TensorSpec", "Role", "spec_for", "register", "SPEC_BUILDERS"]
+__all__ = ["ArchSpec", "TensorSpec", "Role", "Family", "FAMILIES", "family_for", "families", "spec_for", "register"]

@@ -1,10 +1,20 @@
-"""DeepSeek-V2/V3/R1/V3.1 and Kimi-K2 (MLA attention, DeepSeekMoE, optional MTP layers)."""
+"""The DeepSeek-V3 family: DeepSeek-V2/V3/R1/V3.1 and Kimi-K2 (MLA attention, DeepSeekMoE, optional MTP layers).
+
+One module holds every fact dshub knows about the family (see dshub.arch.family): tensor inventory, llama.cpp
+`deepseek2` GGUF mapping, INT4 scopes, planner facts and the engine facts of each release.
+"""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
-from dshub.arch import register
+from dshub.arch.family import (
+    Family, GGUFDerived, GGUFExperts, GGUFField, GGUFMapping, GGUFPart, Int4Scopes, PlannerFacts, Release,
+    ServingFacts, frozen, register,
+)
 from dshub.arch.spec import ArchSpec, Role, TensorSpec, require
+from dshub.errors import ConfigError
+
+ARCHITECTURES = ("DeepseekV3ForCausalLM", "DeepseekV2ForCausalLM", "KimiK2ForCausalLM")
 
 
 def _not_converted(config: dict[str, Any]) -> tuple[str, ...]:
@@ -12,8 +22,12 @@ def _not_converted(config: dict[str, Any]) -> tuple[str, ...]:
     return tuple(qc.get("modules_to_not_convert") or ())
 
 
-@register("DeepseekV3ForCausalLM", "DeepseekV2ForCausalLM", "KimiK2ForCausalLM")
-def deepseek_v3_spec(config: dict[str, Any]) -> ArchSpec:
+# One tensor every layer adds after its attention: (name after `self_attn.`, shape, role, linear, fp8).
+AttnExtra = tuple[str, tuple[int, ...], Role, bool, bool]
+
+
+def deepseek_v3_spec(config: dict[str, Any], attn_extras: tuple[AttnExtra, ...] = ()) -> ArchSpec:
+    """Every tensor of a DeepSeek-V3-shaped checkpoint, in canonical order (`attn_extras`: per-layer additions)."""
     hidden, n_layers, heads, vocab, inter = require(
         config, "hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size", "intermediate_size"
     )
@@ -63,6 +77,8 @@ def deepseek_v3_spec(config: dict[str, Any]) -> ArchSpec:
         add(a + "kv_a_layernorm.weight", (kv_lora,), Role.NORM, i, mtp=mtp)
         add(a + "kv_b_proj.weight", (heads * (qk_nope + v_head), kv_lora), Role.ATTN, i, linear=True, mtp=mtp)
         add(a + "o_proj.weight", (hidden, heads * v_head), Role.ATTN, i, linear=True, mtp=mtp)
+        for suffix, shape, role, linear, fp8 in attn_extras:
+            add(a + suffix, shape, role, i, linear=linear, fp8=fp8, mtp=mtp)
         add(p + "post_attention_layernorm.weight", (hidden,), Role.NORM, i, mtp=mtp)
         m = p + "mlp."
         if n_routed and i >= first_dense and i % freq == 0:
@@ -95,3 +111,223 @@ def deepseek_v3_spec(config: dict[str, Any]) -> ArchSpec:
         experts_per_token=top_k,
         num_experts=n_routed,
     )
+
+
+# ------------------------------------------------------------------ GGUF: llama.cpp's `deepseek2` architecture
+# Tensor names as llama.cpp's loader expects them (gguf-py tensor_mapping / convert_hf_to_gguf.py DeepseekV2Model).
+GLOBAL_NAMES: Mapping[str, str] = frozen({
+    "model.embed_tokens.weight": "token_embd.weight",
+    "model.norm.weight": "output_norm.weight",
+    "lm_head.weight": "output.weight",
+})
+# After `model.layers.{i}.` -> after `blk.{i}.`
+LAYER_NAMES: Mapping[str, str] = frozen({
+    "input_layernorm.weight": "attn_norm.weight",
+    "self_attn.q_proj.weight": "attn_q.weight",
+    "self_attn.q_a_proj.weight": "attn_q_a.weight",
+    "self_attn.q_a_layernorm.weight": "attn_q_a_norm.weight",
+    "self_attn.q_b_proj.weight": "attn_q_b.weight",
+    "self_attn.kv_a_proj_with_mqa.weight": "attn_kv_a_mqa.weight",
+    "self_attn.kv_a_layernorm.weight": "attn_kv_a_norm.weight",
+    "self_attn.o_proj.weight": "attn_output.weight",
+    "post_attention_layernorm.weight": "ffn_norm.weight",
+    "mlp.gate_proj.weight": "ffn_gate.weight",
+    "mlp.up_proj.weight": "ffn_up.weight",
+    "mlp.down_proj.weight": "ffn_down.weight",
+    "mlp.gate.weight": "ffn_gate_inp.weight",
+    "mlp.gate.e_score_correction_bias": "exp_probs_b.bias",
+    "mlp.shared_experts.gate_proj.weight": "ffn_gate_shexp.weight",
+    "mlp.shared_experts.up_proj.weight": "ffn_up_shexp.weight",
+    "mlp.shared_experts.down_proj.weight": "ffn_down_shexp.weight",
+})
+# MTP-only tensors of layer N (after `model.layers.{N}.`) -> after `blk.{N}.`
+MTP_NAMES: Mapping[str, str] = frozen({
+    "enorm.weight": "nextn.enorm.weight",
+    "hnorm.weight": "nextn.hnorm.weight",
+    "eh_proj.weight": "nextn.eh_proj.weight",
+    "embed_tokens.weight": "nextn.embed_tokens.weight",
+    "shared_head.norm.weight": "nextn.shared_head_norm.weight",
+    "shared_head.head.weight": "nextn.shared_head_head.weight",
+})
+KV_B = "self_attn.kv_b_proj.weight"
+
+
+def kv_b_parts(config: dict[str, Any]) -> tuple[GGUFPart, ...]:
+    """MLA's kv_b_proj as llama.cpp runs it: attn_k_b (per head, transposed) and attn_v_b."""
+    heads = int(config["num_attention_heads"])
+    nope, v_head, kv_lora = int(config["qk_nope_head_dim"]), int(config["v_head_dim"]), int(config["kv_lora_rank"])
+    split = (heads, nope, v_head)
+    return (GGUFPart("attn_k_b.weight", (heads, kv_lora, nope), "k_b", split),
+            GGUFPart("attn_v_b.weight", (heads, v_head, kv_lora), "v_b", split))
+
+
+# Copied fields, in the order llama.cpp's converter writes them. q_lora_rank is null for V2-Lite: then omitted.
+FIELDS: tuple[GGUFField, ...] = (
+    GGUFField("vocab_size", "vocab_size", "UINT32"),
+    GGUFField("context_length", "max_position_embeddings", "UINT32"),
+    GGUFField("embedding_length", "hidden_size", "UINT32"),
+    GGUFField("feed_forward_length", "intermediate_size", "UINT32"),
+    GGUFField("block_count", "num_hidden_layers", "UINT32"),
+    GGUFField("attention.head_count", "num_attention_heads", "UINT32"),
+    GGUFField("attention.layer_norm_rms_epsilon", "rms_norm_eps", "FLOAT32"),
+    GGUFField("rope.freq_base", "rope_theta", "FLOAT32"),
+    GGUFField("leading_dense_block_count", "first_k_dense_replace", "UINT32"),
+    GGUFField("attention.q_lora_rank", "q_lora_rank", "UINT32", required=False),
+    GGUFField("attention.kv_lora_rank", "kv_lora_rank", "UINT32"),
+    GGUFField("expert_feed_forward_length", "moe_intermediate_size", "UINT32"),
+    GGUFField("expert_count", "n_routed_experts", "UINT32"),
+    GGUFField("expert_shared_count", "n_shared_experts", "UINT32"),
+    GGUFField("expert_used_count", "num_experts_per_tok", "UINT32"),
+    GGUFField("expert_weights_scale", "routed_scaling_factor", "FLOAT32"),
+    GGUFField("expert_weights_norm", "norm_topk_prob", "BOOL", required=False),
+    GGUFField("expert_group_count", "n_group", "UINT32", required=False),
+    GGUFField("expert_group_used_count", "topk_group", "UINT32", required=False),
+    GGUFField("rope.dimension_count", "qk_rope_head_dim", "UINT32"),
+)
+
+# Derived MLA keys: the `*_mla` lengths are what make llama.cpp run MLA; the plain ones describe the MQA view.
+DERIVED: tuple[GGUFDerived, ...] = (
+    GGUFDerived("attention.head_count_kv", "UINT32", lambda c: 1),
+    GGUFDerived("attention.key_length", "UINT32", lambda c: c["kv_lora_rank"] + c["qk_rope_head_dim"]),
+    GGUFDerived("attention.value_length", "UINT32", lambda c: c["kv_lora_rank"]),
+    GGUFDerived("attention.key_length_mla", "UINT32", lambda c: c["qk_nope_head_dim"] + c["qk_rope_head_dim"]),
+    GGUFDerived("attention.value_length_mla", "UINT32", lambda c: c["v_head_dim"]),
+)
+# Gating when config.json has no `scoring_func` (transformers 5 stopped writing it): V3-family models always use sigmoid.
+DEFAULT_GATING: Mapping[str, str] = frozen({"DeepseekV2ForCausalLM": "softmax"})
+# llama.cpp divides yarn_log_multiplier by 0.1 when loading deepseek2 (PR #17945), so the file holds 0.1 * mscale_all_dim.
+YARN_LOG_MUL_FACTOR = 0.1
+GGUF_ARCH = "deepseek2"
+
+
+def _key(suffix: str) -> str:
+    return f"{GGUF_ARCH}.{suffix}"
+
+
+def config_from_gguf(kv: Mapping[str, Any], tensor_names: set[str] | None = None) -> dict[str, Any]:
+    """The config.json fields a `deepseek2` GGUF's metadata implies (enough for the architecture's tensor table)."""
+    cfg: dict[str, Any] = {"architectures": ["DeepseekV3ForCausalLM"], "num_nextn_predict_layers": 0, "moe_layer_freq": 1}
+    for f in FIELDS:
+        if _key(f.suffix) in kv:
+            cfg[f.config_key] = kv[_key(f.suffix)]
+        elif f.required and f.config_key not in ("vocab_size",):
+            raise ConfigError(f"GGUF metadata lacks {_key(f.suffix)}", path="gguf")
+    for need in ("attention.key_length_mla", "attention.value_length_mla"):
+        if _key(need) not in kv:
+            raise ConfigError(f"GGUF metadata lacks {_key(need)} (a pre-MLA deepseek2 file)", path="gguf")
+    cfg["num_nextn_predict_layers"] = int(kv.get(_key("nextn_predict_layers"), 0))
+    cfg["num_hidden_layers"] -= cfg["num_nextn_predict_layers"]
+    cfg["qk_nope_head_dim"] = kv[_key("attention.key_length_mla")] - cfg["qk_rope_head_dim"]
+    cfg["v_head_dim"] = kv[_key("attention.value_length_mla")]
+    cfg.setdefault("vocab_size", len(kv.get("tokenizer.ggml.tokens") or []))
+    cfg.setdefault("q_lora_rank", None)
+    if tensor_names is None or any(n.endswith("exp_probs_b.bias") for n in tensor_names):
+        cfg["topk_method"] = "noaux_tc"
+    return cfg
+
+
+# llama.cpp's deepseek2 loader treats a model as "lite" (no q_lora_rank: q_proj instead of q_a/q_b) by its layer count.
+LITE_LAYER_COUNTS = (26, 27)
+
+
+def llama_cpp_caveats(config: dict[str, Any]) -> list[str]:
+    """Why current llama.cpp may refuse or mis-run a GGUF made from this config (empty when none known)."""
+    out = []
+    n = config.get("num_hidden_layers")
+    if config.get("q_lora_rank") is None and n not in LITE_LAYER_COUNTS:
+        out.append(f"q_lora_rank is null but num_hidden_layers is {n}: llama.cpp recognizes q_lora_rank-free models "
+                   f"(V2-Lite) only by {' or '.join(map(str, LITE_LAYER_COUNTS))} layers and will fail to load this file")
+    return out
+
+
+GGUF = GGUFMapping(
+    arch=GGUF_ARCH,
+    global_names=GLOBAL_NAMES,
+    layer_pattern=r"^model\.layers\.(\d+)\.(.+)$",
+    layer_names=LAYER_NAMES,
+    mtp_names=MTP_NAMES,
+    splits=frozen({KV_B: kv_b_parts}),
+    experts=GGUFExperts(r"^mlp\.experts\.(\d+)\.(gate|up|down)_proj\.weight$", "ffn_{proj}_exps.weight",
+                        "mlp.experts.{expert}.{proj}_proj.weight", "n_routed_experts"),
+    fields=FIELDS,
+    derived=DERIVED,
+    block_count_key="num_hidden_layers",
+    mtp_count_key="num_nextn_predict_layers",
+    default_gating=DEFAULT_GATING,
+    default_gating_other="sigmoid",
+    yarn_log_multiplier_factor=YARN_LOG_MUL_FACTOR,
+    config_from_metadata=config_from_gguf,
+    caveats=llama_cpp_caveats,
+)
+
+
+# ------------------------------------------------------------------ planner (../shared/reference/serving.md §5)
+def mla_kv_elems(config: dict[str, Any]) -> int:
+    """MLA caches the compressed latent and the shared rope key: kv_lora_rank + qk_rope_head_dim per token and layer."""
+    return int(config["kv_lora_rank"]) + int(config["qk_rope_head_dim"])
+
+
+def tp_split_dims(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """Widths a TP rank slices: attention per head group, dense MLP, shared expert, routed expert intermediates."""
+    heads = config["num_attention_heads"]
+    qk = config["qk_nope_head_dim"] + config["qk_rope_head_dim"]
+    dims = {
+        "attn": (heads * qk, heads * (config["qk_nope_head_dim"] + config["v_head_dim"]), heads * config["v_head_dim"]),
+        "dense": (config["intermediate_size"],),
+    }
+    if config.get("n_routed_experts"):
+        dims["expert"] = (config["moe_intermediate_size"],)
+        if config.get("n_shared_experts"):
+            dims["shared"] = (config["moe_intermediate_size"] * config["n_shared_experts"],)
+    return dims
+
+
+PLANNER = PlannerFacts(kv_elems_per_token_layer=mla_kv_elems, tp_split_dims=tp_split_dims)
+
+
+# ------------------------------------------------------------------ releases and their engine facts
+# Sources (../shared/reference/serving.md): vLLM §1.3-1.6 ([R] vllm-project/recipes @8959cf6, vLLM docs and issues
+# named inline); SGLang §2 (sglang docs, [SC] sgl-cookbook @7b5bd9c); llama.cpp §3 (chat template from the GGUF,
+# --jinja; no parser flags). Parser names were checked against vLLM 0.33.0's parser registries and SGLang 0.5.23's
+# `--reasoning-parser`/`--tool-call-parser` choices (tests/test_recipes_validators.py).
+VLLM_TEMPLATE = "/vllm-workspace/examples/tool_chat_template_{}.jinja"
+SGLANG_TEMPLATE = "/sgl-workspace/sglang/examples/chat_template/tool_chat_template_{}.jinja"
+V3_MIN_VLLM = ("0.12.0", "vllm recipes: min_vllm_version 0.12.0 (DeepSeek-R1.yaml)")
+
+
+def _engines(vllm: ServingFacts, sglang: ServingFacts, llamacpp: ServingFacts = ServingFacts()) -> Mapping[str, ServingFacts]:
+    return frozen({"vllm": vllm, "sglang": sglang, "llamacpp": llamacpp})
+
+
+# vLLM: serving.md §1.3 "Reasoning parser", "Tools" (PR#18874 for the R1 tool template); SGLang: §2 "Parsers".
+RELEASES: tuple[Release, ...] = (
+    Release("v3", _engines(
+        ServingFacts("deepseek_v3", "deepseek_v3", VLLM_TEMPLATE.format("deepseekv3"), None, *V3_MIN_VLLM),
+        ServingFacts("deepseek-v3", "deepseekv3", SGLANG_TEMPLATE.format("deepseekv3"))),
+        model_types=("deepseek_v3", "deepseek_v2")),
+    Release("kimi_k2", _engines(
+        ServingFacts(None, "kimi_k2", None, None, *V3_MIN_VLLM),
+        ServingFacts(None, "kimi_k2")),
+        name_pattern=r"(?i)kimi", model_types=("kimi_k2",)),
+    Release("v31", _engines(
+        ServingFacts("deepseek_v3", "deepseek_v31", VLLM_TEMPLATE.format("deepseekv31"), None, *V3_MIN_VLLM),
+        ServingFacts("deepseek-v3", "deepseekv31", SGLANG_TEMPLATE.format("deepseekv31"))),
+        name_pattern=r"(?i)v3\.?1"),
+    Release("r1", _engines(
+        ServingFacts("deepseek_r1", "deepseek_v3", VLLM_TEMPLATE.format("deepseekr1"), None, *V3_MIN_VLLM),
+        ServingFacts("deepseek-r1", "deepseekv3", SGLANG_TEMPLATE.format("deepseekr1"))),
+        name_pattern=r"(?i)\br1\b|-r1"),
+    Release("kimi_k2_thinking", _engines(
+        ServingFacts("kimi_k2", "kimi_k2", None, None, *V3_MIN_VLLM),
+        ServingFacts("kimi_k2", "kimi_k2"))),
+)
+
+FAMILY = register(Family(
+    name="deepseek_v3",
+    architectures=ARCHITECTURES,
+    inventory=deepseek_v3_spec,
+    planner=PLANNER,
+    releases=RELEASES,
+    gguf=GGUF,
+    int4=Int4Scopes(),
+))

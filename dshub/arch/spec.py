@@ -20,6 +20,7 @@ class Role(str, Enum):
     EMBED = "embed"
     HEAD = "head"
     MTP = "mtp"  # MTP-only extras: enorm, hnorm, eh_proj, shared_head.*, embed_tokens
+    INDEXER = "indexer"  # sparse-attention indexer (DeepSeek-V3.2's lightning indexer)
 
 
 @dataclass(frozen=True)
