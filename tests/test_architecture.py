@@ -69,7 +69,8 @@ def test_reader_sees_every_kind_of_import(tmp_path: Path) -> None:
         "pkg/a.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg.b import Thing\n",
         "pkg/b.py": "def g():\n    from . import c\n",
         "pkg/c.py": "from .sub import d\nimport pkg.sub.e\n",
-        "pkg/lazy.py": "",
+        "pkg/lazy.py": "", "pkg/table.py": "import importlib\nT = {'x': 'pkg.lazy'}\nNAME = 'pkg'\n"
+                                           "def f(n):\n    return importlib.import_module(T[n])\n",
         "pkg/sub/__init__.py": "from .. import a\nfrom pkg.ext import name_in_init\n",
         "pkg/sub/d.py": "", "pkg/sub/e.py": "",
         "ext/__init__.py": "", "ext/x.py": "from pkg.ext import x\n",  # a self-import is no edge
@@ -77,7 +78,7 @@ def test_reader_sees_every_kind_of_import(tmp_path: Path) -> None:
     graph = {m: sorted(e.target for e in edges) for m, edges in import_graph(root).items()}
     assert graph == {
         "pkg": ["pkg.lazy"], "pkg.a": ["pkg.b"], "pkg.b": ["pkg.c"], "pkg.c": ["pkg.sub.d", "pkg.sub.e"],
-        "pkg.lazy": [], "pkg.sub": ["pkg.a", "pkg.ext"], "pkg.sub.d": [], "pkg.sub.e": [],
+        "pkg.lazy": [], "pkg.table": ["pkg.lazy"], "pkg.sub": ["pkg.a", "pkg.ext"], "pkg.sub.d": [], "pkg.sub.e": [],
         "pkg.ext": [], "pkg.ext.x": [],
     }
 

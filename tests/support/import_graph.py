@@ -2,15 +2,21 @@
 
 Modules are named as the wheel installs them: pyproject's `package-dir` maps each folder to its import name
 (`converters/x.py` -> `dshub.converters.x`). Every import counts, wherever it stands: module level, inside a function,
-under `if TYPE_CHECKING:`, and `importlib.import_module("literal")`. `import a.b.c` is an edge to `a.b.c` only;
-`from p import n` is an edge to `p.n` when that is a module, else to `p`.
+under `if TYPE_CHECKING:`, and `importlib.import_module("literal")` (or a table of dotted module names beside a
+computed `import_module`). `import a.b.c` is an edge to `a.b.c` only; `from p import n` is an edge to `p.n` when that
+is a module, else to `p`.
 """
 from __future__ import annotations
 
 import ast
-import tomllib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,10 +34,14 @@ class Edge:
         return f"{self.path}:{self.line}"
 
 
+def setuptools_config(root: Path = REPO_ROOT) -> dict:
+    """pyproject's [tool.setuptools] table."""
+    return tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+
+
 def package_dirs(root: Path = REPO_ROOT) -> dict[str, Path]:
     """Import name -> folder, from pyproject's [tool.setuptools] package-dir."""
-    cfg = tomllib.loads((root / "pyproject.toml").read_text())
-    return {name: root / folder for name, folder in cfg["tool"]["setuptools"]["package-dir"].items()}
+    return {name: root / folder for name, folder in setuptools_config(root)["package-dir"].items()}
 
 
 def module_files(dirs: dict[str, Path]) -> dict[str, Path]:
@@ -62,7 +72,8 @@ def _resolve_from(module: str, path: Path, node: ast.ImportFrom) -> str:
 
 
 def _dynamic_targets(tree: ast.AST, known: set[str]) -> list[tuple[str, int]]:
-    """import_module/__import__ calls: a literal argument, or (for a computed one) every literal naming a module."""
+    """import_module/__import__ calls: a literal argument; for a computed one, every dotted literal in the file that
+    names a module (a lazy-export table such as `{"convert": "dshub.api"}`)."""
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and (
         getattr(n.func, "attr", None) == "import_module" or getattr(n.func, "id", None) in ("import_module", "__import__"))]
     found = []
@@ -72,7 +83,7 @@ def _dynamic_targets(tree: ast.AST, known: set[str]) -> list[tuple[str, int]]:
             found.append((arg.value, call.lineno))
         else:
             found += [(c.value, c.lineno) for c in ast.walk(tree)
-                      if isinstance(c, ast.Constant) and isinstance(c.value, str) and c.value in known]
+                      if isinstance(c, ast.Constant) and isinstance(c.value, str) and "." in c.value and c.value in known]
     return found
 
 
