@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The README's test command: install dshub with its test extra and every tool the tests use, then run every test.
+#   bash .ci/test.sh [PYTEST_ARGS...]
+# Installs torch (CPU build) and `pip install -e ".[test]"`, llama-cpp-python (.ci/llama-cpp.sh: cached wheel, else
+# built once) and the engine-parser venv (.ci/recipe-validators.sh). Each step is idempotent; any failure stops here,
+# so no test later skips or fails for a missing tool. PYTHON picks the interpreter (default python3).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+PY="${PYTHON:-python3}"
+
+step() { echo "== $*" >&2; }
+
+step "torch (CPU build) and dshub[test]"
+# The CPU build of torch first: a bare torch requirement would resolve to a multi-GB CUDA build.
+"$PY" -m pip install --quiet "torch==2.13.0"
+"$PY" -m pip install --quiet -e ".[test]"
+
+step "llama-cpp-python (.ci/llama-cpp.sh)"
+PYTHON="$PY" bash .ci/llama-cpp.sh
+step "recipe validators (.ci/recipe-validators.sh)"
+PYTHON="$PY" bash .ci/recipe-validators.sh
+
+step "pytest"
+exec "$PY" -m pytest "$@"
