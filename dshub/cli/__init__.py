@@ -1,17 +1,29 @@
-"""`dshub` console entry point: the typer app with every command module registered."""
+"""`dshub` console entry point: the typer app and every command, registered here in the order `--help` lists them.
+
+One module per command group (checkpoint: synth/info/verify; download; convert; recipes: plan/recipe). Command functions
+parse, call one library function and print; they never catch: failures rise to the app's one catch
+(`dshub.cli.app.DshubGroup`), which maps them to a message and an exit code through `dshub.cli.error_table.ERRORS`.
+"""
 from __future__ import annotations
 
+from dshub.cli import checkpoint, convert, download, recipes
 from dshub.cli.app import app
 
-# Each module registers its commands on `app` when imported.
-from dshub.cli import checkpoint  # noqa: E402,F401  synth, info, verify
-from dshub.cli import download  # noqa: E402,F401  download (+ verify --hashes helpers)
-from dshub.cli import convert  # noqa: E402,F401  convert
-from dshub.cli import recipes  # noqa: E402,F401  plan, recipe
+COMMANDS = (
+    ("synth", checkpoint.synth),
+    ("info", checkpoint.info),
+    ("verify", checkpoint.verify),
+    ("download", download.download),
+    ("convert", convert.convert),
+    ("plan", recipes.plan),
+    ("recipe", recipes.recipe),
+)
+for _name, _command in COMMANDS:
+    app.command(_name)(_command)
 
-__all__ = ["app", "main"]
+__all__ = ["COMMANDS", "app", "main"]
 
 
 def main() -> None:
+    """The console script `dshub` (and `python -m dshub.cli`)."""
     app()
-

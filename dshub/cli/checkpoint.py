@@ -7,25 +7,16 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from dshub.cli.app import JsonOpt, app, guarded, out_console, print_json
-from dshub.cli.download import hash_report, print_hash_report
-from dshub.info import checkpoint_info
 from dshub.checkpoint.synth import PRESETS, write_synthetic
-from dshub.verify import verify as run_verify
+from dshub.cli.download import hash_report, print_hash_report
+from dshub.cli.format import human
 from dshub.cli.gguf_view import print_gguf_info
-
-PathArg = Annotated[Path, typer.Argument(help="Checkpoint directory (HF layout).")]
-
-
-def human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1000
-    return str(n)
+from dshub.cli.options import JsonOpt, PathArg
+from dshub.cli.output import out_console, print_json
+from dshub.info import checkpoint_info
+from dshub.verify import verify as run_verify
 
 
-@app.command()
 def synth(
     out: Annotated[Path, typer.Argument(help="Directory to write the synthetic checkpoint into.")],
     preset: Annotated[str, typer.Option(help=f"One of: {', '.join(PRESETS)}.")] = "tiny",
@@ -33,22 +24,22 @@ def synth(
     json_: JsonOpt = False,
 ) -> None:
     """Write a small block-FP8 DeepSeek-V3 checkpoint with the real layout (no network needed)."""
-    res = guarded(lambda: write_synthetic(out, preset, seed))
+    res = write_synthetic(out, preset, seed)
     if json_:
         print_json(res)
     else:
         out_console.print(f"wrote {res['preset']} checkpoint to {res['path']}: {res['shards']} shards, {res['tensors']} tensors, {human(res['bytes'])}")
 
 
-@app.command()
 def info(path: PathArg, json_: JsonOpt = False) -> None:
     """Architecture, parameter counts, encodings, shards and the size of each output format."""
-    doc = guarded(lambda: checkpoint_info(path))
+    doc = checkpoint_info(path)
     if json_:
         print_json(doc)
         return
     if doc.get("format") == "gguf":
-        return print_gguf_info(doc)
+        print_gguf_info(doc)
+        return
     p = doc["params"]
     out_console.print(f"[bold]{doc['architecture']}[/] ({doc['model_type']}) at {doc['path']}")
     out_console.print(f"layers {doc['layers']} (+{doc['mtp_layers']} MTP, {doc['dense_layers']} dense), hidden {doc['hidden_size']}, "
@@ -68,7 +59,6 @@ def info(path: PathArg, json_: JsonOpt = False) -> None:
     out_console.print(table)
 
 
-@app.command()
 def verify(
     path: PathArg,
     deep: Annotated[bool, typer.Option("--deep", help="Also scan every value for NaN/Inf (reads all data).")] = False,
@@ -77,7 +67,7 @@ def verify(
     json_: JsonOpt = False,
 ) -> None:
     """Check headers, index, tensor set and shapes, and FP8 scales (and file hashes). Exit 0 clean, 1 with findings."""
-    report = guarded(lambda: run_verify(path, deep=deep))
+    report = run_verify(path, deep=deep)
     hreport = hash_report(path, hashes, against_hub)
     if json_:
         print_json(report.to_dict() | ({"hashes": hreport.to_dict()} if hreport else {}))

@@ -6,14 +6,15 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich.table import Table
 
 from dshub.converters import build_options, run_conversion
 
-from dshub.cli.app import DeviceOpt, DryRunOpt, JsonOpt, WorkersOpt, app, guarded, out_console, print_json
-from dshub.cli.checkpoint import human
+from dshub.cli.format import human
+from dshub.cli.options import DeviceOpt, DryRunOpt, JsonOpt, WorkersOpt
+from dshub.cli.output import out_console, print_json
 
 
-@app.command()
 def convert(
     path: Annotated[Path, typer.Argument(help="Input checkpoint directory (block-FP8 or BF16 safetensors).")],
     to: Annotated[str, typer.Option("--to", help="Target: bf16 | int4 | gguf.")],
@@ -41,13 +42,13 @@ def convert(
 ) -> None:
     """Convert a checkpoint: streaming, bounded memory, atomic files, resumable."""
     # Flags left at None were not given; a target that does not take a given flag refuses it by name.
-    opts = guarded(lambda: build_options(
+    opts = build_options(
         to, out=out, device=device, workers=workers, drop_mtp=drop_mtp, dry_run=dry_run,
         format=format_, group_size=group_size, symmetric=symmetric, scope=scope, ignore=tuple(ignore) if ignore else None,
         quant=quant, split_max_size=split_max_size, split_max_tensors=split_max_tensors,
         tensor_type=tuple(tensor_type) if tensor_type else None, policy=str(policy) if policy else None,
-        target_size=target_size, imatrix=imatrix, mtp=True if mtp else None))
-    result = guarded(lambda: run_conversion(path, opts))
+        target_size=target_size, imatrix=imatrix, mtp=True if mtp else None)
+    result = run_conversion(path, opts)
     doc = result.to_dict()
     if json_:
         print_json(doc)
@@ -62,8 +63,6 @@ def convert(
 
 def print_tensor_table(doc: dict[str, Any]) -> None:
     """The per-tensor plan (GGUF --dry-run): name, shape, type (and what was asked when it fell back), size."""
-    from rich.table import Table
-
     table = Table("tensor", "shape", "type", "size", box=None, pad_edge=False)
     for t in doc["tensor_table"]:
         kind = t["type"] if t.get("asked") in (None, t["type"]) else f"{t['type']} (asked {t['asked']})"

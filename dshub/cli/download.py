@@ -8,17 +8,12 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from dshub.cli.app import DryRunOpt, JsonOpt, app, err_console, guarded, out_console, print_json
-from dshub.hub.download import DEFAULT_WORKERS, DownloadPlan, DownloadResult, download as run_download_cmd
-from dshub.hub.sources import SOURCES
+from dshub.cli.format import gb
+from dshub.cli.options import DryRunOpt, JsonOpt, PatternOpt, RevisionOpt
+from dshub.cli.output import err_console, out_console, print_json
+from dshub.hub.download import DEFAULT_WORKERS, DownloadPlan, DownloadResult, download as run_download
 from dshub.hub.hash_check import HashReport, verify_hashes
-
-RevisionOpt = Annotated[Optional[str], typer.Option("--revision", help="Branch, tag or commit (default: main; master on ModelScope).")]
-PatternOpt = Annotated[Optional[list[str]], typer.Option(help="fnmatch pattern on repo paths; repeatable.")]
-
-
-def gb(n: int | None) -> str:
-    return "?" if n is None else f"{n / 1e9:.2f} GB"
+from dshub.hub.sources import SOURCES
 
 
 def print_plan(plan: DownloadPlan) -> None:
@@ -58,7 +53,6 @@ def print_result(res: DownloadResult) -> None:
     out_console.print(f"{res.plan.root}: {status}", soft_wrap=True)
 
 
-@app.command()
 def download(
     repo: Annotated[str, typer.Argument(help="Repository id, e.g. deepseek-ai/DeepSeek-V3.")],
     revision: RevisionOpt = None,
@@ -75,10 +69,10 @@ def download(
 
     Honours HF_ENDPOINT (mirrors), HF_TOKEN and HF_HUB_OFFLINE. Exit 0 complete, 1 failed, 2 usage error.
     """
-    out = guarded(lambda: run_download_cmd(
+    out = run_download(
         repo, revision=revision, local_dir=local_dir, include=include or (), exclude=exclude or (), source=source,
         workers=workers, dry_run=dry_run, verify=not no_verify,
-    ))
+    )
     if isinstance(out, DownloadPlan):
         if json_:
             print_json({"dry_run": True, "plan": out.to_dict()})
@@ -95,12 +89,12 @@ def download(
         raise typer.Exit(1)
 
 
-# ---------------------------------------------------------------------------------- verify --hashes (called by cli_core)
+# ------------------------------------------------------------------------ verify --hashes (called by cli.checkpoint)
 def hash_report(path: Path, hashes: bool, against_hub: str | None) -> HashReport | None:
     """Run the hash verification when asked for; None otherwise."""
     if not (hashes or against_hub):
         return None
-    return guarded(lambda: verify_hashes(path, against_hub=against_hub))
+    return verify_hashes(path, against_hub=against_hub)
 
 
 def print_hash_report(report: HashReport) -> None:

@@ -1,16 +1,15 @@
-"""Rich rendering of `dshub info` for GGUF files (the command itself lives in cli_core)."""
+"""Rich rendering of `dshub info` for GGUF files (the command itself lives in dshub.cli.checkpoint)."""
 from __future__ import annotations
 
 from typing import Any
 
 from rich.table import Table
 
-from dshub.cli.app import out_console
+from dshub.cli.format import human
+from dshub.cli.output import out_console
 
 
 def print_gguf_info(doc: dict[str, Any]) -> None:
-    from dshub.cli.checkpoint import human  # cli_core imports this module
-
     hp = doc["hparams"]
     out_console.print(f"[bold]GGUF {doc['architecture']}[/] {doc['name'] or ''} ({doc['file_type']}) at {doc['path']}")
     out_console.print(f"layers {hp.get('block_count')} ({hp.get('leading_dense_block_count', 0)} dense), hidden {hp.get('embedding_length')}, "

@@ -13,20 +13,9 @@ from dshub.recipes.planner import GB
 from dshub.recipes.render import summary_lines
 from dshub.recipes.render.jsondoc import recipe_doc
 
-from dshub.cli.app import JsonOpt, app, err_console, guarded, out_console, print_json
-
-ModelArg = Annotated[str, typer.Argument(help="Catalog name (e.g. deepseek-r1), hub id, or local checkpoint dir.")]
-GpuOpt = Annotated[str, typer.Option("--gpu", help="GPU type, e.g. h100, h200, h20, b200, mi300x.")]
-GpnOpt = Annotated[Optional[int], typer.Option("--gpus-per-node", min=1, help="GPUs per node (default: the card's usual 8).")]
-NodesOpt = Annotated[int, typer.Option("--nodes", min=1, help="Number of nodes.")]
-WeightsOpt = Annotated[Optional[str], typer.Option("--weights", help="fp8 | bf16 | int4 | fp4-fp8 | gguf:TYPE (default: as shipped).")]
-ContextOpt = Annotated[Optional[int], typer.Option("--context", min=1, help="Context length to serve (default: the most that fits).")]
-EngineOpt = Annotated[str, typer.Option("--engine", help="vllm | sglang | llamacpp")]
-GoalOpt = Annotated[str, typer.Option("--goal", help="latency (TP/TEP) | throughput (DP+EP)")]
-MtpOpt = Annotated[Optional[bool], typer.Option("--mtp/--no-mtp", help="MTP speculative decoding (default: on for latency).")]
-KvOpt = Annotated[Optional[str], typer.Option("--kv-dtype", help="KV cache: bf16 | fp8 (vLLM/SGLang); bf16 | q8_0 | q4_0 (llama.cpp).")]
-FractionOpt = Annotated[Optional[float], typer.Option("--memory-fraction", min=0.1, max=1.0, help="Share of GPU memory the engine may use.")]
-VersionOpt = Annotated[Optional[str], typer.Option("--engine-version", help="Engine release (default: the one recipes are validated against).")]
+from dshub.cli.options import (ContextOpt, EngineOpt, FractionOpt, GoalOpt, GpnOpt, GpuOpt, JsonOpt, KvOpt, ModelArg, MtpOpt,
+                               NodesOpt, VersionOpt, WeightsOpt)
+from dshub.cli.output import err_console, out_console, print_json
 
 
 def _request(model: str, engine: str, gpu: str, gpus_per_node: Optional[int], nodes: int, weights: Optional[str],
@@ -51,7 +40,6 @@ def _print_plan(p) -> None:
         out_console.print(f"works instead: {alt}", soft_wrap=True)
 
 
-@app.command()
 def plan(
     model: ModelArg,
     gpu: GpuOpt = "h200",
@@ -70,15 +58,14 @@ def plan(
     """Size MODEL on GPUs: weights per GPU for each parallel layout, MLA KV cache, max context x concurrency."""
     req = _request(model, engine, gpu, gpus_per_node, nodes, weights, context, goal, mtp, kv_dtype, memory_fraction,
                    engine_version)
-    p = guarded(lambda: run_plan(req))
+    p = run_plan(req)
     if json_:
         print_json(p.to_dict())
     else:
         _print_plan(p)
-    guarded(lambda: require(p))
+    require(p)
 
 
-@app.command()
 def recipe(
     model: ModelArg,
     engine: EngineOpt = "vllm",
@@ -108,12 +95,12 @@ def recipe(
                    engine_version)
     opts = RecipeOptions(image=image, model_path=model_path, network=Network(net_iface, ib_hca, roce, rdma),
                          served_name=served_name)
-    p = guarded(lambda: run_plan(req))
+    p = run_plan(req)
     if p.chosen is None and json_:
         print_json({"files": [], "recipe": None, "plan": p.to_dict()})
-    guarded(lambda: require(p))
-    launch, files = guarded(lambda: render_recipe(p, opts, fmt))
-    written = guarded(lambda: write_recipe(files, out)) if out else []
+    require(p)
+    launch, files = render_recipe(p, opts, fmt)
+    written = write_recipe(files, out) if out else []
     if json_:
         print_json({"files": [str(w) for w in written], "recipe": recipe_doc(launch)})
         return

@@ -1,0 +1,105 @@
+"""The CLI's one exception table: each failure a command lets escape becomes one message on stderr and an exit code.
+
+Commands never catch: they call library functions and let the errors rise to the app's group (`dshub.cli.app`),
+which passes them to `handle`. Rows are tried in order, so a subclass comes before its base (a test holds this).
+`DSHUB_DEBUG=1` adds the traceback. With `--json`, a failure that has not printed its document yet prints one:
+`{"ok": false, "error": {"type", "message", "exit_code", ...}}`.
+Exit codes: 0 ok, 1 the check or job failed, 2 usage error, 130 interrupted.
+"""
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import typer
+from rich.markup import escape
+
+from dshub import constants
+from dshub.cli.output import RUN, err_console, print_json
+from dshub.errors import DshubError
+from dshub.quant.registry import UnknownName
+
+try:  # typer >= 0.26 carries its own copy of click: an exception of the click package itself is not typer's to handle
+    from click import ClickException as _ClickPackageError
+except ImportError:  # pragma: no cover - click is not installed (typer >= 0.26 does not need it)
+    _ClickPackageError = None
+
+# typer's usage errors (typer.BadParameter and the parser's own): click's ClickException before typer 0.26, typer's copy since
+TyperClickError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+def _os_message(e: BaseException) -> str:
+    assert isinstance(e, OSError)
+    return f"{e.filename or ''}: {e.strerror or e}".lstrip(": ")
+
+
+def _click_message(e: BaseException) -> str:
+    return e.format_message()  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Exceptions of `kind` exit with `code` (a number, or read from the exception) after `message(e)` on stderr.
+    `code=None` marks typer's own control flow: re-raised, typer prints it and exits (2 for usage errors, as always)."""
+
+    kind: type[BaseException]
+    code: int | Callable[[Any], int] | None
+    message: Callable[[BaseException], str] = str
+
+
+ERRORS: tuple[Rule, ...] = (
+    Rule(typer.Exit, None),  # a command chose its exit code (verify, download: after printing their report)
+    Rule(typer.Abort, None),
+    Rule(TyperClickError, None, _click_message),  # usage errors typer raised or formats itself: exit 2
+    *((Rule(_ClickPackageError, lambda e: e.exit_code, _click_message),) if _ClickPackageError not in (None, TyperClickError) else ()),
+    Rule(DshubError, lambda e: e.exit_code),  # every dshub error class says its code: UsageError and PolicyError 2, the rest 1
+    Rule(UnknownName, 2),  # a registry name (codec, family, engine, ...) that does not exist: the message lists the known ones
+    Rule(FileNotFoundError, 1, _os_message),
+    Rule(PermissionError, 1, _os_message),
+    Rule(IsADirectoryError, 1, _os_message),
+    Rule(KeyboardInterrupt, 130, lambda e: "interrupted"),
+)
+
+
+def rule_for(e: BaseException) -> Rule | None:
+    """The first row that `e` is an instance of; None for exceptions that are bugs (they keep their traceback)."""
+    return next((r for r in ERRORS if isinstance(e, r.kind)), None)
+
+
+def exit_code(e: BaseException) -> int | None:
+    """The exit code the CLI gives `e`; None where typer decides (its own exceptions) or for a bug."""
+    rule = rule_for(e)
+    if rule is None or rule.code is None:
+        return None
+    return rule.code if isinstance(rule.code, int) else rule.code(e)
+
+
+def error_document(e: BaseException, code: int, message: str) -> dict[str, Any]:
+    """What `--json` prints for a failure: the message and the data the error carries."""
+    err: dict[str, Any] = {"type": type(e).__name__, "message": message, "exit_code": code}
+    for field, value in (("path", getattr(e, "path", None) or getattr(e, "filename", None)), ("tensor", getattr(e, "tensor", None))):
+        if value is not None:
+            err[field] = str(value)
+    return {"ok": False, "error": err}
+
+
+def handle(e: BaseException) -> int | None:
+    """Report `e` (one line on stderr; the JSON document `--json` still owes) and return its exit code.
+    None: not the table's to report (typer's own exceptions, bugs): the caller re-raises it."""
+    rule = rule_for(e)
+    if rule is None:
+        return None
+    if rule.code is None:
+        if isinstance(e, TyperClickError) and RUN.json and not RUN.documents:
+            print_json(error_document(e, e.exit_code, rule.message(e)))  # type: ignore[attr-defined]
+        return None
+    code = exit_code(e)
+    assert code is not None
+    message = rule.message(e)
+    if constants.DSHUB_DEBUG:
+        traceback.print_exception(e)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)  # messages may hold [brackets]
+    if RUN.json and not RUN.documents:
+        print_json(error_document(e, code, message))
+    return code

@@ -1,0 +1,38 @@
+"""Every CLI option or argument that more than one command takes (or that has one meaning everywhere), declared once."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from dshub.cli.output import json_requested
+
+# ---- every command
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.", is_eager=True, callback=json_requested)]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan and stop before writing anything.")]
+
+# ---- synth / info / verify
+PathArg = Annotated[Path, typer.Argument(help="Checkpoint directory (HF layout).")]
+
+# ---- convert
+WorkersOpt = Annotated[int, typer.Option("--workers", min=1, help="Parallel worker threads.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda")]
+
+# ---- download
+RevisionOpt = Annotated[Optional[str], typer.Option("--revision", help="Branch, tag or commit (default: main; master on ModelScope).")]
+PatternOpt = Annotated[Optional[list[str]], typer.Option(help="fnmatch pattern on repo paths; repeatable.")]
+
+# ---- plan / recipe
+ModelArg = Annotated[str, typer.Argument(help="Catalog name (e.g. deepseek-r1), hub id, or local checkpoint dir.")]
+GpuOpt = Annotated[str, typer.Option("--gpu", help="GPU type, e.g. h100, h200, h20, b200, mi300x.")]
+GpnOpt = Annotated[Optional[int], typer.Option("--gpus-per-node", min=1, help="GPUs per node (default: the card's usual 8).")]
+NodesOpt = Annotated[int, typer.Option("--nodes", min=1, help="Number of nodes.")]
+WeightsOpt = Annotated[Optional[str], typer.Option("--weights", help="fp8 | bf16 | int4 | fp4-fp8 | gguf:TYPE (default: as shipped).")]
+ContextOpt = Annotated[Optional[int], typer.Option("--context", min=1, help="Context length to serve (default: the most that fits).")]
+EngineOpt = Annotated[str, typer.Option("--engine", help="vllm | sglang | llamacpp")]
+GoalOpt = Annotated[str, typer.Option("--goal", help="latency (TP/TEP) | throughput (DP+EP)")]
+MtpOpt = Annotated[Optional[bool], typer.Option("--mtp/--no-mtp", help="MTP speculative decoding (default: on for latency).")]
+KvOpt = Annotated[Optional[str], typer.Option("--kv-dtype", help="KV cache: bf16 | fp8 (vLLM/SGLang); bf16 | q8_0 | q4_0 (llama.cpp).")]
+FractionOpt = Annotated[Optional[float], typer.Option("--memory-fraction", min=0.1, max=1.0, help="Share of GPU memory the engine may use.")]
+VersionOpt = Annotated[Optional[str], typer.Option("--engine-version", help="Engine release (default: the one recipes are validated against).")]
