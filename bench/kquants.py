@@ -164,7 +164,7 @@ Same run, same warm input ({d['input_bytes'] / 1e6:.0f} MB block-FP8 `{d['preset
 - Output: the fused and eager runs wrote the same bytes ({c.get('fused_equals_eager')} of {c['tensors']} tensors identical).
   {c['same_types']} of {c['tensors']} tensors have llama.cpp's type, {c['byte_identical']} are byte-identical with it. The two paths
   quantize different inputs: llama.cpp rounds the FP8-dequantized weights to BF16 first, dshub quantizes the exact
-  float32 values (given the same float32 input, every tensor is byte-identical: tests/test_kquants_llama.py).
+  float32 values (given the same float32 input, every tensor is byte-identical: tests/converters/gguf/test_mixtures_llama.py).
 """
     with open(path, "a") as f:
         f.write(text)
