@@ -6,7 +6,7 @@ from collections import Counter
 
 from dshub.checkpoint.reader import Checkpoint
 from dshub.formats.gguf_file import KV, file_size, split_kvs, split_names, split_tensors, write_gguf
-from dshub.formats.gguf_layout import forced_f32, map_tensors
+from dshub.formats.gguf_layout import forced_f32, gguf_mapping, map_tensors
 from dshub.formats.gguf_metadata import arch_kvs, general_kvs, llama_cpp_caveats, size_label
 
 from dshub.converters.options import GGUFOptions
@@ -54,7 +54,7 @@ class GGUFConverter(Converter):
         gen_path = ckpt.root / "generation_config.json"
         gen = read_json_object(gen_path) if gen_path.is_file() else None
         kvs: list[KV] = general_kvs(model_name(ckpt, opts), scheme.file_type, gen,
-                                    size_label([(p.info.name, p.info.shape) for p in planned]))
+                                    size_label([(p.info.name, p.info.shape) for p in planned]), gguf_mapping(ckpt.config).arch)
         kvs += arch_kvs(ckpt.config, mtp=keep_mtp)
         vocab_estimate = 0
         if ckpt.shapes_only and not (ckpt.root / "tokenizer.json").is_file():
@@ -71,7 +71,7 @@ class GGUFConverter(Converter):
             files.append(OutputFile(name, file_size(file_kvs, group) + extra, len(group), (file_kvs, [by_name[t.name] for t in group])))
         mtp = int(ckpt.config.get("num_nextn_predict_layers") or 0)
         summary = {
-            "architecture": "deepseek2",
+            "architecture": gguf_mapping(ckpt.config).arch,
             "quant": scheme.name,
             "file_type": scheme.file_type,
             "tensors": len(planned),

@@ -172,7 +172,7 @@ class Release:
 
 
 # ------------------------------------------------------------------ the contract
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: one object per registered family
 class Family:
     """One model family: every fact verify, info, the converters, plan and recipe read about it."""
 
