@@ -39,9 +39,9 @@ def current_rss_mb() -> float:
 
 # ------------------------------------------------------------------ contenders (run in the child)
 def run_dshub(src: Path, out: Path, workers: int) -> None:
-    from dshub.converters import ConversionOptions, run_conversion
+    from dshub.converters import build_options, run_conversion
 
-    run_conversion(src, ConversionOptions("bf16", out, device="cpu", workers=workers), progress=False)
+    run_conversion(src, build_options("bf16", out=out, device="cpu", workers=workers), progress=False)
 
 
 def run_reference_port(src: Path, out: Path, workers: int) -> None:

@@ -47,11 +47,11 @@ def warm(src: Path) -> None:
 
 def child(target: str, src: Path, out: Path, params: dict) -> None:
     import torch  # noqa: F401  (import cost excluded from the RSS delta)
-    from dshub.converters import ConversionOptions, run_conversion
+    from dshub.converters import build_options, run_conversion
 
     base = status_mb("VmRSS")
     t0, c0 = time.perf_counter(), time.process_time()
-    run_conversion(src, ConversionOptions(target, out, device="cpu", workers=1, params=params), progress=False)
+    run_conversion(src, build_options(target, out=out, device="cpu", workers=1, **params), progress=False)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     print(json.dumps({"name": target, "wall_s": wall, "cpu_s": cpu, "peak_rss_mb": status_mb("VmHWM"), "base_rss_mb": base}))
 

@@ -180,7 +180,7 @@ def run_conversions(preset: str, targets: list[tuple[str, dict[str, Any]]], work
     import filecmp
 
     try:
-        from dshub.converters import ConversionOptions, run_conversion
+        from dshub.converters import build_options, run_conversion
         from dshub.checkpoint.synth import write_synthetic
 
         src = workdir / f"synth-{preset}"
@@ -197,7 +197,7 @@ def run_conversions(preset: str, targets: list[tuple[str, dict[str, Any]]], work
                 out = workdir / f"{target}-{device}"
                 shutil.rmtree(out, ignore_errors=True)
                 t0 = time.perf_counter()
-                run_conversion(src, ConversionOptions(target, out, device=device, params=dict(params)), progress=False)
+                run_conversion(src, build_options(target, out=out, device=device, **dict(params)), progress=False)
                 secs[device] = time.perf_counter() - t0
             a, b = workdir / f"{target}-cpu", workdir / f"{target}-cuda"
             names = sorted(p.name for p in a.iterdir())

@@ -146,6 +146,11 @@ class GGUFOptions(TargetOptions):
             raise ValueError("--to gguf needs --quant TYPE (e.g. Q8_0, BF16)")
         return v.upper()  # the scheme registry checks the name at preflight
 
+    @field_validator("policy", mode="before")
+    @classmethod
+    def _policy(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, Path) else v  # a file path or a preset name
+
     @field_validator("split_max_size", mode="before")
     @classmethod
     def _split_size(cls, v: Any) -> Any:

@@ -91,6 +91,6 @@ def get_codec(name: str, device: str = "cpu") -> Callable:
     raise UnknownName("codec", name, sorted({n for n, _ in CODECS}))
 
 
-def has_kernel(name: str, device: str) -> bool:
-    """Whether codec `name` has its own implementation for `device` (no fallback)."""
+def is_registered(name: str, device: str) -> bool:
+    """Whether codec `name` has its own implementation for `device` (no fallback to the CPU one)."""
     return (name, device) in CODECS

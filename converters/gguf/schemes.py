@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from dshub.errors import UsageError
-from dshub.quant.gguf.types import FILE_TYPES
-from dshub.quant.registry import Registry
+import dshub.quant.gguf  # noqa: F401  (registers the gguf_* codecs STORABLE is read from)
+from dshub.quant.gguf.types import FILE_TYPES, GGML_TYPES
+from dshub.quant.registry import Registry, is_registered
 
 TypeFn = Callable[[str, tuple[int, ...]], str]
-# The ggml types this converter can write (a `gguf_<TYPE>` codec exists); --tensor-type and policies may ask for these.
-STORABLE = ("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
+# The ggml types this converter can write: those with a `gguf_<TYPE>` codec in the registry, in the type table's
+# order. --tensor-type and policies may ask for these.
+STORABLE = tuple(t for t in GGML_TYPES if is_registered(f"gguf_{t}", "cpu"))
 
 
 @dataclass(frozen=True)

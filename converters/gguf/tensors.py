@@ -21,6 +21,7 @@ from dshub.checkpoint.header import TensorEntry
 from dshub.checkpoint.writer import ST_TO_TORCH
 from dshub.quant import get_codec
 import dshub.quant.gguf  # noqa: F401  (registers the gguf_* codecs)
+from dshub.quant.gguf.legacy_imatrix import quantize_slices
 from dshub.quant.gguf.types import fit_type
 
 from dshub.converters.gguf.schemes import TypeFn
@@ -155,12 +156,11 @@ def produce(reader: SourceReader, p: PlannedTensor, workers: int = 1, imatrix: A
     `imatrix` (float32 [slices, ne0], see converters.gguf.imatrix) selects llama-quantize's importance-weighted paths.
     """
     codec = get_codec(f"gguf_{p.info.ggml_type}", reader.device)  # GPU kernels take and return host tensors
-    if imatrix is not None:
-        from dshub.quant.gguf.legacy_imatrix import quantize_slices
-
+    if imatrix is not None:  # the same registered codec, given each expert's (or the tensor's) importance row
         expert = {n: i for i, n in enumerate(p.source.names)} if p.source.kind == "experts" else {}
         per_slice = p.info.shape[-2] if len(p.info.shape) == 3 else 0
-        codec = lambda x, job: quantize_slices(p.info.ggml_type, x, imatrix, expert.get(job.name, 0) * per_slice + job.row0,  # noqa: E731
+        plain = codec
+        codec = lambda x, job: quantize_slices(plain, x, imatrix, expert.get(job.name, 0) * per_slice + job.row0,  # noqa: E731
                                                per_slice)
 
     def run(job: Job) -> Any:

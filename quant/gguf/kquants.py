@@ -12,6 +12,7 @@ from typing import Callable
 
 import torch
 
+from dshub.quant.gguf.types import GGML_TYPES
 from dshub.quant.registry import register_codec
 from dshub.quant.gguf.kq_common import (
     F32, first_absmax, fp16_round, full_div, make_q3, make_qkx2, make_qp, make_qx, nearest_int, pos_max, seqsum,
@@ -20,7 +21,7 @@ from dshub.quant.gguf.kq_common import (
 
 QK_K = 256
 CHUNK_ELEMENTS = 1 << 21  # elements per step: bounds the float32 temporaries of the candidate searches
-TYPE_SIZES = {"Q2_K": 84, "Q3_K": 110, "Q4_K": 144, "Q5_K": 176, "Q6_K": 210}
+TYPE_SIZES = {name: GGML_TYPES[name].type_size for name in ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")}  # from the type table
 
 
 # ---------------------------------------------------------------------------------------------- helpers

@@ -10,7 +10,6 @@ from typing import Callable
 
 import torch
 
-from dshub.quant.registry import register_codec
 from dshub.quant.gguf.types import GGML_TYPES
 
 CHUNK_ELEMENTS = 1 << 20  # elements quantized per step: bounds the float32 temporaries (~4 MiB each)
@@ -138,4 +137,4 @@ BLOCK_QUANTIZERS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 
 QUANTIZERS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
 for _name, _fn in BLOCK_QUANTIZERS.items():
-    QUANTIZERS[_name] = register_codec(f"gguf_{_name}", "cpu")(_chunked(_name, _fn))
+    QUANTIZERS[_name] = _chunked(_name, _fn)  # registered as codecs by legacy_imatrix (with the imatrix paths)

@@ -1,8 +1,10 @@
-"""Q4_0/Q4_1/Q5_0/Q5_1 with an importance matrix: llama.cpp's `quantize_row_q*_impl` paths.
+"""The legacy GGUF codecs (F32/F16/BF16, Q4_0/Q4_1/Q5_0/Q5_1/Q8_0) as registered: `codec(x, imatrix=None)`.
 
-Without an imatrix these types use the reference quantizers in `legacy.py`. With one, llama-quantize weights
-each value by `qw · sqrt(σ² + x²)` (σ² = Σx²/n over the whole row) and searches scales with make_qx_quants
-(Q4_0/Q5_0) or make_qkx3_quants (Q4_1/Q5_1). `quantize(type, x, imatrix)` dispatches any GGUF type.
+Without an imatrix these types use the reference quantizers in `legacy.py`. With one, Q4_0/Q4_1/Q5_0/Q5_1 take
+llama.cpp's `quantize_row_q*_impl` paths: each value weighted by `qw · sqrt(σ² + x²)` (σ² = Σx²/n over the whole row),
+scales searched with make_qx_quants (Q4_0/Q5_0) or make_qkx3_quants (Q4_1/Q5_1). F32/F16/BF16/Q8_0 have no
+importance-weighted path in llama.cpp and ignore it. `quantize(type, x, imatrix, device)` and `quantize_slices`
+dispatch any GGUF type through the codec registry.
 """
 from __future__ import annotations
 
@@ -10,9 +12,9 @@ from typing import Callable
 
 import torch
 
-from dshub.quant.registry import get_codec
+from dshub.quant.registry import get_codec, register_codec
 from dshub.quant.gguf.kq_common import F32, make_qkx2, make_qx, seqsum, sqrt_f32
-from dshub.quant.gguf.legacy import _check_finite, _f16_bytes, _high_bits, _nibbles
+from dshub.quant.gguf.legacy import QUANTIZERS, _check_finite, _f16_bytes, _high_bits, _nibbles
 from dshub.quant.gguf.types import GGML_TYPES
 
 QK = 32
@@ -85,27 +87,40 @@ def _legacy_imatrix(name: str, x: torch.Tensor, imatrix: torch.Tensor) -> torch.
     return out
 
 
+def _codec(name: str) -> Callable[..., torch.Tensor]:
+    plain = QUANTIZERS[name]
+
+    def codec(x: torch.Tensor, imatrix: torch.Tensor | None = None) -> torch.Tensor:
+        if imatrix is not None and name in _IMPLS:
+            return _legacy_imatrix(name, x, imatrix)
+        return plain(x)
+
+    codec.__name__ = f"quantize_{name.lower()}"
+    codec.__doc__ = f"float32 [rows, cols] -> {name} bytes (llama.cpp reference; with an imatrix, its _impl path where it has one)."
+    return codec
+
+
+for _name in QUANTIZERS:
+    register_codec(f"gguf_{_name}", "cpu")(_codec(_name))
+
+
 def quantize(type_name: str, x: torch.Tensor, imatrix: torch.Tensor | None = None, device: str = "cpu") -> torch.Tensor:
     """Quantize float32 `x` [rows, cols] to GGUF type `type_name`, as llama-quantize would (imatrix optional)."""
-    name = type_name.upper()
-    if imatrix is not None and name in _IMPLS:
-        return _legacy_imatrix(name, x, imatrix)
-    codec = get_codec(f"gguf_{name}", device)
-    if imatrix is not None and name in ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"):
-        return codec(x, imatrix=imatrix)
-    return codec(x)
+    codec = get_codec(f"gguf_{type_name.upper()}", device)
+    return codec(x) if imatrix is None else codec(x, imatrix=imatrix)
 
 
-def quantize_slices(type_name: str, x: torch.Tensor, imatrix, row0: int, rows_per_slice: int) -> torch.Tensor:
-    """Quantize rows `row0 ..` of a (possibly 3-D) tensor whose slice `s` (expert or head, `rows_per_slice` rows each)
-    uses importance row `imatrix[s]` (float32 [slices, cols], numpy or torch); `rows_per_slice` 0 means one slice."""
+def quantize_slices(codec: Callable[..., torch.Tensor], x: torch.Tensor, imatrix, row0: int, rows_per_slice: int) -> torch.Tensor:
+    """Quantize rows `row0 ..` of a (possibly 3-D) tensor with `codec` (a registered `gguf_<TYPE>` codec), where
+    slice `s` (expert or head, `rows_per_slice` rows each) uses importance row `imatrix[s]` (float32 [slices, cols],
+    numpy or torch); `rows_per_slice` 0 means one slice."""
     imx = torch.as_tensor(imatrix, dtype=F32)
     if rows_per_slice <= 0:
-        return quantize(type_name, x, imx[0])
+        return codec(x, imatrix=imx[0])
     out, r = [], 0
     while r < x.shape[0]:
         s = (row0 + r) // rows_per_slice
         end = min(x.shape[0], (s + 1) * rows_per_slice - row0)
-        out.append(quantize(type_name, x[r:end], imx[s]))
+        out.append(codec(x[r:end], imatrix=imx[s]))
         r = end
     return torch.cat(out, dim=0)

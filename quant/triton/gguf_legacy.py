@@ -16,6 +16,7 @@ import triton.language as tl
 
 from dshub.quant.gguf import legacy as ref
 from dshub.quant.gguf.types import GGML_TYPES
+from dshub.quant.registry import get_codec
 from dshub.quant.triton.common import div_ieee, run_block_quantizer
 
 QK = 32
@@ -121,6 +122,8 @@ def _offset_kernel(
     tl.store(out_ptr + row[:, None] + qs + j[None, :], ((q_lo & 0xF) | ((q_hi & 0xF) << 4)).to(tl.uint8), mask=bmask[:, None])
 
 
+IMATRIX_PATHS = ("Q4_0", "Q5_0")  # Q8_0 has no importance-weighted path in llama.cpp
+
 # name -> (kernel, its constexpr parameters)
 KERNELS: dict[str, tuple[Callable, dict]] = {
     "Q8_0": (_q8_0_kernel, {}),
@@ -136,7 +139,10 @@ def _codec(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
     def launch(x: torch.Tensor, out: torch.Tensor, flags: torch.Tensor, nblocks: int) -> None:
         kern[(flags.numel(),)](x, out, flags, nblocks, TB=BLOCKS_PER_PROGRAM, enable_fp_fusion=False, **params)
 
-    def codec(x: torch.Tensor) -> torch.Tensor:
+    def codec(x: torch.Tensor, imatrix: torch.Tensor | None = None) -> torch.Tensor:
+        if imatrix is not None and name in IMATRIX_PATHS:
+            # llama.cpp's importance-weighted scale search has no kernel here yet: the torch reference computes it
+            return get_codec(f"gguf_{name}", "cpu")(x.cpu(), imatrix=imatrix.cpu()).to(x.device)
         if x.dim() != 2 or x.dtype != torch.float32 or x.shape[1] % t.block:
             ref.QUANTIZERS[name](x[:0].cpu() if x.dim() == 2 else x.cpu())  # the reference's error
         return run_block_quantizer(x, t.block, t.type_size, BLOCKS_PER_PROGRAM, launch, ref.QUANTIZERS[name])
