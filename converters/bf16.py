@@ -6,6 +6,7 @@ from typing import Any, Iterator
 import torch
 
 from dshub.arch import spec_for
+from dshub.arch.spec import fp8_scale_name
 from dshub.checkpoint.reader import Checkpoint, read_entry
 from dshub.checkpoint.header import TensorEntry
 from dshub.checkpoint.writer import TensorDecl, shard_size, write_shard
@@ -17,10 +18,6 @@ from dshub.converters.base import Advance, ConversionPlan, Converter, OutputFile
 
 FP8_DTYPES = ("F8_E4M3", "F8_E5M2")
 SHARD_METADATA = {"format": "pt"}
-
-
-def scale_name(weight: str) -> str:
-    return weight[: -len(".weight")] + ".weight_scale_inv"
 
 
 def mtp_tensor_names(ckpt: Checkpoint) -> set[str]:
@@ -66,7 +63,7 @@ class Bf16Converter(Converter):
         def load(d: TensorDecl) -> tuple[torch.Tensor, ...]:
             e = src[d.name]
             w = read_entry(path, e)
-            return (w, ckpt.read(scale_name(d.name))) if e.dtype in FP8_DTYPES else (w,)
+            return (w, ckpt.read(fp8_scale_name(d.name))) if e.dtype in FP8_DTYPES else (w,)
 
         def compute(d: TensorDecl, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor | Iterator[torch.Tensor]:
             return dequant(inputs[0], inputs[1], block) if len(inputs) == 2 else inputs[0]

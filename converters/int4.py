@@ -19,7 +19,7 @@ import torch
 
 from dshub.arch import family_for, spec_for
 from dshub.arch.family import MOE_INT4_SCOPES
-from dshub.arch.spec import Role, TensorSpec
+from dshub.arch.spec import Role, TensorSpec, fp8_scale_name
 from dshub.checkpoint.reader import Checkpoint, read_entry
 from dshub.errors import CheckpointError, DshubError, QuantizationError, UsageError
 from dshub.formats.int4_config import module_of, quantization_config
@@ -29,7 +29,7 @@ from dshub.quant.int4 import Int4Error, get_format, packed_layout, scheme_for
 
 from dshub.converters.options import Int4Options
 from dshub.converters.base import Advance, ConversionPlan, Converter, OutputFile, copy_sidecars, register_converter, write_index_and_config
-from dshub.converters.bf16 import FP8_DTYPES, SHARD_METADATA, bf16_config, mtp_tensor_names, scale_name
+from dshub.converters.bf16 import FP8_DTYPES, SHARD_METADATA, bf16_config, mtp_tensor_names
 from dshub.converters.pipeline import TensorPipeline
 
 FLOAT_DTYPES = ("BF16", "F16", "F32")
@@ -176,7 +176,7 @@ class Int4Converter(Converter):
 
         def load(name: str) -> tuple[torch.Tensor, ...]:
             w = read_entry(path, entries[name])
-            return (w, ckpt.read(scale_name(name))) if kinds[name] != "copy" and w.element_size() == 1 else (w,)
+            return (w, ckpt.read(fp8_scale_name(name))) if kinds[name] != "copy" and w.element_size() == 1 else (w,)
 
         def compute(name: str, ins: tuple[torch.Tensor, ...]) -> Any:
             if kinds[name] == "copy":

@@ -9,7 +9,8 @@ from dshub.checkpoint.reader import Checkpoint
 from dshub.converters.sizing import planned_bytes, target_options
 from dshub.errors import DshubError
 from dshub.formats.int4_config import int4_summary
-from dshub.verify.gguf import gguf_info, is_gguf
+from dshub.formats.gguf_file import is_gguf_path
+from dshub.verify.gguf import gguf_info
 
 # The targets `dshub info` sizes: label -> (target, options). Bytes come from each converter's own plan.
 INFO_TARGETS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -36,7 +37,7 @@ def output_sizes(ckpt: Checkpoint) -> dict[str, int]:
 
 
 def checkpoint_info(path: str | Path) -> dict[str, Any]:
-    if is_gguf(path):  # a GGUF file, split set or directory of them
+    if is_gguf_path(path):  # a GGUF file, split set or directory of them
         return gguf_info(path)
     ckpt = Checkpoint.open(path)
     spec = spec_for(ckpt.config)

@@ -6,14 +6,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+from dshub.arch.family import find_release, gguf_architectures, gguf_family
 from dshub.errors import ConfigError
-from dshub.formats.gguf_file import GGUFHeader, read_gguf_header, split_set
+from dshub.formats.gguf_file import GGUFHeader, read_gguf_header, resolve_split_set
 from dshub.quant.gguf.types import FILE_TYPES
 
-from dshub.recipes.local import FAMILY_BY_DIR_NAME
-from dshub.recipes.models import ModelInfo
+from dshub.recipes.model_info import ModelInfo
 
-SUPPORTED_ARCHS = ("deepseek2",)  # llama.cpp's name for DeepSeek-V2/V3/R1 (and Kimi-K2) GGUFs
 FTYPE_NAMES = {code: name for name, code in FILE_TYPES.items()}
 
 # llama.cpp tensor name -> planner component; first match wins (norms and router before the MLP patterns).
@@ -32,15 +31,6 @@ def component(name: str) -> str:
     return next((c for pattern, c in COMPONENT_PATTERNS if re.search(pattern, name)), "other")
 
 
-def _first_file(path: Path) -> Path:
-    if path.is_file():
-        return path
-    files = sorted(path.glob("*.gguf"))
-    if not files:
-        raise ConfigError(f"{path}: no .gguf file in the directory", path=str(path))
-    return files[0]
-
-
 def _meta(h: GGUFHeader, arch: str, key: str, default: Any = None) -> Any:
     full = f"{arch}.{key}"
     if full not in h.kv and default is None:
@@ -49,17 +39,20 @@ def _meta(h: GGUFHeader, arch: str, key: str, default: Any = None) -> Any:
 
 
 def gguf_info(path: Path) -> ModelInfo:
-    first = _first_file(path)
-    files = split_set(first)
+    files = resolve_split_set(path)
+    first = files[0]
     missing = [f for f in files if not f.exists()]
     if missing:
         raise ConfigError(f"{missing[0]}: split file missing (the set has {len(files)} files)", path=str(missing[0]))
     headers = [read_gguf_header(f) for f in files]
     h = headers[0]
     arch = str(h.kv.get("general.architecture", ""))
-    if arch not in SUPPORTED_ARCHS:
-        raise ConfigError(f"{first.name}: GGUF architecture {arch!r} is not one the planner sizes ({', '.join(SUPPORTED_ARCHS)})",
+    fam = gguf_family(arch)
+    if fam is None or fam.gguf is None:
+        raise ConfigError(f"{first.name}: GGUF architecture {arch!r} is not one the planner sizes "
+                          f"({', '.join(gguf_architectures())})",
                           path=str(first))
+    g = fam.gguf
     params: dict[str, int] = {}
     stored: dict[str, int] = {}
     for hdr in headers:
@@ -74,13 +67,17 @@ def gguf_info(path: Path) -> ModelInfo:
     dense = int(_meta(h, arch, "leading_dense_block_count", 0))
     ftype = FTYPE_NAMES.get(int(h.kv.get("general.file_type", -1)), "F16")
     name = str(h.kv.get("general.name") or first.stem)
-    family = next((f for pattern, f in FAMILY_BY_DIR_NAME if re.search(pattern, f"{name} {first.name}")), "v3")
+    release = find_release(f"{name} {first.name}", None, fam).key
+    # the config fields the family's GGUF mapping copies into metadata, read back (for the family's KV formula)
+    dims = {f.config_key: h.kv[g.key(f.suffix)] for f in g.fields if g.key(f.suffix) in h.kv}
     config = {"first_k_dense_replace": dense, "num_hidden_layers": layers, "gguf": True}
     return ModelInfo(
-        name=re.sub(r"-\d{5}-of-\d{5}$", "", first.stem), hub_id=None, family=family, shipped=f"gguf:{ftype}",
+        name=re.sub(r"-\d{5}-of-\d{5}$", "", first.stem), hub_id=None, family=release, shipped=f"gguf:{ftype}",
         source="local", path=str(first), config=config, params=params, stored_bytes=stored, layers=layers,
         moe_layers=layers - dense, mtp_layers=0, heads=int(_meta(h, arch, "attention.head_count")),
         kv_lora_rank=int(_meta(h, arch, "attention.kv_lora_rank")),
         qk_rope_head_dim=int(_meta(h, arch, "rope.dimension_count")),
         n_experts=int(_meta(h, arch, "expert_count", 0)), max_context=int(_meta(h, arch, "context_length")),
+        architecture=fam.architectures[0], kv_elems_per_layer=fam.planner.kv_elems_per_token_layer(dims),
+        kv_bytes_per_layer=fam.planner.kv_bytes_per_layer,
     )

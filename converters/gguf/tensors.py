@@ -13,7 +13,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
-from dshub.checkpoint.reader import Checkpoint
+from dshub.arch.spec import fp8_scale_name
+from dshub.checkpoint.reader import Checkpoint, read_span
 from dshub.errors import CheckpointError
 from dshub.formats.gguf_file import TensorInfo
 from dshub.formats.gguf_layout import Source, forced_f32
@@ -68,16 +69,7 @@ def read_rows(path: Path, e: TensorEntry, r0: int, r1: int) -> torch.Tensor:
     """Rows [r0, r1) of a 2-D tensor (or all of a 1-D one) straight from the file."""
     cols = e.shape[1] if len(e.shape) == 2 else e.numel
     item = e.nbytes // max(1, e.numel)
-    start, n = e.start + r0 * cols * item, (r1 - r0) * cols * item
-    buf = torch.empty(n, dtype=torch.uint8)
-    with open(path, "rb", buffering=0) as f:
-        f.seek(start)
-        view, got = memoryview(buf.numpy()), 0
-        while got < n:
-            k = f.readinto(view[got:])
-            if not k:
-                raise CheckpointError(f"{path.name}: tensor {e.name}: file ended early", path=str(path), tensor=e.name)
-            got += k
+    buf = read_span(path, e.start + r0 * cols * item, (r1 - r0) * cols * item, e.name)
     shape = (r1 - r0, cols) if len(e.shape) == 2 else tuple(e.shape)
     return buf.view(ST_TO_TORCH[e.dtype]).reshape(shape)
 
@@ -102,7 +94,7 @@ class SourceReader:
         path, e = self.entry(name)
         w = read_rows(path, e, r0, r1)
         if e.dtype.startswith("F8_"):
-            sname = name[: -len(".weight")] + ".weight_scale_inv"
+            sname = fp8_scale_name(name)
             if sname not in self.ckpt.weight_map:
                 raise CheckpointError(f"{self.ckpt.weight_map[name]}: tensor {name}: FP8 weight without {sname}", path=str(path), tensor=name)
             spath, se = self.entry(sname)

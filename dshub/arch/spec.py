@@ -23,6 +23,11 @@ class Role(str, Enum):
     INDEXER = "indexer"  # sparse-attention indexer (DeepSeek-V3.2's lightning indexer)
 
 
+def fp8_scale_name(weight: str) -> str:
+    """The block-FP8 scale tensor of a weight: `x.weight` -> `x.weight_scale_inv` (the one place this name is made)."""
+    return weight[: -len(".weight")] + ".weight_scale_inv" if weight.endswith(".weight") else weight + "_scale_inv"
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     """One expected tensor. `linear` weights are [out, in]; `fp8` ones carry a `_scale_inv` in block-FP8 checkpoints."""
@@ -42,7 +47,7 @@ class TensorSpec:
 
     @property
     def scale_name(self) -> str:
-        return self.name[: -len(".weight")] + ".weight_scale_inv" if self.name.endswith(".weight") else self.name + "_scale_inv"
+        return fp8_scale_name(self.name)
 
 
 @dataclass

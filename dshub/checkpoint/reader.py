@@ -189,17 +189,22 @@ def scale_shape(shape: tuple[int, ...], block: tuple[int, int]) -> tuple[int, in
     return (math.ceil(shape[0] / block[0]), math.ceil(shape[1] / block[1]))
 
 
-def read_entry(path: Path, entry: TensorEntry) -> torch.Tensor:
-    """Read one tensor's bytes from `path` into a fresh tensor of its dtype and shape."""
-    buf = torch.empty(entry.nbytes, dtype=torch.uint8)
-    if entry.nbytes:
+def read_span(path: Path, start: int, nbytes: int, tensor: str) -> torch.Tensor:
+    """`nbytes` bytes of `path` from `start` as a fresh uint8 tensor: one positioned read, retried until complete
+    (memory = the span, nothing more). A short file is a CheckpointError naming file and tensor."""
+    buf = torch.empty(nbytes, dtype=torch.uint8)
+    if nbytes:
         with open(path, "rb", buffering=0) as f:
-            f.seek(entry.start)
-            view = memoryview(buf.numpy())
-            got = 0
-            while got < entry.nbytes:
+            f.seek(start)
+            view, got = memoryview(buf.numpy()), 0
+            while got < nbytes:
                 n = f.readinto(view[got:])
                 if not n:
-                    raise CheckpointError(f"{path.name}: tensor {entry.name}: file ended early", path=str(path), tensor=entry.name)
+                    raise CheckpointError(f"{path.name}: tensor {tensor}: file ended early", path=str(path), tensor=tensor)
                 got += n
-    return buf.view(ST_TO_TORCH[entry.dtype]).reshape(entry.shape)
+    return buf
+
+
+def read_entry(path: Path, entry: TensorEntry) -> torch.Tensor:
+    """Read one tensor's bytes from `path` into a fresh tensor of its dtype and shape."""
+    return read_span(path, entry.start, entry.nbytes, entry.name).view(ST_TO_TORCH[entry.dtype]).reshape(entry.shape)

@@ -346,3 +346,27 @@ def split_set(first: str | Path) -> list[Path]:
         return [first]
     count = int(m["count"])
     return [first.with_name(n) for n in split_names(m["prefix"], count)]
+
+
+def is_gguf_path(path: str | Path) -> bool:
+    """A .gguf file, or a directory holding .gguf files and no config.json."""
+    p = Path(path)
+    if p.is_file():
+        return p.suffix == ".gguf"
+    return p.is_dir() and not (p / "config.json").exists() and any(p.glob("*.gguf"))
+
+
+def resolve_split_set(path: str | Path) -> list[Path]:
+    """The one GGUF model `path` names: a file's split set (from its first or any file), or the one set a
+    directory holds. A directory with none, or with several models, is refused (never "the first file")."""
+    p = Path(path)
+    if p.is_file():
+        return split_set(p)
+    files = sorted(p.glob("*.gguf"))
+    if not files:
+        raise GGUFError(f"{p}: no .gguf file in the directory", path=str(p))
+    prefixes = {(m["prefix"], m["count"]) if (m := SPLIT_RE.match(f.name)) else (f.name, "1") for f in files}
+    if len(prefixes) != 1:
+        raise GGUFError(f"{p}: holds {len(prefixes)} GGUF models ({', '.join(sorted(x for x, _ in prefixes))}); name one file",
+                        path=str(p))
+    return split_set(files[0])

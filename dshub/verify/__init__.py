@@ -7,7 +7,8 @@ from dshub.checkpoint.reader import Checkpoint
 from dshub.errors import CheckpointError
 from dshub.verify.checks import verify_checkpoint
 from dshub.verify.findings import Finding, VerifyReport
-from dshub.verify.gguf import is_gguf, verify_gguf
+from dshub.formats.gguf_file import is_gguf_path
+from dshub.verify.gguf import verify_gguf
 
 __all__ = ["Finding", "VerifyReport", "verify", "require_valid"]
 
@@ -15,7 +16,7 @@ __all__ = ["Finding", "VerifyReport", "verify", "require_valid"]
 def verify(path: str | Path, *, deep: bool = False) -> VerifyReport:
     """Verify a checkpoint directory, a GGUF file or a GGUF split set (plus value scans with `deep`).
     Never raises for a bad input: reports it."""
-    if is_gguf(path):
+    if is_gguf_path(path):
         return verify_gguf(path, deep=deep)
     return verify_checkpoint(path, deep=deep)
 

@@ -11,7 +11,7 @@ import numpy as np
 from dshub.quant.gguf.types import FILE_TYPES, GGML_TYPES
 
 from dshub.errors import DshubError, GGUFError
-from dshub.formats.gguf_file import SPLIT_COUNT, SPLIT_NO, SPLIT_RE, SPLIT_TENSORS, GGUFHeader, read_gguf_header, split_set
+from dshub.formats.gguf_file import SPLIT_COUNT, SPLIT_NO, SPLIT_RE, SPLIT_TENSORS, GGUFHeader, read_gguf_header, resolve_split_set
 from dshub.formats.gguf_layout import forced_f32, map_tensors
 from dshub.formats.gguf_metadata import ARCH, config_from_gguf, llama_cpp_caveats
 from dshub.verify.findings import Finding, VerifyReport
@@ -30,27 +30,6 @@ DEEPSEEK2_WARN_KEYS = {
     f"{ARCH}.expert_gating_func": "llama.cpp falls back to softmax gating (wrong for DeepSeek-V3/R1)",
     f"{ARCH}.attention.key_length_mla": "pre-MLA file: llama.cpp runs it without MLA (a much larger KV cache)",
 }
-
-
-def is_gguf(path: str | Path) -> bool:
-    """A .gguf file, or a directory holding .gguf files and no config.json."""
-    p = Path(path)
-    if p.is_file():
-        return p.suffix == ".gguf"
-    return p.is_dir() and not (p / "config.json").exists() and any(p.glob("*.gguf"))
-
-
-def gguf_files(path: str | Path) -> list[Path]:
-    """The file set to inspect: a split set from its first (or any) file, or the one set in a directory."""
-    p = Path(path)
-    if p.is_file():
-        return split_set(p)
-    files = sorted(p.glob("*.gguf"))
-    prefixes = {(m["prefix"], m["count"]) if (m := SPLIT_RE.match(f.name)) else (f.name, "1") for f in files}
-    if len(prefixes) != 1:
-        raise GGUFError(f"{p}: holds {len(prefixes)} GGUF models ({', '.join(sorted(x for x, _ in prefixes))}); name one file",
-                        path=str(p))
-    return split_set(files[0])
 
 
 def _headers(files: list[Path]) -> tuple[list[GGUFHeader], list[Finding]]:
@@ -160,7 +139,7 @@ def _value_findings(heads: list[GGUFHeader]) -> Iterator[Finding]:
 def verify_gguf(path: str | Path, deep: bool = False) -> VerifyReport:
     """Headers, split-set completeness and the deepseek2 tensor table; with `deep`, NaN/Inf values and block scales."""
     try:
-        files = gguf_files(path)
+        files = resolve_split_set(path)
     except DshubError as e:
         return VerifyReport(str(path), [Finding("gguf-split", "error", Path(path).name, None, str(e))], 0, 0, ["gguf-split"])
     heads, findings = _headers(files)
@@ -175,7 +154,7 @@ def verify_gguf(path: str | Path, deep: bool = False) -> VerifyReport:
 
 def gguf_info(path: str | Path) -> dict[str, Any]:
     """Architecture, hyper-parameters, tensor types and sizes, tokenizer and split layout of a GGUF file or set."""
-    files = gguf_files(path)
+    files = resolve_split_set(path)
     missing = [f.name for f in files if not f.is_file()]
     if missing:
         raise GGUFError(f"{files[0].name}: split set incomplete, missing {', '.join(missing)}", path=str(files[0]))
