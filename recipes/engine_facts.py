@@ -1,16 +1,18 @@
-"""Per-engine and per-(engine, model family) facts: images, ports, parsers, templates, minimum versions.
+"""Per-engine facts (images, ports, memory shares) and the lookup of per-(engine, release) facts (parsers, templates,
+minimum versions), which live in each model family's module (dshub.arch).
 
 Sources (../shared/reference/serving.md): vLLM §1.3-1.6 ([R] vllm-project/recipes @8959cf6, vLLM docs and
 issues named inline); SGLang §2 (sglang docs, [SC] sgl-cookbook @7b5bd9c); llama.cpp §3 (docs/docker.md,
 llama.cpp#14557, Unsloth). Parser names were checked against vLLM 0.33.0's parser registries and SGLang
-0.5.23's `--reasoning-parser`/`--tool-call-parser` choices (see tests/test_recipes_validators.py).
+0.5.23's `--reasoning-parser`/`--tool-call-parser` choices (see tests/recipes/test_validators.py).
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
+from dshub.arch.family import RELEASES, ServingFacts
 from dshub.errors import UsageError
 
 from dshub.recipes.hardware import GPU
@@ -88,66 +90,26 @@ def version_key(v: str) -> tuple[int, ...]:
     return tuple(int(n) for n in nums)
 
 
-@dataclass(frozen=True)
-class FamilyFacts:
-    """One model family on one engine."""
-
-    reasoning_parser: str | None = None
-    tool_parser: str | None = None
-    chat_template: str | None = None  # path inside the engine's image
-    tokenizer_mode: str | None = None
-    min_version: str | None = None
-    min_version_source: str = ""
-    mtp_tokens: int = 3
-    extra_args: tuple[str, ...] = ()
-    notes: tuple[str, ...] = ()
-    unsupported_vendors: frozenset[str] = field(default_factory=frozenset)
-    prefer_layouts: tuple[str, ...] = ()  # layout kinds to try first, whatever the goal
-    prefer_reason: str = ""
-
-
-_VLLM_TPL = "/vllm-workspace/examples/tool_chat_template_{}.jinja"
-_SGL_TPL = "/sgl-workspace/sglang/examples/chat_template/tool_chat_template_{}.jinja"
-_V3_MIN = ("0.12.0", "vllm recipes: min_vllm_version 0.12.0 (DeepSeek-R1.yaml)")
-
-FAMILIES: dict[tuple[str, str], FamilyFacts] = {
-    # vLLM (serving.md §1.3 "Reasoning parser", "Tools"; PR#18874 for the R1 tool template)
-    ("vllm", "v3"): FamilyFacts("deepseek_v3", "deepseek_v3", _VLLM_TPL.format("deepseekv3"), None, *_V3_MIN),
-    ("vllm", "r1"): FamilyFacts("deepseek_r1", "deepseek_v3", _VLLM_TPL.format("deepseekr1"), None, *_V3_MIN),
-    ("vllm", "v31"): FamilyFacts("deepseek_v3", "deepseek_v31", _VLLM_TPL.format("deepseekv31"), None, *_V3_MIN),
-    ("vllm", "v32"): FamilyFacts(
-        "deepseek_v3", "deepseek_v32", None, "deepseek_v32", "0.18.0", "vllm recipes: V3.2 min_vllm_version 0.18.0",
-        notes=("V3.2 on Hopper needs DeepGEMM v2.1.1.post3 in the image (vllm recipes V3.2 guide).",),
-        prefer_layouts=("dep",),
-        prefer_reason="TP8 pads FlashMLA-Sparse's 16 heads per rank to 64; the V3.2 guide uses -dp 8 --enable-expert-parallel"),
-    ("vllm", "kimi_k2"): FamilyFacts(None, "kimi_k2", None, None, *_V3_MIN),
-    ("vllm", "kimi_k2_thinking"): FamilyFacts("kimi_k2", "kimi_k2", None, None, *_V3_MIN),
-    ("vllm", "v4"): FamilyFacts(
+# The facts of one released model on one engine are its family module's (`Release.engines` in dshub.arch); this
+# module keeps only the releases no family module models yet.
+# DeepSeek-V4 (serving.md §1.6; vllm recipes V4 guide, sglang docs, llama.cpp#22319): stated only until its family
+# module lands (the V4 issue moves these rows there).
+STATED_RELEASES: dict[tuple[str, str], ServingFacts] = {
+    ("vllm", "v4"): ServingFacts(
         "deepseek_v4", "deepseek_v4", None, "deepseek_v4", "0.20.0", "vllm recipes: V4 needs vLLM >= 0.20",
         # V4 on MI300X is unsupported (vllm recipes V4 guide).
         mtp_tokens=2, extra_args=("--block-size", "256"), unsupported_vendors=frozenset({"amd"})),
-    # SGLang (serving.md §2 "Parsers"; names differ from vLLM's)
-    ("sglang", "v3"): FamilyFacts("deepseek-v3", "deepseekv3", _SGL_TPL.format("deepseekv3")),
-    ("sglang", "r1"): FamilyFacts("deepseek-r1", "deepseekv3", _SGL_TPL.format("deepseekr1")),
-    ("sglang", "v31"): FamilyFacts("deepseek-v3", "deepseekv31", _SGL_TPL.format("deepseekv31")),
-    ("sglang", "v32"): FamilyFacts("deepseek-v3", "deepseekv32", prefer_layouts=("dp-attention",),
-                                   prefer_reason="sglang deepseek_v32.md serves V3.2 with --tp 8 --dp 8 --enable-dp-attention"),
-    ("sglang", "kimi_k2"): FamilyFacts(None, "kimi_k2"),
-    ("sglang", "kimi_k2_thinking"): FamilyFacts("kimi_k2", "kimi_k2"),
-    ("sglang", "v4"): FamilyFacts("deepseek-v4", "deepseekv4", unsupported_vendors=frozenset({"amd"})),
-    # llama.cpp: chat template comes from the GGUF (--jinja); no parser flags.
-    ("llamacpp", "v3"): FamilyFacts(),
-    ("llamacpp", "r1"): FamilyFacts(),
-    ("llamacpp", "v31"): FamilyFacts(),
-    ("llamacpp", "v32"): FamilyFacts(notes=("DeepSeek-V3.2 GGUFs need a llama.cpp build with PR#23346 (2026-05).",)),
-    ("llamacpp", "kimi_k2"): FamilyFacts(),
-    ("llamacpp", "kimi_k2_thinking"): FamilyFacts(),
-    ("llamacpp", "v4"): FamilyFacts(notes=("DeepSeek-V4 GGUF support is tracked in llama.cpp#22319.",)),
+    ("sglang", "v4"): ServingFacts("deepseek-v4", "deepseekv4", unsupported_vendors=frozenset({"amd"})),
+    ("llamacpp", "v4"): ServingFacts(notes=("DeepSeek-V4 GGUF support is tracked in llama.cpp#22319.",)),
 }
 
 
-def family_facts(engine_name: str, family: str) -> FamilyFacts:
-    return FAMILIES.get((engine_name, family), FamilyFacts())
+def family_facts(engine_name: str, release: str) -> ServingFacts:
+    """The facts of release `release` (v3, r1, v32, ...) on an engine: its family module's, else the stated table's."""
+    if release in RELEASES:
+        _, r = RELEASES.get(release)
+        return r.engines.get(engine_name, ServingFacts())
+    return STATED_RELEASES.get((engine_name, release), ServingFacts())
 
 
 # DeepSeek's recommended sampling for llama-server (serving.md §3 "Templates and sampling").

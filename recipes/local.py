@@ -1,7 +1,6 @@
 """ModelInfo for a local checkpoint: its real config.json, and its real bytes per component from shard headers."""
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -9,22 +8,10 @@ from typing import Any
 from dshub.checkpoint.reader import Checkpoint, load_config
 from dshub.errors import ConfigError
 
-from dshub.recipes.models import ModelInfo, info_from_config, module_of
+from dshub.recipes.model_info import ModelInfo, info_from_config, module_of, release_of
 
-# config.json model_type -> engine fact family. A directory name can refine it (R1 and V3 share a model_type).
-FAMILY_BY_MODEL_TYPE: dict[str, str] = {"deepseek_v3": "v3", "deepseek_v32": "v32", "kimi_k2": "kimi_k2", "deepseek_v2": "v3"}
-FAMILY_BY_DIR_NAME: tuple[tuple[str, str], ...] = (
-    (r"(?i)kimi", "kimi_k2"), (r"(?i)v3\.?2", "v32"), (r"(?i)v3\.?1", "v31"), (r"(?i)\br1\b|-r1", "r1"),
-)
 # quantization_config.quant_method -> shipped weight format
 SHIPPED_BY_QUANT_METHOD: dict[str, str] = {"fp8": "fp8", "compressed-tensors": "int4", "gptq": "int4", "awq": "int4"}
-
-
-def _family(config: dict[str, Any], name: str) -> str:
-    for pattern, family in FAMILY_BY_DIR_NAME:
-        if re.search(pattern, name):
-            return family
-    return FAMILY_BY_MODEL_TYPE.get(str(config.get("model_type", "")), "v3")
 
 
 def _shipped(config: dict[str, Any], encoding: str | None) -> str:
@@ -38,18 +25,18 @@ def local_info(path: Path) -> ModelInfo:
     """A checkpoint directory (config + real shard bytes) or a bare config.json (config only)."""
     if path.is_file():
         if path.name != "config.json":
-            raise ConfigError(f"{path}: MODEL must be a checkpoint directory or its config.json", path=str(path))
+            raise ConfigError("MODEL must be a checkpoint directory or its config.json", path=str(path))
         config = load_config(path.parent)
         name = path.parent.name or "model"
-        return info_from_config(config, name=name, hub_id=None, family=_family(config, name),
+        return info_from_config(config, name=name, hub_id=None, family=release_of(config, name),
                                 shipped=_shipped(config, None), source="local", path=str(path.parent))
     if not (path / "model.safetensors.index.json").exists() and not (path / "model.safetensors").exists():
         config = load_config(path)
-        return info_from_config(config, name=path.name, hub_id=None, family=_family(config, path.name),
+        return info_from_config(config, name=path.name, hub_id=None, family=release_of(config, path.name),
                                 shipped=_shipped(config, None), source="local", path=str(path))
     ckpt = Checkpoint.open(path)
     component_of: dict[str, str] = {}
-    info = info_from_config(ckpt.config, name=path.name, hub_id=None, family=_family(ckpt.config, path.name),
+    info = info_from_config(ckpt.config, name=path.name, hub_id=None, family=release_of(ckpt.config, path.name),
                             shipped=_shipped(ckpt.config, ckpt.encoding.name), source="local", path=str(path),
                             component_of_out=component_of)
     stored: dict[str, int] = {}

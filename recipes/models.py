@@ -1,7 +1,7 @@
 """The model catalog (works offline) and resolution of MODEL: a catalog name, a hub id, or a local checkpoint.
 
 Each catalog entry carries the architecture fields of the model's real config.json, so parameter counts come
-from `dshub.arch.spec_for` exactly as for a local checkpoint. Sources, per entry:
+from the model's family module (dshub.arch) exactly as for a local checkpoint. Sources, per entry:
 - DeepSeek-V3/R1/V3.1/V3.2: the `config.json` of each deepseek-ai repository; the dims are the ones listed in
   ../shared/reference/serving.md §5 (61 layers, hidden 7168, 128 heads, kv_lora 512, rope 64, 256+1 experts).
 - Kimi-K2: moonshotai/Kimi-K2-Instruct `config.json` (DeepseekV3ForCausalLM with 64 heads, 384 experts,
@@ -12,14 +12,17 @@ from `dshub.arch.spec_for` exactly as for a local checkpoint. Sources, per entry
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from dshub.arch import spec_for
-from dshub.arch.spec import ArchSpec, Role
-from dshub.errors import UnsupportedArchitecture, UsageError
+from dshub.errors import UsageError
+
+from dshub.recipes.local import local_info
+from dshub.formats.gguf_file import is_gguf_path
+from dshub.recipes.local_gguf import gguf_info
+from dshub.recipes.model_info import COMPONENTS, ModelInfo, info_from_config, module_of  # noqa: F401  (re-exported)
 
 FP8_QC = {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8", "weight_block_size": [128, 128]}
 
@@ -47,7 +50,7 @@ class CatalogEntry:
 
     name: str
     hub_id: str
-    family: str  # key into the engine fact tables: v3, r1, v31, v32, kimi_k2, kimi_k2_thinking, v4
+    family: str  # release key (a family module's Release, or a stated-only one: v4) the engine facts are keyed by
     shipped: str  # weight format as released: fp8 | int4 | fp4-fp8
     config: dict[str, Any] | None = None  # architecture fields; None when not modelled (V4)
     aliases: tuple[str, ...] = ()
@@ -96,113 +99,6 @@ for _e in CATALOG:
     for _k in (_e.name, _e.hub_id, *_e.aliases):
         _BY_KEY[_k.lower()] = _e
 
-@dataclass(frozen=True)
-class ModelInfo:
-    """Everything the planner needs about one model, from the catalog or from a local checkpoint."""
-
-    name: str
-    hub_id: str | None
-    family: str
-    shipped: str
-    source: str  # "catalog" | "local"
-    path: str | None = None
-    config: dict[str, Any] | None = None
-    # parameters by component (main model): attn, expert, shared, dense, embed, head, other; and mtp (extra layers)
-    params: dict[str, int] = field(default_factory=dict)
-    # real on-disk bytes by component for a local checkpoint (same keys), else empty
-    stored_bytes: dict[str, int] = field(default_factory=dict)
-    layers: int = 0
-    moe_layers: int = 0
-    mtp_layers: int = 0
-    heads: int = 0
-    kv_lora_rank: int = 0
-    qk_rope_head_dim: int = 0
-    n_experts: int = 0
-    max_context: int = 0
-    # widths that tensor parallelism slices, by component (for the FP8 128-block guard)
-    tp_split_dims: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    max_tp: int | None = None
-    max_tp_source: str = ""
-    stated_bytes: int | None = None
-    stated_active: int | None = None
-    default_kv_dtype: str | None = None
-
-    @property
-    def total_params(self) -> int:
-        return sum(v for k, v in self.params.items() if k != "mtp")
-
-    @property
-    def modelled(self) -> bool:
-        """True when the architecture (and so the KV cache) is modelled, not just stated."""
-        return self.config is not None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name, "hub_id": self.hub_id, "family": self.family, "shipped": self.shipped,
-            "source": self.source, "path": self.path, "params": dict(self.params), "total_params": self.total_params,
-            "layers": self.layers, "moe_layers": self.moe_layers, "mtp_layers": self.mtp_layers, "heads": self.heads,
-            "kv_lora_rank": self.kv_lora_rank, "qk_rope_head_dim": self.qk_rope_head_dim,
-            "n_experts": self.n_experts, "max_context": self.max_context, "modelled": self.modelled,
-        }
-
-
-# ArchSpec role -> planner component. Norms, router and its bias are small and always replicated ("other").
-_COMPONENT: dict[Role, str] = {
-    Role.ATTN: "attn", Role.EXPERT: "expert", Role.SHARED_EXPERT: "shared", Role.DENSE_MLP: "dense",
-    Role.EMBED: "embed", Role.HEAD: "head", Role.NORM: "other", Role.ROUTER: "other", Role.ROUTER_BIAS: "other",
-    Role.MTP: "mtp", Role.INDEXER: "attn",
-}
-COMPONENTS: tuple[str, ...] = ("attn", "expert", "shared", "dense", "embed", "head", "other")
-
-
-def module_of(tensor: str) -> str:
-    """`model.layers.3.mlp.experts.7.up_proj.weight_packed` -> `model.layers.3.mlp.experts.7.up_proj`."""
-    return tensor.rsplit(".", 1)[0]
-
-
-def _breakdown(spec: ArchSpec) -> tuple[dict[str, int], dict[str, str]]:
-    params = {c: 0 for c in (*COMPONENTS, "mtp")}
-    component_of: dict[str, str] = {}
-    for t in spec:
-        comp = "mtp" if t.mtp else _COMPONENT[t.role]
-        params[comp] += t.numel
-        component_of[t.name] = comp
-        component_of[module_of(t.name)] = comp  # its scales / packed forms share the module name
-    return params, component_of
-
-
-def _tp_split_dims(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-    """Widths a TP rank slices: attention per head group, dense MLP, shared expert, routed expert intermediates."""
-    heads = config["num_attention_heads"]
-    qk = config["qk_nope_head_dim"] + config["qk_rope_head_dim"]
-    dims = {
-        "attn": (heads * qk, heads * (config["qk_nope_head_dim"] + config["v_head_dim"]), heads * config["v_head_dim"]),
-        "dense": (config["intermediate_size"],),
-    }
-    if config.get("n_routed_experts"):
-        dims["expert"] = (config["moe_intermediate_size"],)
-        if config.get("n_shared_experts"):
-            dims["shared"] = (config["moe_intermediate_size"] * config["n_shared_experts"],)
-    return dims
-
-
-def info_from_config(config: dict[str, Any], *, name: str, hub_id: str | None, family: str, shipped: str,
-                     source: str, path: str | None = None, component_of_out: dict[str, str] | None = None) -> ModelInfo:
-    """ModelInfo for a config.json (catalog or local)."""
-    spec = spec_for(config)
-    params, component_of = _breakdown(spec)
-    if component_of_out is not None:
-        component_of_out.update(component_of)
-    moe_layers = len({t.layer for t in spec if t.role is Role.EXPERT and not t.mtp})
-    return ModelInfo(
-        name=name, hub_id=hub_id, family=family, shipped=shipped, source=source, path=path, config=config,
-        params=params, layers=spec.num_layers, moe_layers=moe_layers,
-        mtp_layers=spec.num_mtp_layers, heads=int(config["num_attention_heads"]),
-        kv_lora_rank=int(config["kv_lora_rank"]), qk_rope_head_dim=int(config["qk_rope_head_dim"]),
-        n_experts=spec.num_experts, max_context=int(config.get("max_position_embeddings") or 0),
-        tp_split_dims=_tp_split_dims(config),
-    )
-
 
 @lru_cache(maxsize=None)
 def _catalog_info(name: str) -> ModelInfo:
@@ -223,15 +119,8 @@ def catalog_entry(model: str) -> CatalogEntry | None:
 def resolve_model(model: str) -> ModelInfo:
     """MODEL as a local checkpoint directory (or its config.json), a catalog name, or a hub id the catalog knows."""
     p = Path(model).expanduser()
-    if p.exists():
-        # local checkpoints read real headers; kept apart from the offline catalog
-        if p.suffix == ".gguf" or (p.is_dir() and any(p.glob("*.gguf")) and not (p / "config.json").exists()):
-            from dshub.recipes.local_gguf import gguf_info
-
-            return gguf_info(p)
-        from dshub.recipes.local import local_info
-
-        return local_info(p)
+    if p.exists():  # local checkpoints read real headers; kept apart from the offline catalog
+        return gguf_info(p) if is_gguf_path(p) else local_info(p)
     entry = catalog_entry(model)
     if entry is None:
         known = ", ".join(e.name for e in CATALOG)

@@ -36,8 +36,6 @@ KV_DTYPE_BYTES: dict[str, float] = {"bf16": 2.0, "fp8": 1.0, "q8_0": 34 / 32, "q
 KV_DTYPES_BY_ENGINE: dict[str, tuple[str, ...]] = {
     "vllm": ("bf16", "fp8"), "sglang": ("bf16", "fp8"), "llamacpp": ("bf16", "q8_0", "q4_0"),
 }
-# vLLM stores V3.2's sparse-attention cache as fp8_ds_mla: 656 bytes per token per layer (serving.md §5).
-FP8_DS_MLA_BYTES_PER_LAYER = 656
 
 
 @dataclass(frozen=True)
@@ -161,9 +159,10 @@ def kv_bytes_per_token(model: ModelInfo, engine: str, kv_dtype: str, mtp: bool) 
     if not model.modelled:
         return 0
     layers = model.layers + (model.mtp_layers if mtp else 0)
-    if engine == "vllm" and model.family == "v32" and kv_dtype == "fp8":
-        return FP8_DS_MLA_BYTES_PER_LAYER * layers
-    return int((model.kv_lora_rank + model.qk_rope_head_dim) * layers * KV_DTYPE_BYTES[kv_dtype])
+    own = model.kv_bytes_per_layer.get((engine, kv_dtype))  # an engine's own cache layout (the family's fact)
+    if own is not None:
+        return own * layers
+    return int(model.kv_elems_per_layer * layers * KV_DTYPE_BYTES[kv_dtype])
 
 
 def weights_per_gpu(model: ModelInfo, fmt: WeightFormat, lay: Layout, mtp: bool) -> dict[str, int]:

@@ -15,6 +15,7 @@ dshub.constants and dshub.arch.* (GGUF value types are named by their `VT` membe
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
@@ -224,7 +225,7 @@ def family_for(config: Config) -> Family:
         if a in FAMILIES:
             return FAMILIES.get(a)
     raise UnsupportedArchitecture(
-        f"config.json: architectures {archs!r} not supported; known: {', '.join(FAMILIES.names())}", path="config.json"
+        f"architectures {archs!r} not supported; known: {', '.join(FAMILIES.names())}", path="config.json"
     )
 
 
@@ -238,7 +239,22 @@ def families() -> list[Family]:
     return list(dict.fromkeys(FAMILIES.values()))
 
 
-def gguf_families(arch: str) -> list[Family]:
-    """The families written as llama.cpp architecture `arch`."""
-    return [f for f in families() if f.gguf is not None and f.gguf.arch == arch]
+def gguf_family(arch: str) -> Family | None:
+    """The first registered family written as llama.cpp architecture `arch` (None when no family is)."""
+    return next((f for f in families() if f.gguf is not None and f.gguf.arch == arch), None)
 
+
+def gguf_architectures() -> list[str]:
+    """The llama.cpp architecture names the registered families are written as."""
+    return sorted({f.gguf.arch for f in families() if f.gguf is not None})
+
+
+
+def find_release(name: str, model_type: str | None = None, family: Family | None = None) -> Release:
+    """The release a local model is: the first whose name pattern matches `name` (`family`'s releases first), else
+    the first listing `model_type`, else `family`'s (or the first registered family's) default release."""
+    order = [*([family] if family else []), *(f for f in families() if f is not family)]
+    candidates = [r for fam in order for r in fam.releases]
+    return (next((r for r in candidates if r.name_pattern and re.search(r.name_pattern, name)), None)
+            or next((r for r in candidates if model_type and model_type in r.model_types), None)
+            or (family or order[0]).releases[0])

@@ -8,8 +8,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from dshub.arch import FAMILIES, families, family_for
-from dshub.arch.family import GGUFMapping
+from dshub.arch import FAMILIES, family_for
+from dshub.arch.family import GGUFMapping, gguf_architectures, gguf_family
 from dshub.errors import ConfigError
 from dshub.formats.gguf_file import KV, VT
 from dshub.quant.gguf.types import FILE_TYPES, QUANTIZATION_VERSION
@@ -32,11 +32,10 @@ def gguf_mapping(config: dict[str, Any]) -> GGUFMapping:
 
 def mapping_for_arch(arch: str) -> GGUFMapping:
     """The GGUF mapping of llama.cpp architecture `arch` (the first family registered with it)."""
-    for fam in families():
-        if fam.gguf is not None and fam.gguf.arch == arch:
-            return fam.gguf
-    known = sorted({f.gguf.arch for f in families() if f.gguf is not None})
-    raise ConfigError(f"GGUF architecture {arch!r} is not one dshub maps; known: {', '.join(known)}", path="gguf")
+    fam = gguf_family(arch)
+    if fam is None or fam.gguf is None:
+        raise ConfigError(f"GGUF architecture {arch!r} is not one dshub maps; known: {', '.join(gguf_architectures())}", path="gguf", show_path="")
+    return fam.gguf
 
 
 # The GGUF architecture dshub writes for the DeepSeek-V3 family; `dshub verify` checks files of it.
@@ -49,7 +48,7 @@ def gating_func(config: dict[str, Any]) -> int:
     arch = (config.get("architectures") or [""])[0]
     name = config.get("scoring_func") or g.default_gating.get(arch, g.default_gating_other)
     if name not in GATING_FUNCS:
-        raise ConfigError(f"config.json: scoring_func {name!r} is not supported; known: {', '.join(GATING_FUNCS)}", path="config.json")
+        raise ConfigError(f"scoring_func {name!r} is not supported; known: {', '.join(GATING_FUNCS)}", path="config.json")
     return GATING_FUNCS[name]
 
 
@@ -69,7 +68,7 @@ def arch_kvs(config: dict[str, Any], mtp: bool = False) -> list[KV]:
             v = int(v) + n_mtp
         if v is None:
             if f.required:
-                raise ConfigError(f"config.json: {f.config_key} is required for GGUF key {g.key(f.suffix)}", path="config.json")
+                raise ConfigError(f"{f.config_key} is required for GGUF key {g.key(f.suffix)}", path="config.json")
             continue
         out.append(KV(g.key(f.suffix), vtype, _cast(vtype, v)))
     for d in g.derived:
@@ -77,7 +76,7 @@ def arch_kvs(config: dict[str, Any], mtp: bool = False) -> list[KV]:
         try:
             out.append(KV(g.key(d.suffix), vtype, _cast(vtype, d.value(config))))
         except KeyError as e:
-            raise ConfigError(f"config.json: {e.args[0]} is required for GGUF key {g.key(d.suffix)}", path="config.json") from None
+            raise ConfigError(f"{e.args[0]} is required for GGUF key {g.key(d.suffix)}", path="config.json") from None
     out.append(KV(g.key("expert_gating_func"), VT.UINT32, gating_func(config)))
     if n_mtp:
         out.append(KV(g.key("nextn_predict_layers"), VT.UINT32, n_mtp))
@@ -92,7 +91,7 @@ def rope_scaling_kvs(config: dict[str, Any]) -> list[KV]:
     if not rs or kind in (None, "default"):
         return []
     if kind != "yarn":
-        raise ConfigError(f"config.json: rope_scaling type {kind!r} is not supported for {g.arch} (only yarn)", path="config.json")
+        raise ConfigError(f"rope_scaling type {kind!r} is not supported for {g.arch} (only yarn)", path="config.json")
     out = [KV(g.key("rope.scaling.type"), VT.STRING, "yarn")]
     for suffix, field, vtype in YARN_FIELDS:
         if rs.get(field) is not None:

@@ -1,15 +1,21 @@
-"""What the engine modules share: where the model comes from, version gates, the launch skeleton."""
+"""What the engine modules share: their registry, where the model comes from, version gates, the launch skeleton."""
 from __future__ import annotations
 
 import posixpath
 from typing import Callable
 
+from dshub.arch.family import ServingFacts
 from dshub.errors import UsageError
+from dshub.quant.registry import Registry
 
-from dshub.recipes.engine_facts import UNPINNED_TAGS, FamilyFacts, family_facts, image_for, version_key
+from dshub.recipes.engine_facts import UNPINNED_TAGS, family_facts, image_for, version_key
 from dshub.recipes.env import engine_env
 from dshub.recipes.launch import Launch, Mount, NodeLaunch, NodeRef, RecipeOptions, role_for
 from dshub.recipes.planner import Plan
+
+# engine name -> its Plan -> Launch builder (each engine module registers itself)
+BUILDERS: Registry[str, Callable[[Plan, RecipeOptions], Launch]] = Registry("recipe engine")
+register = BUILDERS.register
 
 HF_CACHE_HOST = "${HOME}/.cache/huggingface"
 MODELS_DIR = "/models"
@@ -37,7 +43,7 @@ def model_source(p: Plan, opts: RecipeOptions) -> tuple[str, str, list[Mount], l
     return path, path, [Mount(MODELS_DIR, MODELS_DIR, "models")], [note]
 
 
-def check_version(p: Plan, fam: FamilyFacts) -> None:
+def check_version(p: Plan, fam: ServingFacts) -> None:
     if fam.min_version and version_key(p.engine_version) < version_key(fam.min_version):
         raise UsageError(f"--engine-version {p.engine_version}: {p.model.name} needs {p.engine.name} >= "
                          f"{fam.min_version} ({fam.min_version_source})")

@@ -4,8 +4,7 @@ from __future__ import annotations
 from dshub.recipes.engine_facts import LLAMACPP_SAMPLING
 from dshub.recipes.launch import Launch, NodeRef, RecipeOptions
 from dshub.recipes.planner import LLAMACPP_SLOTS, Plan
-from dshub.recipes.engines import register
-from dshub.recipes.engines.common import make_launch
+from dshub.recipes.engines.common import make_launch, register
 
 KV_TYPE_FLAG = {"bf16": "f16", "q8_0": "q8_0", "q4_0": "q4_0"}
 # Unsloth: add --min-p for the 1-bit dynamic quants (serving.md §3).

@@ -4,8 +4,7 @@ from __future__ import annotations
 from dshub.recipes.engine_facts import family_facts, version_key
 from dshub.recipes.launch import Launch, NodeRef, RecipeOptions
 from dshub.recipes.planner import Plan
-from dshub.recipes.engines import register
-from dshub.recipes.engines.common import make_launch
+from dshub.recipes.engines.common import make_launch, register
 
 DIST_PORT = 20000  # docs/references/multi_node_inference_k8s_lws.md
 KV_DTYPE_FLAG = {"bf16": None, "fp8": "fp8_e4m3"}

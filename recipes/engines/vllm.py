@@ -6,8 +6,7 @@ import json
 from dshub.recipes.engine_facts import family_facts
 from dshub.recipes.launch import Launch, NodeRef, RecipeOptions
 from dshub.recipes.planner import Plan
-from dshub.recipes.engines import register
-from dshub.recipes.engines.common import make_launch
+from dshub.recipes.engines.common import make_launch, register
 
 DP_RPC_PORT = 13345  # docs/serving/expert_parallel_deployment.md example
 KV_DTYPE_FLAG = {"bf16": None, "fp8": "fp8"}
