@@ -19,7 +19,7 @@ from dshub.constants import MANIFEST_NAME, SIDECAR_FILES, VERSION
 from dshub.errors import DeviceError, OutputError, UsageError
 from dshub.fsutil import check_free_space, copy_atomic, remove_stale_temps, write_json_atomic
 from dshub.converters.manifest import Manifest
-from dshub.verify import require_valid
+from dshub.checks import require_valid
 from dshub.converters.options import TargetOptions
 from dshub.quant.device import DeviceUnavailable, resolve_device
 from dshub.quant.registry import Registry
@@ -109,9 +109,9 @@ def get_converter(target: str) -> Converter:
 def check_output_location(src: Path, out: Path) -> None:
     s, o = src.resolve(), out.resolve()
     if o == s or s in o.parents:
-        raise OutputError(f"{out}: the output directory must not be the input directory or inside it", path=str(out))
+        raise OutputError("the output directory must not be the input directory or inside it", path=str(out))
     if o.exists() and not o.is_dir():
-        raise OutputError(f"{out}: exists and is not a directory", path=str(out))
+        raise OutputError("exists and is not a directory", path=str(out))
 
 
 def copy_sidecars(src: Path, out: Path, skip: tuple[str, ...] = ()) -> list[str]:

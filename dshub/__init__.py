@@ -1,8 +1,8 @@
 """dshub: fetch, validate, convert and serve DeepSeek-family checkpoints.
 
 The library's verbs live in `dshub.api` and are re-exported here lazily (importing `dshub.quant` or any other
-sub-package does not pull in the whole tool): `dshub.convert(path, Int4Options(out=...))`, `dshub.verify(path)`,
-`dshub.plan(Request(...))`, `dshub.info(path)`, `dshub.download(repo)`, `dshub.synth(out)`.
+sub-package does not pull in the whole tool): `dshub.convert(path, Int4Options(out=...))`, `dshub.checks(path)`,
+`dshub.plan(Request(...))`, `dshub.summary(path)`, `dshub.download(repo)`, `dshub.synth(out)`.
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from dshub.constants import VERSION as __version__
 # name -> module that defines it (the public API; see dshub.api)
 _EXPORTS: dict[str, str] = {
     name: "dshub.api"
-    for name in ("convert", "verify", "plan", "recipe", "info", "download", "synth",
+    for name in ("convert", "verify", "verify_files", "plan", "recipe", "info", "download", "synth", "options",
                  "Bf16Options", "Int4Options", "GGUFOptions", "TargetOptions", "ConversionResult", "VerifyReport",
-                 "Request", "RecipeOptions", "Plan")
+                 "HashReport", "Request", "RecipeOptions", "Plan", "DownloadPlan", "DownloadResult")
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -11,9 +11,9 @@ LAYERS: dict[str, int] = {
     "dshub.quant": 0,
     "dshub.errors": 1, "dshub.constants": 1, "dshub.fsutil": 1,
     "dshub.formats": 2, "dshub.arch": 2, "dshub.checkpoint": 2,
-    "dshub.hub": 3, "dshub.verify": 3,
+    "dshub.hub": 3, "dshub.checks": 3,
     "dshub.converters": 4,
-    "dshub.recipes": 5, "dshub.info": 5,
+    "dshub.recipes": 5, "dshub.summary": 5,
     "dshub.api": 6, "dshub.cli": 6, "dshub": 6,
 }
 

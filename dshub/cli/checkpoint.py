@@ -13,8 +13,8 @@ from dshub.cli.format import human
 from dshub.cli.gguf_view import print_gguf_info
 from dshub.cli.options import JsonOpt, PathArg
 from dshub.cli.output import out_console, print_json
-from dshub.info import checkpoint_info
-from dshub.verify import verify as run_verify
+from dshub.summary import checkpoint_info
+from dshub.checks import verify as run_verify
 
 
 def synth(

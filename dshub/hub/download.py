@@ -31,7 +31,7 @@ from dshub.hub.sources import hf_offline
 from dshub.hub.transfer import RetryPolicy, fetch_to_part
 from dshub.arch import spec_for
 from dshub.errors import UnsupportedArchitecture
-from dshub.verify import verify as verify_structure
+from dshub.checks import verify as verify_structure
 
 DEFAULT_WORKERS = 8
 
@@ -209,7 +209,7 @@ class _Runner:
                 part.unlink(missing_ok=True)
                 if attempt == 2:
                     raise HashMismatch(
-                        f"{f.path}: {expected[0]} {actual} does not match the hub's {expected[1]}; "
+                        f"{expected[0]} {actual} does not match the hub's {expected[1]}; "
                         "fetched twice, the source serves bad bytes",
                         path=f.path, expected=expected[1], actual=str(actual),
                     )
@@ -291,7 +291,7 @@ def exclusive(root: Path) -> Iterator[None]:
             fh.seek(0)
             holder = fh.read().strip() or "?"
             raise OutputError(
-                f"{root}: another dshub download (pid {holder}) is writing here; wait for it or stop it", path=str(root),
+                f"another dshub download (pid {holder}) is writing here; wait for it or stop it", path=str(root),
             ) from None
         fh.seek(0)
         fh.truncate()

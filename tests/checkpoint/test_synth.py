@@ -9,7 +9,7 @@ import torch
 
 from dshub.checkpoint.reader import Checkpoint
 from dshub.checkpoint.synth import PRESETS, QUANTIZATION_CONFIG, write_synthetic
-from dshub.verify import verify
+from dshub.checks import verify
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes(tiny_ckpt: Path, tmp_path: Path):

@@ -257,7 +257,7 @@ def test_cli_exit_codes_and_resume(tiny, tmp_path):
 
 
 def test_drop_mtp(tiny, tmp_path):
-    from dshub.verify import verify
+    from dshub.checks import verify
 
     out = tmp_path / "o"
     run_conversion(tiny, build_options("int4", out=out, drop_mtp=True, **{"format": "awq"}), progress=False)

@@ -264,7 +264,7 @@ def test_cli_json(cli, tiny_ckpt: Path, tmp_path: Path) -> None:
 
 
 def test_mtp_layers_kept_on_request(tiny_ckpt: Path, tmp_path: Path) -> None:
-    from dshub.verify import verify
+    from dshub.checks import verify
 
     cfg = json.loads((tiny_ckpt / "config.json").read_text())
     doc = convert(tiny_ckpt, tmp_path, quant="Q8_0", mtp=True)

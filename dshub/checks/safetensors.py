@@ -14,7 +14,7 @@ from dshub.checkpoint.reader import INDEX_NAME, Checkpoint, pickle_files, scale_
 from dshub.errors import CheckpointError, DshubError
 from dshub.formats.int4_config import expected_names, int4_config, int4_problems
 from dshub.checkpoint.header import ShardHeader, TensorEntry
-from dshub.verify.findings import Finding, VerifyReport
+from dshub.checks.findings import Finding, VerifyReport
 
 
 @dataclass

@@ -11,9 +11,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from dshub.converters import build_options, run_conversion
-from dshub.info import checkpoint_info
+from dshub.summary import checkpoint_info
 from dshub.checkpoint.synth import write_synthetic
-from dshub.verify import verify
+from dshub.checks import verify
 
 EXPERT = "model.layers.2.mlp.experts.1.up_proj"
 RUNS = {"ct": {"symmetric": False, "group_size": 64}, "gptq": {"format": "gptq"}, "awq": {"format": "awq", "symmetric": False}}

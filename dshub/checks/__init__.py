@@ -1,14 +1,15 @@
-"""Structural verification: findings, checks per format, one dispatcher (`verify`), and the converters' preflight."""
+"""Structural verification (`dshub verify`): findings, checks per format (safetensors, GGUF), one dispatcher
+(`verify`), and the converters' preflight (`require_valid`)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from dshub.checkpoint.reader import Checkpoint
 from dshub.errors import CheckpointError
-from dshub.verify.checks import verify_checkpoint
-from dshub.verify.findings import Finding, VerifyReport
+from dshub.checks.safetensors import verify_checkpoint
+from dshub.checks.findings import Finding, VerifyReport
 from dshub.formats.gguf_file import is_gguf_path
-from dshub.verify.gguf import verify_gguf
+from dshub.checks.gguf import verify_gguf
 
 __all__ = ["Finding", "VerifyReport", "verify", "require_valid"]
 
@@ -28,5 +29,5 @@ def require_valid(path: str | Path) -> Checkpoint:
     if errors:
         first = errors[0]
         more = f" (and {len(errors) - 1} more; run `dshub verify {path}`)" if len(errors) > 1 else ""
-        raise CheckpointError(f"{first}{more}", path=first.file, tensor=first.tensor)
+        raise CheckpointError(f"{first.message}{more}", path=first.file, tensor=first.tensor)
     return report.checkpoint or Checkpoint.open(path)

@@ -10,7 +10,7 @@ from dshub.converters.sizing import planned_bytes, target_options
 from dshub.errors import DshubError
 from dshub.formats.int4_config import int4_summary
 from dshub.formats.gguf_file import is_gguf_path
-from dshub.verify.gguf import gguf_info
+from dshub.checks.gguf import gguf_info
 
 # The targets `dshub info` sizes: label -> (target, options). Bytes come from each converter's own plan.
 INFO_TARGETS: dict[str, tuple[str, dict[str, Any]]] = {

@@ -14,7 +14,7 @@ from dshub.errors import DshubError, GGUFError
 from dshub.formats.gguf_file import SPLIT_COUNT, SPLIT_NO, SPLIT_RE, SPLIT_TENSORS, GGUFHeader, read_gguf_header, resolve_split_set
 from dshub.formats.gguf_layout import forced_f32, map_tensors
 from dshub.formats.gguf_metadata import ARCH, config_from_gguf, llama_cpp_caveats
-from dshub.verify.findings import Finding, VerifyReport
+from dshub.checks.findings import Finding, VerifyReport
 
 OPTIONAL_RE = re.compile(r"\.nextn\.(embed_tokens|shared_head_head|shared_head_norm)\.weight$")  # llama.cpp: not required
 # Byte offsets of the fp16 scale fields inside one block of each quantized type (ggml-common.h block layouts).
@@ -157,7 +157,7 @@ def gguf_info(path: str | Path) -> dict[str, Any]:
     files = resolve_split_set(path)
     missing = [f.name for f in files if not f.is_file()]
     if missing:
-        raise GGUFError(f"{files[0].name}: split set incomplete, missing {', '.join(missing)}", path=str(files[0]))
+        raise GGUFError(f"split set incomplete, missing {', '.join(missing)}", path=str(files[0]), show_path=files[0].name)
     heads = [read_gguf_header(f) for f in files]
     kv = heads[0].kv
     tensors = [t for h in heads for t in h.tensors]

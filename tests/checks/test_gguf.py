@@ -8,7 +8,7 @@ import pytest
 
 from dshub.converters import build_options, run_conversion
 from dshub.formats.gguf_file import KV, TensorInfo, read_gguf_header, write_gguf
-from dshub.verify import verify
+from dshub.checks import verify
 
 
 @pytest.fixture(scope="module")
