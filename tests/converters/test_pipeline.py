@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from dshub.converters.bf16 import FP8_DTYPES, SHARD_METADATA, scale_name
+from dshub.arch.spec import fp8_scale_name
+from dshub.converters.bf16 import FP8_DTYPES, SHARD_METADATA
 from dshub.converters.pipeline import TensorPipeline, ordered_producer
 from dshub.checkpoint.reader import Checkpoint, read_entry
 from dshub.errors import CheckpointError
@@ -119,7 +120,7 @@ def test_shard_written_through_the_pipeline_matches_the_converter(device, tiny_c
 
     def load(d: TensorDecl):
         e = entries[d.name]
-        return (read_entry(path, e), ckpt.read(scale_name(d.name))) if e.dtype in FP8_DTYPES else (read_entry(path, e),)
+        return (read_entry(path, e), ckpt.read(fp8_scale_name(d.name))) if e.dtype in FP8_DTYPES else (read_entry(path, e),)
 
     def compute(d: TensorDecl, ins):
         return dequant(ins[0], ins[1], ckpt.encoding.block) if len(ins) == 2 else ins[0]

@@ -14,6 +14,7 @@ from dshub.quant import mxfp4 as mx_ref
 from dshub.quant.registry import get_codec
 from dshub.quant.triton import kernel
 from dshub.quant.triton.parity import bit_mismatch, kernel_device
+from tests.support.tools import REPO_ROOT
 
 DEV = kernel_device()
 pytestmark = [
