@@ -322,10 +322,21 @@ RELEASES: tuple[Release, ...] = (
         ServingFacts("kimi_k2", "kimi_k2"))),
 )
 
+# A small config.json of the family (the synthetic "tiny" dims): the contract tests exercise every fact on it.
+EXAMPLE: Mapping[str, Any] = frozen(dict(
+    architectures=["DeepseekV3ForCausalLM"], model_type="deepseek_v3", hidden_size=256, num_hidden_layers=3,
+    first_k_dense_replace=1, num_attention_heads=4, q_lora_rank=192, kv_lora_rank=128, qk_nope_head_dim=64,
+    qk_rope_head_dim=32, v_head_dim=64, intermediate_size=512, moe_intermediate_size=256, n_routed_experts=8,
+    num_experts_per_tok=2, n_group=2, topk_group=1, n_shared_experts=1, num_nextn_predict_layers=1,
+    max_position_embeddings=4096, vocab_size=1024, rms_norm_eps=1e-6, rope_theta=10000, routed_scaling_factor=2.5,
+    norm_topk_prob=True, scoring_func="sigmoid", topk_method="noaux_tc", moe_layer_freq=1,
+))
+
 FAMILY = register(Family(
     name="deepseek_v3",
     architectures=ARCHITECTURES,
     inventory=deepseek_v3_spec,
+    example=EXAMPLE,
     planner=PLANNER,
     releases=RELEASES,
     gguf=GGUF,

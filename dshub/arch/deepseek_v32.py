@@ -55,6 +55,8 @@ FAMILY = register(Family(
     name="deepseek_v32",
     architectures=("DeepseekV32ForCausalLM",),
     inventory=deepseek_v32_spec,
+    example=frozen({**v3.EXAMPLE, "architectures": ["DeepseekV32ForCausalLM"], "model_type": "deepseek_v32",
+                    "index_n_heads": 4, "index_head_dim": 64, "index_topk": 32}),
     planner=PLANNER,
     releases=RELEASES,
     refusals=frozen({"gguf": _LATER, "int4": _LATER}),

@@ -6,7 +6,8 @@ needs to know about a model family is in it, as plain data and small getters ove
 - `gguf`: the llama.cpp architecture name, HF -> GGUF tensor names and metadata keys (`GGUFMapping`), or None;
 - `int4`: which tensor roles each INT4 `--scope` quantizes (`Int4Scopes`), or None;
 - `planner`: parameter components per role, KV-cache size per token, TP-sliced widths (`PlannerFacts`);
-- `releases`: the released models of the family and their per-engine serving facts (`Release`, `ServingFacts`).
+- `releases`: the released models of the family and their per-engine serving facts (`Release`, `ServingFacts`);
+- `example`: a small config.json of the family, on which tests/arch/test_family.py checks the whole contract.
 A target a family does not support yet names why in `refusals`; `Family.gguf_mapping()` / `Family.int4_scopes()`
 raise a UsageError with that reason.
 
@@ -180,6 +181,7 @@ class Family:
     name: str
     architectures: tuple[str, ...]  # HF `architectures` names it registers
     inventory: Callable[[Config], ArchSpec]
+    example: Mapping[str, Any]  # a small config.json of the family; the contract tests exercise every fact on it
     planner: PlannerFacts
     releases: tuple[Release, ...]  # the first is the default
     gguf: GGUFMapping | None = None
