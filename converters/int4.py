@@ -60,11 +60,11 @@ def in_scope(t: TensorSpec, scope: str, ignore: list[re.Pattern[str]], scopes=SC
 def refuse_int4_input(ckpt: Checkpoint) -> None:
     method = (ckpt.config.get("quantization_config") or {}).get("quant_method")
     if method in INT4_METHODS:
-        raise CheckpointError(f"config.json: the checkpoint is already quantized (quant_method {method!r}); "
-                              "convert from the FP8 or BF16 release", path=str(ckpt.root / "config.json"))
+        raise CheckpointError(f"the checkpoint is already quantized (quant_method {method!r}); "
+                              "convert from the FP8 or BF16 release", path=str(ckpt.root / "config.json"), show_path="config.json")
     packed = next((n for n in ckpt.weight_map if n.endswith(INT4_SUFFIXES)), None)
     if packed:
-        raise CheckpointError(f"{ckpt.weight_map[packed]}: tensor {packed}: the checkpoint already holds packed INT4 weights; "
+        raise CheckpointError("the checkpoint already holds packed INT4 weights; "
                               "convert from the FP8 or BF16 release", path=ckpt.weight_map[packed], tensor=packed)
 
 
@@ -127,7 +127,7 @@ class Int4Converter(Converter):
                     try:
                         layout = packed_layout(fmt, tuple(e.shape), scheme)  # type: ignore[arg-type]
                     except Int4Error as err:
-                        raise QuantizationError(f"{shard}: tensor {e.name}: {err}; pick another --group-size or --ignore "
+                        raise QuantizationError(f"{err}; pick another --group-size or --ignore "
                                                 f"'{re.escape(mod)}'", path=shard, tensor=e.name) from None
                     for suffix, dtype, shape in layout:
                         d = TensorDecl(f"{mod}.{suffix}", TORCH_TO_ST[dtype], shape)
@@ -187,7 +187,7 @@ class Int4Converter(Converter):
                 t = quant_fp8(*ins, scheme, block) if len(ins) == 2 else quant_float(ins[0], scheme)
                 return dict(pack(t))
             except Int4Error as err:
-                raise QuantizationError(f"{f.name}: tensor {name}: {err}", path=f.name, tensor=name) from None
+                raise QuantizationError(str(err), path=f.name, tensor=name) from None
 
         # The next input tensor is read (and, on a GPU, staged) while this one is computed; results arrive in order.
         results = TensorPipeline(load, compute, dev, stage=lambda name: kinds[name] != "copy").map(units)

@@ -32,7 +32,7 @@ class Manifest:
         except (UnicodeDecodeError, json.JSONDecodeError):
             doc = None
         if not isinstance(doc, dict):
-            raise OutputError(f"{path}: not a dshub manifest (unreadable JSON); use an empty --out directory", path=str(path))
+            raise OutputError("not a dshub manifest (unreadable JSON); use an empty --out directory", path=str(path))
         if doc.get("key") != key:
             raise UsageError(
                 f"{path}: the output directory holds a conversion made with other inputs or options; "

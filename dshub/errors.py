@@ -1,16 +1,42 @@
-"""Every error dshub raises on purpose. Each carries its data and maps to a CLI exit code."""
+"""Every error dshub raises on purpose. Each carries its data and maps to a CLI exit code.
+
+An error's text is composed from its fields, `FILE: tensor TENSOR: DETAIL` (each part only when set), never
+formatted into the message at the raise site: `ScaleError("not finite and positive", path=shard, tensor=name)`.
+"""
 from __future__ import annotations
+
+import os
 
 
 class DshubError(Exception):
-    """Base of all dshub errors. `exit_code` is what the CLI returns for it."""
+    """Base of all dshub errors. `exit_code` is what the CLI returns for it.
+
+    Fields: `detail` (what is wrong, and what to do about it), `path` (the file or directory at fault, as the program
+    found it), `tensor` (the tensor at fault). How the message names them, when not `PATH` and `tensor TENSOR`:
+    `show_path` (e.g. the shard's base name, or `--out DIR`) and `show_tensor` (e.g. `tensor X -> blk.0.attn_q`);
+    an empty string leaves that part out, for a detail whose own words name it.
+    """
 
     exit_code = 1
 
-    def __init__(self, message: str, *, path: str | None = None, tensor: str | None = None):
+    def __init__(self, detail: str, *, path: str | os.PathLike[str] | None = None, tensor: str | None = None,
+                 show_path: str | None = None, show_tensor: str | None = None):
+        self.detail = detail
         self.path = path
         self.tensor = tensor
-        super().__init__(message)
+        self.show_path = show_path
+        self.show_tensor = show_tensor
+        super().__init__(detail)
+
+    @property
+    def where(self) -> tuple[str, ...]:
+        """How the message names the file and the tensor: the parts in front of the detail."""
+        file = str(self.path) if self.show_path is None and self.path is not None else self.show_path
+        tensor = f"tensor {self.tensor}" if self.show_tensor is None and self.tensor else self.show_tensor
+        return tuple(part for part in (file, tensor) if part)
+
+    def __str__(self) -> str:
+        return ": ".join(part for part in (*self.where, self.detail) if part)
 
 
 class UsageError(DshubError, ValueError):
@@ -30,8 +56,8 @@ class HeaderError(CheckpointError):
 class ShardTruncated(CheckpointError):
     """A shard is shorter (or longer) than its header says."""
 
-    def __init__(self, message: str, *, path: str, expected: int, actual: int):
-        super().__init__(message, path=path)
+    def __init__(self, detail: str, *, path: str, expected: int, actual: int, **where: str | None):
+        super().__init__(detail, path=path, **where)
         self.expected = expected
         self.actual = actual
 
@@ -63,8 +89,8 @@ class OutputError(DshubError, OSError):
 class DiskSpaceError(OutputError):
     """Not enough free disk space for the planned output."""
 
-    def __init__(self, message: str, *, path: str, needed: int, free: int):
-        super().__init__(message, path=path)
+    def __init__(self, detail: str, *, path: str, needed: int, free: int, **where: str | None):
+        super().__init__(detail, path=path, **where)
         self.needed = needed
         self.free = free
 
@@ -105,8 +131,8 @@ class SourceUnavailable(HubError):
 class HashMismatch(CheckpointError):
     """A file's sha256 (or git blob sha1) differs from what the hub or the download manifest records."""
 
-    def __init__(self, message: str, *, path: str, expected: str, actual: str):
-        super().__init__(message, path=path)
+    def __init__(self, detail: str, *, path: str, expected: str, actual: str, **where: str | None):
+        super().__init__(detail, path=path, **where)
         self.expected = expected
         self.actual = actual
 
@@ -122,8 +148,8 @@ class QuantizationError(DshubError, ValueError):
 class PlanRefused(DshubError, ValueError):
     """The memory planner found no parallel layout that works for the request (recipes/planner.py)."""
 
-    def __init__(self, message: str, *, reasons: list[str], alternatives: list[str]):
-        super().__init__(message)
+    def __init__(self, detail: str, *, reasons: list[str], alternatives: list[str]):
+        super().__init__(detail)
         self.reasons = reasons
         self.alternatives = alternatives
 

@@ -43,7 +43,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
     except OSError as e:
         tmp.unlink(missing_ok=True)
         if e.errno in DISK_FULL_ERRNOS:
-            raise OutputError(f"{path}: disk full while writing; temporary file removed. Free space and run again", path=str(path)) from None
+            raise OutputError("disk full while writing; temporary file removed. Free space and run again", path=str(path)) from None
         raise
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -74,7 +74,7 @@ def check_free_space(directory: Path, needed: int, *, margin: float = 1.02) -> N
     free = free_space(directory)
     if free < needed * margin:
         raise DiskSpaceError(
-            f"{directory}: {needed / 1e9:.2f} GB needed, {free / 1e9:.2f} GB free. Free space or choose another --out",
+            f"{needed / 1e9:.2f} GB needed, {free / 1e9:.2f} GB free. Free space or choose another --out",
             path=str(directory), needed=needed, free=free,
         )
 

@@ -45,7 +45,7 @@ def write_recipe(files: dict[str, str], out: str | os.PathLike) -> list[Path]:
     recipe, rewritten for 2 nodes) are removed, so the directory never mixes two recipes."""
     root = Path(out)
     if root.exists() and not root.is_dir():
-        raise OutputError(f"--out {root}: exists and is not a directory", path=str(root))
+        raise OutputError("exists and is not a directory", path=str(root), show_path=f"--out {root}")
     root.mkdir(parents=True, exist_ok=True)
     listing = root / RECIPE_LIST
     try:

@@ -34,7 +34,7 @@ def component(name: str) -> str:
 def _meta(h: GGUFHeader, arch: str, key: str, default: Any = None) -> Any:
     full = f"{arch}.{key}"
     if full not in h.kv and default is None:
-        raise ConfigError(f"{h.path.name}: GGUF metadata {full!r} is missing", path=str(h.path))
+        raise ConfigError(f"GGUF metadata {full!r} is missing", path=str(h.path), show_path=h.path.name)
     return h.kv.get(full, default)
 
 
@@ -43,15 +43,15 @@ def gguf_info(path: Path) -> ModelInfo:
     first = files[0]
     missing = [f for f in files if not f.exists()]
     if missing:
-        raise ConfigError(f"{missing[0]}: split file missing (the set has {len(files)} files)", path=str(missing[0]))
+        raise ConfigError(f"split file missing (the set has {len(files)} files)", path=str(missing[0]))
     headers = [read_gguf_header(f) for f in files]
     h = headers[0]
     arch = str(h.kv.get("general.architecture", ""))
     fam = gguf_family(arch)
     if fam is None or fam.gguf is None:
-        raise ConfigError(f"{first.name}: GGUF architecture {arch!r} is not one the planner sizes "
+        raise ConfigError(f"GGUF architecture {arch!r} is not one the planner sizes "
                           f"({', '.join(gguf_architectures())})",
-                          path=str(first))
+                          path=str(first), show_path=first.name)
     g = fam.gguf
     params: dict[str, int] = {}
     stored: dict[str, int] = {}

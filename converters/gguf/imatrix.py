@@ -30,15 +30,15 @@ def load_imatrix(path: str) -> dict[str, np.ndarray]:
 
     p = Path(path)
     if not p.is_file():
-        raise PolicyError(f"--imatrix {path}: no such file", path=path)
+        raise PolicyError("no such file", path=path, show_path=f"--imatrix {path}")
     try:
         r = gguf.GGUFReader(p)
     except Exception as e:  # gguf-py raises ValueError/struct errors of several kinds on bad input
-        raise PolicyError(f"{path}: not a GGUF imatrix file ({e}); the legacy .dat format is not supported, "
+        raise PolicyError(f"not a GGUF imatrix file ({e}); the legacy .dat format is not supported, "
                           f"convert it with llama-imatrix --in-file {p.name} -o {p.stem}.gguf", path=path) from None
     missing = [k for k in KEYS if r.get_field(k) is None]
     if missing:
-        raise PolicyError(f"{path}: missing imatrix metadata {', '.join(missing)}", path=path)
+        raise PolicyError(f"missing imatrix metadata {', '.join(missing)}", path=path)
     tensors = {t.name: t for t in r.tensors}
     out: dict[str, np.ndarray] = {}
     for tname, t in tensors.items():
@@ -47,23 +47,23 @@ def load_imatrix(path: str) -> dict[str, np.ndarray]:
         name = tname[: -len(SUMS)]
         c = tensors.get(name + COUNTS)
         if c is None:
-            raise PolicyError(f"{path}: {tname} has no {name + COUNTS}", path=path, tensor=name)
+            raise PolicyError(f"{tname} has no {name + COUNTS}", path=path, tensor=name, show_tensor="")
         if t.tensor_type.name != "F32" or c.tensor_type.name != "F32":
-            raise PolicyError(f"{path}: {name}: sums and counts must be F32", path=path, tensor=name)
+            raise PolicyError("sums and counts must be F32", path=path, tensor=name, show_tensor=name)
         sums = np.asarray(t.data, dtype=np.float32).reshape(-1)
         raw = np.asarray(c.data, dtype=np.float64).reshape(-1)
         counts = (np.sign(raw) * np.floor(np.abs(raw) + 0.5)).astype(np.float32)  # std::lround, then (float)
         if counts.size == 0 or sums.size % counts.size:
-            raise PolicyError(f"{path}: {name}: {sums.size} sums do not split into {counts.size} slices", path=path, tensor=name)
+            raise PolicyError(f"{sums.size} sums do not split into {counts.size} slices", path=path, tensor=name, show_tensor=name)
         per = sums.reshape(counts.size, -1)
         norm = np.ones_like(per)
         live = counts > 0
         norm[live] = per[live] / counts[live, None]
         if not np.isfinite(norm).all():
-            raise PolicyError(f"{path}: {name}: importance matrix has non-finite values", path=path, tensor=name)
+            raise PolicyError("importance matrix has non-finite values", path=path, tensor=name, show_tensor=name)
         out[name] = norm
     if not out:
-        raise PolicyError(f"{path}: no *.in_sum2 tensors: not an importance matrix", path=path)
+        raise PolicyError("no *.in_sum2 tensors: not an importance matrix", path=path)
     return out
 
 
@@ -77,7 +77,7 @@ def slices_for(imatrix: dict[str, np.ndarray], name: str, shape: tuple[int, ...]
         if name == "token_embd.weight":
             return None
         raise PolicyError(f"imatrix entry {name} has {e.size} values ({e.shape[0]} x {e.shape[1]}), the tensor needs "
-                          f"{want[0] * want[1]} ({want[0]} x {want[1]}): was it computed for another model?", tensor=name)
+                          f"{want[0] * want[1]} ({want[0]} x {want[1]}): was it computed for another model?", tensor=name, show_tensor="")
     return e
 
 

@@ -140,21 +140,21 @@ def load_policy(value: str | Path) -> Policy:
     if not path.is_file():
         preset = PRESET_DIR / f"{value}.yaml"
         if not preset.is_file():
-            raise PolicyError(f"--policy {value}: no such file and no preset of that name; presets: {', '.join(presets())}",
-                              path=str(value))
+            raise PolicyError(f"no such file and no preset of that name; presets: {', '.join(presets())}",
+                              path=str(value), show_path=f"--policy {value}")
         path = preset
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise PolicyError(f"{path}: cannot read the policy: {str(e).splitlines()[0]}", path=str(path)) from None
+        raise PolicyError(f"cannot read the policy: {str(e).splitlines()[0]}", path=str(path)) from None
     if not isinstance(doc, dict):
-        raise PolicyError(f"{path}: a policy is a mapping with name, description and rules", path=str(path))
+        raise PolicyError("a policy is a mapping with name, description and rules", path=str(path))
     try:
         return Policy.model_validate(doc)
     except ValidationError as e:
         err = e.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
-        raise PolicyError(f"{path}: {where}: {err['msg'].removeprefix('Value error, ')}", path=str(path)) from None
+        raise PolicyError(f"{where}: {err['msg'].removeprefix('Value error, ')}", path=str(path)) from None
 
 
 def presets() -> list[str]:
@@ -187,17 +187,17 @@ def policy_type_fn(policy: Policy, base: TypeFn, ctx: SchemeContext, source: str
 
     for i, (rule, rx) in enumerate(zip(policy.rules, policy.compiled)):
         if not any(rx.search(n) for n, _ in ctx.tensors):
-            raise PolicyError(f"{label}: rule {i + 1} (match {rule.match!r}) matches no tensor of this model; "
-                              f"tensor names look like {ctx.tensors[0][0] if ctx.tensors else '(none)'}", path=source or None)
+            raise PolicyError(f"rule {i + 1} (match {rule.match!r}) matches no tensor of this model; "
+                              f"tensor names look like {ctx.tensors[0][0] if ctx.tensors else '(none)'}", path=source or None, show_path=label)
     for name, shape in ctx.tensors:
         i = rule_for(name)
         if i is None or policy.rules[i].relative is not None or policy.rules[i].fallback:
             continue
         t = GGML_TYPES[policy.rules[i].type]
         if shape[-1] % t.block:
-            raise PolicyError(f"{label}: rule {i + 1} gives {name} type {t.name}, whose blocks of {t.block} do not divide "
+            raise PolicyError(f"rule {i + 1} gives {name} type {t.name}, whose blocks of {t.block} do not divide "
                               f"its rows of {shape[-1]}; choose a type with {shape[-1]}-compatible blocks (e.g. Q8_0)",
-                              path=source or None, tensor=name)
+                              path=source or None, show_path=label, tensor=name, show_tensor="")
     return typed
 
 

@@ -96,7 +96,7 @@ class SourceReader:
         if e.dtype.startswith("F8_"):
             sname = fp8_scale_name(name)
             if sname not in self.ckpt.weight_map:
-                raise CheckpointError(f"{self.ckpt.weight_map[name]}: tensor {name}: FP8 weight without {sname}", path=str(path), tensor=name)
+                raise CheckpointError(f"FP8 weight without {sname}", path=str(path), show_path=self.ckpt.weight_map[name], tensor=name)
             spath, se = self.entry(sname)
             br = self.block[0]
             s = read_rows(spath, se, r0 // br, math.ceil(r1 / br)).to(torch.float32)
@@ -162,7 +162,7 @@ def produce(reader: SourceReader, p: PlannedTensor, workers: int = 1, imatrix: A
         except ValueError as e:
             shard = reader.ckpt.weight_map[job.name]
             where = f" (row offset {job.row0})" if job.row0 else ""
-            raise CheckpointError(f"{shard}: tensor {job.name} -> {p.info.name}{where}: {e}", path=shard, tensor=job.name) from None
+            raise CheckpointError(str(e), path=shard, tensor=job.name, show_tensor=f"tensor {job.name} -> {p.info.name}{where}") from None
 
     if workers <= 1:
         for job in jobs(reader, p):

@@ -211,10 +211,10 @@ def config_from_gguf(kv: Mapping[str, Any], tensor_names: set[str] | None = None
         if _key(f.suffix) in kv:
             cfg[f.config_key] = kv[_key(f.suffix)]
         elif f.required and f.config_key not in ("vocab_size",):
-            raise ConfigError(f"GGUF metadata lacks {_key(f.suffix)}", path="gguf")
+            raise ConfigError(f"GGUF metadata lacks {_key(f.suffix)}", path="gguf", show_path="")
     for need in ("attention.key_length_mla", "attention.value_length_mla"):
         if _key(need) not in kv:
-            raise ConfigError(f"GGUF metadata lacks {_key(need)} (a pre-MLA deepseek2 file)", path="gguf")
+            raise ConfigError(f"GGUF metadata lacks {_key(need)} (a pre-MLA deepseek2 file)", path="gguf", show_path="")
     cfg["num_nextn_predict_layers"] = int(kv.get(_key("nextn_predict_layers"), 0))
     cfg["num_hidden_layers"] -= cfg["num_nextn_predict_layers"]
     cfg["qk_nope_head_dim"] = kv[_key("attention.key_length_mla")] - cfg["qk_rope_head_dim"]

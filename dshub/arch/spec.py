@@ -86,6 +86,6 @@ def require(config: dict[str, Any], *keys: str) -> list[Any]:
     out = []
     for k in keys:
         if config.get(k) is None:
-            raise ConfigError(f"config.json: required field {k!r} is missing", path="config.json")
+            raise ConfigError(f"required field {k!r} is missing", path="config.json")
         out.append(config[k])
     return out

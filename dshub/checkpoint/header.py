@@ -56,23 +56,23 @@ def read_header(path: str | os.PathLike) -> ShardHeader:
     name = path.name
     size = path.stat().st_size
     if size < 8:
-        raise ShardTruncated(f"{name}: {size} bytes, too short to hold a safetensors header", path=str(path), expected=8, actual=size)
+        raise ShardTruncated(f"{size} bytes, too short to hold a safetensors header", path=str(path), show_path=name, expected=8, actual=size)
     with open(path, "rb") as f:
         (hlen,) = struct.unpack("<Q", f.read(8))
         if hlen > SAFETENSORS_MAX_HEADER:
-            raise HeaderError(f"{name}: header length {hlen} exceeds the 100 MB limit (not a safetensors file? an LFS pointer or HTML page?)", path=str(path))
+            raise HeaderError(f"header length {hlen} exceeds the 100 MB limit (not a safetensors file? an LFS pointer or HTML page?)", path=str(path), show_path=name)
         if 8 + hlen > size:
-            raise ShardTruncated(f"{name}: header length {hlen} is larger than the file ({size} bytes)", path=str(path), expected=8 + hlen, actual=size)
+            raise ShardTruncated(f"header length {hlen} is larger than the file ({size} bytes)", path=str(path), show_path=name, expected=8 + hlen, actual=size)
         raw = f.read(hlen)
     try:
         doc = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise HeaderError(f"{name}: header is not valid JSON ({e.__class__.__name__}: {e})", path=str(path)) from None
+        raise HeaderError(f"header is not valid JSON ({e.__class__.__name__}: {e})", path=str(path), show_path=name) from None
     if not isinstance(doc, dict):
-        raise HeaderError(f"{name}: header is not a JSON object", path=str(path))
+        raise HeaderError("header is not a JSON object", path=str(path), show_path=name)
     metadata = doc.pop("__metadata__", None) or {}
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise HeaderError(f"{name}: __metadata__ must map strings to strings", path=str(path))
+        raise HeaderError("__metadata__ must map strings to strings", path=str(path), show_path=name)
     data_start = 8 + hlen
     entries: list[TensorEntry] = []
     for tname, info in doc.items():
@@ -82,13 +82,13 @@ def read_header(path: str | os.PathLike) -> ShardHeader:
     for e in entries:
         if e.start != cursor:
             kind = "overlaps the previous tensor" if e.start < cursor else f"leaves a gap of {e.start - cursor} bytes before it"
-            raise HeaderError(f"{name}: tensor {e.name}: data offsets {e.start - data_start}..{e.end - data_start} {kind}", path=str(path), tensor=e.name)
+            raise HeaderError(f"data offsets {e.start - data_start}..{e.end - data_start} {kind}", path=str(path), show_path=name, tensor=e.name)
         cursor = e.end
     if cursor != size:
         raise ShardTruncated(
-            f"{name}: {cursor} bytes expected from the header, {size} found"
+            f"{cursor} bytes expected from the header, {size} found"
             + (" (truncated download? fetch it again)" if size < cursor else " (trailing bytes)"),
-            path=str(path), expected=cursor, actual=size,
+            path=str(path), show_path=name, expected=cursor, actual=size,
         )
     return ShardHeader(path=path, tensors={e.name: e for e in sorted(entries, key=lambda e: e.start)}, metadata=metadata, data_start=data_start, file_size=size)
 
@@ -96,18 +96,18 @@ def read_header(path: str | os.PathLike) -> ShardHeader:
 def _entry(path: Path, tname: str, info: object, data_start: int) -> TensorEntry:
     name = path.name
     if not isinstance(info, dict) or {"dtype", "shape", "data_offsets"} - info.keys():
-        raise HeaderError(f"{name}: tensor {tname}: entry needs dtype, shape and data_offsets", path=str(path), tensor=tname)
+        raise HeaderError("entry needs dtype, shape and data_offsets", path=str(path), show_path=name, tensor=tname)
     dtype, shape, offs = info["dtype"], info["shape"], info["data_offsets"]
     if dtype not in DTYPE_BYTES:
-        raise HeaderError(f"{name}: tensor {tname}: unknown dtype {dtype!r}", path=str(path), tensor=tname)
+        raise HeaderError(f"unknown dtype {dtype!r}", path=str(path), show_path=name, tensor=tname)
     if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
-        raise HeaderError(f"{name}: tensor {tname}: bad shape {shape!r}", path=str(path), tensor=tname)
+        raise HeaderError(f"bad shape {shape!r}", path=str(path), show_path=name, tensor=tname)
     if not (isinstance(offs, list) and len(offs) == 2 and all(isinstance(o, int) and o >= 0 for o in offs) and offs[0] <= offs[1]):
-        raise HeaderError(f"{name}: tensor {tname}: bad data_offsets {offs!r}", path=str(path), tensor=tname)
+        raise HeaderError(f"bad data_offsets {offs!r}", path=str(path), show_path=name, tensor=tname)
     expected = math.prod(shape) * DTYPE_BYTES[dtype]
     if offs[1] - offs[0] != expected:
         raise HeaderError(
-            f"{name}: tensor {tname}: {dtype}{list(shape)} needs {expected} bytes, offsets span {offs[1] - offs[0]}",
-            path=str(path), tensor=tname,
+            f"{dtype}{list(shape)} needs {expected} bytes, offsets span {offs[1] - offs[0]}",
+            path=str(path), show_path=name, tensor=tname,
         )
     return TensorEntry(tname, dtype, tuple(shape), data_start + offs[0], data_start + offs[1])

@@ -43,7 +43,7 @@ def safe_relative(root: Path, rel: str, *, what: str) -> Path:
     """Resolve `rel` under `root`, refusing absolute paths and `..` escapes."""
     pure = PurePosixPath(rel)
     if pure.is_absolute() or rel.startswith(("/", "\\")) or ".." in pure.parts or "\\" in rel:
-        raise IndexError_(f"{what}: path {rel!r} escapes the checkpoint directory", path=rel)
+        raise IndexError_(f"path {rel!r} escapes the checkpoint directory", path=rel, show_path=what)
     return root / pure
 
 
@@ -64,7 +64,7 @@ class Checkpoint:
     def open(cls, path: str | Path) -> "Checkpoint":
         root = Path(path)
         if not root.is_dir():
-            raise CheckpointError(f"{root}: not a directory", path=str(root))
+            raise CheckpointError("not a directory", path=str(root))
         config = load_config(root)
         index_path = root / INDEX_NAME
         if index_path.exists():
@@ -79,10 +79,10 @@ class Checkpoint:
             pickles = pickle_files(root)
             if pickles:
                 raise PickleRefused(
-                    f"{pickles[0].name}: pickle model files are never loaded by dshub (they can run code); use the safetensors release",
-                    path=str(pickles[0]),
+                    "pickle model files are never loaded by dshub (they can run code); use the safetensors release",
+                    path=str(pickles[0]), show_path=pickles[0].name,
                 )
-            raise CheckpointError(f"{root}: no {INDEX_NAME} or {SINGLE_NAME}", path=str(root))
+            raise CheckpointError(f"no {INDEX_NAME} or {SINGLE_NAME}", path=str(root))
         return cls(root, config, weight_map, meta)
 
     # ---------------------------------------------------------------- layout
@@ -108,7 +108,7 @@ class Checkpoint:
         try:
             return self.header(shard).tensors[name]
         except KeyError:
-            raise IndexError_(f"{shard}: tensor {name} is listed in the index but not in the shard", path=shard, tensor=name) from None
+            raise IndexError_(f"tensor {name} is listed in the index but not in the shard", path=shard, tensor=name, show_tensor="") from None
 
     def tensors_in(self, shard: str) -> list[TensorEntry]:
         """A shard's tensors in file order."""
@@ -145,13 +145,13 @@ class Checkpoint:
 def load_config(root: Path) -> dict[str, Any]:
     cfg_path = root / "config.json"
     if not cfg_path.exists():
-        raise ConfigError(f"{cfg_path}: config.json not found", path=str(cfg_path))
+        raise ConfigError("config.json not found", path=str(cfg_path))
     try:
         config = json.loads(cfg_path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{cfg_path.name}: not valid JSON ({e})", path=str(cfg_path)) from None
+        raise ConfigError(f"not valid JSON ({e})", path=str(cfg_path), show_path=cfg_path.name) from None
     if not isinstance(config, dict):
-        raise ConfigError(f"{cfg_path.name}: not a JSON object", path=str(cfg_path))
+        raise ConfigError("not a JSON object", path=str(cfg_path), show_path=cfg_path.name)
     return config
 
 
@@ -159,14 +159,14 @@ def _load_index(root: Path, index_path: Path) -> tuple[dict[str, str], dict[str,
     try:
         doc = json.loads(index_path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise IndexError_(f"{INDEX_NAME}: not valid JSON ({e})", path=str(index_path)) from None
+        raise IndexError_(f"not valid JSON ({e})", path=str(index_path), show_path=INDEX_NAME) from None
     wm = doc.get("weight_map") if isinstance(doc, dict) else None
     if not isinstance(wm, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in wm.items()):
-        raise IndexError_(f"{INDEX_NAME}: weight_map must map tensor names to file names", path=str(index_path))
+        raise IndexError_("weight_map must map tensor names to file names", path=str(index_path), show_path=INDEX_NAME)
     for tensor, shard in wm.items():
         p = safe_relative(root, shard, what=f"{INDEX_NAME}: tensor {tensor}")
         if not p.is_file():
-            raise IndexError_(f"{INDEX_NAME}: tensor {tensor}: shard {shard} is missing", path=shard, tensor=tensor)
+            raise IndexError_(f"shard {shard} is missing", path=shard, show_path=INDEX_NAME, tensor=tensor)
     return dict(wm), doc.get("metadata")
 
 
@@ -176,11 +176,11 @@ def detect_encoding(config: dict[str, Any], census: dict[str, int]) -> Encoding:
     if qc.get("quant_method") == "fp8":
         block = qc.get("weight_block_size")
         if not (isinstance(block, list) and len(block) == 2):
-            raise ConfigError("config.json: quantization_config.weight_block_size must be a [rows, cols] pair", path="config.json")
+            raise ConfigError("quantization_config.weight_block_size must be a [rows, cols] pair", path="config.json")
         return Encoding("fp8-block", (int(block[0]), int(block[1])), qc.get("fmt", "e4m3"))
     floats = {k: v for k, v in census.items() if k in ENCODING_BY_DTYPE}
     if not floats:
-        raise CheckpointError("no floating-point tensors found", path="config.json")
+        raise CheckpointError("no floating-point tensors found", path="config.json", show_path="")
     return Encoding(ENCODING_BY_DTYPE[max(floats, key=floats.get)])
 
 
@@ -200,7 +200,7 @@ def read_span(path: Path, start: int, nbytes: int, tensor: str) -> torch.Tensor:
             while got < nbytes:
                 n = f.readinto(view[got:])
                 if not n:
-                    raise CheckpointError(f"{path.name}: tensor {tensor}: file ended early", path=str(path), tensor=tensor)
+                    raise CheckpointError("file ended early", path=str(path), show_path=path.name, tensor=tensor)
                 got += n
     return buf
 

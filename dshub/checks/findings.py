@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from dshub.errors import DshubError
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -39,3 +41,9 @@ class VerifyReport:
     def to_dict(self) -> dict:
         return {"path": self.path, "ok": self.ok, "shards": self.shards, "tensors": self.tensors, "checks": self.checks,
                 "findings": [f.to_dict() for f in self.findings]}
+
+
+def error_text(e: DshubError, *named: str | None) -> str:
+    """The text of `e` for a Finding that holds the file and tensor itself: the error's detail, after those parts of
+    its location that are not among `named` (a full path, say, where the finding names the file by its base name)."""
+    return ": ".join((*(part for part in e.where if part not in named), e.detail))

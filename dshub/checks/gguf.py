@@ -14,7 +14,7 @@ from dshub.errors import DshubError, GGUFError
 from dshub.formats.gguf_file import SPLIT_COUNT, SPLIT_NO, SPLIT_RE, SPLIT_TENSORS, GGUFHeader, read_gguf_header, resolve_split_set
 from dshub.formats.gguf_layout import forced_f32, map_tensors
 from dshub.formats.gguf_metadata import ARCH, config_from_gguf, llama_cpp_caveats
-from dshub.checks.findings import Finding, VerifyReport
+from dshub.checks.findings import Finding, VerifyReport, error_text
 
 OPTIONAL_RE = re.compile(r"\.nextn\.(embed_tokens|shared_head_head|shared_head_norm)\.weight$")  # llama.cpp: not required
 # Byte offsets of the fp16 scale fields inside one block of each quantized type (ggml-common.h block layouts).
@@ -41,7 +41,7 @@ def _headers(files: list[Path]) -> tuple[list[GGUFHeader], list[Finding]]:
         try:
             heads.append(read_gguf_header(f))
         except DshubError as e:
-            findings.append(Finding("gguf-header", "error", f.name, e.tensor, str(e).removeprefix(f"{f.name}: ")))
+            findings.append(Finding("gguf-header", "error", f.name, e.tensor, error_text(e, f.name, f"tensor {e.tensor}")))
     return heads, findings
 
 

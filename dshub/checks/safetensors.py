@@ -14,7 +14,7 @@ from dshub.checkpoint.reader import INDEX_NAME, Checkpoint, pickle_files, scale_
 from dshub.errors import CheckpointError, DshubError
 from dshub.formats.int4_config import expected_names, int4_config, int4_problems
 from dshub.checkpoint.header import ShardHeader, TensorEntry
-from dshub.checks.findings import Finding, VerifyReport
+from dshub.checks.findings import Finding, VerifyReport, error_text
 
 
 @dataclass
@@ -173,7 +173,8 @@ def verify_checkpoint(path: str | Path, *, deep: bool = False) -> VerifyReport:
     try:
         ckpt = Checkpoint.open(path)
     except DshubError as e:
-        return VerifyReport(str(path), [_err("open", e.path and Path(e.path).name, e.tensor, _strip_where(str(e), e))], 0, 0, ["open"])
+        file = e.path and Path(e.path).name
+        return VerifyReport(str(path), [_err("open", file, e.tensor, _error_text(e, file))], 0, 0, ["open"])
     headers: dict[str, ShardHeader | None] = {}
     findings: list[Finding] = []
     for shard in ckpt.shard_names:
@@ -181,13 +182,13 @@ def verify_checkpoint(path: str | Path, *, deep: bool = False) -> VerifyReport:
             headers[shard] = ckpt.header(shard)
         except DshubError as e:
             headers[shard] = None
-            findings.append(_err("header", shard, e.tensor, _strip_where(str(e), e)))
+            findings.append(_err("header", shard, e.tensor, _error_text(e, shard)))
     spec = None
     try:
         spec = spec_for(ckpt.config)
         ckpt.encoding  # noqa: B018  (raises on a malformed quantization_config)
     except CheckpointError as e:
-        findings.append(_err("config", "config.json", None, _strip_where(str(e), e)))
+        findings.append(_err("config", "config.json", None, _error_text(e, "config.json")))
         spec = None
     ctx = VerifyContext(ckpt, headers, spec, deep)
     for name, fn in CHECKS.items():
@@ -196,11 +197,7 @@ def verify_checkpoint(path: str | Path, *, deep: bool = False) -> VerifyReport:
     return VerifyReport(str(path), findings, len(headers), n_tensors, list(CHECKS), ckpt)
 
 
-def _strip_where(msg: str, e: DshubError) -> str:
-    """Drop a leading 'file: ' or 'file: tensor X: ' from an error message (Finding re-adds it)."""
-    for prefix in (f"{Path(e.path).name}: " if e.path else None, "config.json: ", f"{INDEX_NAME}: "):
-        if prefix and msg.startswith(prefix):
-            msg = msg[len(prefix):]
-    if e.tensor and msg.startswith(f"tensor {e.tensor}: "):
-        msg = msg[len(f"tensor {e.tensor}: "):]
-    return msg
+def _error_text(e: DshubError, file: str | None) -> str:
+    """The finding's message for `e`: the finding names the file and the tensor, and the check names the checkpoint's
+    own config.json and index; any other location the error shows (a full path) stays in the message."""
+    return error_text(e, file, f"tensor {e.tensor}", "config.json", INDEX_NAME)

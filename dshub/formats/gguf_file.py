@@ -200,8 +200,8 @@ def write_gguf(
             for chunk in produce(t):
                 put(chunk)
             if size - start != t.nbytes:
-                raise GGUFError(f"{path.name}: tensor {t.name}: {size - start} bytes produced, {t.nbytes} declared",
-                                path=str(path), tensor=t.name)
+                raise GGUFError(f"{size - start} bytes produced, {t.nbytes} declared",
+                                path=str(path), show_path=path.name, tensor=t.name)
             put(b"\0" * (pad(t.nbytes, alignment) - t.nbytes))
             if on_tensor:
                 on_tensor(t)
@@ -242,7 +242,7 @@ class _Cursor:
 
     def take(self, n: int, what: str) -> bytes:
         if n < 0 or self.pos + n > len(self.buf):
-            raise GGUFError(f"{self.path.name}: truncated while reading {what} at byte {self.pos}", path=str(self.path))
+            raise GGUFError(f"truncated while reading {what} at byte {self.pos}", path=str(self.path), show_path=self.path.name)
         b = self.buf[self.pos:self.pos + n]
         self.pos += n
         return b
@@ -256,7 +256,7 @@ class _Cursor:
         try:
             return bytes(self.take(n, what)).decode("utf-8")
         except UnicodeDecodeError:
-            raise GGUFError(f"{self.path.name}: {what} is not valid UTF-8", path=str(self.path)) from None
+            raise GGUFError(f"{what} is not valid UTF-8", path=str(self.path), show_path=self.path.name) from None
 
     def value(self, vtype: int, what: str) -> Any:
         if vtype == VT.STRING:
@@ -264,13 +264,13 @@ class _Cursor:
         if vtype == VT.ARRAY:
             sub, n = self.unpack("IQ", what)
             if sub == VT.ARRAY or sub not in VT._value2member_map_:
-                raise GGUFError(f"{self.path.name}: {what}: bad array element type {sub}", path=str(self.path))
+                raise GGUFError(f"{what}: bad array element type {sub}", path=str(self.path), show_path=self.path.name)
             if sub == VT.STRING:
                 return [self.string(what) for _ in range(n)]
             fmt = SCALAR_FORMAT[VT(sub)]
             return list(struct.unpack(f"<{n}{fmt}", self.take(n * struct.calcsize(fmt), what)))  # take checks the length
         if vtype not in VT._value2member_map_:
-            raise GGUFError(f"{self.path.name}: {what}: unknown value type {vtype}", path=str(self.path))
+            raise GGUFError(f"{what}: unknown value type {vtype}", path=str(self.path), show_path=self.path.name)
         return self.unpack(SCALAR_FORMAT[VT(vtype)], what)
 
 
@@ -280,7 +280,7 @@ def read_gguf_header(path: str | Path) -> GGUFHeader:
     with open(path, "rb") as fh:
         size = path.stat().st_size
         if size < 24:
-            raise GGUFError(f"{path.name}: {size} bytes, too short for a GGUF header", path=str(path))
+            raise GGUFError(f"{size} bytes, too short for a GGUF header", path=str(path), show_path=path.name)
         with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
             return _parse(_Cursor(buf, path), size)
 
@@ -288,53 +288,53 @@ def read_gguf_header(path: str | Path) -> GGUFHeader:
 def _parse(c: _Cursor, size: int) -> GGUFHeader:
     path = c.path
     if bytes(c.take(4, "magic")) != GGUF_MAGIC:
-        raise GGUFError(f"{path.name}: not a GGUF file (bad magic)", path=str(path))
+        raise GGUFError("not a GGUF file (bad magic)", path=str(path), show_path=path.name)
     version, n_tensors, n_kv = c.unpack("IQQ", "header")
     if version != GGUF_VERSION:
-        raise GGUFError(f"{path.name}: GGUF version {version}, only {GGUF_VERSION} is supported", path=str(path))
+        raise GGUFError(f"GGUF version {version}, only {GGUF_VERSION} is supported", path=str(path), show_path=path.name)
     if n_tensors > size or n_kv > size:
-        raise GGUFError(f"{path.name}: header claims {n_tensors} tensors and {n_kv} keys, impossible for {size} bytes", path=str(path))
+        raise GGUFError(f"header claims {n_tensors} tensors and {n_kv} keys, impossible for {size} bytes", path=str(path), show_path=path.name)
     kv: dict[str, Any] = {}
     kv_types: dict[str, VT] = {}
     for i in range(n_kv):
         key = c.string(f"metadata key {i}")
         vtype = c.unpack("I", f"type of {key}")
         if key in kv:
-            raise GGUFError(f"{path.name}: duplicate metadata key {key}", path=str(path))
+            raise GGUFError(f"duplicate metadata key {key}", path=str(path), show_path=path.name)
         kv[key] = c.value(vtype, key)
         kv_types[key] = VT(vtype)
     alignment = int(kv.get("general.alignment", DEFAULT_ALIGNMENT))
     if alignment <= 0 or alignment & (alignment - 1):
-        raise GGUFError(f"{path.name}: general.alignment {alignment} is not a power of two", path=str(path))
+        raise GGUFError(f"general.alignment {alignment} is not a power of two", path=str(path), show_path=path.name)
     tensors: list[TensorInfo] = []
     for i in range(n_tensors):
         name = c.string(f"tensor info {i}")
         n_dims = c.unpack("I", f"tensor {name}")
         if not 1 <= n_dims <= MAX_DIMS:
-            raise GGUFError(f"{path.name}: tensor {name}: {n_dims} dimensions", path=str(path), tensor=name)
+            raise GGUFError(f"{n_dims} dimensions", path=str(path), show_path=path.name, tensor=name)
         ne = c.unpack(f"{n_dims}Q", f"tensor {name}")
         ne = (ne,) if n_dims == 1 else tuple(ne)
         code, offset = c.unpack("IQ", f"tensor {name}")
         t = GGML_TYPES_BY_CODE.get(code)
         if t is None:
-            raise GGUFError(f"{path.name}: tensor {name}: unknown ggml type {code}", path=str(path), tensor=name)
+            raise GGUFError(f"unknown ggml type {code}", path=str(path), show_path=path.name, tensor=name)
         if ne[0] % t.block:
-            raise GGUFError(f"{path.name}: tensor {name}: row length {ne[0]} is not a multiple of {t.name}'s block {t.block}",
-                            path=str(path), tensor=name)
+            raise GGUFError(f"row length {ne[0]} is not a multiple of {t.name}'s block {t.block}",
+                            path=str(path), show_path=path.name, tensor=name)
         if offset % alignment:
-            raise GGUFError(f"{path.name}: tensor {name}: offset {offset} not aligned to {alignment}", path=str(path), tensor=name)
+            raise GGUFError(f"offset {offset} not aligned to {alignment}", path=str(path), show_path=path.name, tensor=name)
         tensors.append(TensorInfo(name, tuple(reversed(ne)), t.name, offset))
     data_offset = pad(c.pos, alignment)
     names = [t.name for t in tensors]
     if len(set(names)) != len(names):
-        raise GGUFError(f"{path.name}: duplicate tensor names", path=str(path))
+        raise GGUFError("duplicate tensor names", path=str(path), show_path=path.name)
     end = data_offset
     for t in sorted(tensors, key=lambda t: t.offset):
         if data_offset + t.offset < end:
-            raise GGUFError(f"{path.name}: tensor {t.name} overlaps the previous tensor", path=str(path), tensor=t.name)
+            raise GGUFError(f"tensor {t.name} overlaps the previous tensor", path=str(path), show_path=path.name, tensor=t.name, show_tensor="")
         end = data_offset + t.offset + t.nbytes
     if end > size:
-        raise GGUFError(f"{path.name}: tensor data ends at byte {end}, file has {size} bytes (truncated?)", path=str(path))
+        raise GGUFError(f"tensor data ends at byte {end}, file has {size} bytes (truncated?)", path=str(path), show_path=path.name)
     return GGUFHeader(path, version, kv, kv_types, tensors, alignment, data_offset, size)
 
 
@@ -364,9 +364,9 @@ def resolve_split_set(path: str | Path) -> list[Path]:
         return split_set(p)
     files = sorted(p.glob("*.gguf"))
     if not files:
-        raise GGUFError(f"{p}: no .gguf file in the directory", path=str(p))
+        raise GGUFError("no .gguf file in the directory", path=str(p))
     prefixes = {(m["prefix"], m["count"]) if (m := SPLIT_RE.match(f.name)) else (f.name, "1") for f in files}
     if len(prefixes) != 1:
-        raise GGUFError(f"{p}: holds {len(prefixes)} GGUF models ({', '.join(sorted(x for x, _ in prefixes))}); name one file",
+        raise GGUFError(f"holds {len(prefixes)} GGUF models ({', '.join(sorted(x for x, _ in prefixes))}); name one file",
                         path=str(p))
     return split_set(files[0])

@@ -54,7 +54,7 @@ def map_tensors(config: dict[str, Any], mtp: bool = False) -> list[tuple[str, tu
             continue
         m = layer_re.match(t.name)
         if not m:
-            raise UnsupportedArchitecture(f"config.json: no GGUF name for tensor {t.name}", path="config.json", tensor=t.name)
+            raise UnsupportedArchitecture(f"no GGUF name for tensor {t.name}", path="config.json", tensor=t.name, show_tensor="")
         layer, rest = int(m[1]), m[2]
         prefix, blk = t.name[: len(t.name) - len(rest)], f"blk.{layer}."
         if rest in g.splits:
@@ -70,5 +70,5 @@ def map_tensors(config: dict[str, Any], mtp: bool = False) -> list[tuple[str, tu
         elif t.mtp and rest in g.mtp_names:
             out.append((blk + g.mtp_names[rest], t.shape, Source("tensor", (t.name,))))
         else:
-            raise UnsupportedArchitecture(f"config.json: no GGUF name for tensor {t.name}", path="config.json", tensor=t.name)
+            raise UnsupportedArchitecture(f"no GGUF name for tensor {t.name}", path="config.json", tensor=t.name, show_tensor="")
     return out

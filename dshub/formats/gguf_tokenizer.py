@@ -50,7 +50,7 @@ ADD_KEYS: tuple[tuple[str, str], ...] = (("add_bos_token", "tokenizer.ggml.add_b
 
 
 def _fail(msg: str, path: str = "tokenizer.json") -> CheckpointError:
-    return CheckpointError(f"{path}: {msg}", path=path)
+    return CheckpointError(msg, path=path)
 
 
 def pre_tokenizer_name(pre: Any) -> str:
@@ -164,7 +164,7 @@ def load_vocab_kvs(root: Path, config: dict[str, Any]) -> list[KV]:
     try:
         return vocab_kvs(tok, tok_cfg, config, jinja.read_text() if jinja.is_file() else None)
     except CheckpointError as e:
-        raise CheckpointError(f"{tj}: {str(e).split(': ', 1)[-1]}", path=str(tj)) from None
+        raise CheckpointError(e.detail, path=str(tj)) from None
 
 
 def read_json_object(path: Path) -> dict[str, Any]:

@@ -64,7 +64,7 @@ def reference_files(root: Path, against_hub: str | None, source: str = "hf") -> 
     if against_hub is None:
         if manifest is None:
             raise CheckpointError(
-                f"{root}: no download manifest (.dshub/download.json) to check hashes against; "
+                "no download manifest (.dshub/download.json) to check hashes against; "
                 "use --against-hub REPO[@REV] or download with `dshub download`", path=str(root),
             )
         return f"manifest {manifest.repo_id}@{manifest.commit}", list(manifest.files.values())
@@ -91,7 +91,7 @@ def verify_hashes(
     """Hash every expected file under `root` and compare size and digest. Never raises for a bad file: reports it."""
     root = Path(root)
     if not root.is_dir():
-        raise CheckpointError(f"{root}: not a directory", path=str(root))
+        raise CheckpointError("not a directory", path=str(root))
     reference, files = reference_files(root, against_hub, source)
     layout = LocalDirLayout(root)
     report = HashReport(str(root), reference, checked=len(files))

@@ -69,7 +69,7 @@ class DownloadManifest:
     @classmethod
     def from_dict(cls, doc: dict[str, Any], where: str) -> "DownloadManifest":
         if doc.get("kind") != KIND or doc.get("format_version") != FORMAT_VERSION:
-            raise CheckpointError(f"{where}: not a dshub download manifest (format_version {doc.get('format_version')!r})", path=where)
+            raise CheckpointError(f"not a dshub download manifest (format_version {doc.get('format_version')!r})", path=where)
         try:
             files = {
                 p: RemoteFile(p, int(e["size"]), e.get("sha256"), e.get("blob_id")) for p, e in doc["files"].items()
@@ -80,7 +80,7 @@ class DownloadManifest:
                 include=list(doc.get("include") or []), exclude=list(doc.get("exclude") or []),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise CheckpointError(f"{where}: malformed download manifest ({e.__class__.__name__}: {e})", path=where) from None
+            raise CheckpointError(f"malformed download manifest ({e.__class__.__name__}: {e})", path=where) from None
 
 
 def state_dir(root: Path) -> Path:
@@ -116,9 +116,9 @@ def load_manifest(root: Path) -> DownloadManifest | None:
     try:
         doc = json.loads(raw)
     except ValueError as e:
-        raise CheckpointError(f"{path}: download manifest is not valid JSON ({e})", path=str(path)) from None
+        raise CheckpointError(f"download manifest is not valid JSON ({e})", path=str(path)) from None
     if not isinstance(doc, dict):
-        raise CheckpointError(f"{path}: download manifest is not a JSON object", path=str(path))
+        raise CheckpointError("download manifest is not a JSON object", path=str(path))
     return DownloadManifest.from_dict(doc, str(path))
 
 

@@ -177,7 +177,7 @@ def check_disk(plan: DownloadPlan) -> None:
         check_free_space(plan.root, needed)
     except DiskSpaceError as e:
         raise DiskSpaceError(
-            f"{plan.root}: {needed / 1e9:.2f} GB still to download, {e.free / 1e9:.2f} GB free. "
+            f"{needed / 1e9:.2f} GB still to download, {e.free / 1e9:.2f} GB free. "
             "Free space or choose another --local-dir",
             path=str(plan.root), needed=needed, free=e.free,
         ) from None

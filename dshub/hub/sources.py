@@ -91,8 +91,8 @@ def _hf_error_table() -> list[tuple[type[BaseException], Callable[[BaseException
             f"{c['repo']}: revision {c['revision']!r} not found ({_status(e)}). Use a branch, tag or 40-hex commit "
             "that exists")),
         (hfe.RemoteEntryNotFoundError, lambda e, c: RemoteFileMissing(
-            f"{c['repo']}@{c['revision']}: {c['path'] or 'a listed file'} is missing on the hub ({_status(e)})",
-            path=c["path"])),
+            f"{c['path'] or 'a listed file'} is missing on the hub ({_status(e)})",
+            path=c["path"], show_path=f"{c['repo']}@{c['revision']}")),
         (hfe.OfflineModeIsEnabled, lambda e, c: HubUnreachable(
             f"{c['repo']}: HF_HUB_OFFLINE is set and the files are not all present locally. Unset it, or download "
             "where the hub is reachable")),
@@ -117,7 +117,7 @@ def hf_errors(repo_id: str, revision: str | None, endpoint: str, path: str | Non
         for exc_type, make in _hf_error_table():
             if isinstance(e, exc_type):
                 err = make(e, ctx)
-                raise type(err)(scrub(str(err)), path=err.path) from None
+                raise type(err)(scrub(err.detail), path=err.path, show_path=err.show_path) from None
         raise
 
 

@@ -145,7 +145,7 @@ def fetch_to_part(
                     try:
                         for chunk in resp.iter_bytes():  # as it arrives: a cut loses nothing received
                             if have + len(chunk) > size:
-                                raise ServedWrongSize(f"{label}: server sent more than the {size} bytes the hub lists", path=label)
+                                raise ServedWrongSize(f"server sent more than the {size} bytes the hub lists", path=label)
                             f.write(chunk)
                             digests.update(chunk)
                             have += len(chunk)
@@ -158,7 +158,7 @@ def fetch_to_part(
             failures = 0 if have > before else failures + 1
             if failures > retry.attempts:
                 raise HubError(
-                    f"{label}: transfer failed at byte {have} of {size} ({e.__class__.__name__}); "
+                    f"transfer failed at byte {have} of {size} ({e.__class__.__name__}); "
                     "run again to resume from there", path=label,
                 ) from None
             time.sleep(min(retry.wait_s * 2 ** max(failures - 1, 0), 8.0))
@@ -166,14 +166,14 @@ def fetch_to_part(
         except OSError as e:
             if e.errno == errno.ENOSPC:
                 raise OutputError(
-                    f"{part}: disk full after {have} of {size} bytes; the partial file is kept, free space and run again",
+                    f"disk full after {have} of {size} bytes; the partial file is kept, free space and run again",
                     path=str(part),
                 ) from None
             raise
         if have < size:  # the body ended early without a transport error
             failures = 0 if have > before else failures + 1
             if failures > retry.attempts:
-                raise HubError(f"{label}: server keeps closing the transfer at byte {have} of {size}; run again to resume", path=label)
+                raise HubError(f"server keeps closing the transfer at byte {have} of {size}; run again to resume", path=label)
     return digests.hexdigests()
 
 
@@ -184,13 +184,13 @@ def _check_response(resp, have: int, size: int, label: str) -> bool:
         m = CONTENT_RANGE_RE.match(resp.headers.get("Content-Range", ""))
         if not m or int(m.group(1)) != have or (m.group(3) != "*" and int(m.group(3)) != size):
             raise ServedWrongSize(
-                f"{label}: server answered range {resp.headers.get('Content-Range')!r} to a request from byte {have} "
+                f"server answered range {resp.headers.get('Content-Range')!r} to a request from byte {have} "
                 f"of {size}", path=label,
             )
         return False
     if length is not None and int(length) != size and "Content-Encoding" not in resp.headers:
         raise ServedWrongSize(
-            f"{label}: server sends {int(length)} bytes, the hub lists {size} (an HTML error page or LFS pointer?)",
+            f"server sends {int(length)} bytes, the hub lists {size} (an HTML error page or LFS pointer?)",
             path=label,
         )
     return have > 0

@@ -141,7 +141,7 @@ def test_usage_error_with_json(cli):
 
 
 def test_dshub_debug_adds_the_traceback(cli, raising, tmp_path, monkeypatch):
-    raising(errors.ConfigError("config.json: required field 'hidden_size' is missing", path="config.json"))
+    raising(errors.ConfigError("required field 'hidden_size' is missing", path="config.json"))
     assert "Traceback" not in cli("info", tmp_path).stderr
     monkeypatch.setattr(constants, "DSHUB_DEBUG", True)
     r = cli("info", tmp_path)
