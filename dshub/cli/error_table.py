@@ -3,7 +3,7 @@
 Commands never catch: they call library functions and let the errors rise to the app's group (`dshub.cli.app`),
 which passes them to `handle`. Rows are tried in order, so a subclass comes before its base (a test holds this).
 `DSHUB_DEBUG=1` adds the traceback. With `--json`, a failure that has not printed its document yet prints one:
-`{"ok": false, "error": {"type", "message", "exit_code", ...}}`.
+`{"ok": false, "error": {"type", "message", "exit_code"[, "path", "tensor", "detail"]}}`.
 Exit codes: 0 ok, 1 the check or job failed, 2 usage error, 130 interrupted.
 """
 from __future__ import annotations
@@ -78,9 +78,9 @@ def exit_code(e: BaseException) -> int | None:
 def error_document(e: BaseException, code: int, message: str) -> dict[str, Any]:
     """What `--json` prints for a failure: the message and the data the error carries."""
     err: dict[str, Any] = {"type": type(e).__name__, "message": message, "exit_code": code}
-    for field, value in (("path", getattr(e, "path", None) or getattr(e, "filename", None)), ("tensor", getattr(e, "tensor", None))):
-        if value is not None:
-            err[field] = str(value)
+    fields = (("path", getattr(e, "path", None) or getattr(e, "filename", None)), ("tensor", getattr(e, "tensor", None)),
+              ("detail", e.detail if isinstance(e, DshubError) else None))
+    err.update((name, str(value)) for name, value in fields if value is not None)
     return {"ok": False, "error": err}
 
 

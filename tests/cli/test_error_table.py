@@ -115,7 +115,8 @@ def test_json_failure_prints_exactly_one_document(cli, raising, tmp_path, exc, c
 def test_json_failure_document_carries_the_errors_data(cli, raising, tmp_path):
     raising(errors.ScaleError("weight_scale_inv missing", path="model-00001-of-00002.safetensors", tensor="w"))
     err = json.loads(cli("info", tmp_path, "--json").stdout)["error"]
-    assert err["path"] == "model-00001-of-00002.safetensors" and err["tensor"] == "w"
+    assert err["path"] == "model-00001-of-00002.safetensors" and err["tensor"] == "w" and err["detail"] == "weight_scale_inv missing"
+    assert err["message"] == "model-00001-of-00002.safetensors: tensor w: weight_scale_inv missing"
 
 
 def test_a_real_failure_with_json(cli, tmp_path):
