@@ -19,6 +19,7 @@ from dshub.errors import PlanRefused, UsageError
 
 from dshub.recipes.engine_facts import EngineFacts, engine as engine_facts, family_facts, version_key
 from dshub.recipes.formats import WeightFormat, weight_format
+from dshub.recipes.sizes import planned_components
 from dshub.recipes.hardware import GPU, gpu as gpu_facts
 from dshub.recipes.layouts import Layout, candidates
 from dshub.recipes.models import ModelInfo, resolve_model
@@ -131,6 +132,7 @@ class Plan:
             "engine_version": self.engine_version, "nodes": self.nodes, "gpus_per_node": self.gpus_per_node,
             "gpus": self.nodes * self.gpus_per_node, "goal": self.request.goal, "weights": self.weights.name,
             "weights_total_gb": round(total_weight_bytes(self.model, self.weights, self.mtp) / GB, 1),
+            "weights_total_bytes": total_weight_bytes(self.model, self.weights, self.mtp),
             "kv_dtype": self.kv_dtype, "kv_bytes_per_token": self.kv_bytes_per_token, "mtp": self.mtp,
             "memory_fraction": self.memory_fraction, "context": self.context,
             "chosen": self.chosen.to_dict() if self.chosen else None,
@@ -141,12 +143,14 @@ class Plan:
 
 # ----------------------------------------------------------------------------------------------- sizes
 def component_bytes(model: ModelInfo, fmt: WeightFormat) -> dict[str, int]:
-    """Bytes per component: the checkpoint's real bytes when the format is what it stores, else computed."""
+    """Bytes per component: the checkpoint's real bytes when the format is what it stores; else what dshub's own
+    converter would write (its shape-only plan); else the format's per-parameter estimate."""
     if model.stored_bytes and fmt.name == model.shipped:
         return {**{c: 0 for c in model.params}, **model.stored_bytes}
     if not model.modelled:
         return {"total": int(model.stated_bytes or 0)}
-    return fmt.bytes(model.params)
+    planned = planned_components(model, fmt)
+    return planned if planned is not None else fmt.bytes(model.params)
 
 
 def total_weight_bytes(model: ModelInfo, fmt: WeightFormat, mtp: bool) -> int:

@@ -31,7 +31,9 @@ class SchemeContext:
 
     @property
     def n_layer(self) -> int:
-        return int(self.config.get("num_hidden_layers") or 0)
+        """llama.cpp's block count: the main layers, plus the MTP (next-n) blocks when the file keeps them."""
+        blocks = [int(n.split(".")[1]) for n, _ in self.tensors if n.startswith("blk.")]
+        return max(int(self.config.get("num_hidden_layers") or 0), 1 + max(blocks, default=-1))
 
 
 @dataclass(frozen=True)

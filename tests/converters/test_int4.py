@@ -318,12 +318,12 @@ def test_real_v3_dimensions_pack_and_skip_lists_stay_small():
     every format, the experts-scope output is ~380 GB (MTP layer included), and the collapsed skip list is short."""
     import math
 
-    from dshub.converters.int4 import SCOPES, collapse_left_out, in_scope
-    from dshub.formats.int4_config import module_of
+    from dshub.converters.int4 import SCOPES, in_scope
+    from dshub.formats.int4_config import collapse_left_out, module_of
     from dshub.arch import spec_for
     from dshub.arch.spec import Role
     from dshub.quant.int4 import FORMATS, packed_layout
-    from test_gguf_metadata import V3
+    from tests.support.configs import V3
 
     spec = list(spec_for(V3))
     linear = [t for t in spec if t.linear and t.name.endswith(".weight")]
