@@ -15,9 +15,10 @@ import torch
 from tqdm import tqdm
 
 from dshub.checkpoint.reader import Checkpoint
+from dshub.checkpoint.shapes import is_config_only, open_for_planning
 from dshub.constants import MANIFEST_NAME, SIDECAR_FILES, VERSION
 from dshub.errors import DeviceError, OutputError, UsageError
-from dshub.fsutil import check_free_space, copy_atomic, remove_stale_temps, write_json_atomic
+from dshub.fsutil import DISK_MARGIN, check_free_space, copy_atomic, free_space, remove_stale_temps, write_json_atomic
 from dshub.converters.manifest import Manifest
 from dshub.checks import require_valid
 from dshub.converters.options import TargetOptions
@@ -144,9 +145,14 @@ def make_plan(path: str | Path, opts: TargetOptions) -> tuple[Checkpoint, Conver
     conv = get_converter(opts.target)
     conv.preflight(opts)
     check_output_location(src, opts.out)
-    conv.check_source(src)
-    ckpt = require_valid(src)
+    if opts.dry_run and is_config_only(src):  # a dry run of a config.json alone: its release layout, by shape
+        ckpt = open_for_planning(src)
+    else:
+        conv.check_source(src)
+        ckpt = require_valid(src)
     plan = conv.plan(ckpt, opts)
+    if ckpt.shapes_only:
+        plan.summary["source_layout"] = "config.json only: the release layout its architecture stores"
     largest = max((e.numel for s in ckpt.shard_names for e in ckpt.tensors_in(s)), default=0)
     try:
         plan.device = resolve_device(opts.device, largest_bytes=4 * largest)  # the largest tensor as fp32 (worst case)
@@ -158,8 +164,11 @@ def make_plan(path: str | Path, opts: TargetOptions) -> tuple[Checkpoint, Conver
 def run_conversion(path: str | Path, opts: TargetOptions, *, progress: bool | None = None) -> ConversionResult:
     """Convert the checkpoint at `path`. Resumes a previous run in the same --out; `dry_run` stops after the plan."""
     ckpt, conv, plan = make_plan(path, opts)
-    if opts.dry_run:
-        check_free_space(opts.out, plan.total_bytes)
+    if opts.dry_run:  # the plan, and whether the disk can hold it (a real run refuses when it cannot)
+        free = free_space(opts.out)
+        plan.summary["disk"] = {"needed": plan.total_bytes, "free": free, "fits": free >= plan.total_bytes * DISK_MARGIN}
+        if not plan.summary["disk"]["fits"]:
+            print(f"warning: {opts.out}: {plan.total_bytes / 1e9:.2f} GB needed, {free / 1e9:.2f} GB free", file=sys.stderr)
         return ConversionResult(plan, [], [], dry_run=True)
     opts.out.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(opts.out)

@@ -69,7 +69,10 @@ def free_space(directory: Path) -> int:
     return shutil.disk_usage(probe).free
 
 
-def check_free_space(directory: Path, needed: int, *, margin: float = 1.02) -> None:
+DISK_MARGIN = 1.02  # free space asked for beyond the planned bytes (filesystem overhead)
+
+
+def check_free_space(directory: Path, needed: int, *, margin: float = DISK_MARGIN) -> None:
     """Raise DiskSpaceError when `directory` (or its nearest existing parent) has less than `needed` bytes free."""
     free = free_space(directory)
     if free < needed * margin:

@@ -6,6 +6,7 @@ from typing import Any
 
 from dshub.arch import spec_for
 from dshub.checkpoint.reader import Checkpoint
+from dshub.checkpoint.shapes import open_for_planning
 from dshub.converters.sizing import planned_bytes, target_options
 from dshub.errors import DshubError
 from dshub.formats.int4_config import int4_summary
@@ -39,12 +40,13 @@ def output_sizes(ckpt: Checkpoint) -> dict[str, int]:
 def checkpoint_info(path: str | Path) -> dict[str, Any]:
     if is_gguf_path(path):  # a GGUF file, split set or directory of them
         return gguf_info(path)
-    ckpt = Checkpoint.open(path)
+    ckpt = open_for_planning(path)  # a bare config.json is described by its release layout
     spec = spec_for(ckpt.config)
     cfg = ckpt.config
     headers = list(ckpt.headers())
     return {
         "path": str(path),
+        "config_only": ckpt.shapes_only,
         "architecture": ckpt.architecture,
         "model_type": cfg.get("model_type"),
         "layers": spec.num_layers,

@@ -34,6 +34,11 @@ _V3_DIMS: dict[str, Any] = dict(
     q_lora_rank=1536, kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128,
     vocab_size=129280, max_position_embeddings=163840, num_nextn_predict_layers=1, topk_method="noaux_tc",
     n_group=8, topk_group=4, quantization_config=FP8_QC,
+    # the rest of the released config.json: what GGUF metadata and the shape-only plans read
+    hidden_act="silu", rms_norm_eps=1e-6, rope_theta=10000, scoring_func="sigmoid", routed_scaling_factor=2.5,
+    norm_topk_prob=True, tie_word_embeddings=False, bos_token_id=0, eos_token_id=1,
+    rope_scaling={"type": "yarn", "factor": 40, "original_max_position_embeddings": 4096, "beta_fast": 32,
+                  "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0},
 )
 # DeepSeek-V3.2 adds the lightning indexer (deepseek-ai/DeepSeek-V3.2 config.json).
 _V32_DIMS = {**_V3_DIMS, "architectures": ["DeepseekV32ForCausalLM"], "model_type": "deepseek_v32",

@@ -14,7 +14,7 @@ from typing import Any
 from dshub.arch import spec_for
 from dshub.arch.spec import ArchSpec, Role
 from dshub.checkpoint.header import ShardHeader, TensorEntry
-from dshub.checkpoint.reader import Checkpoint
+from dshub.checkpoint.reader import INDEX_NAME, SINGLE_NAME, Checkpoint, load_config, pickle_files
 from dshub.checkpoint.writer import TensorDecl, shard_size
 
 SHAPES_SHARD = "model.safetensors"  # the one in-memory shard of a shape checkpoint
@@ -56,3 +56,18 @@ def shape_checkpoint(config: dict[str, Any], root: str | Path = ".") -> ShapeChe
     ckpt = ShapeCheckpoint(Path(root), config, {d.name: SHAPES_SHARD for d in decls}, None)
     ckpt._headers[SHAPES_SHARD] = ShardHeader(Path(root) / SHAPES_SHARD, entries, {"format": "pt"}, size - sum(d.nbytes for d in decls), size)
     return ckpt
+
+
+def is_config_only(path: str | Path) -> bool:
+    """A directory with a config.json and no weights at all (no index, no single shard, no pickle files)."""
+    p = Path(path)
+    return (p.is_dir() and (p / "config.json").is_file() and not (p / INDEX_NAME).exists()
+            and not (p / SINGLE_NAME).exists() and not pickle_files(p))
+
+
+def open_for_planning(path: str | Path) -> Checkpoint:
+    """The checkpoint at `path` for sizing and dry runs: its real headers, or, for a directory holding only a
+    config.json (e.g. a catalog model's), that config's release layout."""
+    if is_config_only(path):
+        return shape_checkpoint(load_config(Path(path)), path)
+    return Checkpoint.open(path)
