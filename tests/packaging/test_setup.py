@@ -10,6 +10,7 @@ import pytest
 from tests.support.tools import REPO_ROOT, require
 
 CUDA_ONLY = "CUDA GPU"  # the one reason a skip may give
+LOAD_BY_PATH = ("spec_from_file_location", "run_path", "SourceFileLoader")  # how a test would import a script
 
 
 def readme_test_command() -> str:
@@ -61,3 +62,28 @@ def test_tests_skip_only_for_a_cuda_gpu() -> None:
             if call in ("importorskip", "xfail") or reason is None or CUDA_ONLY not in reason:
                 bad.append(f"{path.relative_to(REPO_ROOT)}:{line}: {call}({reason!r})")
     assert not bad, "skips for a reason other than a missing CUDA GPU (a missing tool must fail):\n" + "\n".join(bad)
+
+
+def _imported_names(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, name) of every import (`from m import n` gives m and m.n) and every call that loads a file by path."""
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            module = "." * node.level + (node.module or "")
+            out += [(node.lineno, module)] + [(node.lineno, f"{module}.{a.name}") for a in node.names]
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) in LOAD_BY_PATH:
+            out.append((node.lineno, f"{ast.unparse(node.func)}(...): loads a file as a module"))
+    return out
+
+
+def test_no_test_imports_another_test_module_or_a_bench_script() -> None:
+    """Shared code lives in tests.support; benchmarks are scripts, run (not imported) where a test checks them."""
+    bad = []
+    for path in sorted((REPO_ROOT / "tests").rglob("*.py")):
+        for line, name in _imported_names(ast.parse(path.read_text())):
+            last = name.rsplit(".", 1)[-1]
+            if last.startswith("test_") or name.split(".")[0] == "bench" or name.endswith("loads a file as a module"):
+                bad.append(f"{path.relative_to(REPO_ROOT)}:{line}: {name}")
+    assert not bad, "\n".join(bad)

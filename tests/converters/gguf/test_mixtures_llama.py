@@ -96,7 +96,7 @@ def test_pure_type_matches_llama_quantize_pure(model: tuple[Path, Path], ktype: 
 
 # ---------------------------------------------------------------------------------------------- logits
 BOUND_OWN = 0.30  # (a): measured 0.23 at the BOS position, <= 0.11 elsewhere (Q8_0 file: 0.05)
-TAU = 0.03  # routing margin below which a position is a near tie (as test_gguf_llama's Q8_0 test)
+TAU = 0.03  # routing margin below which a position is a near tie (as test_llama_logits's Q8_0 test)
 
 
 def _rel(a: np.ndarray, b: np.ndarray, scale: float) -> np.ndarray:
@@ -104,7 +104,7 @@ def _rel(a: np.ndarray, b: np.ndarray, scale: float) -> np.ndarray:
 
 
 def test_q4_k_m_logits_match_transformers(tiny_bf16: Path, tmp_path: Path) -> None:
-    from test_gguf_llama import IDS, hf_logits, hf_model, llama_logits, load_gguf_weights
+    from tests.support.llama_runtime import IDS, hf_logits, hf_model, llama_logits, load_gguf_weights
 
     path = _convert(tiny_bf16, tmp_path / "q4km", quant="Q4_K_M")
     got = llama_logits(path, IDS)
