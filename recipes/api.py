@@ -32,7 +32,7 @@ def render_recipe(p: Plan, opts: RecipeOptions | None = None, fmt: str = "json")
     """An existing plan (PlanRefused if nothing fits) -> the engine's Launch, rendered as `fmt`."""
     check_format(fmt)
     launch = build_launch(require(p), opts)
-    return launch, RENDERERS[fmt](launch)
+    return launch, RENDERERS.get(fmt)(launch)
 
 
 RECIPE_LIST = ".dshub-recipe.json"  # the files the last recipe written into a directory consists of

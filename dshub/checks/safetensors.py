@@ -11,6 +11,7 @@ import torch
 from dshub.arch import spec_for
 from dshub.arch.spec import ArchSpec
 from dshub.checkpoint.reader import INDEX_NAME, Checkpoint, pickle_files, scale_shape
+from dshub.quant.registry import Registry
 from dshub.errors import CheckpointError, DshubError
 from dshub.formats.int4_config import expected_names, int4_config, int4_problems
 from dshub.checkpoint.header import ShardHeader, TensorEntry
@@ -33,15 +34,11 @@ class VerifyContext:
 
 
 Check = Callable[[VerifyContext], Iterator[Finding]]
-CHECKS: dict[str, Check] = {}
+CHECKS: Registry[str, Check] = Registry("verify check")  # run in registration order
 
 
 def check(name: str) -> Callable[[Check], Check]:
-    def deco(fn: Check) -> Check:
-        CHECKS[name] = fn
-        return fn
-
-    return deco
+    return CHECKS.register(name)
 
 
 def _err(check_name: str, file: str | None, tensor: str | None, msg: str) -> Finding:
