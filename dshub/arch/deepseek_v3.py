@@ -289,7 +289,7 @@ PLANNER = PlannerFacts(kv_elems_per_token_layer=mla_kv_elems, tp_split_dims=tp_s
 # Sources (../shared/reference/serving.md): vLLM §1.3-1.6 ([R] vllm-project/recipes @8959cf6, vLLM docs and issues
 # named inline); SGLang §2 (sglang docs, [SC] sgl-cookbook @7b5bd9c); llama.cpp §3 (chat template from the GGUF,
 # --jinja; no parser flags). Parser names were checked against vLLM 0.33.0's parser registries and SGLang 0.5.23's
-# `--reasoning-parser`/`--tool-call-parser` choices (tests/test_recipes_validators.py).
+# `--reasoning-parser`/`--tool-call-parser` choices (tests/recipes/test_validators.py).
 VLLM_TEMPLATE = "/vllm-workspace/examples/tool_chat_template_{}.jinja"
 SGLANG_TEMPLATE = "/sgl-workspace/sglang/examples/chat_template/tool_chat_template_{}.jinja"
 V3_MIN_VLLM = ("0.12.0", "vllm recipes: min_vllm_version 0.12.0 (DeepSeek-R1.yaml)")

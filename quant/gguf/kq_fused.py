@@ -4,7 +4,7 @@ The eager search makes ~11 full passes over memory per candidate plus ~120 small
 Inductor fuses the candidate's element-wise chain and the unrolled sequential sums (each sum stays a chain of
 pointwise float32 additions in ggml's order, so nothing is reassociated). Inductor compiles with
 `-ffp-contract=off -fno-unsafe-math-optimizations` (no FMA contraction, no reassociation, true division), which is
-what bit-exactness needs; tests/test_kquants_exact.py checks the fused path against llama.cpp.
+what bit-exactness needs; tests/quant/gguf/test_kquants.py checks the fused path against llama.cpp.
 
 Used for large inputs when a C++ compiler is available; `DSHUB_KQUANT_COMPILE=0` turns it off. Any failure to
 compile falls back to the eager path for the rest of the process (with one note on stderr).
