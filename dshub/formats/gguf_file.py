@@ -11,7 +11,6 @@ import mmap
 import re
 import struct
 from dataclasses import dataclass, field
-from enum import IntEnum
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -19,6 +18,7 @@ from dshub.quant.gguf.types import GGML_TYPES, GGML_TYPES_BY_CODE
 
 from dshub.errors import GGUFError
 from dshub.fsutil import atomic_open
+from dshub.formats.gguf_schema import SCALAR_FORMAT, VT, metadata_problems
 
 GGUF_MAGIC = b"GGUF"
 GGUF_VERSION = 3
@@ -27,30 +27,6 @@ MAX_DIMS = 4
 MAX_NAME_BYTES = 63  # GGML_MAX_NAME - 1
 SPLIT_NO, SPLIT_COUNT, SPLIT_TENSORS = "split.no", "split.count", "split.tensors.count"
 SPLIT_RE = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
-
-
-class VT(IntEnum):
-    """GGUF metadata value types."""
-
-    UINT8 = 0
-    INT8 = 1
-    UINT16 = 2
-    INT16 = 3
-    UINT32 = 4
-    INT32 = 5
-    FLOAT32 = 6
-    BOOL = 7
-    STRING = 8
-    ARRAY = 9
-    UINT64 = 10
-    INT64 = 11
-    FLOAT64 = 12
-
-
-SCALAR_FORMAT: dict[VT, str] = {
-    VT.UINT8: "B", VT.INT8: "b", VT.UINT16: "H", VT.INT16: "h", VT.UINT32: "I", VT.INT32: "i",
-    VT.FLOAT32: "f", VT.BOOL: "?", VT.UINT64: "Q", VT.INT64: "q", VT.FLOAT64: "d",
-}
 
 
 @dataclass(frozen=True)
@@ -222,6 +198,7 @@ class GGUFHeader:
     data_offset: int
     file_size: int
     extra: dict[str, Any] = field(default_factory=dict)
+    kv_subtypes: dict[str, VT] = field(default_factory=dict)  # element type of each ARRAY value
 
     @property
     def split(self) -> tuple[int, int, int] | None:
@@ -236,13 +213,31 @@ class GGUFHeader:
         return start, start + t.nbytes
 
 
+# Bounds on what a header may claim, checked before anything is allocated. Real files stay far below them (DeepSeek-V3:
+# 129280 tokens, 127741 merges, a chat template of a few KiB); the file's own size bounds them further.
+MAX_ARRAY_ITEMS = 1 << 24
+MAX_STRING_BYTES = 1 << 26
+HEADER_BYTES = 24  # magic, version, tensor count, kv count
+MAX_NE = (1 << 63) - 1  # ggml's ne are int64
+
+
+def _fail(path: Path, detail: str, tensor: str | None = None) -> GGUFError:
+    return GGUFError(detail, path=str(path), show_path=path.name, tensor=tensor)
+
+
 class _Cursor:
+    """Reads little-endian values from a buffer; every length is checked against what is left before it is used."""
+
     def __init__(self, buf: Any, path: Path):
         self.buf, self.pos, self.path = buf, 0, path
 
+    @property
+    def left(self) -> int:
+        return len(self.buf) - self.pos
+
     def take(self, n: int, what: str) -> bytes:
-        if n < 0 or self.pos + n > len(self.buf):
-            raise GGUFError(f"truncated while reading {what} at byte {self.pos}", path=str(self.path), show_path=self.path.name)
+        if n < 0 or n > self.left:
+            raise _fail(self.path, f"truncated while reading {what} at byte {self.pos}")
         b = self.buf[self.pos:self.pos + n]
         self.pos += n
         return b
@@ -253,89 +248,111 @@ class _Cursor:
 
     def string(self, what: str) -> str:
         n = self.unpack("Q", what)
+        if n > MAX_STRING_BYTES:
+            raise _fail(self.path, f"{what}: string of {n} bytes (at most {MAX_STRING_BYTES} allowed)")
         try:
             return bytes(self.take(n, what)).decode("utf-8")
         except UnicodeDecodeError:
-            raise GGUFError(f"{what} is not valid UTF-8", path=str(self.path), show_path=self.path.name) from None
+            raise _fail(self.path, f"{what} is not valid UTF-8") from None
 
-    def value(self, vtype: int, what: str) -> Any:
+    def value(self, vtype: int, what: str) -> tuple[Any, VT | None]:
+        """A value of type `vtype`, and its element type when it is an array."""
         if vtype == VT.STRING:
-            return self.string(what)
+            return self.string(what), None
         if vtype == VT.ARRAY:
             sub, n = self.unpack("IQ", what)
             if sub == VT.ARRAY or sub not in VT._value2member_map_:
-                raise GGUFError(f"{what}: bad array element type {sub}", path=str(self.path), show_path=self.path.name)
+                raise _fail(self.path, f"{what}: bad array element type {sub}")
+            item = 8 if sub == VT.STRING else struct.calcsize(SCALAR_FORMAT[VT(sub)])  # a string's length field
+            if n > MAX_ARRAY_ITEMS or n * item > self.left:
+                raise _fail(self.path, f"{what}: array of {n} elements cannot fit ({self.left} bytes left, "
+                                       f"at most {MAX_ARRAY_ITEMS} elements allowed)")
             if sub == VT.STRING:
-                return [self.string(what) for _ in range(n)]
+                return [self.string(what) for _ in range(n)], VT.STRING
             fmt = SCALAR_FORMAT[VT(sub)]
-            return list(struct.unpack(f"<{n}{fmt}", self.take(n * struct.calcsize(fmt), what)))  # take checks the length
+            return list(struct.unpack(f"<{n}{fmt}", self.take(n * item, what))), VT(sub)
         if vtype not in VT._value2member_map_:
-            raise GGUFError(f"{what}: unknown value type {vtype}", path=str(self.path), show_path=self.path.name)
-        return self.unpack(SCALAR_FORMAT[VT(vtype)], what)
+            raise _fail(self.path, f"{what}: unknown value type {vtype}")
+        return self.unpack(SCALAR_FORMAT[VT(vtype)], what), None
 
 
 def read_gguf_header(path: str | Path) -> GGUFHeader:
-    """Parse and validate a GGUF file's header, metadata and tensor infos (data is not read)."""
+    """Parse and validate a GGUF file's header, metadata (types per `gguf_schema`) and tensor infos (data is not read)."""
     path = Path(path)
     with open(path, "rb") as fh:
         size = path.stat().st_size
-        if size < 24:
-            raise GGUFError(f"{size} bytes, too short for a GGUF header", path=str(path), show_path=path.name)
+        if size < HEADER_BYTES:
+            raise _fail(path, f"{size} bytes, too short for a GGUF header")
         with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
             return _parse(_Cursor(buf, path), size)
+
+
+def _metadata(c: _Cursor, n_kv: int) -> tuple[dict[str, Any], dict[str, VT], dict[str, VT]]:
+    kv: dict[str, Any] = {}
+    kv_types: dict[str, VT] = {}
+    kv_subtypes: dict[str, VT] = {}
+    for i in range(n_kv):
+        key = c.string(f"metadata key {i}")
+        vtype = c.unpack("I", f"type of {key}")
+        if key in kv:
+            raise _fail(c.path, f"duplicate metadata key {key}")
+        kv[key], sub = c.value(vtype, key)
+        kv_types[key] = VT(vtype)
+        if sub is not None:
+            kv_subtypes[key] = sub
+    problems = metadata_problems(kv, kv_types, kv_subtypes)
+    if problems:
+        raise _fail(c.path, "; ".join(problems))
+    return kv, kv_types, kv_subtypes
+
+
+def _tensor_info(c: _Cursor, i: int, alignment: int) -> TensorInfo:
+    path = c.path
+    name = c.string(f"tensor info {i}")
+    if len(name.encode()) > MAX_NAME_BYTES:
+        raise _fail(path, f"tensor info {i}: name of {len(name.encode())} bytes (at most {MAX_NAME_BYTES})")
+    n_dims = c.unpack("I", f"tensor {name}")
+    if not 1 <= n_dims <= MAX_DIMS:
+        raise _fail(path, f"{n_dims} dimensions", name)
+    ne = c.unpack(f"{n_dims}Q", f"tensor {name}")
+    ne = (ne,) if n_dims == 1 else tuple(ne)
+    if max(ne) > MAX_NE:
+        raise _fail(path, f"dimension {max(ne)} is out of range", name)
+    code, offset = c.unpack("IQ", f"tensor {name}")
+    t = GGML_TYPES_BY_CODE.get(code)
+    if t is None:
+        raise _fail(path, f"unknown ggml type {code}", name)
+    if ne[0] % t.block:
+        raise _fail(path, f"row length {ne[0]} is not a multiple of {t.name}'s block {t.block}", name)
+    if offset % alignment:
+        raise _fail(path, f"offset {offset} not aligned to {alignment}", name)
+    return TensorInfo(name, tuple(reversed(ne)), t.name, offset)
 
 
 def _parse(c: _Cursor, size: int) -> GGUFHeader:
     path = c.path
     if bytes(c.take(4, "magic")) != GGUF_MAGIC:
-        raise GGUFError("not a GGUF file (bad magic)", path=str(path), show_path=path.name)
+        raise _fail(path, "not a GGUF file (bad magic)")
     version, n_tensors, n_kv = c.unpack("IQQ", "header")
     if version != GGUF_VERSION:
-        raise GGUFError(f"GGUF version {version}, only {GGUF_VERSION} is supported", path=str(path), show_path=path.name)
-    if n_tensors > size or n_kv > size:
-        raise GGUFError(f"header claims {n_tensors} tensors and {n_kv} keys, impossible for {size} bytes", path=str(path), show_path=path.name)
-    kv: dict[str, Any] = {}
-    kv_types: dict[str, VT] = {}
-    for i in range(n_kv):
-        key = c.string(f"metadata key {i}")
-        vtype = c.unpack("I", f"type of {key}")
-        if key in kv:
-            raise GGUFError(f"duplicate metadata key {key}", path=str(path), show_path=path.name)
-        kv[key] = c.value(vtype, key)
-        kv_types[key] = VT(vtype)
-    alignment = int(kv.get("general.alignment", DEFAULT_ALIGNMENT))
-    if alignment <= 0 or alignment & (alignment - 1):
-        raise GGUFError(f"general.alignment {alignment} is not a power of two", path=str(path), show_path=path.name)
-    tensors: list[TensorInfo] = []
-    for i in range(n_tensors):
-        name = c.string(f"tensor info {i}")
-        n_dims = c.unpack("I", f"tensor {name}")
-        if not 1 <= n_dims <= MAX_DIMS:
-            raise GGUFError(f"{n_dims} dimensions", path=str(path), show_path=path.name, tensor=name)
-        ne = c.unpack(f"{n_dims}Q", f"tensor {name}")
-        ne = (ne,) if n_dims == 1 else tuple(ne)
-        code, offset = c.unpack("IQ", f"tensor {name}")
-        t = GGML_TYPES_BY_CODE.get(code)
-        if t is None:
-            raise GGUFError(f"unknown ggml type {code}", path=str(path), show_path=path.name, tensor=name)
-        if ne[0] % t.block:
-            raise GGUFError(f"row length {ne[0]} is not a multiple of {t.name}'s block {t.block}",
-                            path=str(path), show_path=path.name, tensor=name)
-        if offset % alignment:
-            raise GGUFError(f"offset {offset} not aligned to {alignment}", path=str(path), show_path=path.name, tensor=name)
-        tensors.append(TensorInfo(name, tuple(reversed(ne)), t.name, offset))
+        raise _fail(path, f"GGUF version {version}, only {GGUF_VERSION} is supported")
+    if n_tensors > size or n_kv > size:  # then each entry is read from the bytes left: a list never outgrows the file
+        raise _fail(path, f"header claims {n_tensors} tensors and {n_kv} keys, impossible for {size} bytes")
+    kv, kv_types, kv_subtypes = _metadata(c, n_kv)
+    alignment = int(kv.get("general.alignment", DEFAULT_ALIGNMENT))  # a UINT32 power of two: checked by the schema
+    tensors = [_tensor_info(c, i, alignment) for i in range(n_tensors)]
     data_offset = pad(c.pos, alignment)
     names = [t.name for t in tensors]
     if len(set(names)) != len(names):
-        raise GGUFError("duplicate tensor names", path=str(path), show_path=path.name)
+        raise _fail(path, "duplicate tensor names")
     end = data_offset
     for t in sorted(tensors, key=lambda t: t.offset):
         if data_offset + t.offset < end:
             raise GGUFError(f"tensor {t.name} overlaps the previous tensor", path=str(path), show_path=path.name, tensor=t.name, show_tensor="")
         end = data_offset + t.offset + t.nbytes
     if end > size:
-        raise GGUFError(f"tensor data ends at byte {end}, file has {size} bytes (truncated?)", path=str(path), show_path=path.name)
-    return GGUFHeader(path, version, kv, kv_types, tensors, alignment, data_offset, size)
+        raise _fail(path, f"tensor data ends at byte {end}, file has {size} bytes (truncated?)")
+    return GGUFHeader(path, version, kv, kv_types, tensors, alignment, data_offset, size, kv_subtypes=kv_subtypes)
 
 
 def split_set(first: str | Path) -> list[Path]:
