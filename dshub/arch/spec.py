@@ -23,6 +23,13 @@ class Role(str, Enum):
     INDEXER = "indexer"  # sparse-attention indexer (DeepSeek-V3.2's lightning indexer)
 
 
+# Stored dtypes a tensor may have (safetensors tags): the data the "dtypes" verify check reads.
+FLOAT_DTYPES: frozenset[str] = frozenset({"BF16", "F16", "F32"})
+FP8_WEIGHT_DTYPES: frozenset[str] = frozenset({"F8_E4M3"})  # a block-FP8 linear weight (fmt e4m3)
+FP8_SCALE_DTYPES: frozenset[str] = frozenset({"F32"})  # its weight_scale_inv, unless the family says otherwise
+DTYPES_BY_ROLE: dict[Role, frozenset[str]] = {role: FLOAT_DTYPES for role in Role}  # norms, routers, embeddings: float
+
+
 def fp8_scale_name(weight: str) -> str:
     """The block-FP8 scale tensor of a weight: `x.weight` -> `x.weight_scale_inv` (the one place this name is made)."""
     return weight[: -len(".weight")] + ".weight_scale_inv" if weight.endswith(".weight") else weight + "_scale_inv"
@@ -49,6 +56,11 @@ class TensorSpec:
     def scale_name(self) -> str:
         return fp8_scale_name(self.name)
 
+    def allowed_dtypes(self, fp8_checkpoint: bool) -> frozenset[str]:
+        """The stored dtypes this tensor may have: its role's floats, plus FP8 for an FP8 linear of an FP8 checkpoint."""
+        fp8 = FP8_WEIGHT_DTYPES if fp8_checkpoint and self.fp8 else frozenset()
+        return DTYPES_BY_ROLE[self.role] | fp8
+
 
 @dataclass
 class ArchSpec:
@@ -61,6 +73,7 @@ class ArchSpec:
     num_mtp_layers: int = 0
     experts_per_token: int = 0
     num_experts: int = 0
+    scale_dtypes: frozenset[str] = FP8_SCALE_DTYPES  # the family's allowed weight_scale_inv dtypes
 
     def __iter__(self) -> Iterator[TensorSpec]:
         return iter(self.tensors)

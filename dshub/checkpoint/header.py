@@ -1,7 +1,6 @@
 """Parse and validate safetensors headers without reading tensor data."""
 from __future__ import annotations
 
-import json
 import math
 import os
 import struct
@@ -9,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dshub.constants import SAFETENSORS_MAX_HEADER
+from dshub.checkpoint.json_limits import loads_bounded
 from dshub.errors import HeaderError, ShardTruncated
 
 # safetensors dtype tag -> bytes per element (F8 types are one byte; F4 packs two per byte, unsupported here)
@@ -65,8 +65,8 @@ def read_header(path: str | os.PathLike) -> ShardHeader:
             raise ShardTruncated(f"header length {hlen} is larger than the file ({size} bytes)", path=str(path), show_path=name, expected=8 + hlen, actual=size)
         raw = f.read(hlen)
     try:
-        doc = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        doc = loads_bounded(raw)
+    except ValueError as e:  # not UTF-8, not JSON, or nested too deep
         raise HeaderError(f"header is not valid JSON ({e.__class__.__name__}: {e})", path=str(path), show_path=name) from None
     if not isinstance(doc, dict):
         raise HeaderError("header is not a JSON object", path=str(path), show_path=name)

@@ -1,7 +1,6 @@
 """`Checkpoint`: an HF-layout directory read lazily (config, index, shard headers, per-tensor mmap reads)."""
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from functools import cached_property
@@ -11,7 +10,9 @@ from typing import Any, Iterator
 import torch
 
 from dshub.errors import CheckpointError, ConfigError, IndexError_, PickleRefused
+from dshub.checkpoint.config import validate_config
 from dshub.checkpoint.header import ShardHeader, TensorEntry, read_header
+from dshub.checkpoint.json_limits import loads_bounded
 from dshub.checkpoint.writer import ST_TO_TORCH
 
 INDEX_NAME = "model.safetensors.index.json"
@@ -147,18 +148,16 @@ def load_config(root: Path) -> dict[str, Any]:
     if not cfg_path.exists():
         raise ConfigError("config.json not found", path=str(cfg_path))
     try:
-        config = json.loads(cfg_path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        config = loads_bounded(cfg_path.read_bytes())
+    except ValueError as e:  # not UTF-8, not JSON, or nested too deep
         raise ConfigError(f"not valid JSON ({e})", path=str(cfg_path), show_path=cfg_path.name) from None
-    if not isinstance(config, dict):
-        raise ConfigError("not a JSON object", path=str(cfg_path), show_path=cfg_path.name)
-    return config
+    return validate_config(config, path=str(cfg_path), show_path=cfg_path.name)
 
 
 def _load_index(root: Path, index_path: Path) -> tuple[dict[str, str], dict[str, Any] | None]:
     try:
-        doc = json.loads(index_path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        doc = loads_bounded(index_path.read_bytes())
+    except ValueError as e:  # not UTF-8, not JSON, or nested too deep
         raise IndexError_(f"not valid JSON ({e})", path=str(index_path), show_path=INDEX_NAME) from None
     wm = doc.get("weight_map") if isinstance(doc, dict) else None
     if not isinstance(wm, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in wm.items()):

@@ -9,8 +9,9 @@ from typing import Callable, Iterator
 import torch
 
 from dshub.arch import spec_for
-from dshub.arch.spec import ArchSpec
-from dshub.checkpoint.reader import INDEX_NAME, Checkpoint, pickle_files, scale_shape
+from dshub.arch.spec import FP8_WEIGHT_DTYPES, ArchSpec
+from dshub.checkpoint.reader import INDEX_NAME, Checkpoint, pickle_files, read_entry, scale_shape
+from dshub.checkpoint.writer import ST_TO_TORCH
 from dshub.quant.registry import Registry
 from dshub.errors import CheckpointError, DshubError
 from dshub.formats.int4_config import expected_names, int4_config, int4_problems
@@ -102,6 +103,34 @@ def _architecture(ctx: VerifyContext) -> Iterator[Finding]:
         yield _err("architecture", stored[name][0], name, "unexpected tensor (not part of the architecture)")
 
 
+@check("dtypes")
+def _dtypes(ctx: VerifyContext) -> Iterator[Finding]:
+    """Each stored tensor of the inventory has a dtype its family allows; a scale sits only beside an FP8 weight."""
+    if ctx.spec is None:
+        return
+    stored = ctx.stored
+    fp8 = ctx.ckpt.encoding.name == "fp8-block"
+    for t in ctx.spec:
+        if t.name not in stored:
+            continue
+        shard, e = stored[t.name]
+        allowed = t.allowed_dtypes(fp8)
+        if e.dtype not in allowed:
+            yield _err("dtypes", shard, t.name, f"stored as {e.dtype}; the architecture allows {_listed(allowed)} for a {t.role.value} tensor")
+            continue  # its scale is judged beside a weight of a dtype the family allows
+        if t.scale_name not in stored:
+            continue
+        sshard, s = stored[t.scale_name]
+        if e.dtype not in FP8_WEIGHT_DTYPES:
+            yield _err("dtypes", sshard, t.scale_name, f"a scale beside {t.name}, which is {e.dtype}, not FP8 (a mixed or mislabelled checkpoint)")
+        elif s.dtype not in ctx.spec.scale_dtypes:
+            yield _err("dtypes", sshard, t.scale_name, f"stored as {s.dtype}; the architecture allows {_listed(ctx.spec.scale_dtypes)} for an FP8 scale")
+
+
+def _listed(dtypes: frozenset[str]) -> str:
+    return "/".join(sorted(dtypes))
+
+
 @check("int4")
 def _int4(ctx: VerifyContext) -> Iterator[Finding]:
     if ctx.spec is None:
@@ -128,6 +157,8 @@ def _scales(ctx: VerifyContext) -> Iterator[Finding]:
             yield _err("fp8-scales", shard, t.scale_name, f"missing: FP8 weight {t.name} cannot be dequantized without it")
             continue
         sshard, s = stored[t.scale_name]
+        if s.dtype not in ctx.spec.scale_dtypes:
+            continue  # check "dtypes" reports it; its values mean nothing as floats
         want = scale_shape(w.shape, block)
         if s.shape != want:
             yield _err("fp8-scales", sshard, t.scale_name, f"shape {list(s.shape)}, {list(want)} expected for {t.name} {list(w.shape)} in {block[0]}x{block[1]} blocks")
@@ -153,8 +184,8 @@ def _values(ctx: VerifyContext) -> Iterator[Finding]:
         if header is None:
             continue
         for name, e in header.tensors.items():
-            if e.dtype.startswith(("F", "BF")) and e.dtype != "F8_E8M0":
-                t = ctx.ckpt.read(name)
+            if e.dtype.startswith(("F", "BF")) and e.dtype != "F8_E8M0" and e.dtype in ST_TO_TORCH:
+                t = read_entry(ctx.ckpt.shard_path(shard), e)  # by the shard that holds it, whatever the index says
                 n_bad = _count_nonfinite(t)
                 if n_bad:
                     yield _err("values", shard, name, f"{n_bad} NaN/Inf values")
