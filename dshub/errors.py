@@ -128,6 +128,22 @@ class SourceUnavailable(HubError):
     """The requested source needs an optional package that is not installed."""
 
 
+class HubMetadataRefused(HubError, CheckpointError):
+    """A hub-supplied value (commit id, digest, size, file path) that dshub will not use: malformed or hostile."""
+
+
+class TokenRejected(HubError, PermissionError):
+    """HTTP 401: the hub wants a token and none was sent, or the one sent was rejected."""
+
+
+class FileForbidden(HubError, PermissionError):
+    """HTTP 403 on one file: gated, or the token lacks access to it."""
+
+
+class ListingTooLong(HubError):
+    """The hub's file listing did not end within dshub's page bound (a misbehaving or hostile server)."""
+
+
 class HashMismatch(CheckpointError):
     """A file's sha256 (or git blob sha1) differs from what the hub or the download manifest records."""
 

@@ -1,6 +1,8 @@
 """Where downloaded files land: a plain `--local-dir`, or huggingface_hub's own cache (blobs + snapshot symlinks).
 
-Both keep dshub's state (download manifest, hash cache, partial files) out of the way of loaders.
+Both keep dshub's state (download manifest, hash cache, partial files, blob locks) out of the way of loaders. Every
+path handed out is checked first (`validate.under` / `inside`): a hub path, digest or revision never leads outside
+the target, through `..` or through a symlink already on disk.
 """
 from __future__ import annotations
 
@@ -8,11 +10,13 @@ import os
 import time
 from pathlib import Path
 
-from dshub.checkpoint.reader import safe_relative
 from dshub.hub.manifest import STATE_DIR, RemoteFile
+from dshub.errors import HubMetadataRefused
+from dshub.hub.validate import GIT_SHA1_RE, SHA256_RE, check_ref, inside, printable, under
 from dshub.fsutil import fsync_dir
 
 PART_SUFFIX = ".part"
+LOCK_SUFFIX = ".lock"
 
 
 class LocalDirLayout:
@@ -22,17 +26,23 @@ class LocalDirLayout:
 
     def __init__(self, root: Path):
         self.root = root
+        self.bound = link_bound(root)
 
     def final(self, f: RemoteFile) -> Path:
-        """Where a loader finds the file."""
-        return safe_relative(self.root, f.path, what=f"{self.root}")
+        """Where a loader finds the file (resolved inside the root, symlinks included)."""
+        return inside(self.bound, under(self.root, f.path, follow=False))
 
     def data(self, f: RemoteFile) -> Path:
         """Where its bytes live (the same file here)."""
         return self.final(f)
 
     def part(self, f: RemoteFile) -> Path:
-        return safe_relative(self.root / STATE_DIR / "partial", f.path + PART_SUFFIX, what=f"{self.root}")
+        under(self.root, f.path, follow=False)
+        return inside(self.root, self.root / STATE_DIR / "partial" / (f.path + PART_SUFFIX))
+
+    def lock(self, f: RemoteFile) -> Path:
+        """The advisory lock that guards the partial file."""
+        return self.part(f).with_name(self.part(f).name + LOCK_SUFFIX)
 
     def prepare(self, files: list[RemoteFile]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -50,7 +60,8 @@ class LocalDirLayout:
 
     def _hf_metadata(self, f: RemoteFile, commit: str) -> None:
         """huggingface_hub's local-dir bookkeeping (`commit\\netag\\ntimestamp`), so `hf download` sees the file as current."""
-        meta = safe_relative(self.root / ".cache" / "huggingface" / "download", f.path + ".metadata", what=f"{self.root}")
+        under(self.root, f.path, follow=False)
+        meta = inside(self.root, self.root / ".cache" / "huggingface" / "download" / (f.path + ".metadata"))
         meta.parent.mkdir(parents=True, exist_ok=True)
         gitignore = self.root / ".cache" / "huggingface" / ".gitignore"
         if not gitignore.exists():
@@ -68,13 +79,18 @@ class HfCacheLayout:
         self.root = self.repo_dir / "snapshots" / commit
 
     def final(self, f: RemoteFile) -> Path:
-        return safe_relative(self.root, f.path, what=f"{self.root}")
+        """The snapshot link: its folder resolved inside the snapshot (the link itself points into blobs/)."""
+        return under(self.root, f.path, follow=False)
 
     def data(self, f: RemoteFile) -> Path:
-        return self.repo_dir / "blobs" / self._etag(f)
+        return inside(self.repo_dir / "blobs", self.repo_dir / "blobs" / self._etag(f))
 
     def part(self, f: RemoteFile) -> Path:
-        return self.repo_dir / "blobs" / (self._etag(f) + ".dshub" + PART_SUFFIX)
+        return inside(self.repo_dir / "blobs", self.repo_dir / "blobs" / (self._etag(f) + ".dshub" + PART_SUFFIX))
+
+    def lock(self, f: RemoteFile) -> Path:
+        """One lock per blob, shared by every revision (and every process) that fetches it."""
+        return inside(self.repo_dir, self.repo_dir / STATE_DIR / "locks" / (self._etag(f) + LOCK_SUFFIX))
 
     def prepare(self, files: list[RemoteFile]) -> None:
         """Create the blob store and link the files whose blobs are already here (e.g. from another revision)."""
@@ -93,7 +109,8 @@ class HfCacheLayout:
         refs/<revision> at the commit, as huggingface_hub does for branch and tag names."""
         self.prepare(files)
         if complete and revision != commit:
-            ref = self.repo_dir / "refs" / revision
+            check_ref(self.repo_dir.name, revision)
+            ref = inside(self.repo_dir / "refs", self.repo_dir / "refs" / revision)
             ref.parent.mkdir(parents=True, exist_ok=True)
             ref.write_text(commit)
 
@@ -102,14 +119,26 @@ class HfCacheLayout:
         link = self.final(f)
         if link.is_symlink() or link.exists():
             return
+        inside(self.root, link.parent)  # a folder on the way that is a symlink out of the snapshot is refused
         link.parent.mkdir(parents=True, exist_ok=True)
         os.symlink(os.path.relpath(self.data(f), link.parent), link)
 
     @staticmethod
     def _etag(f: RemoteFile) -> str:
+        """The blob's name: a sha256 or git sha1 in hex, never anything else (it is joined to a path)."""
         if not f.etag:
             raise ValueError(f"{f.path}: the hub lists no digest for this file, so it has no cache blob name")
+        if not (SHA256_RE.match(f.etag) or GIT_SHA1_RE.match(f.etag)):
+            raise HubMetadataRefused(f"{printable(f.path)}: hub digest {printable(repr(f.etag))} is not hex; refused")
         return f.etag
+
+
+def link_bound(root: Path) -> Path:
+    """Where the files of `root` may resolve to: the repository folder for an HF cache snapshot (its links point
+    into ../../blobs), else `root` itself."""
+    if root.parent.name == "snapshots" and root.parent.parent.name.startswith(("models--", "datasets--")):
+        return root.parent.parent
+    return root
 
 
 def cache_repo_dir(cache_dir: Path, repo_id: str) -> Path:
@@ -130,8 +159,9 @@ def hf_cache_dir() -> Path:
 
 def cached_commit(repo_id: str, revision: str) -> str | None:
     """The commit the HF cache's refs/<revision> points at, for offline use."""
-    ref = cache_repo_dir(hf_cache_dir(), repo_id) / "refs" / revision
+    repo_dir = cache_repo_dir(hf_cache_dir(), repo_id)
     try:
+        ref = inside(repo_dir / "refs", repo_dir / "refs" / check_ref(repo_id, revision))
         return ref.read_text().strip() or None
     except OSError:
         return None

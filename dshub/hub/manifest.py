@@ -9,10 +9,10 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from dshub.errors import CheckpointError
 from dshub.fsutil import write_json_atomic
+from dshub.hub.redact import redact_url
 
 STATE_DIR = ".dshub"
 DOWNLOAD_MANIFEST = "download.json"
@@ -120,14 +120,3 @@ def load_manifest(root: Path) -> DownloadManifest | None:
     if not isinstance(doc, dict):
         raise CheckpointError("download manifest is not a JSON object", path=str(path))
     return DownloadManifest.from_dict(doc, str(path))
-
-
-def redact_url(url: str) -> str:
-    """Drop user:password@ from a URL so credentials in a mirror address are never written or printed."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))

@@ -2,24 +2,30 @@
 
 A source resolves a revision to a commit, lists files with sizes and digests, and gives each file's URL and the
 request headers. Transfers themselves are done by `hub_transfer` over huggingface_hub's HTTP session.
-Hub exceptions become dshub errors through one table (`HF_ERRORS`), subclass before base.
+Hub exceptions become dshub errors through one table (`_hf_error_table`), subclass before base. Metadata calls
+(revision, tree) are made here, each with a timeout (HF_HUB_ETAG_TIMEOUT) and the tree's pagination with a bound;
+every value they return is checked by `dshub.hub.validate` before it is used.
 """
 from __future__ import annotations
 
 import contextlib
 import os
-import re
+import time
 from typing import Any, Callable, Iterator, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
-from dshub.hub.manifest import RemoteFile, redact_url
-from dshub.hub.transfer import transport_errors
+from dshub.hub.manifest import RemoteFile
+from dshub.hub.redact import install_log_redaction, redact_url, scrub
+from dshub.hub.transfer import RETRY_STATUS, RetryPolicy, env_seconds, transport_errors
+from dshub.hub.validate import COMMIT_RE, check_commit, check_file, printable
 from dshub.errors import (
-    GatedRepo, HubError, HubUnreachable, RemoteFileMissing, RepoNotFound, RevisionNotFound, SourceUnavailable, UsageError,
+    FileForbidden, GatedRepo, HubError, HubMetadataRefused, HubUnreachable, ListingTooLong, RemoteFileMissing,
+    RepoNotFound, RevisionNotFound, SourceUnavailable, TokenRejected, UsageError,
 )
 
-COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 MODELSCOPE_ENDPOINT = "https://www.modelscope.cn"
+MAX_TREE_PAGES = 200  # the Hub pages its tree by 1000 entries: 200 000 files, far beyond any checkpoint
+__all__ = ["scrub", "redact_url"]  # re-exported: callers and tests import them from here
 
 
 class Source(Protocol):
@@ -51,22 +57,11 @@ def hf_offline() -> bool:
     return hfc.HF_HUB_OFFLINE if env is None else env.upper() in ("1", "ON", "YES", "TRUE")
 
 
-def current_token() -> str | None:
-    """The token huggingface_hub would send (HF_TOKEN, then the token file). Only used for redaction here."""
-    try:
-        from huggingface_hub import get_token
+def metadata_timeout() -> float:
+    """HF_HUB_ETAG_TIMEOUT: seconds a metadata call (revision, tree page) may wait for an answer, read now."""
+    from huggingface_hub import constants as hfc
 
-        return os.environ.get("HF_TOKEN") or get_token()
-    except Exception:  # noqa: BLE001 - redaction must never be the thing that fails
-        return os.environ.get("HF_TOKEN")
-
-
-def scrub(text: str) -> str:
-    """Remove the current token (and URL credentials) from a message."""
-    token = current_token()
-    if token and token in text:
-        text = text.replace(token, "***")
-    return re.sub(r"(https?://)[^/@\s]+@", r"\1", text)
+    return env_seconds("HF_HUB_ETAG_TIMEOUT", float(hfc.HF_HUB_ETAG_TIMEOUT))
 
 
 # ----------------------------------------------------------------------------------------------- error mapping
@@ -76,11 +71,16 @@ def _status(e: BaseException) -> str:
     return f"HTTP {code}" if code else e.__class__.__name__
 
 
-def _hf_error_table() -> list[tuple[type[BaseException], Callable[[BaseException, dict[str, Any]], HubError]]]:
-    """huggingface_hub exception -> dshub error, subclass before base. Messages never include the token."""
+def _code(e: BaseException) -> int | None:
+    return getattr(getattr(e, "response", None), "status_code", None)
+
+
+def _hf_error_table() -> list[tuple[type[BaseException], int | None, Callable[[BaseException, dict[str, Any]], HubError]]]:
+    """(huggingface_hub exception, HTTP status or None for any) -> dshub error, subclass before base.
+    Messages never include server text or the token."""
     from huggingface_hub import errors as hfe
 
-    return [
+    rows: list[tuple[type[BaseException], Callable[[BaseException, dict[str, Any]], HubError]]] = [
         (hfe.GatedRepoError, lambda e, c: GatedRepo(
             f"{c['repo']}: gated repository or token refused ({_status(e)}). Accept the model's terms on its page and "
             "set HF_TOKEN to a token that has access")),
@@ -96,29 +96,54 @@ def _hf_error_table() -> list[tuple[type[BaseException], Callable[[BaseException
         (hfe.OfflineModeIsEnabled, lambda e, c: HubUnreachable(
             f"{c['repo']}: HF_HUB_OFFLINE is set and the files are not all present locally. Unset it, or download "
             "where the hub is reachable")),
-        (hfe.HfHubHTTPError, lambda e, c: HubError(
+    ]
+    by_status: list[tuple[type[BaseException], int | None, Callable[[BaseException, dict[str, Any]], HubError]]] = [
+        (hfe.HfHubHTTPError, 401, lambda e, c: TokenRejected(
+            f"{c['repo']}: the hub answered HTTP 401{' for ' + c['path'] if c['path'] else ''}: "
+            + ("the token was rejected; check HF_TOKEN" if c["token"] else "a token is needed and none was sent; set HF_TOKEN")
+            + " (not transient: running again will not help)")),
+        (hfe.HfHubHTTPError, 403, lambda e, c: FileForbidden(
+            f"{c['repo']}: access to {c['path'] or 'this repository'} is forbidden (HTTP 403): the repository or file is "
+            "gated or restricted; accept its terms on the model page and use a token that has access")),
+        (hfe.HfHubHTTPError, None, lambda e, c: HubError(
             f"{c['repo']}: hub request failed ({_status(e)}){' for ' + c['path'] if c['path'] else ''}; "
             "run again later (already verified files are kept)")),
-        (transport_errors(), lambda e, c: HubUnreachable(
-            f"{c['endpoint']}: hub unreachable ({e.__class__.__name__}). Check the network or HF_ENDPOINT; "
-            "run again to resume")),
+        (transport_errors(), None, lambda e, c: HubUnreachable(
+            f"{c['endpoint']}: hub unreachable ({e.__class__.__name__}). Check the network, HF_ENDPOINT or "
+            "HF_HUB_ETAG_TIMEOUT / HF_HUB_DOWNLOAD_TIMEOUT; run again to resume")),
     ]
+    return [(t, None, make) for t, make in rows] + by_status
 
 
 @contextlib.contextmanager
-def hf_errors(repo_id: str, revision: str | None, endpoint: str, path: str | None = None) -> Iterator[None]:
-    """Translate huggingface_hub / transport exceptions raised inside the block into dshub errors."""
+def hf_errors(repo_id: str, revision: str | None, endpoint: str, path: str | None = None,
+              token: str | None = None) -> Iterator[None]:
+    """Translate huggingface_hub / transport exceptions raised inside the block into dshub errors; the text of any
+    dshub error passing through is scrubbed of tokens (a server may echo one in a header dshub quotes)."""
     try:
         yield
-    except HubError:
+    except HubError as e:
+        e.detail = scrub(e.detail, [token])
+        e.args = (e.detail,)
         raise
     except Exception as e:  # noqa: BLE001 - filtered by the table below
-        ctx = {"repo": repo_id, "revision": revision or "main", "endpoint": redact_url(endpoint), "path": path}
-        for exc_type, make in _hf_error_table():
-            if isinstance(e, exc_type):
+        ctx = {"repo": printable(repo_id), "revision": printable(revision or "main"),
+               "endpoint": printable(redact_url(endpoint)), "path": printable(path) if path else None,
+               "token": bool(token or _token_present())}
+        for exc_type, status, make in _hf_error_table():
+            if isinstance(e, exc_type) and status in (None, _code(e)):
                 err = make(e, ctx)
-                raise type(err)(scrub(err.detail), path=err.path, show_path=err.show_path) from None
+                raise type(err)(scrub(err.detail, [token]), path=err.path, show_path=err.show_path) from None
         raise
+
+
+def _token_present() -> bool:
+    from huggingface_hub import get_token
+
+    try:
+        return bool(get_token())
+    except Exception:  # noqa: BLE001 - a broken token file is "no token" here
+        return False
 
 
 # ----------------------------------------------------------------------------------------------- Hugging Face
@@ -129,34 +154,68 @@ class HfSource:
     default_revision = "main"
 
     def __init__(self, endpoint: str | None = None, token: str | None = None):
-        from huggingface_hub import HfApi
-
         self.endpoint = (endpoint or hf_endpoint()).rstrip("/")
         self._token = token  # None: huggingface_hub finds HF_TOKEN / the token file itself
-        self.api = HfApi(endpoint=self.endpoint, token=token)
+        install_log_redaction([token])
 
     def errors(self, repo_id: str, revision: str | None, path: str | None = None) -> contextlib.AbstractContextManager:
-        return hf_errors(repo_id, revision, self.endpoint, path)
+        return hf_errors(repo_id, revision, self.endpoint, path, self._token)
 
     def resolve(self, repo_id: str, revision: str | None) -> str:
+        """The commit a revision names: 40 hex digits, or HubMetadataRefused."""
+        check_repo_id(repo_id)
+        rev = revision or "main"
         with self.errors(repo_id, revision):
-            info = self.api.model_info(repo_id, revision=revision or "main")
-        if not info.sha:
-            raise HubError(f"{repo_id}@{revision or 'main'}: the hub did not return a commit for this revision")
-        return info.sha
+            doc, _ = self._get_json(repo_id, f"/api/models/{repo_id}/revision/{quote(rev, safe='')}")
+        sha = doc.get("sha") if isinstance(doc, dict) else None
+        if not sha:
+            raise HubError(f"{printable(repo_id)}@{printable(rev)}: the hub did not return a commit for this revision")
+        return check_commit(repo_id, sha)
 
     def list_files(self, repo_id: str, commit: str) -> list[RemoteFile]:
-        from huggingface_hub.hf_api import RepoFile
-
+        """Every file of the commit, paged with a bound; each entry checked before it becomes a RemoteFile."""
+        files: list[RemoteFile] = []
         with self.errors(repo_id, commit):
-            entries = list(self.api.list_repo_tree(repo_id, revision=commit, recursive=True))
-        files = []
-        for e in entries:
-            if isinstance(e, RepoFile):
-                lfs = e.lfs
-                sha = (lfs.sha256 if hasattr(lfs, "sha256") else lfs.get("sha256")) if lfs else None
-                files.append(RemoteFile(e.path, int(e.size), sha, e.blob_id))
-        return sorted(files, key=lambda f: f.path)
+            url: str | None = f"/api/models/{repo_id}/tree/{quote(commit, safe='')}"
+            params: dict[str, Any] | None = {"recursive": "true", "expand": "false"}
+            for _ in range(MAX_TREE_PAGES):
+                page, url = self._get_json(repo_id, url, params)  # type: ignore[arg-type]
+                params = None  # a next link carries its own query
+                files.extend(_tree_files(repo_id, page))
+                if url is None:
+                    return sorted(files, key=lambda f: f.path)
+        raise ListingTooLong(
+            f"{printable(repo_id)}@{commit}: the hub's file listing did not end after {MAX_TREE_PAGES} pages; "
+            "refused (a misbehaving mirror?)")
+
+    def _get_json(self, repo_id: str, url: str, params: dict[str, Any] | None = None) -> tuple[Any, str | None]:
+        """One metadata GET with a timeout and the retry policy: (JSON document, next page URL or None)."""
+        from huggingface_hub.utils import get_session, hf_raise_for_status
+
+        retry, timeout = RetryPolicy.from_env(), metadata_timeout()
+        full = url if url.startswith(("http://", "https://")) else self.endpoint + url
+        for attempt in range(retry.attempts + 1):  # bounded: timeouts, refused connections and 5xx are retried
+            last = attempt == retry.attempts
+            try:
+                r = get_session().get(full, params=params, headers=self.headers(), timeout=timeout)
+            except transport_errors():
+                if last:
+                    raise
+            else:
+                if r.status_code not in RETRY_STATUS or last:
+                    break
+            time.sleep(min(retry.wait_s * 2 ** attempt, 8.0))
+        hf_raise_for_status(r)
+        try:
+            doc = r.json()
+        except ValueError:
+            raise HubError(f"{printable(repo_id)}: the hub answered {redact_url(full)} with something that is not JSON") from None
+        nxt = r.links.get("next", {}).get("url")
+        if nxt is not None and urlsplit(nxt)[:2] != urlsplit(self.endpoint)[:2]:
+            raise HubMetadataRefused(
+                f"{printable(repo_id)}: the hub's next page {printable(redact_url(nxt))} is on another host; refused "
+                "(the token is never sent there)")
+        return doc, nxt
 
     def file_url(self, repo_id: str, commit: str, path: str) -> str:
         from huggingface_hub import hf_hub_url
@@ -223,7 +282,7 @@ class ModelScopeSource:
     @contextlib.contextmanager
     def errors(self, repo_id: str, revision: str | None, path: str | None = None) -> Iterator[None]:
         try:
-            with hf_errors(repo_id, revision, self.endpoint, path):  # transfers go through huggingface_hub's HTTP layer
+            with hf_errors(repo_id, revision, self.endpoint, path, self._token):  # transfers go through huggingface_hub's HTTP layer
                 yield
         except HubError:
             raise
@@ -302,3 +361,29 @@ def make_source(name: str, *, endpoint: str | None = None, token: str | None = N
 
 def is_commit(revision: str | None) -> bool:
     return bool(revision and COMMIT_RE.match(revision))
+
+
+def check_repo_id(repo_id: str) -> str:
+    """huggingface_hub's rule for repository ids (`owner/name` of letters, digits, `-_.`); else a usage error."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise UsageError(f"{printable(repo_id)!s}: not a valid repository id (owner/name of letters, digits, -_.)") from None
+    return repo_id
+
+
+def _tree_files(repo_id: str, page: Any) -> list[RemoteFile]:
+    """The files of one tree page (folders skipped), each entry checked: path, size, git sha1, LFS sha256."""
+    if not isinstance(page, list) or not all(isinstance(e, dict) for e in page):
+        raise HubMetadataRefused(f"{printable(repo_id)}: the hub's file listing is not a list of entries; refused")
+    files = []
+    for e in page:
+        if e.get("type") != "file":
+            continue
+        lfs = e.get("lfs")
+        sha = lfs.get("oid", lfs.get("sha256")) if isinstance(lfs, dict) else None
+        check_file(repo_id, e.get("path"), e.get("size"), {"sha256": sha, "blob_id": e.get("oid")})
+        files.append(RemoteFile(e["path"], e["size"], sha, e.get("oid")))
+    return files

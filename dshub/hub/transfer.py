@@ -36,7 +36,15 @@ def read_timeout() -> float:
     """HF_HUB_DOWNLOAD_TIMEOUT (seconds without data before a transfer counts as stalled), read now."""
     from huggingface_hub import constants as hfc
 
-    return float(os.environ.get("HF_HUB_DOWNLOAD_TIMEOUT") or hfc.HF_HUB_DOWNLOAD_TIMEOUT)
+    return env_seconds("HF_HUB_DOWNLOAD_TIMEOUT", float(hfc.HF_HUB_DOWNLOAD_TIMEOUT))
+
+
+def env_seconds(name: str, default: float) -> float:
+    """A timeout from the environment: a positive number of seconds; anything else is a usage error."""
+    value = _env_number(name, default, float)
+    if not value > 0 or value != value or value == float("inf"):
+        raise UsageError(f"{name}={os.environ.get(name)!r}: expected a positive number of seconds")
+    return value
 
 
 @dataclass(frozen=True)
