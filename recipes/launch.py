@@ -3,13 +3,78 @@
 A node's argv is built by the engine for a `NodeRef`: a concrete rank (0 is the head) or, for Kubernetes
 LeaderWorkerSet workers, a rank known only inside the pod. Addresses and ranks that only exist where the recipe
 runs are shell expressions (`${HEAD_IP}`), which every renderer knows how to pass on.
+
+Values from outside (`--served-model-name`, `--model-path`, a local directory's name) are checked here and marked
+inside argv words with `user()`: renderers quote marked text as data, never as shell or Compose syntax. Only our
+own text may hold a runtime expression. The marks are control characters, which no checked value can contain.
 """
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from dshub.errors import UsageError
 from dshub.recipes.planner import Plan
+
+USER_OPEN, USER_CLOSE = "\x02", "\x03"  # around user text inside an argv word, mount path or env value
+_USER_TEXT = re.compile(f"{USER_OPEN}(.*?){USER_CLOSE}", re.DOTALL)
+# Control, format (bidi overrides), surrogate, private, unassigned, line and paragraph separators: no shell,
+# YAML comment or terminal carries these as plain data.
+UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+# The OCI / distribution reference grammar: name[:tag][@digest] (distribution/reference regexp.go).
+_ALNUM = r"[a-z0-9]+"
+_PATH_COMPONENT = rf"{_ALNUM}(?:(?:[._]|__|-+){_ALNUM})*"
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_HOST = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])"
+_NAME = rf"(?:{_HOST}(?::[0-9]+)?/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
+_TAG = r"[\w][\w.-]{0,127}"
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+OCI_REFERENCE = re.compile(rf"(?P<name>{_NAME})(?::{_TAG})?(?:@{_DIGEST})?", re.ASCII)
+OCI_NAME_MAX = 255
+
+
+def check_value(option: str, value: str, *, argument: bool = False) -> str:
+    """`value` unchanged, or UsageError naming `option`: a character no recipe carries safely, or (for an engine
+    argument) a leading '-' the engine would read as an option."""
+    bad = next((c for c in value if unicodedata.category(c) in UNSAFE_CATEGORIES), None)
+    if bad is not None:
+        raise UsageError(f"{option} {value!r}: the character {bad!r} cannot be written safely into a recipe")
+    if argument and value.startswith("-"):
+        raise UsageError(f"{option} {value!r}: a value starting with '-' would be read as an option")
+    return value
+
+
+def check_image(option: str, ref: str) -> str:
+    """`ref` unchanged when it is an OCI image reference (name[:tag][@digest]), else UsageError naming `option`."""
+    check_value(option, ref)
+    m = OCI_REFERENCE.fullmatch(ref)
+    if m is None or len(m["name"]) > OCI_NAME_MAX:
+        raise UsageError(f"{option} {ref!r}: not an image reference (name[:tag][@digest], lowercase name)")
+    return ref
+
+
+def user(text: str) -> str:
+    """Mark `text` (a checked outside value) as data inside a word."""
+    return f"{USER_OPEN}{text}{USER_CLOSE}"
+
+
+def pieces(word: str) -> list[tuple[bool, str]]:
+    """A word as (is_user, text) pieces in order; empty pieces left out."""
+    out: list[tuple[bool, str]] = []
+    pos = 0
+    for m in _USER_TEXT.finditer(word):
+        out += [(False, word[pos:m.start()]), (True, m[1])]
+        pos = m.end()
+    out.append((False, word[pos:]))
+    return [(u, t) for u, t in out if t]
+
+
+def plain(word: str) -> str:
+    """The word as the process receives it: marks removed."""
+    return _USER_TEXT.sub(r"\1", word)
 
 
 @dataclass(frozen=True)
@@ -40,6 +105,11 @@ class Network:
     roce: bool = False
     rdma: bool = False  # privileged pod / container with /dev/infiniband and IPC_LOCK
 
+    def __post_init__(self) -> None:
+        check_value("--net-iface", self.iface)
+        if self.ib_hca is not None:
+            check_value("--ib-hca", self.ib_hca)
+
     def env(self) -> dict[str, str]:
         env = {"GLOO_SOCKET_IFNAME": self.iface, "NCCL_SOCKET_IFNAME": self.iface}
         if self.ib_hca:
@@ -58,6 +128,14 @@ class RecipeOptions:
     network: Network = field(default_factory=Network)
     served_name: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.image:
+            check_image("--image", self.image)
+        if self.model_path:
+            check_value("--model-path", self.model_path, argument=True)
+        if self.served_name is not None:
+            check_value("--served-model-name", self.served_name, argument=True)
+
 
 @dataclass
 class NodeLaunch:
@@ -70,7 +148,8 @@ class NodeLaunch:
     ports: list[int]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"role": self.role, "rank": self.rank, "argv": list(self.argv), "env": dict(sorted(self.env.items())),
+        return {"role": self.role, "rank": self.rank, "argv": [plain(a) for a in self.argv],
+                "env": {k: plain(v) for k, v in sorted(self.env.items())},
                 "ports": list(self.ports)}
 
 

@@ -10,7 +10,8 @@ from dshub.quant.registry import Registry
 
 from dshub.recipes.engine_facts import UNPINNED_TAGS, family_facts, image_for, version_key
 from dshub.recipes.env import engine_env
-from dshub.recipes.launch import Launch, Mount, NodeLaunch, NodeRef, RecipeOptions, role_for
+from dshub.recipes.launch import (Launch, Mount, NodeLaunch, NodeRef, RecipeOptions, check_image, check_value, role_for,
+                                  user)
 from dshub.recipes.planner import Plan
 
 # engine name -> its Plan -> Launch builder (each engine module registers itself)
@@ -21,16 +22,25 @@ HF_CACHE_HOST = "${HOME}/.cache/huggingface"
 MODELS_DIR = "/models"
 
 
+def local_path(opts: RecipeOptions, m_path: str | None) -> str:
+    """The weights' host path (--model-path, else the local checkpoint), checked: it is bind-mounted as `host:dir`."""
+    option, host = ("--model-path", opts.model_path) if opts.model_path else ("MODEL", str(m_path))
+    check_value(option, host, argument=True)
+    if ":" in host:
+        raise UsageError(f"{option} {host!r}: a path with ':' cannot be bind-mounted (`-v host:container`)")
+    return host
+
+
 def model_source(p: Plan, opts: RecipeOptions) -> tuple[str, str, list[Mount], list[str]]:
-    """(argument on a host, argument in a container, mounts, notes) for the model weights."""
+    """(argument on a host, argument in a container, mounts, notes) for the model weights; user paths marked."""
     eng, m, fmt = p.engine, p.model, p.weights
     if opts.model_path or m.source == "local":
-        host = opts.model_path or str(m.path)
-        base = posixpath.basename(host.rstrip("/"))
+        host = local_path(opts, m.path)
+        base = user(posixpath.basename(host.rstrip("/")))
         if fmt.is_gguf and host.endswith(".gguf"):
             parent = posixpath.dirname(host) or "."
-            return host, f"{MODELS_DIR}/{base}", [Mount(parent, MODELS_DIR, "models")], []
-        return host, f"{MODELS_DIR}/{base}", [Mount(host, f"{MODELS_DIR}/{base}", "models")], []
+            return user(host), f"{MODELS_DIR}/{base}", [Mount(user(parent), MODELS_DIR, "models")], []
+        return user(host), f"{MODELS_DIR}/{base}", [Mount(user(host), f"{MODELS_DIR}/{base}", "models")], []
     if fmt.is_gguf:
         path = f"{MODELS_DIR}/{m.name}-{fmt.gguf_type}.gguf"
         note = (f"expects the GGUF at {path} (for a split set, the -00001-of-N file); make it with "
@@ -41,6 +51,13 @@ def model_source(p: Plan, opts: RecipeOptions) -> tuple[str, str, list[Mount], l
     path = f"{MODELS_DIR}/{m.name}-{fmt.name}"
     note = f"expects {fmt.name} weights at {path}: `dshub convert {m.hub_id} --to {fmt.name} --out {path}`"
     return path, path, [Mount(MODELS_DIR, MODELS_DIR, "models")], [note]
+
+
+def served_name(p: Plan, opts: RecipeOptions) -> str:
+    """The name clients ask for: --served-model-name, else the model's name (a local one marked as user text)."""
+    if opts.served_name is not None:
+        return user(opts.served_name)
+    return user(check_value("MODEL", p.model.name, argument=True)) if p.model.source == "local" else p.model.name
 
 
 def check_version(p: Plan, fam: ServingFacts) -> None:
@@ -69,7 +86,7 @@ def make_launch(p: Plan, opts: RecipeOptions, args_for: Callable[[NodeRef, str],
         ports = [eng.port] if ref.is_head else []
         return NodeLaunch(role_for(ref, p.nodes), ref.rank, [*exe, *args_for(ref, model_arg)], env, ports)
 
-    image = image_for(eng, p.gpu, p.engine_version, opts.image)
+    image = check_image("--image" if opts.image else "--engine-version", image_for(eng, p.gpu, p.engine_version, opts.image))
     if image.rsplit(":", 1)[-1] in UNPINNED_TAGS:
         notes = [*(notes or []), f"{image} is not pinned to {eng.name} {p.engine_version}: pin a digest (or --image) "
                                  "so every node runs the same build"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dshub.recipes.engine_facts import LLAMACPP_SAMPLING
 from dshub.recipes.launch import Launch, NodeRef, RecipeOptions
 from dshub.recipes.planner import LLAMACPP_SLOTS, Plan
-from dshub.recipes.engines.common import make_launch, register
+from dshub.recipes.engines.common import make_launch, register, served_name
 
 KV_TYPE_FLAG = {"bf16": "f16", "q8_0": "q8_0", "q4_0": "q4_0"}
 # Unsloth: add --min-p for the 1-bit dynamic quants (serving.md §3).
@@ -29,7 +29,7 @@ def build(p: Plan, opts: RecipeOptions) -> Launch:
 
     def args(ref: NodeRef, model: str) -> list[str]:
         k = KV_TYPE_FLAG[p.kv_dtype]
-        a = ["-m", model, "--alias", opts.served_name or p.model.name, "--host", "0.0.0.0",
+        a = ["-m", model, "--alias", served_name(p, opts), "--host", "0.0.0.0",
              "--port", str(p.engine.port), "-ngl", "999", *offload_args(p), "-c", str(p.serve_context * slots),
              "-fa", "on", "-ctk", k, "--jinja", "--parallel", str(slots), *LLAMACPP_SAMPLING]
         if p.weights.gguf_type in MIN_P_BY_TYPE:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dshub.recipes.engine_facts import family_facts, version_key
 from dshub.recipes.launch import Launch, NodeRef, RecipeOptions
 from dshub.recipes.planner import Plan
-from dshub.recipes.engines.common import make_launch, register
+from dshub.recipes.engines.common import make_launch, register, served_name
 
 DIST_PORT = 20000  # docs/references/multi_node_inference_k8s_lws.md
 KV_DTYPE_FLAG = {"bf16": None, "fp8": "fp8_e4m3"}
@@ -43,7 +43,7 @@ def build(p: Plan, opts: RecipeOptions) -> Launch:
     fam = family_facts("sglang", p.model.family)
 
     def args(ref: NodeRef, model: str) -> list[str]:
-        a = ["--model-path", model, "--served-model-name", opts.served_name or p.model.name, "--host", "0.0.0.0",
+        a = ["--model-path", model, "--served-model-name", served_name(p, opts), "--host", "0.0.0.0",
              "--port", str(p.engine.port), "--trust-remote-code"]
         a += _layout_args(p, ref)
         a += ["--mem-fraction-static", f"{p.memory_fraction:g}", "--context-length", str(p.serve_context),

@@ -6,7 +6,7 @@ import json
 from dshub.recipes.engine_facts import family_facts
 from dshub.recipes.launch import Launch, NodeRef, RecipeOptions
 from dshub.recipes.planner import Plan
-from dshub.recipes.engines.common import make_launch, register
+from dshub.recipes.engines.common import make_launch, register, served_name
 
 DP_RPC_PORT = 13345  # docs/serving/expert_parallel_deployment.md example
 KV_DTYPE_FLAG = {"bf16": None, "fp8": "fp8"}
@@ -44,7 +44,7 @@ def build(p: Plan, opts: RecipeOptions) -> Launch:
     fam = family_facts("vllm", p.model.family)
 
     def args(ref: NodeRef, model: str) -> list[str]:
-        a = [model, "--served-model-name", opts.served_name or p.model.name, "--host", "0.0.0.0",
+        a = [model, "--served-model-name", served_name(p, opts), "--host", "0.0.0.0",
              "--port", str(p.engine.port), "--trust-remote-code"]
         a += _layout_args(p, ref)
         a += ["--max-model-len", str(p.serve_context), "--gpu-memory-utilization", f"{p.memory_fraction:g}"]

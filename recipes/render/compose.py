@@ -5,8 +5,8 @@ from typing import Any
 
 import yaml
 
-from dshub.recipes.launch import Launch, NodeLaunch
-from dshub.recipes.render.common import HEAD_IP_SHELL, SHM_GB, STARTUP_BUDGET_S, app_name, comment_block
+from dshub.recipes.launch import Launch, NodeLaunch, plain
+from dshub.recipes.render.common import HEAD_IP_SHELL, SHM_GB, STARTUP_BUDGET_S, app_name, comment_block, compose_word
 
 AMD_DEVICE_KEYS: dict[str, Any] = {
     "devices": ["/dev/kfd", "/dev/dri"], "group_add": ["video"], "security_opt": ["seccomp=unconfined"],
@@ -14,16 +14,16 @@ AMD_DEVICE_KEYS: dict[str, Any] = {
 
 
 def compose_service(launch: Launch, node: NodeLaunch) -> dict[str, Any]:
-    env = dict(sorted(node.env.items()))
+    env = {k: plain(v).replace("$", "$$") for k, v in sorted(node.env.items())}  # values are data
     if launch.needs_hf_token:
         env["HF_TOKEN"] = "${HF_TOKEN:-}"  # from the caller's environment or .env, never inline
     svc: dict[str, Any] = {
-        "image": launch.image,
-        "entrypoint": list(node.argv),
+        "image": compose_word(launch.image),
+        "entrypoint": [compose_word(a) for a in node.argv],
         "environment": env,
         "ipc": "host",
         "shm_size": f"{SHM_GB}gb",
-        "volumes": [f"{m.host}:{m.container}" for m in launch.mounts],
+        "volumes": [compose_word(f"{m.host}:{m.container}") for m in launch.mounts],
         "restart": "unless-stopped",
     }
     if launch.vendor == "nvidia":

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from dshub.recipes.launch import Launch
+from dshub.recipes.launch import Launch, plain
 from dshub.recipes.render.common import HEAD_IP_JSON, summary_lines
 
 
@@ -12,9 +12,9 @@ def recipe_doc(launch: Launch) -> dict:
     host = launch.nodes(HEAD_IP_JSON, container=False)
     return {
         "engine": launch.engine, "engine_version": launch.version, "image": launch.image, "port": launch.port,
-        "model_arg": launch.model_arg_container,
-        "mounts": [{"name": m.name, "host": m.host, "container": m.container} for m in launch.mounts],
-        "nodes": [{**n.to_dict(), "image": launch.image, "host_argv": h.argv} for n, h in zip(nodes, host)],
+        "model_arg": plain(launch.model_arg_container),
+        "mounts": [{"name": m.name, "host": plain(m.host), "container": plain(m.container)} for m in launch.mounts],
+        "nodes": [{**n.to_dict(), "image": launch.image, "host_argv": h.to_dict()["argv"]} for n, h in zip(nodes, host)],
         "placeholders": {"HEAD_IP": "address of node 0, reachable from every node"} if launch.multi_node else {},
         "summary": summary_lines(launch.plan), "notes": list(launch.notes), "plan": launch.plan.to_dict(),
     }

@@ -7,18 +7,47 @@ from typing import Any
 
 import yaml
 
-from dshub.recipes.launch import Launch, NodeLaunch, NodeRef
-from dshub.recipes.render.common import LWS_LEADER, SHM_GB, STARTUP_BUDGET_S, app_name, comment_block, shell_join
+from dshub.recipes.launch import Launch, NodeLaunch, NodeRef, pieces, plain
+from dshub.recipes.render.common import LWS_LEADER, SHM_GB, STARTUP_BUDGET_S, app_name, comment_block, k8s_word, quote_ours
 
 GPU_RESOURCE = {"nvidia": "nvidia.com/gpu", "amd": "amd.com/gpu"}
 HF_SECRET = {"name": "hf-token", "key": "token"}
 MODEL_PVC = "dshub-model-cache"
 WORKER_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/worker-index"
 PROBE_PERIOD_S = 30
+SCRIPT_NAME = "dshub-recipe"  # $0 of the LWS pod's sh -c
+
+
+def lws_script(argv: list[str]) -> tuple[str, list[str]]:
+    """`exec ARGV` for the pod's sh, and its positional parameters: our text is inline (rank and leader
+    expressions live), each piece of user text is `"${N}"`, so none of it is ever shell syntax."""
+    values: list[str] = []
+
+    def word(arg: str) -> str:
+        out = []
+        for is_user, text in pieces(arg):
+            if is_user:
+                values.append(text)
+                out.append(f'"${{{len(values)}}}"')
+            else:
+                out.append(quote_ours(text))
+        return "".join(out) or "''"
+
+    script = "exec " + " ".join(word(a) for a in argv)
+    # Kubernetes expands $(VAR) in command and args; escape $( so shell arithmetic reaches the shell intact.
+    return script.replace("$(", "$$("), values
+
+
+def _command(node: NodeLaunch, lws: bool) -> dict[str, list[str]]:
+    """Exec-form `command` (and `args`): the argv itself, or under LWS a fixed sh script plus the user values."""
+    if not lws:
+        return {"command": [k8s_word(a) for a in node.argv]}
+    script, values = lws_script(node.argv)
+    return {"command": ["/bin/sh", "-c", script], **({"args": [SCRIPT_NAME, *map(k8s_word, values)]} if values else {})}
 
 
 def _env(launch: Launch, node: NodeLaunch, lws: bool) -> list[dict[str, Any]]:
-    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(node.env.items())]
+    env: list[dict[str, Any]] = [{"name": k, "value": k8s_word(v)} for k, v in sorted(node.env.items())]
     if launch.needs_hf_token:
         env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {**HF_SECRET, "optional": True}}})
     if lws:
@@ -39,12 +68,7 @@ def _probes(launch: Launch) -> dict[str, Any]:
 
 def pod_spec(launch: Launch, node: NodeLaunch, *, lws: bool) -> dict[str, Any]:
     """The pod for one node. Under LWS the argv runs through sh so the rank arithmetic happens in the pod."""
-    container: dict[str, Any] = {"name": launch.engine, "image": launch.image}
-    if lws:
-        # k8s expands $(VAR) in args; escape $( so shell arithmetic reaches the shell intact.
-        container["command"] = ["/bin/sh", "-c", "exec " + shell_join(node.argv).replace("$(", "$$(")]
-    else:
-        container["command"] = list(node.argv)
+    container: dict[str, Any] = {"name": launch.engine, "image": launch.image, **_command(node, lws)}
     container["env"] = _env(launch, node, lws)
     if node.ports:
         container["ports"] = [{"name": "http", "containerPort": launch.port, "protocol": "TCP"}]
@@ -54,7 +78,7 @@ def pod_spec(launch: Launch, node: NodeLaunch, *, lws: bool) -> dict[str, Any]:
     mounts = [{"name": "dshm", "mountPath": "/dev/shm"}]
     volumes: list[dict[str, Any]] = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{SHM_GB}Gi"}}]
     for m in launch.mounts:
-        mounts.append({"name": m.name, "mountPath": m.container})
+        mounts.append({"name": m.name, "mountPath": plain(m.container)})
         volumes.append({"name": m.name, "persistentVolumeClaim": {"claimName": MODEL_PVC}})
     spec: dict[str, Any] = {}
     if launch.network.rdma:

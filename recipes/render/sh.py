@@ -1,7 +1,7 @@
 """One shell script per node: `docker run` of the engine image with the node's argv and environment."""
 from __future__ import annotations
 
-from dshub.recipes.launch import Launch, NodeLaunch
+from dshub.recipes.launch import Launch, NodeLaunch, plain, user
 from dshub.recipes.render.common import HEAD_IP_SHELL, SHM_GB, app_name, comment_block, node_file_stem, shell_word
 
 VENDOR_DOCKER_ARGS = {
@@ -23,7 +23,7 @@ def docker_argv(launch: Launch, node: NodeLaunch) -> list[str]:
     for m in launch.mounts:
         a += ["-v", f"{m.host}:{m.container}"]
     for k, v in sorted(node.env.items()):
-        a += ["-e", f"{k}={v}"]
+        a += ["-e", f"{k}={user(v)}"]  # values are data: never expanded
     if launch.needs_hf_token:
         a += ["-e", "HF_TOKEN"]  # passed through from the caller's environment, never written here
     a += ["--entrypoint", node.argv[0], launch.image, *node.argv[1:]]
@@ -47,9 +47,9 @@ def _chunks(argv: list[str]) -> list[str]:
     """One line per option with its value; positional words stay on the line before them."""
     lines: list[str] = []
     for i, arg in enumerate(argv):
-        word = shell_word(arg)
-        takes_value = i > 0 and argv[i - 1].startswith("-") and "=" not in argv[i - 1] and not arg.startswith("-")
-        if lines and (takes_value or not arg.startswith("-")):
+        word, prev, text = shell_word(arg), plain(argv[i - 1]) if i else "", plain(arg)
+        takes_value = i > 0 and prev.startswith("-") and "=" not in prev and not text.startswith("-")
+        if lines and (takes_value or not text.startswith("-")):
             lines[-1] += " " + word
         else:
             lines.append(word)
