@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import ctypes
+import fcntl
+import hashlib
 import os
 import sys
 import threading
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from tqdm import tqdm
@@ -20,6 +23,7 @@ from dshub.constants import MANIFEST_NAME, SIDECAR_FILES, VERSION
 from dshub.errors import DeviceError, OutputError, UsageError
 from dshub.fsutil import DISK_MARGIN, check_free_space, copy_atomic, free_space, remove_stale_temps, write_json_atomic
 from dshub.converters.manifest import Manifest
+from dshub.hub.manifest import load_manifest
 from dshub.checks import require_valid
 from dshub.converters.options import TargetOptions
 from dshub.quant.device import DeviceUnavailable, resolve_device
@@ -171,6 +175,13 @@ def run_conversion(path: str | Path, opts: TargetOptions, *, progress: bool | No
             print(f"warning: {opts.out}: {plan.total_bytes / 1e9:.2f} GB needed, {free / 1e9:.2f} GB free", file=sys.stderr)
         return ConversionResult(plan, [], [], dry_run=True)
     opts.out.mkdir(parents=True, exist_ok=True)
+    with out_lock(opts.out):  # before anything in --out is removed: a second run never touches the first one's files
+        return _run_locked(ckpt, conv, plan, opts, progress)
+
+
+def _run_locked(ckpt: Checkpoint, conv: Converter, plan: ConversionPlan, opts: TargetOptions,
+                progress: bool | None) -> ConversionResult:
+    """The run itself, with --out locked: resume or start the manifest, write the files left, finalize."""
     remove_stale_temps(opts.out)
     manifest = Manifest.load_or_new(opts.out, {"source": _source_key(ckpt), **opts.key()})
     manifest.complete = False
@@ -230,9 +241,54 @@ def return_freed_memory() -> None:
         pass
 
 
+LOCK_NAME = ".dshub-convert.lock"  # in --out while a run holds it; removed when the run ends
+
+
+@contextmanager
+def out_lock(out: Path) -> Iterator[None]:
+    """Hold an advisory fcntl lock on `out` for one run. A second run is refused with one line naming the holder's
+    pid. The lock file is removed on release, so each acquirer checks it locked the file still at that path."""
+    path = out / LOCK_NAME
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise OutputError(f"in use by another dshub convert (pid {holder}); wait for it to finish or choose another --out",
+                              path=str(out), show_path=f"--out {out}") from None
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # the previous holder removed the file after we opened it: lock the one now at that path
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # while still locked: the next acquirer sees the path change and reopens
+        os.close(fd)
+
+
 def _source_key(ckpt: Checkpoint) -> dict[str, Any]:
-    """Identify the input by its resolved path and shard sizes (hashing 690 GB to key a resume would be absurd)."""
-    return {"path": str(ckpt.root.resolve()), "shards": {s: ckpt.header(s).file_size for s in ckpt.shard_names}}
+    """Identify the input: its resolved path and, per shard, what changes when the shard does without hashing it
+    all (690 GB): size, mtime, a sha256 of its header bytes, and the hub's sha256 when the download manifest has it."""
+    hub = load_manifest(ckpt.root)
+    shards: dict[str, dict[str, Any]] = {}
+    for s in ckpt.shard_names:
+        path, header = ckpt.shard_path(s), ckpt.header(s)
+        with open(path, "rb") as f:
+            head = f.read(header.data_start)
+        ident: dict[str, Any] = {"size": header.file_size, "mtime_ns": os.stat(path).st_mtime_ns,
+                                 "header_sha256": hashlib.sha256(head).hexdigest()}
+        listed = hub.files.get(s) if hub else None
+        if listed is not None and listed.sha256:
+            ident["hub_sha256"] = listed.sha256
+        shards[s] = ident
+    return {"path": str(ckpt.root.resolve()), "shards": shards}
 
 
 def write_index_and_config(out: Path, weight_map: dict[str, str], total_size: int, config: dict[str, Any]) -> None:
