@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from dshub.arch.family import find_release, gguf_architectures, gguf_family
-from dshub.errors import ConfigError
+from dshub.checks.gguf import family_type_problems
+from dshub.errors import ConfigError, GGUFError
 from dshub.formats.gguf_file import GGUFHeader, read_gguf_header, resolve_split_set
 from dshub.quant.gguf.types import FILE_TYPES
 
@@ -53,6 +54,9 @@ def gguf_info(path: Path) -> ModelInfo:
                           f"({', '.join(gguf_architectures())})",
                           path=str(first), show_path=first.name)
     g = fam.gguf
+    problems = family_type_problems(h, g)
+    if problems:
+        raise GGUFError("; ".join(problems), path=str(first), show_path=first.name)
     params: dict[str, int] = {}
     stored: dict[str, int] = {}
     for hdr in headers:

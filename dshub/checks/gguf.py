@@ -10,8 +10,11 @@ import numpy as np
 
 from dshub.quant.gguf.types import FILE_TYPES, GGML_TYPES
 
+from dshub.arch.family import GGUFMapping, gguf_family
 from dshub.errors import DshubError, GGUFError
-from dshub.formats.gguf_file import SPLIT_COUNT, SPLIT_NO, SPLIT_RE, SPLIT_TENSORS, GGUFHeader, read_gguf_header, resolve_split_set
+from dshub.formats.gguf_file import (
+    SPLIT_COUNT, SPLIT_NO, SPLIT_RE, SPLIT_TENSORS, VT, GGUFHeader, read_gguf_header, resolve_split_set,
+)
 from dshub.formats.gguf_layout import forced_f32, map_tensors
 from dshub.formats.gguf_metadata import ARCH, config_from_gguf, llama_cpp_caveats
 from dshub.checks.findings import Finding, VerifyReport, error_text
@@ -30,6 +33,14 @@ DEEPSEEK2_WARN_KEYS = {
     f"{ARCH}.expert_gating_func": "llama.cpp falls back to softmax gating (wrong for DeepSeek-V3/R1)",
     f"{ARCH}.attention.key_length_mla": "pre-MLA file: llama.cpp runs it without MLA (a much larger KV cache)",
 }
+
+
+def family_type_problems(h: GGUFHeader, mapping: GGUFMapping) -> list[str]:
+    """Keys the family reads whose stored type is not the one its mapping declares: the spec may allow more (a
+    per-layer ARRAY for `feed_forward_length`), but the family's formulas read one value of that type."""
+    wanted = {mapping.key(f.suffix): VT[f.vtype] for f in (*mapping.fields, *mapping.derived)}
+    return [f"metadata {key} is {h.kv_types[key].name}, the {mapping.arch} mapping reads {vt.name}"
+            for key, vt in wanted.items() if key in h.kv_types and h.kv_types[key] is not vt]
 
 
 def _headers(files: list[Path]) -> tuple[list[GGUFHeader], list[Finding]]:
@@ -78,6 +89,10 @@ def _architecture_findings(heads: list[GGUFHeader]) -> Iterator[Finding]:
     for key, why in DEEPSEEK2_WARN_KEYS.items():
         if key not in kv:
             yield Finding("gguf-architecture", "warning", first.path.name, None, f"no {key}: {why}")
+    problems = family_type_problems(first, gguf_family(ARCH).gguf)
+    if problems:
+        yield from (Finding("gguf-architecture", "error", first.path.name, None, p) for p in problems)
+        return
     where = {t.name: h.path.name for h in heads for t in h.tensors}
     have = {t.name: t for h in heads for t in h.tensors}
     try:
