@@ -98,11 +98,11 @@ def _entry(path: Path, tname: str, info: object, data_start: int) -> TensorEntry
     if not isinstance(info, dict) or {"dtype", "shape", "data_offsets"} - info.keys():
         raise HeaderError("entry needs dtype, shape and data_offsets", path=str(path), show_path=name, tensor=tname)
     dtype, shape, offs = info["dtype"], info["shape"], info["data_offsets"]
-    if dtype not in DTYPE_BYTES:
+    if not isinstance(dtype, str) or dtype not in DTYPE_BYTES:
         raise HeaderError(f"unknown dtype {dtype!r}", path=str(path), show_path=name, tensor=tname)
-    if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+    if not (isinstance(shape, list) and all(_is_count(d) for d in shape)):
         raise HeaderError(f"bad shape {shape!r}", path=str(path), show_path=name, tensor=tname)
-    if not (isinstance(offs, list) and len(offs) == 2 and all(isinstance(o, int) and o >= 0 for o in offs) and offs[0] <= offs[1]):
+    if not (isinstance(offs, list) and len(offs) == 2 and all(_is_count(o) for o in offs) and offs[0] <= offs[1]):
         raise HeaderError(f"bad data_offsets {offs!r}", path=str(path), show_path=name, tensor=tname)
     expected = math.prod(shape) * DTYPE_BYTES[dtype]
     if offs[1] - offs[0] != expected:
@@ -111,3 +111,8 @@ def _entry(path: Path, tname: str, info: object, data_start: int) -> TensorEntry
             path=str(path), show_path=name, tensor=tname,
         )
     return TensorEntry(tname, dtype, tuple(shape), data_start + offs[0], data_start + offs[1])
+
+
+def _is_count(v: object) -> bool:
+    """A non-negative JSON integer (a bool is not one, though Python calls it an int)."""
+    return type(v) is int and v >= 0
