@@ -156,7 +156,8 @@ def verify_gguf(path: str | Path, deep: bool = False) -> VerifyReport:
     try:
         files = resolve_split_set(path)
     except DshubError as e:
-        return VerifyReport(str(path), [Finding("gguf-split", "error", Path(path).name, None, str(e))], 0, 0, ["gguf-split"])
+        name = Path(path).name
+        return VerifyReport(str(path), [Finding("gguf-split", "error", name, None, error_text(e, name, str(path)))], 0, 0, ["gguf-split"])
     heads, findings = _headers(files)
     if heads:
         findings += list(_split_findings(files, heads))

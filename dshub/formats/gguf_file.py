@@ -361,7 +361,9 @@ def split_set(first: str | Path) -> list[Path]:
     m = SPLIT_RE.match(first.name)
     if not m:
         return [first]
-    count = int(m["count"])
+    no, count = int(m["no"]), int(m["count"])
+    if not 1 <= no <= count:
+        raise _fail(first, f"the file name says part {no} of {count} (parts are numbered 1..count)")
     return [first.with_name(n) for n in split_names(m["prefix"], count)]
 
 

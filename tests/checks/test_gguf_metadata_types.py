@@ -81,3 +81,17 @@ def test_info_prints_markup_and_control_characters_verbatim(tiny_gguf: Path, tmp
     assert not any(c in res.output for c in "\x1b\x07\r\x9b")
     shown = value.replace("\x1b", "\\x1b").replace("\x07", "\\x07").replace("\n", "\\x0a").replace("\r", "\\x0d").replace("\x9b", "\\x9b")
     assert all(part in res.output for part in shown.split()), res.output  # rich may wrap the line at a space
+
+
+@pytest.mark.parametrize("name, part, count", [("x-00001-of-00000.gguf", 1, 0), ("x-00000-of-00002.gguf", 0, 2),
+                                               ("x-00003-of-00002.gguf", 3, 2)])
+def test_split_file_names_outside_their_set(tiny_gguf: Path, tmp_path: Path, cli, name: str, part: int, count: int) -> None:
+    path = tmp_path / name
+    path.write_bytes(tiny_gguf.read_bytes())
+    message = f"{name}: the file name says part {part} of {count} (parts are numbered 1..count)"
+    report = verify(path)
+    assert not report.ok and [(f.file, f.message) for f in report.findings] == [(name, message.removeprefix(f"{name}: "))]
+    for command in (("verify",), ("info",), ("plan", "--engine", "llamacpp")):
+        res = cli(command[0], path, *command[1:])
+        assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+        assert f"error: {message}" in res.output.splitlines()
