@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, field_validator, model_validator,
+)
 
 from dshub.errors import ConfigError
 
@@ -14,6 +16,7 @@ MAX_HIDDEN = 65536
 MAX_VOCAB = 10_000_000
 MAX_WIDTH = 1 << 20  # FFN widths and per-head dimensions
 MAX_POSITIONS = 1 << 24
+MAX_EXPERT_INSTANCES = 1 << 18  # layers x routed experts: each is three tensors to list (V3: 61 x 256; Kimi-K2: 61 x 384)
 
 Dim = Annotated[StrictInt, Field(gt=0, le=MAX_WIDTH)]
 Count = Annotated[StrictInt, Field(ge=0, le=MAX_WIDTH)]
@@ -72,6 +75,14 @@ class ModelConfig(BaseModel):
             raise ValueError("must name at least one architecture")
         return v
 
+    @model_validator(mode="after")
+    def _bounded_inventory(self) -> "ModelConfig":
+        layers = (self.num_hidden_layers or 0) + (self.num_nextn_predict_layers or 0)
+        if layers * (self.n_routed_experts or 0) > MAX_EXPERT_INSTANCES:
+            raise ValueError(f"n_routed_experts x layers is {layers * (self.n_routed_experts or 0)}, more than the "
+                             f"{MAX_EXPERT_INSTANCES} expert instances dshub lists")
+        return self
+
 
 def validate_config(doc: Any, *, path: str, show_path: str = "config.json") -> dict[str, Any]:
     """`doc` checked against ModelConfig and returned unchanged; a ConfigError naming file and field otherwise."""
@@ -81,8 +92,11 @@ def validate_config(doc: Any, *, path: str, show_path: str = "config.json") -> d
         ModelConfig.model_validate(doc)
     except ValidationError as e:
         first = e.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "(document)"
+        msg = first["msg"].removeprefix("Value error, ")
+        if not first["loc"]:  # a check across fields: its message names them
+            raise ConfigError(msg, path=path, show_path=show_path) from None
+        field = ".".join(str(p) for p in first["loc"])
         got = repr(first.get("input"))
         got = got if len(got) <= 40 else got[:37] + "..."
-        raise ConfigError(f"field {field}: {first['msg']} (got {got})", path=path, show_path=show_path) from None
+        raise ConfigError(f"field {field}: {msg} (got {got})", path=path, show_path=show_path) from None
     return doc

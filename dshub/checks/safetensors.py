@@ -151,7 +151,7 @@ def _scales(ctx: VerifyContext) -> Iterator[Finding]:
         if not t.fp8 or t.name not in stored:
             continue
         shard, w = stored[t.name]
-        if w.dtype not in ("F8_E4M3", "F8_E5M2"):
+        if w.dtype not in FP8_WEIGHT_DTYPES:
             continue  # a non-FP8 weight in an FP8 checkpoint is legal (modules kept in higher precision)
         if t.scale_name not in stored:
             yield _err("fp8-scales", shard, t.scale_name, f"missing: FP8 weight {t.name} cannot be dequantized without it")
