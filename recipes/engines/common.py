@@ -86,7 +86,8 @@ def make_launch(p: Plan, opts: RecipeOptions, args_for: Callable[[NodeRef, str],
         ports = [eng.port] if ref.is_head else []
         return NodeLaunch(role_for(ref, p.nodes), ref.rank, [*exe, *args_for(ref, model_arg)], env, ports)
 
-    image = check_image("--image" if opts.image else "--engine-version", image_for(eng, p.gpu, p.engine_version, opts.image))
+    image = image_for(eng, p.gpu, p.engine_version, opts.image)
+    check_image("--image" if opts.image else "--engine-version", image)
     if image.rsplit(":", 1)[-1] in UNPINNED_TAGS:
         notes = [*(notes or []), f"{image} is not pinned to {eng.name} {p.engine_version}: pin a digest (or --image) "
                                  "so every node runs the same build"]

@@ -8,7 +8,8 @@ from typing import Any
 import yaml
 
 from dshub.recipes.launch import Launch, NodeLaunch, NodeRef, pieces, plain
-from dshub.recipes.render.common import LWS_LEADER, SHM_GB, STARTUP_BUDGET_S, app_name, comment_block, k8s_word, quote_ours
+from dshub.recipes.render.common import (LWS_LEADER, SHM_GB, STARTUP_BUDGET_S, app_name, comment_block, k8s_word,
+                                         quote_ours)
 
 GPU_RESOURCE = {"nvidia": "nvidia.com/gpu", "amd": "amd.com/gpu"}
 HF_SECRET = {"name": "hf-token", "key": "token"}
@@ -43,7 +44,8 @@ def _command(node: NodeLaunch, lws: bool) -> dict[str, list[str]]:
     if not lws:
         return {"command": [k8s_word(a) for a in node.argv]}
     script, values = lws_script(node.argv)
-    return {"command": ["/bin/sh", "-c", script], **({"args": [SCRIPT_NAME, *map(k8s_word, values)]} if values else {})}
+    args = {"args": [SCRIPT_NAME, *map(k8s_word, values)]} if values else {}
+    return {"command": ["/bin/sh", "-c", script], **args}
 
 
 def _env(launch: Launch, node: NodeLaunch, lws: bool) -> list[dict[str, Any]]:
