@@ -14,14 +14,16 @@ from hypothesis import strategies as st
 from dshub.api import plan
 from dshub.checks import verify
 from dshub.checks.gguf import gguf_info
+from dshub.converters import build_options, run_conversion
 from dshub.errors import DshubError, GGUFError
-from dshub.formats.gguf_file import KV, VT, TensorInfo, read_gguf_header, write_gguf
+from dshub.formats.gguf_file import SPLIT_COUNT, SPLIT_NO, SPLIT_TENSORS, KV, VT, TensorInfo, read_gguf_header, write_gguf
 from dshub.formats.gguf_schema import ARCH_KEYS, KEYS, key_spec
 from dshub.recipes import Request
 from dshub.recipes.local_gguf import gguf_info as plan_info
 from tests.support.gguf_files import with_kv
 
-FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# No example database: nothing is written into the working tree, and each run explores afresh.
+FUZZ = settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 SMALL_KVS = [
     KV("general.architecture", VT.STRING, "deepseek2"),
     KV("deepseek2.block_count", VT.UINT32, 2),
@@ -132,7 +134,7 @@ def _allowed(key: str, vtype: VT, sub: VT | None) -> bool:
     return spec is not None and vtype in spec.types and (vtype is not VT.ARRAY or sub in spec.elements)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(FUZZ, max_examples=150)
 @given(st.sampled_from(KNOWN_KEYS), TYPED | ARRAYS | SMALL_INTS)
 def test_any_known_key_with_any_type_or_value(tiny_gguf: Path, tmp_path: Path, key: str, entry: tuple[VT, Any, VT | None]) -> None:
     """A known key retyped (or set to a small integer of any width): a wrong type names the file and the key in every
@@ -145,6 +147,35 @@ def test_any_known_key_with_any_type_or_value(tiny_gguf: Path, tmp_path: Path, k
         errors = [f for f in verify(path).findings if f.severity == "error"]
         assert any(f.file == "m.gguf" and key in f.message for f in errors), errors
     every_reader(path)
+
+
+@pytest.fixture(scope="module")
+def split_files(tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    out = tmp_path_factory.mktemp("gguf-split")
+    run_conversion(tiny_ckpt, build_options("gguf", out=out, quant="Q8_0", split_max_tensors=20), progress=False)
+    return sorted(out.glob("*.gguf"))
+
+
+SPLIT_VALUES = {SPLIT_NO: (VT.UINT16, st.integers(0, 2**16 - 1)), SPLIT_COUNT: (VT.UINT16, st.integers(1, 2**16 - 1)),
+                SPLIT_TENSORS: (VT.INT32, st.integers(0, 2**31 - 1))}
+
+
+@settings(FUZZ, max_examples=60)
+@given(st.integers(0, 2), st.sampled_from(sorted(SPLIT_VALUES)).flatmap(lambda k: st.tuples(st.just(k), SPLIT_VALUES[k][1])))
+def test_any_split_key_value_is_caught(split_files: list[Path], tmp_path: Path, index: int, entry: tuple[str, int]) -> None:
+    """Well-typed split keys with any value: a value that is not the set's own is an error naming that file."""
+    key, value = entry
+    victim = split_files[index]
+    for f in split_files:
+        if f is not victim:
+            (tmp_path / f.name).write_bytes(f.read_bytes())
+    with_kv(victim, tmp_path / victim.name, key, SPLIT_VALUES[key][0], value)
+    true = {SPLIT_NO: index, SPLIT_COUNT: len(split_files), SPLIT_TENSORS: 52}[key]
+    report = verify(tmp_path)
+    errors = [f for f in report.findings if f.severity == "error"]
+    assert bool(errors) == (value != true), errors
+    assert all(f.file == victim.name and key in f.message for f in errors), errors
+    every_reader(tmp_path / split_files[0].name)
 
 
 def _huge_claim(path: Path, claim: bytes, size: int) -> None:
