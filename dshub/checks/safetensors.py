@@ -163,11 +163,12 @@ def _scales(ctx: VerifyContext) -> Iterator[Finding]:
         if s.shape != want:
             yield _err("fp8-scales", sshard, t.scale_name, f"shape {list(s.shape)}, {list(want)} expected for {t.name} {list(w.shape)} in {block[0]}x{block[1]} blocks")
             continue
-        yield from _scale_values(ckpt, sshard, t.scale_name)
+        yield from _scale_values(ckpt, sshard, s)
 
 
-def _scale_values(ckpt: Checkpoint, shard: str, name: str) -> Iterator[Finding]:
-    v = ckpt.read(name).to(torch.float32)
+def _scale_values(ckpt: Checkpoint, shard: str, entry: TensorEntry) -> Iterator[Finding]:
+    name = entry.name
+    v = read_entry(ckpt.shard_path(shard), entry).to(torch.float32)  # by the shard that holds it, whatever the index says
     bad_nan = int((~torch.isfinite(v)).sum())
     bad_pos = int((v <= 0).sum())
     if bad_nan:

@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from dshub.checkpoint.config import ModelConfig, validate_config
 from dshub.checkpoint.json_limits import MAX_JSON_DEPTH, JSONTooDeep, json_depth, loads_bounded
-from dshub.errors import ConfigError
+from dshub.checkpoint.reader import Checkpoint
+from dshub.errors import CheckpointError, ConfigError
 from tests.support.ckpt_edit import INDEX, nested, set_config, shard_of, write_raw_header
 from tests.support.configs import V3
 
@@ -88,14 +89,15 @@ def test_published_configs_validate():
     assert validate_config(V3, path="config.json") is V3
 
 
-def test_tensor_in_shard_but_not_in_index_is_a_finding(cli, tiny_copy: Path):
+@pytest.mark.parametrize("tensor", ["model.norm.weight", "model.layers.0.self_attn.kv_a_proj_with_mqa.weight_scale_inv"])
+def test_tensor_in_shard_but_not_in_index_is_a_finding(tensor: str, cli, tiny_copy: Path, tmp_path: Path):
     doc = json.loads((tiny_copy / INDEX).read_text())
-    del doc["weight_map"]["model.norm.weight"]
+    del doc["weight_map"][tensor]
     (tiny_copy / INDEX).write_text(json.dumps(doc))
-    for args in (("verify", tiny_copy), ("verify", tiny_copy, "--deep")):
+    for args in (("verify", tiny_copy), ("verify", tiny_copy, "--deep"), ("convert", tiny_copy, "--to", "bf16", "--out", tmp_path / "o")):
         r = cli(*args)
         assert r.exit_code == 1 and "Traceback" not in r.output
-        assert "model.norm.weight" in r.output and "missing from" in r.output, r.output
+        assert tensor in r.output and "missing from" in r.output, r.output
 
 
 def test_tensor_in_index_but_not_in_shard_is_a_finding(cli, tiny_copy: Path):
@@ -106,6 +108,20 @@ def test_tensor_in_index_but_not_in_shard_is_a_finding(cli, tiny_copy: Path):
         r = cli(*args)
         assert r.exit_code == 1 and "Traceback" not in r.output
         assert "model.ghost.weight" in r.output and "not stored in the shard" in r.output, r.output
+
+
+INDEX_DOCS = st.fixed_dictionaries({"weight_map": st.dictionaries(st.text(max_size=12), st.text(max_size=40), max_size=4)})
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(doc=st.one_of(INDEX_DOCS, st.builds(lambda d, m: {**d, "metadata": m}, INDEX_DOCS, st.integers() | st.text())))
+def test_arbitrary_index_raises_only_checkpoint_errors(doc: dict[str, Any], tiny_copy: Path):
+    """Any weight_map (names with NUL, `..`, absolute paths, missing shards) is opened or refused as CheckpointError."""
+    (tiny_copy / INDEX).write_text(json.dumps(doc))
+    try:
+        Checkpoint.open(tiny_copy)
+    except CheckpointError as e:
+        assert str(e)
 
 
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
