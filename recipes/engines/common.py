@@ -28,6 +28,8 @@ def local_path(opts: RecipeOptions, m_path: str | None) -> str:
     check_value(option, host, argument=True)
     if ":" in host:
         raise UsageError(f"{option} {host!r}: a path with ':' cannot be bind-mounted (`-v host:container`)")
+    if posixpath.basename(host.rstrip("/")) in (".", ".."):
+        raise UsageError(f"{option} {host!r}: name the directory itself (it is mounted at {MODELS_DIR}/<its name>)")
     return host
 
 
@@ -87,7 +89,7 @@ def make_launch(p: Plan, opts: RecipeOptions, args_for: Callable[[NodeRef, str],
         return NodeLaunch(role_for(ref, p.nodes), ref.rank, [*exe, *args_for(ref, model_arg)], env, ports)
 
     image = image_for(eng, p.gpu, p.engine_version, opts.image)
-    check_image("--image" if opts.image else "--engine-version", image)
+    check_image("--image" if opts.image else f"--engine-version {p.engine_version!r}: image", image)
     if image.rsplit(":", 1)[-1] in UNPINNED_TAGS:
         notes = [*(notes or []), f"{image} is not pinned to {eng.name} {p.engine_version}: pin a digest (or --image) "
                                  "so every node runs the same build"]

@@ -132,6 +132,7 @@ def test_a_local_directory_name_is_data_in_scripts_and_comments(tiny_ckpt, shdir
     ("--served-model-name", dict(served_name="a\nb")), ("--served-model-name", dict(served_name="x\u2028y")),
     ("--served-model-name", dict(served_name="-rf")), ("--model-path", dict(model_path="/m\x00x")),
     ("--model-path", dict(model_path="/m\u202ex")), ("--model-path", dict(model_path="/data/a:b")),
+    ("--model-path", dict(model_path="/data/..")), ("--model-path", dict(model_path="./")),
     ("--net-iface", dict(iface="eth0\r")), ("--ib-hca", dict(ib_hca="mlx5\x1b[2J")),
     ("--image", dict(image="img$(touch x)")), ("--image", dict(image="img\n:1")),
 ])
@@ -150,6 +151,12 @@ def test_any_unprintable_character_is_refused_naming_the_option(plans, before, b
     with pytest.raises(UsageError) as e:
         render_recipe(plans["vllm-2n"], RecipeOptions(network=Network(**net), **kw), "sh")
     assert str(e.value).startswith(OPTIONS[option] + " ") and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("version", ["0.33.0$(touch pwned)", "0.33.0\nrm -rf /", "0.33.0 x"])
+def test_an_engine_version_that_makes_no_image_tag_is_refused(version):
+    with pytest.raises(UsageError, match="^--engine-version '0.33.0"):
+        render_recipe(plan(Request("deepseek-r1", engine="vllm", gpu="h200", engine_version=version)), None, "sh")
 
 
 def test_a_local_directory_with_a_newline_is_refused(tiny_ckpt, tmp_path):
