@@ -7,7 +7,9 @@ from typing import Callable
 
 import pytest
 
+from dshub.checkpoint.reader import Checkpoint
 from dshub.checks import verify
+from dshub.errors import CheckpointError
 from tests.support.ckpt_edit import read_shard, retype, shard_of, write_shard
 
 KV_A = "model.layers.0.self_attn.kv_a_proj_with_mqa.weight"
@@ -77,3 +79,10 @@ def test_scale_beside_a_kept_bf16_module_is_reported_once(tiny_copy: Path):
     write_shard(p, header, blobs)
     retype(tiny_copy, KV_A, "BF16", 2)
     assert not [f for f in verify(tiny_copy).findings if f.check == "dtypes"]
+
+
+@pytest.mark.parametrize("dtype,size", [("U16", 2), ("F8_E8M0", 1)])
+def test_reading_a_dtype_torch_cannot_hold_is_a_checkpoint_error(dtype: str, size: int, tiny_copy: Path):
+    retype(tiny_copy, NORM, dtype, size)
+    with pytest.raises(CheckpointError, match=f"{shard_of(tiny_copy, NORM).name}: tensor {NORM}: dtype {dtype}"):
+        Checkpoint.open(tiny_copy).read(NORM)
