@@ -14,23 +14,33 @@ from dshub.cli.output import err_console, out_console, print_json
 from dshub.hub.download import DEFAULT_WORKERS, DownloadPlan, DownloadResult, download as run_download
 from dshub.hub.hash_check import HashReport, verify_hashes
 from dshub.hub.sources import SOURCES
+from dshub.hub.validate import printable
+
+
+def shown(value: object) -> str:
+    """A name from outside (repo, revision, path, message) as rich markup that prints it verbatim: control
+    characters and terminal escapes as `\\xNN`, `[` escaped so rich never reads it as a tag."""
+    return escape(printable(str(value)))
 
 
 def print_plan(plan: DownloadPlan) -> None:
     d = plan.to_dict()
     t = d["totals"]
-    out_console.print(f"[bold]{d['repo_id']}[/] @ {d['revision']} -> commit {d['commit']} ({d['source']}, {d['endpoint']})", soft_wrap=True)
+    out_console.print(
+        f"[bold]{shown(d['repo_id'])}[/] @ {shown(d['revision'])} -> commit {shown(d['commit'])} ({shown(d['source'])}, "
+        f"{shown(d['endpoint'])})", soft_wrap=True,
+    )
     out_console.print(
         f"{t['files']} files, {gb(t['bytes'])}: {gb(t['verified_bytes'])} verified, {gb(t['present_unverified_bytes'])} "
         f"present (to hash), {gb(t['resumable_bytes'])} resumable, {gb(t['to_fetch_bytes'])} to download; "
-        f"{gb(t['free_bytes'])} free at {d['local_dir']}", soft_wrap=True,
+        f"{gb(t['free_bytes'])} free at {shown(d['local_dir'])}", soft_wrap=True,
     )
 
 
 def print_plan_files(plan: DownloadPlan) -> None:
     table = Table("file", "size", "state", "have")
     for f in plan.to_dict()["files"]:
-        table.add_row(f["path"], str(f["size"]), f["state"], str(f["have"]) if f["have"] else "")
+        table.add_row(shown(f["path"]), str(f["size"]), f["state"], str(f["have"]) if f["have"] else "")
     out_console.print(table)
 
 
@@ -42,15 +52,15 @@ def print_result(res: DownloadResult) -> None:
         soft_wrap=True,
     )
     for c in res.checks:
-        out_console.print(f"{c['severity']}: {c['message']}", soft_wrap=True, markup=False)
+        out_console.print(f"{c['severity']}: {printable(c['message'])}", soft_wrap=True, markup=False)
     for f in res.failures:
-        err_console.print(f"[bold red]error:[/] {escape(f.message)}", soft_wrap=True, highlight=False)
+        err_console.print(f"[bold red]error:[/] {shown(f.message)}", soft_wrap=True, highlight=False)
     status = (
         "complete and verified" if res.ok
         else "INCOMPLETE (run again to resume)" if res.failures
         else "every file matches the hub, but the checkpoint fails the structural checks above"
     )
-    out_console.print(f"{res.plan.root}: {status}", soft_wrap=True)
+    out_console.print(f"{shown(res.plan.root)}: {status}", soft_wrap=True)
 
 
 def download(
@@ -99,8 +109,8 @@ def hash_report(path: Path, hashes: bool, against_hub: str | None) -> HashReport
 
 def print_hash_report(report: HashReport) -> None:
     for f in report.findings:
-        out_console.print(f"error: {f.message}", soft_wrap=True, markup=False)
+        out_console.print(f"error: {printable(f.message)}", soft_wrap=True, markup=False)
     out_console.print(
-        f"hashes against {report.reference}: {report.checked - len(report.findings)}/{report.checked} files match"
+        f"hashes against {printable(report.reference)}: {report.checked - len(report.findings)}/{report.checked} files match"
         + ("" if report.ok else f", {len(report.findings)} bad"), soft_wrap=True, markup=False,
     )

@@ -7,10 +7,10 @@ written before any transfer, so `verify_hashes` works offline later.
 """
 from __future__ import annotations
 
-import json
-
 import contextlib
 import fcntl
+import json
+import logging
 import os
 import sys
 import threading
@@ -23,7 +23,9 @@ from tqdm.auto import tqdm
 
 from dshub.hub.manifest import RemoteFile, hash_cache_path, save_manifest, state_dir
 from dshub.errors import DshubError, HashMismatch, OutputError
-from dshub.hub.hashing import HashCache, git_blob_sha1, hash_many
+from dshub.hub.hashing import HashCache, git_blob_sha1, hash_many, sha256_file
+from dshub.hub.redact import scrub
+from dshub.hub.validate import printable
 from dshub.hub.plan import (  # noqa: F401  (re-exported: the download API lives here)
     DownloadPlan, FilePlan, FileState, check_disk, classify, offline_plan, plan_download, reclassify, select,
 )
@@ -34,6 +36,7 @@ from dshub.errors import UnsupportedArchitecture
 from dshub.checks import verify as verify_structure
 
 DEFAULT_WORKERS = 8
+log = logging.getLogger("dshub.hub")
 
 
 @dataclass
@@ -180,6 +183,34 @@ class _Runner:
                     self.result.fetched.append(twin.file.path)
 
     def _fetch_one(self, p: FilePlan, bar: _Bar) -> None:
+        """Fetch one blob while holding its lock: another process fetching the same blob (another revision in the
+        HF cache) is waited for, and what it installed is checked and used, never appended to."""
+        try:
+            with blob_lock(self.plan.layout.lock(p.file), p.file.path):
+                if self._installed_meanwhile(p):
+                    bar.file_done()
+                    return
+                self._fetch_locked(p, bar)
+        except DshubError as e:
+            self._fail(p.file.path, str(e))
+        except OSError as e:
+            self._fail(p.file.path, f"{p.file.path}: {e.strerror or e} ({e.filename})")
+
+    def _installed_meanwhile(self, p: FilePlan) -> bool:
+        """True when the blob is complete now (another process installed it while this one waited) and matches."""
+        data, part = self.plan.layout.data(p.file), self.plan.layout.part(p.file)
+        if not data.is_file() or data.stat().st_size != p.file.size or part.exists():
+            return False
+        sha = sha256_file(data)
+        if not self._matches(p.file, sha, data):
+            return False
+        self.plan.layout.prepare([p.file])  # links the snapshot path to the blob (HF cache); nothing in a local dir
+        self.cache.put(p.file.path, sha)
+        with self._lock:
+            self.result.fetched.append(p.file.path)
+        return True
+
+    def _fetch_locked(self, p: FilePlan, bar: _Bar) -> None:
         f, layout, src = p.file, self.plan.layout, self.plan.source
         data, part = layout.data(f), layout.part(f)
         if p.state == FileState.PARTIAL and p.have and not part.exists() and data.is_file():
@@ -229,7 +260,44 @@ class _Runner:
 
     def _fail(self, path: str, message: str, expected: str | None = None, actual: str | None = None) -> None:
         with self._lock:
-            self.result.failures.append(FileFailure(path, message, expected, actual))
+            self.result.failures.append(FileFailure(path, scrub(message), expected, actual))
+
+
+@contextlib.contextmanager
+def blob_lock(lock_path: Path, label: str) -> Iterator[None]:
+    """An advisory lock (fcntl.flock) on one blob's partial file. A holder in another process or thread is waited
+    for, with one message naming it; the lock file is removed on release (and re-taken if it was replaced meanwhile)."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    told = False
+    while True:
+        fh = open(lock_path, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not told:
+                fh.seek(0)
+                log.warning("%s: waiting for another dshub download (pid %s) fetching the same bytes",
+                            printable(label), fh.read().strip() or "?")
+                told = True
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            same = os.fstat(fh.fileno()).st_ino == os.stat(lock_path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        fh.close()  # the holder removed the file we waited on: take the lock on the one that is there now
+    try:
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock_path)
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
 
 
 WEIGHT_INDEXES = ("model.safetensors.index.json", "model.safetensors")

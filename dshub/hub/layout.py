@@ -80,13 +80,14 @@ class HfCacheLayout:
 
     def final(self, f: RemoteFile) -> Path:
         """The snapshot link: its folder resolved inside the snapshot (the link itself points into blobs/)."""
-        return under(self.root, f.path, follow=False)
+        return under(self.root, f.path, follow=False, bound=self.repo_dir)
 
     def data(self, f: RemoteFile) -> Path:
-        return inside(self.repo_dir / "blobs", self.repo_dir / "blobs" / self._etag(f))
+        """blobs/<digest>, resolved inside the repository folder (a `blobs` symlink out of it is refused)."""
+        return inside(self.repo_dir, self.repo_dir / "blobs" / self._etag(f))
 
     def part(self, f: RemoteFile) -> Path:
-        return inside(self.repo_dir / "blobs", self.repo_dir / "blobs" / (self._etag(f) + ".dshub" + PART_SUFFIX))
+        return inside(self.repo_dir, self.repo_dir / "blobs" / (self._etag(f) + ".dshub" + PART_SUFFIX))
 
     def lock(self, f: RemoteFile) -> Path:
         """One lock per blob, shared by every revision (and every process) that fetches it."""
@@ -110,7 +111,7 @@ class HfCacheLayout:
         self.prepare(files)
         if complete and revision != commit:
             check_ref(self.repo_dir.name, revision)
-            ref = inside(self.repo_dir / "refs", self.repo_dir / "refs" / revision)
+            ref = inside(self.repo_dir, self.repo_dir / "refs" / revision)
             ref.parent.mkdir(parents=True, exist_ok=True)
             ref.write_text(commit)
 
@@ -119,7 +120,7 @@ class HfCacheLayout:
         link = self.final(f)
         if link.is_symlink() or link.exists():
             return
-        inside(self.root, link.parent)  # a folder on the way that is a symlink out of the snapshot is refused
+        inside(self.repo_dir, link.parent)  # a folder on the way that is a symlink out of the repository is refused
         link.parent.mkdir(parents=True, exist_ok=True)
         os.symlink(os.path.relpath(self.data(f), link.parent), link)
 
@@ -161,7 +162,7 @@ def cached_commit(repo_id: str, revision: str) -> str | None:
     """The commit the HF cache's refs/<revision> points at, for offline use."""
     repo_dir = cache_repo_dir(hf_cache_dir(), repo_id)
     try:
-        ref = inside(repo_dir / "refs", repo_dir / "refs" / check_ref(repo_id, revision))
+        ref = inside(repo_dir, repo_dir / "refs" / check_ref(repo_id, revision))
         return ref.read_text().strip() or None
     except OSError:
         return None

@@ -1,6 +1,7 @@
 """Planning a download: resolve the revision, list and select files, classify what is on disk, check free space.
 
-Nothing here transfers a byte; `--dry-run` prints what `plan_download` returns.
+Nothing here transfers a byte; `--dry-run` prints what `plan_download` returns. Whatever the source (or a manifest
+left on disk) says is checked here before a layout turns it into paths: `check_listing`.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from dshub.fsutil import check_free_space, free_space
 from dshub.hub.hashing import HashCache
 from dshub.hub.layout import HfCacheLayout, Layout, LocalDirLayout, cached_commit, hf_cache_dir
 from dshub.hub.sources import Source, is_commit, make_source
+from dshub.hub.validate import REF_PART_RE, check_commit, check_file, check_unique
 
 
 class FileState(str, Enum):
@@ -127,8 +129,8 @@ def plan_download(
     """Resolve, list, filter and classify. Online only; see `offline_plan` for HF_HUB_OFFLINE."""
     include, exclude = list(include), list(exclude)
     src = make_source(source, endpoint=endpoint, token=token)
-    commit = src.resolve(repo_id, revision)
-    listed = src.list_files(repo_id, commit)
+    commit = check_snapshot_name(src.name, repo_id, src.resolve(repo_id, revision))
+    listed = check_listing(repo_id, src.list_files(repo_id, commit))
     chosen = select(listed, include, exclude)
     if not chosen:
         raise UsageError(
@@ -140,6 +142,22 @@ def plan_download(
         commit=commit, endpoint=src.endpoint, files={f.path: f for f in chosen}, include=include, exclude=exclude,
     )
     return _classified(src, manifest, make_layout(repo_id, commit, local_dir))
+
+
+def check_snapshot_name(source: str, repo_id: str, commit: str) -> str:
+    """The commit a snapshot folder is named after: 40 hex digits; ModelScope may name a revision instead (one safe
+    path component) when its listing carries no commit id."""
+    if source != "hf" and isinstance(commit, str) and REF_PART_RE.match(commit) and commit not in (".", ".."):
+        return commit
+    return check_commit(repo_id, commit)
+
+
+def check_listing(repo_id: str, files: list[RemoteFile]) -> list[RemoteFile]:
+    """Every listed file checked (path, size, digests) and no path listed twice; the list itself when all hold."""
+    for f in files:
+        check_file(repo_id, f.path, f.size, {"sha256": f.sha256, "blob_id": f.blob_id})
+    check_unique(repo_id, [f.path for f in files])
+    return files
 
 
 def _classified(src: Source | None, manifest: DownloadManifest, layout: Layout) -> DownloadPlan:
@@ -161,10 +179,13 @@ def offline_plan(repo_id: str, *, revision: str | None, local_dir: str | os.Path
         commit = revision if is_commit(revision) else cached_commit(repo_id, revision or "main")
         if commit is None:
             raise HubUnreachable(f"{repo_id}: HF_HUB_OFFLINE is set and the HF cache has no {revision or 'main'!r} snapshot")
+        check_commit(repo_id, commit)  # refs/<revision> on disk names the snapshot folder
         root = HfCacheLayout(hf_cache_dir(), repo_id, commit).root
     manifest = load_manifest(root)
     if manifest is None or manifest.repo_id != repo_id:
         raise HubUnreachable(f"{root}: HF_HUB_OFFLINE is set and this directory has no dshub download manifest for {repo_id}")
+    check_snapshot_name(manifest.source, repo_id, manifest.commit)
+    check_listing(repo_id, list(manifest.files.values()))
     layout = make_layout(repo_id, manifest.commit, local_dir)
     return _classified(None, manifest, layout)
 

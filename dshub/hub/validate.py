@@ -109,10 +109,10 @@ def check_unique(repo_id: str, paths: Iterable[str]) -> None:
     """No path listed twice, none both a file and a folder (`a` and `a/b`), compared case-insensitively."""
     seen: set[str] = set()
     folders: set[str] = set()
-    for p in sorted(paths, key=lambda x: x.lower()):
+    for p in paths:
         key = p.lower()
-        if key in seen or key in folders:
-            raise _refused(repo_id, "file path", p, "is listed twice (or as a file and a folder)")
+        if key in seen:
+            raise _refused(repo_id, "file path", p, "is listed twice")
         seen.add(key)
         parts = key.split("/")
         folders.update("/".join(parts[:i]) for i in range(1, len(parts)))
@@ -133,10 +133,10 @@ def inside(root: Path, path: Path, *, follow: bool = True) -> Path:
     return path
 
 
-def under(root: Path, rel: str, *, follow: bool = True, repo_id: str = "") -> Path:
-    """`root/rel` for a checked relative path, resolved and kept inside `root`."""
-    check_path(repo_id or str(root), rel)
-    return inside(root, root / PurePosixPath(rel), follow=follow)
+def under(root: Path, rel: str, *, follow: bool = True, bound: Path | None = None) -> Path:
+    """`root/rel` for a checked relative path, resolved and kept inside `bound` (default `root`)."""
+    check_path(str(root), rel)
+    return inside(bound or root, root / PurePosixPath(rel), follow=follow)
 
 
 def _refused(repo_id: str, what: str, value: object, why: str) -> HubMetadataRefused:
