@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from dshub.checkpoint.config import ModelConfig, validate_config
 from dshub.checkpoint.json_limits import MAX_JSON_DEPTH, JSONTooDeep, json_depth, loads_bounded
 from dshub.checkpoint.reader import Checkpoint
+from dshub.checks import verify
 from dshub.errors import CheckpointError, ConfigError
 from tests.support.ckpt_edit import INDEX, nested, set_config, shard_of, write_raw_header
 from tests.support.configs import V3
@@ -147,3 +148,9 @@ def test_config_model_bounds_every_dimension(doc: dict[str, int]):
         validate_config(doc, path="config.json")
     except ConfigError as e:
         assert any(k in str(e) for k in doc), str(e)
+
+
+def test_unreadable_header_is_one_finding_not_blamed_on_config(tiny_copy: Path):
+    _deep_header(tiny_copy)
+    findings = [f for f in verify(tiny_copy).findings if f.severity == "error"]
+    assert [(f.check, f.file) for f in findings] == [("header", shard_of(tiny_copy, "model.norm.weight").name)], findings
