@@ -22,6 +22,8 @@ from dshub.errors import (
     FileForbidden, HubError, HubMetadataRefused, HubUnreachable, ListingTooLong, TokenRejected,
 )
 from dshub.hub.download import download
+from dshub.hub.redact import install_log_redaction, redact_url
+from dshub.hub.validate import printable
 from dshub.hub.layout import hf_cache_dir
 from tests.hub.hostilehub import COMMIT, HostileHub, entry
 
@@ -287,11 +289,14 @@ def test_next_page_on_another_host_is_refused(evil, tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------ secrets
-def test_server_echoing_the_token_is_scrubbed(evil, tmp_path, monkeypatch, cli):
+@pytest.mark.parametrize("mode", MODES)
+def test_server_echoing_the_token_is_scrubbed(evil, tmp_path, monkeypatch, cli, mode):
     monkeypatch.setenv("HF_TOKEN", SECRET)
     evil.script.echo_auth = True
-    r = cli("download", REPO, "--local-dir", tmp_path / "target", "--json")
+    args = ["--local-dir", str(tmp_path / "target")] if mode == "local-dir" else []
+    r = cli("download", REPO, *args, "--json")
     assert r.exit_code == 1
+    assert "Content-Range" not in r.output or "server answered range" in r.output
     assert any(h.auth == f"Bearer {SECRET}" for h in evil.hits)  # the server did get it, and echoed it
     assert SECRET not in r.output and "***" in r.output
     for p in tmp_path.rglob("*"):
@@ -314,26 +319,31 @@ def test_url_credentials_never_reach_the_log(evil, tmp_path, monkeypatch, caplog
     assert SECRET not in manifest.read_text()
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("token,says", [(None, "a token is needed and none was sent"), (SECRET, "the token was rejected")])
-def test_401_says_token_missing_or_rejected(evil, tmp_path, monkeypatch, token, says):
+def test_401_says_token_missing_or_rejected(evil, tmp_path, monkeypatch, token, says, mode):
     if token:
         monkeypatch.setenv("HF_TOKEN", token)
     evil.script.status["info"] = (401, {"X-Error-Message": "Invalid credentials in Authorization header"})
-    err = refused(tmp_path, "local-dir", TokenRejected, REPO, "HTTP 401", says, "not transient")
+    err = refused(tmp_path, mode, TokenRejected, REPO, "HTTP 401", says, "not transient")
     assert "run again later" not in str(err) and (token is None or token not in str(err))
     evil.script.status = {"weights.bin": (401, {})}
-    res = download(REPO, local_dir=tmp_path / "target", progress=False)
+    res = download(REPO, local_dir=target_of(mode, tmp_path)[0], progress=False)
     (fail,) = res.failures
     assert fail.path == "weights.bin" and says in fail.message and "run again later" not in fail.message
 
 
-def test_403_names_the_file_and_gating(evil, tmp_path):
+@pytest.mark.parametrize("mode", MODES)
+def test_403_names_the_file_and_gating(evil, tmp_path, mode):
     evil.script.status["weights.bin"] = (403, {"X-Error-Message": "restricted"})
-    res = download(REPO, local_dir=tmp_path / "target", progress=False)
+    local_dir, target = target_of(mode, tmp_path)
+    before = tree_state(tmp_path)
+    res = download(REPO, local_dir=local_dir, progress=False)
     (fail,) = res.failures
     assert fail.path == "weights.bin"
     assert "access to weights.bin is forbidden (HTTP 403)" in fail.message and "gated" in fail.message
-    assert not (tmp_path / "target" / "weights.bin").exists()
+    assert not (res.plan.root / "weights.bin").exists()
+    assert outside(tree_state(tmp_path), target, tmp_path) == outside(before, target, tmp_path)
 
 
 def test_forbidden_file_is_a_file_forbidden_error(evil, tmp_path):
@@ -405,3 +415,32 @@ def test_a_blob_locked_by_another_process_is_waited_for(evil, tmp_path, caplog, 
     assert res.ok, res.failures
     assert any(f"pid {holder.pid}" in m for m in caplog.messages)
     assert (res.plan.root / "shared.bin").read_bytes() == BIG
+
+
+# ------------------------------------------------------------------------------------ the helpers themselves
+@pytest.mark.parametrize("url,want", [
+    ("http://user:pw@h.example:8080/p?x=1", "http://h.example:8080/p?x=1"),
+    ("https://h.example/p?token=abc&x=1", "https://h.example/p?token=***&x=1"),
+    ("https://h.example/p?X-Amz-Signature=abc&X-Amz-Credential=k", "https://h.example/p?X-Amz-Signature=***&X-Amz-Credential=***"),
+    ("https://h.example/p", "https://h.example/p"),
+])
+def test_redact_url(url, want):
+    assert redact_url(url) == want
+
+
+def test_library_log_records_are_redacted(caplog, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    install_log_redaction()
+    caplog.set_level(logging.WARNING)
+    logging.getLogger("huggingface_hub.utils._http").warning(
+        "thrown while requesting GET %s with Bearer %s", "http://u:pw@h/x?access_token=zz", SECRET)
+    (msg,) = [r.getMessage() for r in caplog.records if r.name == "huggingface_hub.utils._http"]
+    assert msg == "thrown while requesting GET http://h/x?access_token=*** with Bearer ***"
+
+
+@pytest.mark.parametrize("value,shown", [
+    ("a\x1b[31m", r"a\x1b[31m"), ("nul\x00", r"nul\x00"), ("bell\x07", r"bell\x07"), ("rtl\u202e", r"rtl\u202e"),
+    ("ok [b]", "ok [b]"), ("ünï", "ünï"),
+])
+def test_printable_escapes_control_characters_only(value, shown):
+    assert printable(value) == shown
