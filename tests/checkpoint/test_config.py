@@ -154,3 +154,14 @@ def test_unreadable_header_is_one_finding_not_blamed_on_config(tiny_copy: Path):
     _deep_header(tiny_copy)
     findings = [f for f in verify(tiny_copy).findings if f.severity == "error"]
     assert [(f.check, f.file) for f in findings] == [("header", shard_of(tiny_copy, "model.norm.weight").name)], findings
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=st.binary(max_size=128) | st.builds(lambda d: json.dumps(d).encode(), JSON) | st.just(b'{"hidden_size": 1' + b"0" * 5000 + b"}"))
+def test_arbitrary_config_bytes_raise_only_config_errors(raw: bytes, tiny_copy: Path):
+    """config.json of any bytes (not UTF-8, not JSON, a 5000-digit integer) is read or refused as ConfigError."""
+    (tiny_copy / "config.json").write_bytes(raw)
+    try:
+        Checkpoint.open(tiny_copy)
+    except ConfigError as e:
+        assert str(e).startswith("config.json: ")
