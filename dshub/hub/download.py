@@ -30,7 +30,7 @@ from dshub.hub.plan import (  # noqa: F401  (re-exported: the download API lives
     DownloadPlan, FilePlan, FileState, check_disk, classify, offline_plan, plan_download, reclassify, select,
 )
 from dshub.hub.sources import hf_offline
-from dshub.hub.transfer import RetryPolicy, fetch_to_part
+from dshub.hub.transfer import RetryPolicy, fetch_to_part, read_timeout
 from dshub.arch import spec_for
 from dshub.errors import UnsupportedArchitecture
 from dshub.checks import verify as verify_structure
@@ -341,6 +341,7 @@ def run_download(
 ) -> DownloadResult:
     """Execute a plan. Per-file failures are collected in the result; fatal errors (disk, hub) raise."""
     retry = retry or RetryPolicy.from_env()  # a bad setting is refused before anything is written
+    read_timeout()  # HF_HUB_DOWNLOAD_TIMEOUT too
     plan.layout.prepare(list(plan.manifest.files.values()))
     with exclusive(plan.root):
         reclassify(plan)  # another run may have finished files since the plan was made

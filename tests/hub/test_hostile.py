@@ -19,12 +19,13 @@ import huggingface_hub.constants  # noqa: F401 - parsed once, before the fixture
 import pytest
 
 from dshub.errors import (
-    FileForbidden, HubError, HubMetadataRefused, HubUnreachable, ListingTooLong, TokenRejected,
+    FileForbidden, HubError, HubMetadataRefused, HubUnreachable, ListingTooLong, TokenRejected, UsageError,
 )
 from dshub.hub.download import download
 from dshub.hub.redact import install_log_redaction, redact_url
 from dshub.hub.validate import printable
 from dshub.hub.layout import hf_cache_dir
+from dshub.hub.manifest import RemoteFile, load_manifest, save_manifest
 from tests.hub.hostilehub import COMMIT, HostileHub, entry
 
 REPO = "evil-org/model"
@@ -444,3 +445,25 @@ def test_library_log_records_are_redacted(caplog, monkeypatch):
 ])
 def test_printable_escapes_control_characters_only(value, shown):
     assert printable(value) == shown
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_tampered_manifest_is_checked_offline_too(evil, tmp_path, victims, monkeypatch, mode):
+    local_dir, target = target_of(mode, tmp_path)
+    assert download(REPO, local_dir=local_dir, progress=False).ok
+    root = local_dir or target / "snapshots" / COMMIT
+    manifest = load_manifest(root)
+    manifest.files["../../../victim_dir/victim.bin"] = RemoteFile("../../../victim_dir/victim.bin", 4096, "0" * 64)
+    save_manifest(root, manifest)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    refused(tmp_path, mode, HubMetadataRefused, "escapes the target directory")
+
+
+@pytest.mark.parametrize("var", ["HF_HUB_ETAG_TIMEOUT", "HF_HUB_DOWNLOAD_TIMEOUT"])
+@pytest.mark.parametrize("value", ["soon", "0", "-1", "nan"])
+def test_bad_timeout_setting_is_a_usage_error(evil, tmp_path, monkeypatch, var, value):
+    monkeypatch.setenv(var, value)
+    before = tree_state(tmp_path)
+    with pytest.raises(UsageError, match=f"{var}="):
+        download(REPO, local_dir=tmp_path / "target", progress=False)
+    assert tree_state(tmp_path) == before
