@@ -13,7 +13,8 @@ from enum import IntEnum
 from typing import Any, Callable, Mapping
 
 LLAMA_MAX_LAYERS = 512  # llama-hparams.h: the loader's per-layer arrays have this many slots
-LLAMA_MAX_EXPERTS = 512  # llama-hparams.h
+LLAMA_MAX_EXPERTS = 512  # llama-hparams.cpp ("Qwen3 Next"); the loader asserts n_expert <= it. Also bounds the
+# per-expert tensor inventory verify builds from the metadata.
 
 
 class VT(IntEnum):

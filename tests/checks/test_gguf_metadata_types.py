@@ -18,6 +18,8 @@ CASES: dict[str, tuple[str, VT, Any, VT | None, str]] = {
     "alignment-0": ("general.alignment", VT.UINT32, 0, None, "is 0, the spec says a power of two > 0"),
     "alignment-3": ("general.alignment", VT.UINT32, 3, None, "is 3, the spec says a power of two > 0"),
     "block-count-string": ("deepseek2.block_count", VT.STRING, "2", None, "is STRING, the spec says UINT32"),
+    "block-count-huge": ("deepseek2.block_count", VT.UINT32, 2**32 - 1, None, "is 4294967295, the spec says 1..512"),
+    "expert-count-huge": ("deepseek2.expert_count", VT.UINT32, 2**32 - 1, None, "is 4294967295, the spec says <= 512"),
     "split-count-string": ("split.count", VT.STRING, "1", None, "is STRING, the spec says UINT16"),
     "tokens-of-ints": ("tokenizer.ggml.tokens", VT.ARRAY, [1, 2], VT.INT32, "is an ARRAY of INT32, the spec says ARRAY of STRING"),
     "architecture-int": ("general.architecture", VT.UINT32, 2, None, "is UINT32, the spec says STRING"),
