@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from dshub.hub.manifest import RemoteFile, hash_cache_path, load_manifest
 from dshub.errors import CheckpointError, HubUnreachable, UsageError
 from dshub.hub.hashing import HashCache, git_blob_sha1, hash_many
-from dshub.hub.plan import select
+from dshub.hub.plan import check_listing, check_snapshot_name, select
 from dshub.hub.layout import LocalDirLayout
 from dshub.hub.sources import hf_offline, make_source
 
@@ -67,13 +67,13 @@ def reference_files(root: Path, against_hub: str | None, source: str = "hf") -> 
                 "no download manifest (.dshub/download.json) to check hashes against; "
                 "use --against-hub REPO[@REV] or download with `dshub download`", path=str(root),
             )
-        return f"manifest {manifest.repo_id}@{manifest.commit}", list(manifest.files.values())
+        return f"manifest {manifest.repo_id}@{manifest.commit}", check_listing(manifest.repo_id, list(manifest.files.values()))
     repo, rev = parse_repo_rev(against_hub)
     if source == "hf" and hf_offline():
         raise HubUnreachable(f"--against-hub {against_hub}: HF_HUB_OFFLINE is set; use --hashes to check against the manifest")
     src = make_source(source)
-    commit = src.resolve(repo, rev)
-    files = src.list_files(repo, commit)
+    commit = check_snapshot_name(src.name, repo, src.resolve(repo, rev))
+    files = check_listing(repo, src.list_files(repo, commit))
     if manifest is not None and manifest.repo_id == repo:  # a partial download was asked for: check that part
         files = select(files, manifest.include, manifest.exclude)
     return f"hub {repo}@{commit}", files

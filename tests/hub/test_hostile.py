@@ -22,6 +22,7 @@ from dshub.errors import (
     FileForbidden, HubError, HubMetadataRefused, HubUnreachable, ListingTooLong, TokenRejected, UsageError,
 )
 from dshub.hub.download import download
+from dshub.hub.hash_check import verify_hashes
 from dshub.hub.redact import install_log_redaction, redact_url
 from dshub.hub.validate import printable
 from dshub.hub.layout import hf_cache_dir
@@ -466,4 +467,15 @@ def test_bad_timeout_setting_is_a_usage_error(evil, tmp_path, monkeypatch, var, 
     before = tree_state(tmp_path)
     with pytest.raises(UsageError, match=f"{var}="):
         download(REPO, local_dir=tmp_path / "target", progress=False)
+    assert tree_state(tmp_path) == before
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_verify_against_a_hostile_hub_is_refused(evil, tmp_path, victims, mode):
+    local_dir, _ = target_of(mode, tmp_path)
+    root = download(REPO, local_dir=local_dir, progress=False).plan.root
+    evil.script.trees[COMMIT] = [entry("../../../victim_dir/victim.bin", FILES["weights.bin"])]
+    before = tree_state(tmp_path)
+    with pytest.raises(HubMetadataRefused, match="escapes the target directory"):
+        verify_hashes(root, against_hub=REPO, progress=False)
     assert tree_state(tmp_path) == before
