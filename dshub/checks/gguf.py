@@ -13,7 +13,7 @@ from dshub.quant.gguf.types import FILE_TYPES, GGML_TYPES
 from dshub.arch.family import GGUFMapping, gguf_family
 from dshub.errors import DshubError, GGUFError
 from dshub.formats.gguf_file import (
-    SPLIT_COUNT, SPLIT_NO, SPLIT_RE, SPLIT_TENSORS, VT, GGUFHeader, read_gguf_header, resolve_split_set,
+    SPLIT_COUNT, SPLIT_NO, SPLIT_TENSORS, VT, GGUFHeader, read_gguf_header, resolve_split_set,
 )
 from dshub.formats.gguf_layout import forced_f32, map_tensors
 from dshub.formats.gguf_metadata import ARCH, config_from_gguf, llama_cpp_caveats
