@@ -276,6 +276,7 @@ class ModelScopeSource:
             )
         self.endpoint = (endpoint or modelscope_endpoint()).rstrip("/")
         self._token = token or os.environ.get("MODELSCOPE_API_TOKEN")
+        install_log_redaction([self._token])
         self._listing: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._alias: dict[str, str] = {}  # commit id -> the branch/tag it was resolved from
 
