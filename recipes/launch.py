@@ -62,14 +62,14 @@ def user(text: str) -> str:
 
 
 def pieces(word: str) -> list[tuple[bool, str]]:
-    """A word as (is_user, text) pieces in order; empty pieces left out."""
+    """A word as (is_user, text) pieces in order; empty pieces of ours left out (an empty user value stays)."""
     out: list[tuple[bool, str]] = []
     pos = 0
     for m in _USER_TEXT.finditer(word):
         out += [(False, word[pos:m.start()]), (True, m[1])]
         pos = m.end()
     out.append((False, word[pos:]))
-    return [(u, t) for u, t in out if t]
+    return [(u, t) for u, t in out if u or t]
 
 
 def plain(word: str) -> str:

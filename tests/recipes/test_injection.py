@@ -29,7 +29,8 @@ MARK = "pwned"
 TEMPLATES = ("{}", "$(touch {m}){}", "{}`touch {m}`", "{}'; touch {m}; '", '{}"; touch {m}; "', "{}$(touch${{IFS}}{m})",
              "${{HEAD_IP}}{}", "{}\\$(touch {m})", "{};touch {m}", "{}|touch {m}", "{}&&touch {m}", "$$(touch {m}){}",
              "{}$(HF_TOKEN)")
-SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(max_examples=50, deadline=None, database=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
 # Printable text: letters, marks, digits, punctuation, symbols and spaces of any script.
 TEXT = st.text(st.characters(blacklist_categories=("C", "Zl", "Zp")), max_size=12)
 UNSAFE = st.characters(whitelist_categories=("Cc", "Cf", "Co", "Zl", "Zp"))
@@ -187,6 +188,12 @@ def test_image_references_follow_the_oci_grammar(ref, ok):
     else:
         with pytest.raises(UsageError, match="^--image"):
             check_image("--image", ref)
+
+
+def test_an_empty_served_name_is_an_argument_of_its_own(plans):
+    files = render(plans["vllm-dep"], "k8s", served_name="")
+    worker = lws_containers(files)[1]
+    assert '--served-model-name "${1}"' in worker["command"][2] and worker["args"] == ["dshub-recipe", ""]
 
 
 def test_comments_escape_what_is_not_printable():
