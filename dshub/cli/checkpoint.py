@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from dshub.checkpoint.synth import PRESETS, write_synthetic
@@ -41,7 +42,7 @@ def info(path: PathArg, json_: JsonOpt = False) -> None:
         print_gguf_info(doc)
         return
     p = doc["params"]
-    out_console.print(f"[bold]{doc['architecture']}[/] ({doc['model_type']}) at {doc['path']}")
+    out_console.print(f"[bold]{escape(str(doc['architecture']))}[/] ({escape(str(doc['model_type']))}) at {escape(str(doc['path']))}")
     out_console.print(f"layers {doc['layers']} (+{doc['mtp_layers']} MTP, {doc['dense_layers']} dense), hidden {doc['hidden_size']}, "
                       f"experts {doc['experts']['routed']} routed + {doc['experts']['shared']} shared, {doc['experts']['per_token']} per token")
     out_console.print(f"params: total {p['total'] / 1e9:.3f} B, active {p['active'] / 1e9:.3f} B, MTP {p['mtp'] / 1e9:.3f} B")
@@ -75,7 +76,7 @@ def verify(
         for f in report.findings:
             out_console.print(f"{f.severity}: {f}", soft_wrap=True, markup=False)
         status = "ok" if report.ok else f"FAILED ({sum(f.severity == 'error' for f in report.findings)} errors)"
-        out_console.print(f"{report.path}: {status} — {report.shards} shards, {report.tensors} tensors, checks: {', '.join(report.checks)}")
+        out_console.print(f"{escape(report.path)}: {status} — {report.shards} shards, {report.tensors} tensors, checks: {', '.join(report.checks)}")
         if hreport:
             print_hash_report(hreport)
     if not report.ok or (hreport and not hreport.ok):

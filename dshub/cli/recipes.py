@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from dshub.recipes import FORMATS, Network, RecipeOptions, Request, plan as run_plan, require, write_recipe
@@ -28,16 +29,16 @@ def _request(model: str, engine: str, gpu: str, gpus_per_node: Optional[int], no
 
 def _print_plan(p) -> None:
     summary = summary_lines(p)
-    out_console.print(f"[bold]{summary[0]}[/]")
+    out_console.print(f"[bold]{escape(summary[0])}[/]")  # summaries carry user-given names
     t = Table("layout", "kind", "weights/GPU", "KV/GPU", "KV tokens", "max ctx", "fits")
     for e in p.evaluations:
         t.add_row(e.layout.label, e.layout.kind, f"{e.weights_per_gpu / GB:.1f} GB", f"{e.kv_budget_per_gpu / GB:.1f} GB",
                   f"{e.tokens_per_group:,}", f"{e.max_context:,}", "[green]yes[/]" if e.ok else "[red]no[/]")
     out_console.print(t)
     for line in summary[1:]:
-        out_console.print(line, soft_wrap=True)
+        out_console.print(line, soft_wrap=True, markup=False)
     for alt in p.alternatives:
-        out_console.print(f"works instead: {alt}", soft_wrap=True)
+        out_console.print(f"works instead: {alt}", soft_wrap=True, markup=False)
 
 
 def plan(
@@ -106,12 +107,12 @@ def recipe(
         return
     if out:
         for line in summary_lines(launch.plan):
-            out_console.print(line, soft_wrap=True)
+            out_console.print(line, soft_wrap=True, markup=False)
         for w in written:
-            out_console.print(f"wrote {w}")
+            out_console.print(f"wrote {w}", markup=False)
         return
     for line in summary_lines(launch.plan):
-        err_console.print(line, soft_wrap=True)
+        err_console.print(line, soft_wrap=True, markup=False)
     for name, text in files.items():
         if len(files) > 1:
             typer.echo(f"# ==> {name} <==")
