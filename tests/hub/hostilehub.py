@@ -182,18 +182,22 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Content-Type", "application/json" if route != "file" else "application/octet-stream")
         self.end_headers()
+        hit = self._log(route, path, 0)  # logged before the body: a client that has it all sees the hit
         sent = 0
         if self.command != "HEAD":
             rate = self.owner.script.rate_bytes_per_s
             for i in range(0, len(body), 64 << 10):
                 chunk = body[i:i + (64 << 10)]
-                self.wfile.write(chunk)
                 sent += len(chunk)
+                with self.owner.lock:
+                    hit.sent = sent  # counted before the write, so a client never holds bytes the log lacks
+                self.wfile.write(chunk)
                 if rate:
                     self.wfile.flush()
                     time.sleep(len(chunk) / rate)
-        self._log(route, path, sent)
 
-    def _log(self, route: str, path: str, sent: int) -> None:
+    def _log(self, route: str, path: str, sent: int) -> Hit:
+        hit = Hit(route, path, self.headers.get("Authorization"), sent, self.headers.get("Range"))
         with self.owner.lock:
-            self.owner.hits.append(Hit(route, path, self.headers.get("Authorization"), sent, self.headers.get("Range")))
+            self.owner.hits.append(hit)
+        return hit
