@@ -18,6 +18,7 @@ from rich.markup import escape
 from dshub import constants
 from dshub.cli.output import RUN, err_console, print_json
 from dshub.errors import DshubError
+from dshub.hub.validate import printable
 from dshub.quant.registry import UnknownName
 
 try:  # typer >= 0.26 carries its own copy of click: an exception of the click package itself is not typer's to handle
@@ -99,7 +100,7 @@ def handle(e: BaseException) -> int | None:
     message = rule.message(e)
     if constants.DSHUB_DEBUG:
         traceback.print_exception(e)
-    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)  # messages may hold [brackets]
+    err_console.print(f"[bold red]error:[/] {escape(printable(message))}", soft_wrap=True)  # messages may hold [brackets], control characters
     if RUN.json and not RUN.documents:
         print_json(error_document(e, code, message))
     return code

@@ -32,6 +32,7 @@ from dshub.hub.plan import (  # noqa: F401  (re-exported: the download API lives
 from dshub.hub.sources import hf_offline
 from dshub.hub.transfer import RetryPolicy, fetch_to_part, read_timeout
 from dshub.arch import spec_for
+from dshub.checkpoint.reader import load_config
 from dshub.errors import UnsupportedArchitecture
 from dshub.checks import verify as verify_structure
 
@@ -323,7 +324,7 @@ def structural_checks(plan: DownloadPlan) -> list[dict[str, Any]]:
             return [{"check": "structure", "severity": "note", "file": None, "tensor": None,
                      "message": "structural checks skipped: the selected files do not hold every shard of the index"}]
     try:
-        spec_for(json.loads((root / "config.json").read_text()))
+        spec_for(load_config(root))
     except (UnsupportedArchitecture, OSError, ValueError) as e:
         return [{"check": "structure", "severity": "note", "file": "config.json", "tensor": None,
                  "message": f"structural checks skipped: {e}"}]
