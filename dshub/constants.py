@@ -24,3 +24,15 @@ SIDECAR_FILES: tuple[str, ...] = (
     "LICENSE",
     "README.md",
 )
+
+# huggingface_hub reads these as whole seconds when it is first imported and fails with a traceback otherwise.
+HF_INTEGER_VARIABLES: tuple[str, ...] = ("HF_HUB_ETAG_TIMEOUT", "HF_HUB_DOWNLOAD_TIMEOUT")
+
+
+def hf_environment_problem() -> str | None:
+    """A one-line description of an HF variable huggingface_hub cannot parse, or None when all are usable."""
+    for name in HF_INTEGER_VARIABLES:
+        value = os.environ.get(name)
+        if value is not None and not value.strip().isdigit():
+            return f"{name}={value!r}: huggingface_hub needs a whole number of seconds"
+    return None

@@ -29,7 +29,7 @@ from dshub.hub.validate import printable
 from dshub.hub.plan import (  # noqa: F401  (re-exported: the download API lives here)
     DownloadPlan, FilePlan, FileState, check_disk, classify, offline_plan, plan_download, reclassify, select,
 )
-from dshub.hub.sources import hf_offline
+from dshub.hub.sources import hf_offline, require_usable_hf_environment
 from dshub.hub.transfer import RetryPolicy, fetch_to_part, read_timeout
 from dshub.arch import spec_for
 from dshub.checkpoint.reader import load_config
@@ -415,6 +415,7 @@ def download(
     token: str | None = None,
 ) -> DownloadResult | DownloadPlan:
     """`dshub download` as a function: the plan when `dry_run`, else the result of running it."""
+    require_usable_hf_environment()
     if source == "hf" and hf_offline():
         plan = offline_plan(repo_id, revision=revision, local_dir=local_dir)
         return plan if dry_run else run_download(plan, workers=workers, verify=verify, progress=progress)

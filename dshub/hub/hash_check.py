@@ -17,7 +17,7 @@ from dshub.errors import CheckpointError, HubUnreachable, UsageError
 from dshub.hub.hashing import HashCache, git_blob_sha1, hash_many
 from dshub.hub.plan import check_listing, check_snapshot_name, select
 from dshub.hub.layout import LocalDirLayout
-from dshub.hub.sources import hf_offline, make_source
+from dshub.hub.sources import hf_offline, make_source, require_usable_hf_environment
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,8 @@ def parse_repo_rev(spec: str) -> tuple[str, str | None]:
 
 def reference_files(root: Path, against_hub: str | None, source: str = "hf") -> tuple[str, list[RemoteFile]]:
     """The expected files: from the hub when `against_hub` is given, else from the directory's manifest."""
+    if against_hub is not None:
+        require_usable_hf_environment()
     manifest = load_manifest(root)
     if against_hub is None:
         if manifest is None:

@@ -14,6 +14,7 @@ import time
 from typing import Any, Callable, Iterator, Protocol
 from urllib.parse import quote, urlsplit
 
+from dshub.constants import hf_environment_problem
 from dshub.hub.manifest import RemoteFile
 from dshub.hub.redact import install_log_redaction, redact_url, scrub
 from dshub.hub.transfer import RETRY_STATUS, RetryPolicy, env_seconds, transport_errors
@@ -43,6 +44,13 @@ class Source(Protocol):
 
 
 # ----------------------------------------------------------------------------------------------- env, read per call
+
+def require_usable_hf_environment() -> None:
+    """Refuse, as a usage error, HF variables that would make huggingface_hub fail on import."""
+    problem = hf_environment_problem()
+    if problem:
+        raise UsageError(problem)
+
 def hf_endpoint() -> str:
     """HF_ENDPOINT as set now (tests and users may set it after huggingface_hub was imported)."""
     from huggingface_hub import constants as hfc

@@ -479,3 +479,18 @@ def test_verify_against_a_hostile_hub_is_refused(evil, tmp_path, victims, mode):
     with pytest.raises(HubMetadataRefused, match="escapes the target directory"):
         verify_hashes(root, against_hub=REPO, progress=False)
     assert tree_state(tmp_path) == before
+
+
+@pytest.mark.parametrize("name, value", [("HF_HUB_ETAG_TIMEOUT", "abc"), ("HF_HUB_DOWNLOAD_TIMEOUT", "0.5")])
+def test_hf_timeouts_huggingface_hub_cannot_parse_are_a_usage_error(tmp_path, name: str, value: str) -> None:
+    """In a fresh process (huggingface_hub not yet imported, as for a user): one line, exit 2, no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, name: value, "HF_HOME": str(tmp_path / "hf")}
+    r = subprocess.run([sys.executable, "-m", "dshub.cli", "download", "org/model", "--local-dir", str(tmp_path / "d"),
+                        "--dry-run"], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and name in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "d").exists()
