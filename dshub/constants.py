@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 VERSION: str = "0.1.0"  # the package version (dshub.__version__)
 DSHUB_DEBUG: bool = os.environ.get("DSHUB_DEBUG", "") not in ("", "0", "false", "False")
@@ -30,7 +31,10 @@ HF_INTEGER_VARIABLES: tuple[str, ...] = ("HF_HUB_ETAG_TIMEOUT", "HF_HUB_DOWNLOAD
 
 
 def hf_environment_problem() -> str | None:
-    """A one-line description of an HF variable huggingface_hub cannot parse, or None when all are usable."""
+    """A one-line description of an HF variable huggingface_hub cannot parse when it is imported, or None when all are
+    usable (or it is imported already: it has parsed them, and dshub reads the timeouts itself, fractions included)."""
+    if "huggingface_hub" in sys.modules:
+        return None
     for name in HF_INTEGER_VARIABLES:
         value = os.environ.get(name)
         if value is not None and not value.strip().isdigit():

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from tests.support.fakehub import git_sha1, sha256
+from tests.support.loopback import start_server
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -70,9 +71,7 @@ class HostileHub:
         class Bound(_Handler):
             owner = hub
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Bound)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True, name="hostilehub").start()
+        self._server = start_server(Bound, "hostilehub")
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from tests.support.loopback import start_server
+
 LFS_SUFFIXES = (".safetensors", ".bin", ".gguf")
 
 
@@ -88,9 +90,7 @@ class FakeHub:
         class Handler(_Handler):
             fake = hub
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True, name="fakehub").start()
+        self._server = start_server(Handler, "fakehub")
         return self
 
     def __exit__(self, *exc: object) -> None:
