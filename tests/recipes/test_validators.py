@@ -1,7 +1,7 @@
 """Generated recipes against the engines' and tools' own checkers (offline, CPU): vLLM 0.33.0's `vllm serve`
 parser and registries, SGLang 0.5.23's ServerArgs, llama-server b10434, Docker Compose v2.40.3 `config -q`,
 kubernetes-validate --strict (LeaderWorkerSet pod templates as Pods). Needs the venv that
-.ci/recipe-validators.sh builds (`bash .ci/test.sh` runs it); each test fails, saying so, when it is absent."""
+.ci/recipe-validators.sh builds (`bash .ci/install.sh` runs it); each test fails, saying so, when it is absent."""
 from __future__ import annotations
 
 import itertools

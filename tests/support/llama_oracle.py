@@ -2,7 +2,7 @@
 
 `ggml_quantize(type, x, imatrix)` calls `ggml_quantize_chunk`, the function llama-quantize itself uses, so the
 bytes are exactly what `llama-quantize` writes for one tensor. A test that calls it fails when llama-cpp-python is
-missing (`.ci/llama-cpp.sh`, run by `.ci/test.sh`, installs it).
+missing (`.ci/llama-cpp.sh`, run by `.ci/install.sh`, installs it).
 """
 from __future__ import annotations
 

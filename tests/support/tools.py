@@ -1,4 +1,4 @@
-"""The tools the suite needs, found or failed for: `bash .ci/test.sh` installs every one of them, so a missing tool
+"""The tools the suite needs, found or failed for: `bash .ci/install.sh` installs every one of them, so a missing tool
 is a broken setup and fails the test that needs it, with the command that fixes it. Nothing here skips."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import NoReturn
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SETUP = "`bash .ci/test.sh` installs every tool the tests use"
+SETUP = "`bash .ci/install.sh` installs every tool the tests use"
 HOW: dict[str, str] = {
     "llama_cpp": "llama-cpp-python, built by .ci/llama-cpp.sh",
 }

@@ -98,7 +98,7 @@ def test_mxfp4_reference_decodes_known_values():
 
 
 def test_mxfp4_scale_decoding_matches_torch_e8m0():
-    assert hasattr(torch, "float8_e8m0fnu"), "this torch has no float8_e8m0fnu (.ci/test.sh installs torch 2.13.0, which has)"
+    assert hasattr(torch, "float8_e8m0fnu"), "this torch has no float8_e8m0fnu (.ci/install.sh installs torch 2.13.0, which has)"
     b = torch.arange(256, dtype=torch.uint8)
     got = mx_ref.e8m0_to_f32(b)
     want = b.view(torch.float8_e8m0fnu).float()
