@@ -13,14 +13,13 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from dshub.arch.family import SCOPE_NAMES
 from dshub.errors import UsageError
 from dshub.quant.device import DEVICES
 from dshub.quant.int4 import GROUP_SIZES, Int4Error, scheme_for
 from dshub.quant.registry import Registry
 
 SIZE_UNITS = {"": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4}  # decimal, as llama.cpp's gguf-split
-INT4_FORMATS = ("compressed-tensors", "gptq", "awq")
-INT4_SCOPES = ("experts", "mlp", "all-linear")
 
 
 def parse_size(text: str | int, option: str = "--split-max-size") -> int:
@@ -91,8 +90,8 @@ class Int4Options(TargetOptions):
     @field_validator("scope")
     @classmethod
     def _scope(cls, v: str) -> str:
-        if v not in INT4_SCOPES:
-            raise ValueError(f"--scope {v!r}: choose one of {', '.join(INT4_SCOPES)}")
+        if v not in SCOPE_NAMES:
+            raise ValueError(f"--scope {v!r}: choose one of {', '.join(SCOPE_NAMES)}")
         return v
 
     @field_validator("group_size")

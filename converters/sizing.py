@@ -1,7 +1,7 @@
 """Output sizes from the converters' own shape-only plans: the one owner of "how big is X as target T".
 
 `dshub info`, `dshub convert --dry-run` and `dshub plan` all print these bytes. For a checkpoint on disk the plan
-reads its real headers; for a model known only by its config.json (a catalog entry, a bare config) it plans on
+reads its real headers; a model known only by its config.json (a catalog entry, a bare config) is passed in as
 `dshub.checkpoint.shapes.shape_checkpoint`, the release layout of that config.
 """
 from __future__ import annotations
@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from dshub.checkpoint.reader import Checkpoint
-from dshub.checkpoint.shapes import shape_checkpoint
 from dshub.converters.base import get_converter
 from dshub.converters.options import TargetOptions, build_options
 
@@ -36,11 +35,6 @@ def planned_bytes(ckpt: Checkpoint, opts: TargetOptions) -> PlannedBytes:
     conv.preflight(opts)
     plan = conv.plan(ckpt, opts)
     return PlannedBytes(plan.total_bytes, conv.source_bytes(plan))
-
-
-def planned_bytes_for_config(config: dict[str, Any], opts: TargetOptions, root: str | Path = ".") -> PlannedBytes:
-    """The same plan for a model known by its config.json alone (its release layout)."""
-    return planned_bytes(shape_checkpoint(config, root), opts)
 
 
 def target_options(target: str, **values: Any) -> TargetOptions:

@@ -7,6 +7,7 @@ IQ GGUF types) keep the per-parameter tables in `formats.py`. Header and metadat
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,9 @@ def planned_components(model: ModelInfo, fmt: WeightFormat) -> dict[str, int] | 
     target = converter_target(fmt)
     if target is None or not model.modelled:
         return None
-    key = (model.source, model.name, model.path, fmt.name)
+    # what the plan depends on: the model's config and (for a local checkpoint) its stored bytes, and the format
+    key = (model.source, model.name, model.path, fmt.name, json.dumps(model.config, sort_keys=True, default=str),
+           tuple(sorted(model.stored_bytes.items())))
     if key not in _CACHE:
         _CACHE[key] = _components(model, *target)
     return _CACHE[key]
