@@ -1,6 +1,7 @@
 """What the engine modules share: their registry, where the model comes from, version gates, the launch skeleton."""
 from __future__ import annotations
 
+import os
 import posixpath
 from typing import Callable
 
@@ -18,19 +19,29 @@ from dshub.recipes.planner import Plan
 BUILDERS: Registry[str, Callable[[Plan, RecipeOptions], Launch]] = Registry("recipe engine")
 register = BUILDERS.register
 
-HF_CACHE_HOST = "${HOME}/.cache/huggingface"
+# The HF cache on the host, as huggingface_hub finds it: $HF_HOME, else ~/.cache/huggingface. Expanded where the
+# recipe runs (sh, Compose), so it is the node's own cache; always an absolute path, never a named volume.
+HF_CACHE_HOST = "${HF_HOME:-${HOME}/.cache/huggingface}"
 MODELS_DIR = "/models"
 
 
+def host_path(option: str, value: str) -> str:
+    """`value` as the absolute host path a bind mount needs (`~` and a relative path resolved now, against this
+    machine's home and working directory): Docker reads a relative `-v name:dir` as a named volume and mounts an
+    empty one; Compose resolves it against the compose file's directory. Checked: a bind mount is `host:dir`."""
+    check_value(option, value, argument=True)
+    if posixpath.basename(value.rstrip("/")) in (".", ".."):
+        raise UsageError(f"{option} {value!r}: name the directory itself (it is mounted at {MODELS_DIR}/<its name>)")
+    absolute = check_value(option, os.path.abspath(os.path.expanduser(value)))
+    if ":" in absolute:
+        raise UsageError(f"{option} {absolute!r}: a path with ':' cannot be bind-mounted (`-v host:container`)")
+    return absolute
+
+
 def local_path(opts: RecipeOptions, m_path: str | None) -> str:
-    """The weights' host path (--model-path, else the local checkpoint), checked: it is bind-mounted as `host:dir`."""
+    """The weights' absolute host path (--model-path, else the local checkpoint)."""
     option, host = ("--model-path", opts.model_path) if opts.model_path else ("MODEL", str(m_path))
-    check_value(option, host, argument=True)
-    if ":" in host:
-        raise UsageError(f"{option} {host!r}: a path with ':' cannot be bind-mounted (`-v host:container`)")
-    if posixpath.basename(host.rstrip("/")) in (".", ".."):
-        raise UsageError(f"{option} {host!r}: name the directory itself (it is mounted at {MODELS_DIR}/<its name>)")
-    return host
+    return host_path(option, host)
 
 
 def model_source(p: Plan, opts: RecipeOptions) -> tuple[str, str, list[Mount], list[str]]:

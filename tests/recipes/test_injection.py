@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from dshub.errors import UsageError
 from dshub.recipes import Network, RecipeOptions, Request, plan
 from dshub.recipes.api import render_recipe
+from dshub.recipes.engines.common import host_path
 from dshub.recipes.launch import USER_CLOSE, USER_OPEN, check_image
 from dshub.recipes.render.common import comment_text
 from dshub.recipes.validate import resolve_compose
@@ -106,14 +107,15 @@ def test_sh_scripts_pass_user_values_verbatim(plans, shdir, served, model, hca):
     files = render(plans["vllm-2n"], "sh", served_name=served, model_path=model, ib_hca=hca)
     if files is None:
         return
-    base = posixpath.basename(model.rstrip("/"))
+    host = host_path("--model-path", model)  # resolved at generation time: absolute, as a bind mount needs
+    base = posixpath.basename(host)
     for name, text in files.items():
         path = shdir / name
         path.write_text(text)
         assert subprocess.run(["bash", "-n", str(path)], capture_output=True).returncode == 0
         got = dry_run(text, shdir)
         assert flag(got, "--served-model-name") == served
-        assert flag(got, "-v") == f"{model}:/models/{base}" and got[got.index("serve") + 1] == f"/models/{base}"
+        assert flag(got, "-v") == f"{host}:/models/{base}" and got[got.index("serve") + 1] == f"/models/{base}"
         assert f"NCCL_IB_HCA={hca}" in got and f"GLOO_SOCKET_IFNAME=eth0" in got
         assert flag(got, "--master-addr") == HEAD  # our runtime expression still expands
 
@@ -236,7 +238,7 @@ def test_lws_pods_take_user_values_as_arguments_not_script(plans, shdir, served,
     if files is None:
         return
     reference = lws_containers(render(plans["vllm-dep"], "k8s", served_name="s", model_path="/m"))
-    base = posixpath.basename(model.rstrip("/"))
+    base = posixpath.basename(host_path("--model-path", model))
     for rank, c, ref in zip(("0", "1"), lws_containers(files), reference):
         assert c["command"] == ref["command"]  # the script text is ours alone: the same whatever the user gave
         args = [k8s_expand(a, POD_ENV) for a in c["args"]]
@@ -260,7 +262,7 @@ def test_compose_yaml_escapes_dollars_in_user_values(plans, served, model, hca):
     for text in files.values():
         svc = yaml.safe_load(text)["services"]["vllm"]
         assert flag(svc["entrypoint"], "--served-model-name") == served.replace("$", "$$")
-        assert svc["volumes"][0].startswith(model.replace("$", "$$") + ":")
+        assert svc["volumes"][0].startswith(host_path("--model-path", model).replace("$", "$$") + ":")
         assert svc["environment"]["NCCL_IB_HCA"] == hca.replace("$", "$$")
         assert flag(svc["entrypoint"], "--master-addr") == "${HEAD_IP:?set HEAD_IP to the address of node 0}"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -168,7 +169,7 @@ def test_compose_resolves_to_the_json_argv(venv, tmp_path):
         svc = model["services"]["vllm"]
         assert svc["entrypoint"] == [a.replace("${HEAD_IP}", HEAD) for a in node["argv"]]
         assert svc["environment"]["NCCL_SOCKET_IFNAME"] == "eth0" and svc["ipc"] == "host"
-        assert svc["volumes"][0]["source"] == f"{tmp_path}/.cache/huggingface"
+        assert svc["volumes"][0]["source"] == os.environ["HF_HOME"]  # the HF cache as huggingface_hub finds it
 
 
 def test_compose_checker_is_live(venv, tmp_path):
