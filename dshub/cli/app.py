@@ -17,8 +17,16 @@ class DshubGroup(TyperGroup):
     which calls the group directly) take the same path. typer's own exceptions (`typer.Exit`, usage errors) pass
     through to typer, which prints them and exits as it always has (2 for usage)."""
 
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        """The group's own options; `--json` anywhere before `--` is noted first (a usage error still owes JSON)."""
+        start_run(args)
+        try:
+            return super().parse_args(ctx, args)
+        except BaseException as e:  # noqa: BLE001 - a usage error of the group itself (`dshub --bogus --json`)
+            handle(e)
+            raise
+
     def invoke(self, ctx: typer.Context) -> Any:
-        start_run()
         try:
             return super().invoke(ctx)
         except BaseException as e:  # noqa: BLE001 - the table decides; what it does not know is re-raised

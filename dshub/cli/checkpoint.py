@@ -10,12 +10,14 @@ from rich.table import Table
 
 from dshub.checkpoint.synth import PRESETS, write_synthetic
 from dshub.cli.download import hash_report, print_hash_report
-from dshub.cli.format import human
+from dshub.cli.format import human, plural
 from dshub.cli.gguf_view import print_gguf_info
 from dshub.cli.options import JsonOpt, PathArg
-from dshub.cli.output import out_console, print_json
+from dshub.cli.output import failure, out_console, print_json
 from dshub.summary import checkpoint_info
 from dshub.checks import verify as run_verify
+from dshub.checks.findings import VerifyReport
+from dshub.hub.hash_check import HashReport
 
 
 def synth(
@@ -70,8 +72,10 @@ def verify(
     """Check headers, index, tensor set and shapes, and FP8 scales (and file hashes). Exit 0 clean, 1 with findings."""
     report = run_verify(path, deep=deep)
     hreport = hash_report(path, hashes, against_hub)
+    ok = report.ok and (hreport is None or hreport.ok)
     if json_:
-        print_json(report.to_dict() | ({"hashes": hreport.to_dict()} if hreport else {}))
+        print_json(report.to_dict() | ({"hashes": hreport.to_dict()} if hreport else {}) | {"ok": ok},
+                   error=None if ok else verify_failure(report, hreport))
     else:
         for f in report.findings:
             out_console.print(f"{f.severity}: {f}", soft_wrap=True, markup=False)
@@ -79,5 +83,18 @@ def verify(
         out_console.print(f"{escape(report.path)}: {status} — {report.shards} shards, {report.tensors} tensors, checks: {', '.join(report.checks)}")
         if hreport:
             print_hash_report(hreport)
-    if not report.ok or (hreport and not hreport.ok):
+    if not ok:
         raise typer.Exit(1)
+
+
+def verify_failure(report: VerifyReport, hreport: HashReport | None) -> dict:
+    """The `error` of a failed verify: the first error found (its file and tensor) and how many there are."""
+    errors = [f for f in report.findings if f.severity == "error"]
+    bad_hashes = list(hreport.findings) if hreport and not hreport.ok else []
+    first = errors[0] if errors else None
+    if first is not None:
+        counts = [plural(len(errors), "error"), *([plural(len(bad_hashes), "bad hash")] if bad_hashes else [])]
+        message = f"{first} ({', '.join(counts)})"
+        return failure(message, path=first.file or report.path, tensor=first.tensor)
+    h = bad_hashes[0]
+    return failure(f"{h.message} ({plural(len(bad_hashes), 'bad hash')})", code="hash_mismatch", path=h.path)

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from dshub.cli.format import gb
 from dshub.cli.options import DryRunOpt, JsonOpt, PatternOpt, RevisionOpt
-from dshub.cli.output import err_console, out_console, print_json
+from dshub.cli.output import err_console, failure, out_console, print_json
 from dshub.hub.download import DEFAULT_WORKERS, DownloadPlan, DownloadResult, download as run_download
 from dshub.hub.hash_check import HashReport, verify_hashes
 from dshub.hub.sources import SOURCES
@@ -91,12 +91,23 @@ def download(
             print_plan_files(out)
         return
     if json_:
-        print_json(out.to_dict())
+        print_json(out.to_dict(), error=None if out.ok else download_failure(out))
     else:
         print_plan(out.plan)
         print_result(out)
     if not out.ok:
         raise typer.Exit(1)
+
+
+def download_failure(res: DownloadResult) -> dict:
+    """The `error` of an incomplete or structurally failed download: the first failure, and how many there are."""
+    if res.failures:
+        f = res.failures[0]
+        return failure(f"{printable(f.message)} ({len(res.failures)} files failed; run again to resume)",
+                       code="download_incomplete", path=f.path)
+    first = next((c for c in res.checks if c["severity"] == "error"), None)
+    message = printable(first["message"]) if first else "the checkpoint fails the structural checks"
+    return failure(message, path=(first or {}).get("file") or res.plan.root, tensor=(first or {}).get("tensor"))
 
 
 # ------------------------------------------------------------------------ verify --hashes (called by cli.checkpoint)

@@ -2,8 +2,9 @@
 
 Commands never catch: they call library functions and let the errors rise to the app's group (`dshub.cli.app`),
 which passes them to `handle`. Rows are tried in order, so a subclass comes before its base (a test holds this).
-`DSHUB_DEBUG=1` adds the traceback. With `--json`, a failure that has not printed its document yet prints one:
-`{"ok": false, "error": {"type", "message", "exit_code"[, "path", "tensor", "detail"]}}`.
+`DSHUB_DEBUG=1` adds the traceback. With `--json`, a failure that has not printed its document yet prints one: the envelope (dshub.cli.output) and
+`"ok": false, "error": {"code", "message", "path", "tensor", "exit_code", "type"[, "detail"]}` (path and tensor null
+where the error has none).
 Exit codes: 0 ok, 1 the check or job failed, 2 usage error, 130 interrupted.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ import typer
 from rich.markup import escape
 
 from dshub import constants
-from dshub.cli.output import RUN, err_console, print_json
+from dshub.cli.output import RUN, err_console, error_code, failure, print_json
 from dshub.errors import DshubError
 from dshub.hub.validate import printable
 from dshub.quant.registry import UnknownName
@@ -77,12 +78,17 @@ def exit_code(e: BaseException) -> int | None:
 
 
 def error_document(e: BaseException, code: int, message: str) -> dict[str, Any]:
-    """What `--json` prints for a failure: the message and the data the error carries."""
-    err: dict[str, Any] = {"type": type(e).__name__, "message": message, "exit_code": code}
-    fields = (("path", getattr(e, "path", None) or getattr(e, "filename", None)), ("tensor", getattr(e, "tensor", None)),
-              ("detail", e.detail if isinstance(e, DshubError) else None))
-    err.update((name, str(value)) for name, value in fields if value is not None)
-    return {"ok": False, "error": err}
+    """The `error` object `--json` prints for a failure: a stable code, the message and the data the error carries."""
+    detail = e.detail if isinstance(e, DshubError) else None
+    return failure(message, code=error_code(type(e)), path=getattr(e, "path", None) or getattr(e, "filename", None),
+                   tensor=getattr(e, "tensor", None), exit_code=code, type=type(e).__name__,
+                   **({"detail": str(detail)} if detail is not None else {}))
+
+
+def print_failure(e: BaseException, code: int, message: str) -> None:
+    """The one document a `--json` run still owes: what the command left for a failure, and the error."""
+    if RUN.json and not RUN.documents:
+        print_json(RUN.on_failure, error=error_document(e, code, message))
 
 
 def handle(e: BaseException) -> int | None:
@@ -92,8 +98,8 @@ def handle(e: BaseException) -> int | None:
     if rule is None:
         return None
     if rule.code is None:
-        if isinstance(e, TyperClickError) and RUN.json and not RUN.documents:
-            print_json(error_document(e, e.exit_code, rule.message(e)))  # type: ignore[attr-defined]
+        if isinstance(e, TyperClickError):
+            print_failure(e, e.exit_code, rule.message(e))  # type: ignore[attr-defined]
         return None
     code = exit_code(e)
     assert code is not None
@@ -101,6 +107,5 @@ def handle(e: BaseException) -> int | None:
     if constants.DSHUB_DEBUG:
         traceback.print_exception(e)
     err_console.print(f"[bold red]error:[/] {escape(printable(message))}", soft_wrap=True)  # messages may hold [brackets], control characters
-    if RUN.json and not RUN.documents:
-        print_json(error_document(e, code, message))
+    print_failure(e, code, message)
     return code

@@ -14,3 +14,8 @@ def human(n: float) -> str:
 def gb(n: int | None) -> str:
     """Bytes as GB with two decimals; `?` when unknown (a hub that lists no size)."""
     return "?" if n is None else f"{n / 1e9:.2f} GB"
+
+
+def plural(n: int, noun: str) -> str:
+    """`1 error`, `2 errors`, `3 bad hashes`."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}{'es' if noun.endswith(('s', 'sh', 'ch', 'x')) else 's'}"

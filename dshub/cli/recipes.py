@@ -16,7 +16,7 @@ from dshub.recipes.render.jsondoc import recipe_doc
 
 from dshub.cli.options import (ContextOpt, EngineOpt, FractionOpt, GoalOpt, GpnOpt, GpuOpt, JsonOpt, KvOpt, ModelArg, MtpOpt,
                                NodesOpt, VersionOpt, WeightsOpt)
-from dshub.cli.output import err_console, out_console, print_json
+from dshub.cli.output import err_console, on_failure, out_console, print_json
 
 
 def _request(model: str, engine: str, gpu: str, gpus_per_node: Optional[int], nodes: int, weights: Optional[str],
@@ -60,9 +60,11 @@ def plan(
     req = _request(model, engine, gpu, gpus_per_node, nodes, weights, context, goal, mtp, kv_dtype, memory_fraction,
                    engine_version)
     p = run_plan(req)
-    if json_:
+    if p.chosen is None:
+        on_failure(p.to_dict())  # a refused plan: the failure document carries it, with the reasons
+    elif json_:
         print_json(p.to_dict())
-    else:
+    if not json_:
         _print_plan(p)
     require(p)
 
@@ -97,8 +99,7 @@ def recipe(
     opts = RecipeOptions(image=image, model_path=model_path, network=Network(net_iface, ib_hca, roce, rdma),
                          served_name=served_name)
     p = run_plan(req)
-    if p.chosen is None and json_:
-        print_json({"files": [], "recipe": None, "plan": p.to_dict()})
+    on_failure({"files": [], "recipe": None, "plan": p.to_dict()})
     require(p)
     launch, files = render_recipe(p, opts, fmt)
     written = write_recipe(files, out) if out else []

@@ -138,7 +138,8 @@ def test_verify_hashes_catches_a_bit_flip_in_a_shard_that_still_parses(cli, hub,
     r = cli("verify", tmp_path, "--hashes", "--json")
     assert r.exit_code == 1
     doc = _json(r)
-    assert doc["ok"] is True  # structure fine
+    assert doc["findings"] == [] and doc["ok"] is False  # structure fine; the run fails on the hash
+    assert doc["error"]["code"] == "hash_mismatch" and doc["error"]["path"] == SHARD
     (finding,) = doc["hashes"]["findings"]
     assert finding["path"] == SHARD and finding["problem"] == "sha256"
     assert finding["expected"] == sha256(repo_files[SHARD]) and finding["actual"] == sha256_file(shard)
