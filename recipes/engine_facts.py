@@ -32,6 +32,7 @@ class EngineFacts:
     memory_fraction: float  # default share of device memory the engine may use
     reserved_gb: float  # activations + CUDA graphs taken out of that share, per GPU
     multi_node: bool
+    kv_log: str | None = None  # the line the engine logs with its KV cache size, {tokens} filled in
     health_path: str = "/health"
     model_cache: str = "/root/.cache/huggingface"  # where the image expects the HF cache
 
@@ -41,13 +42,15 @@ ENGINES: dict[str, EngineFacts] = {
     "vllm": EngineFacts(
         "vllm", "0.33.0", 8000, ("vllm", "serve"), ("vllm", "serve"),
         {"nvidia": "vllm/vllm-openai", "amd": "vllm/vllm-openai-rocm"},
-        frozenset({"fp8", "bf16", "int4", "fp4-fp8"}), 0.90, 5.0, True),
+        frozenset({"fp8", "bf16", "int4", "fp4-fp8"}), 0.90, 5.0, True,
+        kv_log="GPU KV cache size: {tokens:,} tokens"),  # per engine (one per DP rank); vllm/v1/core/kv_cache_utils.py
     # SGLang: --mem-fraction-static covers weights + KV only; activations live in the rest (serving.md §5).
     # 0.85 sits between the cookbook's 0.82 (H200/B200) and the LWS example's 0.93.
     "sglang": EngineFacts(
         "sglang", "0.5.23", 30000, ("python3", "-m", "sglang.launch_server"), ("python3", "-m", "sglang.launch_server"),
         {"nvidia": "lmsysorg/sglang", "amd": "lmsysorg/sglang"},
-        frozenset({"fp8", "bf16", "int4", "fp4-fp8"}), 0.85, 0.0, True),
+        frozenset({"fp8", "bf16", "int4", "fp4-fp8"}), 0.85, 0.0, True,
+        kv_log="max_total_num_tokens={tokens}"),  # per DP rank (serving.md §2 LWS example's log line)
     # llama.cpp: the whole card, less compute buffers (our estimate: 4 GB per GPU for DeepSeek MLA at -ub 512).
     "llamacpp": EngineFacts(
         "llamacpp", "b10434", 8080, ("llama-server",), ("/app/llama-server",),
@@ -111,6 +114,3 @@ def family_facts(engine_name: str, release: str) -> ServingFacts:
         return r.engines.get(engine_name, ServingFacts())
     return STATED_RELEASES.get((engine_name, release), ServingFacts())
 
-
-# DeepSeek's recommended sampling for llama-server (serving.md §3 "Templates and sampling").
-LLAMACPP_SAMPLING: tuple[str, ...] = ("--temp", "0.6", "--top-p", "0.95")

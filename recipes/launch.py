@@ -96,26 +96,45 @@ class NodeRef:
         return f"$(({expr}))" if (times != 1 or plus) else "${LWS_WORKER_INDEX}"
 
 
+# The NCCL/Gloo interface when --net-iface was not given: found on each node when the recipe starts (the sh script
+# runs `ip route get $HEAD_IP`; Compose takes it from the environment), never assumed to be eth0.
+NET_IFACE_REF = "${NET_IFACE:?set NET_IFACE to the network interface that reaches HEAD_IP}"
+TCP_WARNING = ("cross-node traffic goes over TCP sockets (NCCL's socket transport): no InfiniBand/RoCE devices are "
+               "passed to the containers; on an RDMA fabric pass --rdma (privileged containers, /dev/infiniband, "
+               "DeepEP all-to-all) and check `NCCL_DEBUG=INFO` shows NET/IB, not NET/Socket")
+
+
 @dataclass(frozen=True)
 class Network:
-    """Multi-node networking the NCCL/Gloo hang reports keep asking for (serving.md §6 "Multi-node NCCL hang")."""
+    """Multi-node networking (serving.md §6 "Multi-node NCCL hang"). Safe by default: plain TCP sockets, the
+    published TCP layouts (SGLang's `--tp 16` for 2x8), the interface found on the node at start. `rdma` opts into
+    privileged containers with /dev/infiniband and IPC_LOCK and DeepEP's all-to-all."""
 
-    iface: str = "eth0"
+    iface: str | None = None  # None: found on each node when the recipe starts
     ib_hca: str | None = None
     roce: bool = False
-    rdma: bool = False  # privileged pod / container with /dev/infiniband and IPC_LOCK
+    rdma: bool = False
 
     def __post_init__(self) -> None:
-        check_value("--net-iface", self.iface)
+        if self.iface is not None:
+            check_value("--net-iface", self.iface)
         if self.ib_hca is not None:
             check_value("--ib-hca", self.ib_hca)
 
+    @property
+    def detect_iface(self) -> bool:
+        return self.iface is None
+
     def env(self) -> dict[str, str]:
-        env = {"GLOO_SOCKET_IFNAME": self.iface, "NCCL_SOCKET_IFNAME": self.iface}
+        """Environment of every node (values from the user marked as data; NET_IFACE_REF ours)."""
+        iface = NET_IFACE_REF if self.iface is None else user(self.iface)
+        env = {"GLOO_SOCKET_IFNAME": iface, "NCCL_SOCKET_IFNAME": iface}
         if self.ib_hca:
-            env["NCCL_IB_HCA"] = self.ib_hca
+            env["NCCL_IB_HCA"] = user(self.ib_hca)
         if self.roce:
-            env["NCCL_IB_GID_INDEX"] = "3"
+            env["NCCL_IB_GID_INDEX"] = "3"  # RoCE v2 GID (sglang#3516; LWS example)
+            if self.rdma:
+                env["NVSHMEM_IB_GID_INDEX"] = "3"  # DeepEP's NVSHMEM on RoCE (sglang lws_pd d.yaml)
         return env
 
 
@@ -127,6 +146,7 @@ class RecipeOptions:
     model_path: str | None = None  # where the weights are on the node (host path); default: hub id or /models/...
     network: Network = field(default_factory=Network)
     served_name: str | None = None
+    experimental: bool = False  # the engines' experimental switches (recipes.env rules marked experimental)
 
     def __post_init__(self) -> None:
         if self.image:
@@ -177,6 +197,7 @@ class Launch:
     build_node: Callable[[NodeRef, bool], NodeLaunch]
     vendor: str
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # printed on stderr when the recipe is written
     needs_hf_token: bool = True
     network: Network = field(default_factory=Network)
 

@@ -50,6 +50,25 @@ _KIMI_DIMS = {**_V3_DIMS, "model_type": "kimi_k2", "num_attention_heads": 64, "n
 
 
 @dataclass(frozen=True)
+class Sampling:
+    """The sampling a model's authors recommend for local serving, with where they say so. None: not stated."""
+
+    source: str
+    temperature: float | None = None
+    top_p: float | None = None
+    min_p: float | None = None
+
+
+# Model cards' "usage recommendations" (read 2026): each line quotes what its authors recommend.
+R1_SAMPLING = Sampling("deepseek-ai/DeepSeek-R1 model card: temperature 0.5-0.7, 0.6 recommended; top-p 0.95", 0.6, 0.95)
+V3_0324_SAMPLING = Sampling("deepseek-ai/DeepSeek-V3-0324 model card: temperature 0.3 (the API maps T_api 1.0 to 0.3)", 0.3)
+V32_SAMPLING = Sampling("deepseek-ai/DeepSeek-V3.2 model card: for local deployment temperature = 1.0, top_p = 0.95 "
+                        "(quoted by sgl-cookbook DeepSeek-V3_2)", 1.0, 0.95)
+KIMI_SAMPLING = Sampling("moonshotai/Kimi-K2-Instruct model card: recommended temperature = 0.6", 0.6)
+KIMI_THINKING_SAMPLING = Sampling("moonshotai/Kimi-K2-Thinking model card: recommended temperature = 1.0", 1.0)
+
+
+@dataclass(frozen=True)
 class CatalogEntry:
     """A released model: where it lives and how it ships."""
 
@@ -67,27 +86,29 @@ class CatalogEntry:
     max_tp: int | None = None  # a TP cap a source states outright
     max_tp_source: str = ""
     default_kv_dtype: str | None = None  # a KV cache dtype the model's recipe sets (vLLM/SGLang)
+    sampling: Sampling | None = None  # recommended sampling (llama-server flags); None where the card states none
 
 
 CATALOG: tuple[CatalogEntry, ...] = (
     CatalogEntry("deepseek-v3", "deepseek-ai/DeepSeek-V3", "v3", "fp8", _V3_DIMS),
-    CatalogEntry("deepseek-v3-0324", "deepseek-ai/DeepSeek-V3-0324", "v3", "fp8", _V3_DIMS),
-    CatalogEntry("deepseek-r1", "deepseek-ai/DeepSeek-R1", "r1", "fp8", _V3_DIMS),
-    CatalogEntry("deepseek-r1-0528", "deepseek-ai/DeepSeek-R1-0528", "r1", "fp8", _V3_DIMS),
+    CatalogEntry("deepseek-v3-0324", "deepseek-ai/DeepSeek-V3-0324", "v3", "fp8", _V3_DIMS, sampling=V3_0324_SAMPLING),
+    CatalogEntry("deepseek-r1", "deepseek-ai/DeepSeek-R1", "r1", "fp8", _V3_DIMS, sampling=R1_SAMPLING),
+    CatalogEntry("deepseek-r1-0528", "deepseek-ai/DeepSeek-R1-0528", "r1", "fp8", _V3_DIMS, sampling=R1_SAMPLING),
     CatalogEntry("deepseek-v3.1", "deepseek-ai/DeepSeek-V3.1", "v31", "fp8", _V3_DIMS, aliases=("deepseek-v31",)),
     CatalogEntry("deepseek-v3.1-terminus", "deepseek-ai/DeepSeek-V3.1-Terminus", "v31", "fp8", _V3_DIMS),
-    CatalogEntry("deepseek-v3.2", "deepseek-ai/DeepSeek-V3.2", "v32", "fp8", _V32_DIMS, aliases=("deepseek-v32",)),
+    CatalogEntry("deepseek-v3.2", "deepseek-ai/DeepSeek-V3.2", "v32", "fp8", _V32_DIMS, aliases=("deepseek-v32",),
+                 sampling=V32_SAMPLING),
     CatalogEntry("deepseek-v3.2-exp", "deepseek-ai/DeepSeek-V3.2-Exp", "v32", "fp8", _V32_DIMS),
     # NVIDIA's NVFP4 releases for Blackwell (serving.md §1.1, §1.5): FP4 experts, 4x B200 with TP4 or DP4+EP.
     CatalogEntry("deepseek-r1-0528-nvfp4", "nvidia/DeepSeek-R1-0528-NVFP4-v2", "r1", "fp4-fp8", _V3_DIMS,
-                 default_kv_dtype="fp8"),  # "-0528-NVFP4-v2 + --kv-cache-dtype fp8"
+                 default_kv_dtype="fp8", sampling=R1_SAMPLING),  # "-0528-NVFP4-v2 + --kv-cache-dtype fp8"
     CatalogEntry("deepseek-v3.1-nvfp4", "nvidia/DeepSeek-V3.1-NVFP4", "v31", "fp4-fp8", _V3_DIMS),
-    CatalogEntry("deepseek-v3.2-nvfp4", "nvidia/DeepSeek-V3.2-NVFP4", "v32", "fp4-fp8", _V32_DIMS),
-    CatalogEntry("kimi-k2", "moonshotai/Kimi-K2-Instruct", "kimi_k2", "fp8", _KIMI_DIMS),
+    CatalogEntry("deepseek-v3.2-nvfp4", "nvidia/DeepSeek-V3.2-NVFP4", "v32", "fp4-fp8", _V32_DIMS, sampling=V32_SAMPLING),
+    CatalogEntry("kimi-k2", "moonshotai/Kimi-K2-Instruct", "kimi_k2", "fp8", _KIMI_DIMS, sampling=KIMI_SAMPLING),
     CatalogEntry("kimi-k2-0905", "moonshotai/Kimi-K2-Instruct-0905", "kimi_k2", "fp8",
-                 {**_KIMI_DIMS, "max_position_embeddings": 262144}),
+                 {**_KIMI_DIMS, "max_position_embeddings": 262144}, sampling=KIMI_SAMPLING),
     CatalogEntry("kimi-k2-thinking", "moonshotai/Kimi-K2-Thinking", "kimi_k2_thinking", "int4",
-                 {**_KIMI_DIMS, "max_position_embeddings": 262144}),
+                 {**_KIMI_DIMS, "max_position_embeddings": 262144}, sampling=KIMI_THINKING_SAMPLING),
     # serving.md §1.6: V4-Flash 284B total / 13B active, ~160-167 GB, 1M context.
     CatalogEntry("deepseek-v4-flash", "deepseek-ai/DeepSeek-V4-Flash", "v4", "fp4-fp8", None,
                  stated_params=284_000_000_000, stated_active=13_000_000_000, stated_bytes=167_000_000_000,
@@ -115,6 +136,12 @@ def _catalog_info(name: str) -> ModelInfo:
                          stated_active=e.stated_active, default_kv_dtype=e.default_kv_dtype)
     info = info_from_config(e.config, name=e.name, hub_id=e.hub_id, family=e.family, shipped=e.shipped, source="catalog")
     return replace(info, default_kv_dtype=e.default_kv_dtype)
+
+
+def sampling_for(name: str) -> Sampling | None:
+    """The recommended sampling of a catalog model (by its catalog name); None for others and unstated ones."""
+    entry = _BY_KEY.get(name.strip().lower())
+    return entry.sampling if entry else None
 
 
 def catalog_entry(model: str) -> CatalogEntry | None:

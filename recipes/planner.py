@@ -20,7 +20,7 @@ from dshub.errors import PlanRefused, UsageError
 from dshub.recipes.engine_facts import EngineFacts, engine as engine_facts, family_facts, version_key
 from dshub.recipes.formats import WeightFormat, weight_format
 from dshub.recipes.sizes import planned_components
-from dshub.recipes.hardware import GPU, gpu as gpu_facts
+from dshub.recipes.hardware import GPU, gpu as gpu_facts, with_memory
 from dshub.recipes.layouts import Layout, candidates
 from dshub.recipes.models import ModelInfo, resolve_model
 
@@ -31,6 +31,9 @@ CONTEXT_STEP = 1024  # a context limited by the KV budget is rounded down to thi
 MAX_ALTERNATIVES = 4
 MIN_CONTEXT = 4096  # a layout that cannot hold one request this long is refused
 GOALS = ("latency", "throughput")
+BORDERLINE = 0.05  # a verdict this close to the memory limit (either side) is marked borderline
+BORDERLINE_WHY = ("within 5% of the memory limit: what the card really has free decides (check `nvidia-smi`, "
+                  "pass --gpu-memory)")
 
 # KV cache element bytes by dtype name (engines' spellings map onto these). q8_0/q4_0: ggml blocks of 32.
 KV_DTYPE_BYTES: dict[str, float] = {"bf16": 2.0, "fp8": 1.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
@@ -55,6 +58,7 @@ class Request:
     kv_dtype: str | None = None
     engine_version: str | None = None
     memory_fraction: float | None = None
+    gpu_memory: str | None = None  # what the card reports (--gpu-memory), in place of the hardware table's figure
 
 
 @dataclass
@@ -73,10 +77,17 @@ class Evaluation:
     concurrency: int = 0
     experts_on_cpu_layers: int = 0
     experts_on_cpu_bytes: int = 0
+    margin: float | None = None  # (limit - need) / limit for the tightest memory check: < 0 refused
 
     @property
     def ok(self) -> bool:
         return not self.reasons
+
+    @property
+    def borderline(self) -> bool:
+        """Within BORDERLINE of the limit either way: the card's real free memory (driver, other processes, the
+        engine's own overheads) decides, not this estimate."""
+        return self.margin is not None and abs(self.margin) <= BORDERLINE
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -89,6 +100,7 @@ class Evaluation:
             "max_context": self.max_context, "concurrency_at_context": self.concurrency,
             "experts_on_cpu_layers": self.experts_on_cpu_layers,
             "experts_on_cpu_gb": round(self.experts_on_cpu_bytes / GB, 2),
+            "margin": None if self.margin is None else round(self.margin, 4), "borderline": self.borderline,
         }
 
 
@@ -228,26 +240,31 @@ def evaluate(model: ModelInfo, gpu: GPU, eng: EngineFacts, fmt: WeightFormat, la
     ev.weights_per_gpu = sum(parts.values())
     usable = fraction * gpu.memory_bytes - eng.reserved_gb * GB
     ev.kv_budget_per_gpu = int(usable - ev.weights_per_gpu)
+    need = context or MIN_CONTEXT
+    per_gpu = kv_per_token / lay.pp / lay.dcp
+    ev.margin = (usable - ev.weights_per_gpu - need * per_gpu) / usable
     if ev.kv_budget_per_gpu <= 0:
         ev.reasons.append(f"weights need {ev.weights_per_gpu / GB:.1f} GB per GPU; {gpu.name} leaves "
-                          f"{usable / GB:.1f} GB at memory fraction {fraction}")
+                          f"{usable / GB:.1f} GB at memory fraction {fraction}" + _borderline(ev))
         return ev
     if not kv_per_token:  # KV not modelled (V4): weights checked, context from the model card
         ev.max_context = context or model.max_context
         return ev
-    per_gpu = kv_per_token / lay.pp / lay.dcp
     ev.kv_bytes_per_token_per_gpu = int(per_gpu)
     ev.tokens_per_group = int(ev.kv_budget_per_gpu / per_gpu)
     ev.total_tokens = ev.tokens_per_group * lay.attn_groups
-    need = context or MIN_CONTEXT
     if ev.tokens_per_group < need:
         ev.reasons.append(f"KV cache holds {ev.tokens_per_group:,} tokens per attention group "
                           f"({ev.kv_budget_per_gpu / GB:.1f} GB per GPU after weights); one {need:,}-token request "
-                          f"needs {need * per_gpu / GB:.1f} GB")
+                          f"needs {need * per_gpu / GB:.1f} GB" + _borderline(ev))
     by_kv = ev.tokens_per_group // CONTEXT_STEP * CONTEXT_STEP
     ev.max_context = min(model.max_context or by_kv, by_kv)
     ev.concurrency = ev.total_tokens // (context or ev.max_context or 1)
     return ev
+
+
+def _borderline(ev: Evaluation) -> str:
+    return f" (borderline: {BORDERLINE_WHY})" if ev.borderline else ""
 
 
 def _evaluate_llamacpp(ev: Evaluation, model: ModelInfo, gpu: GPU, eng: EngineFacts, fmt: WeightFormat, *,
@@ -264,10 +281,11 @@ def _evaluate_llamacpp(ev: Evaluation, model: ModelInfo, gpu: GPU, eng: EngineFa
     resident = sum(v for k, v in parts.items() if k != "expert")
     experts = parts.get("expert", 0)
     free = vram - resident - kv
+    ev.margin = free / vram  # experts fill what is left, so only the resident part can be tight
     ev.kv_bytes_per_token_per_gpu = kv_per_token  # split over GPUs with the layers, never replicated
     if free < 0:
         ev.reasons.append(f"non-expert weights ({resident / GB:.1f} GB) and a {slots}x{ctx:,}-token KV cache ({kv / GB:.1f} GB) "
-                          f"exceed {lay.gpus}x {gpu.name} ({vram / GB:.0f} GB after compute buffers)")
+                          f"exceed {lay.gpus}x {gpu.name} ({vram / GB:.0f} GB after compute buffers)" + _borderline(ev))
         return ev
     per_layer = experts / max(1, model.moe_layers)
     cpu_layers = 0 if experts <= free else min(model.moe_layers, int(-(-(experts - free) // per_layer)))
@@ -296,7 +314,7 @@ def _resolve_request(req: Request) -> tuple[ModelInfo, GPU, EngineFacts, WeightF
     if req.context and model.max_context and req.context > model.max_context:
         raise UsageError(f"--context {req.context}: {model.name} supports at most {model.max_context:,} tokens "
                          "(max_position_embeddings)")
-    card = gpu_facts(req.gpu)
+    card = with_memory(gpu_facts(req.gpu), req.gpu_memory)
     eng = engine_facts(req.engine)
     fmt = weight_format(req.weights or model.shipped)
     kind = "gguf" if fmt.is_gguf else fmt.name
@@ -397,6 +415,9 @@ def _notes(p: Plan) -> list[str]:
                      "weights are checked, the context comes from the model card")
     if p.chosen and p.chosen.layout.attn_tp > 1 and p.chosen.layout.dcp == 1 and p.kv_bytes_per_token:
         notes.append(f"MLA KV cache is replicated on each of the {p.chosen.layout.attn_tp} GPUs of an attention group")
+    if p.chosen and p.chosen.borderline:
+        notes.append(f"borderline fit: {BORDERLINE_WHY}; the table's {p.gpu.name} figure is "
+                     f"{p.gpu.memory_gib:.1f} GiB ({p.gpu.memory_source})")
     if p.chosen and p.chosen.experts_on_cpu_bytes:
         notes.append(f"routed experts of {p.chosen.experts_on_cpu_layers} layers "
                      f"({p.chosen.experts_on_cpu_bytes / GB:.0f} GB) run from system RAM; the host needs at least that much")

@@ -42,6 +42,8 @@ RELEASES = (
         "vllm": ServingFacts(
             "deepseek_v3", "deepseek_v32", None, "deepseek_v32", "0.18.0", "vllm recipes: V3.2 min_vllm_version 0.18.0",
             notes=("V3.2 on Hopper needs DeepGEMM v2.1.1.post3 in the image (vllm recipes V3.2 guide).",),
+            # the V3.2 guide's command turns FlashInfer's kernel autotuning off (serving.md §1.6)
+            extra_args=("--kernel-config.enable_flashinfer_autotune=False",),
             prefer_layouts=("dep",),
             prefer_reason="TP8 pads FlashMLA-Sparse's 16 heads per rank to 64; the V3.2 guide uses -dp 8 --enable-expert-parallel"),
         "sglang": ServingFacts("deepseek-v3", "deepseekv32", prefer_layouts=("dp-attention",),

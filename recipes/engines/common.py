@@ -11,8 +11,8 @@ from dshub.quant.registry import Registry
 
 from dshub.recipes.engine_facts import UNPINNED_TAGS, family_facts, image_for, version_key
 from dshub.recipes.env import engine_env
-from dshub.recipes.launch import (Launch, Mount, NodeLaunch, NodeRef, RecipeOptions, check_image, check_value, role_for,
-                                  user)
+from dshub.recipes.launch import (TCP_WARNING, Launch, Mount, NodeLaunch, NodeRef, RecipeOptions, check_image, check_value,
+                                  role_for, user)
 from dshub.recipes.planner import Plan
 
 # engine name -> its Plan -> Launch builder (each engine module registers itself)
@@ -89,7 +89,7 @@ def make_launch(p: Plan, opts: RecipeOptions, args_for: Callable[[NodeRef, str],
     fam = family_facts(eng.name, p.model.family)
     check_version(p, fam)
     host_arg, container_arg, mounts, src_notes = model_source(p, opts)
-    base_env = engine_env(p)
+    base_env = engine_env(p, opts.experimental)
     net_env = opts.network.env() if p.nodes > 1 else {}
 
     def build(ref: NodeRef, container: bool) -> NodeLaunch:
@@ -104,6 +104,7 @@ def make_launch(p: Plan, opts: RecipeOptions, args_for: Callable[[NodeRef, str],
     if image.rsplit(":", 1)[-1] in UNPINNED_TAGS:
         notes = [*(notes or []), f"{image} is not pinned to {eng.name} {p.engine_version}: pin a digest (or --image) "
                                  "so every node runs the same build"]
+    warnings = [TCP_WARNING] if p.nodes > 1 and not opts.network.rdma else []
     return Launch(p, eng.name, p.engine_version, image, eng.port, host_arg, container_arg, mounts, build,
-                  p.gpu.vendor, notes=[*p.notes, *src_notes, *(notes or [])], needs_hf_token=needs_hf_token,
-                  network=opts.network)
+                  p.gpu.vendor, notes=[*p.notes, *src_notes, *(notes or [])], warnings=warnings,
+                  needs_hf_token=needs_hf_token, network=opts.network)

@@ -15,7 +15,7 @@ MTP_ARGS = ("--speculative-algorithm", "EAGLE", "--speculative-num-steps", "3", 
             "--speculative-num-draft-tokens", "4")
 
 
-def _layout_args(p: Plan, ref: NodeRef) -> list[str]:
+def _layout_args(p: Plan, ref: NodeRef, rdma: bool) -> list[str]:
     lay = p.chosen.layout  # type: ignore[union-attr]
     a = ["--tp-size", str(lay.tp)]
     if lay.pp > 1:
@@ -29,8 +29,9 @@ def _layout_args(p: Plan, ref: NodeRef) -> list[str]:
             a += ["--dp-size", str(lay.dp), "--enable-dp-attention"]
     if lay.ep > 1:
         a += ["--ep-size", str(lay.ep)]
-        # DeepEP all-to-all across nodes; it needs ep == tp (serving.md §2 "EP").
-        if p.nodes > 1 and p.gpu.vendor == "nvidia" and lay.ep == lay.tp:
+        # DeepEP all-to-all across nodes needs RDMA (NVSHMEM over IB/RoCE) and ep == tp (serving.md §2 "EP"); without
+        # --rdma the published TCP-safe layout stands (SGLang's plain `--tp 16` for 2x8 H20/H100).
+        if rdma and p.nodes > 1 and p.gpu.vendor == "nvidia" and lay.ep == lay.tp:
             a += ["--moe-a2a-backend", "deepep"]
     if p.nodes > 1:
         a += ["--nnodes", str(p.nodes), "--node-rank", ref.rank_str(), "--dist-init-addr",
@@ -45,7 +46,7 @@ def build(p: Plan, opts: RecipeOptions) -> Launch:
     def args(ref: NodeRef, model: str) -> list[str]:
         a = ["--model-path", model, "--served-model-name", served_name(p, opts), "--host", "0.0.0.0",
              "--port", str(p.engine.port), "--trust-remote-code"]
-        a += _layout_args(p, ref)
+        a += _layout_args(p, ref, opts.network.rdma)
         a += ["--mem-fraction-static", f"{p.memory_fraction:g}", "--context-length", str(p.serve_context),
               "--dist-timeout", "3600"]  # NCCL timeouts on slow loads (sglang#3932)
         if KV_DTYPE_FLAG[p.kv_dtype]:

@@ -68,7 +68,7 @@ def build(p: Plan, opts: RecipeOptions) -> Launch:
 
     notes = []
     lay = p.chosen.layout  # type: ignore[union-attr]
-    if p.nodes > 1 and lay.ep > 1 and lay.kind in ("dep", "tp-dp") and p.gpu.vendor == "nvidia":
+    if opts.network.rdma and p.nodes > 1 and lay.ep > 1 and lay.kind in ("dep", "tp-dp") and p.gpu.vendor == "nvidia":
         notes.append("multi-node expert parallel: with DeepEP in the image, --all2all-backend deepep_low_latency "
                      "(decode) or deepep_high_throughput (prefill) beats the default allgather_reducescatter "
                      "(docs/serving/expert_parallel_deployment.md)")

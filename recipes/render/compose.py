@@ -5,7 +5,7 @@ from typing import Any
 
 import yaml
 
-from dshub.recipes.launch import Launch, NodeLaunch, plain
+from dshub.recipes.launch import Launch, NodeLaunch
 from dshub.recipes.render.common import HEAD_IP_SHELL, SHM_GB, STARTUP_BUDGET_S, app_name, comment_block, compose_word
 
 AMD_DEVICE_KEYS: dict[str, Any] = {
@@ -14,7 +14,7 @@ AMD_DEVICE_KEYS: dict[str, Any] = {
 
 
 def compose_service(launch: Launch, node: NodeLaunch) -> dict[str, Any]:
-    env = {k: plain(v).replace("$", "$$") for k, v in sorted(node.env.items())}  # values are data
+    env = {k: compose_word(v) for k, v in sorted(node.env.items())}  # user values are data; $NET_IFACE from the env
     if launch.needs_hf_token:
         env["HF_TOKEN"] = "${HF_TOKEN:-}"  # from the caller's environment or .env, never inline
     svc: dict[str, Any] = {

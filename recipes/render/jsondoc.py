@@ -15,9 +15,20 @@ def recipe_doc(launch: Launch) -> dict:
         "model_arg": plain(launch.model_arg_container),
         "mounts": [{"name": m.name, "host": plain(m.host), "container": plain(m.container)} for m in launch.mounts],
         "nodes": [{**n.to_dict(), "image": launch.image, "host_argv": h.to_dict()["argv"]} for n, h in zip(nodes, host)],
-        "placeholders": {"HEAD_IP": "address of node 0, reachable from every node"} if launch.multi_node else {},
-        "summary": summary_lines(launch.plan), "notes": list(launch.notes), "plan": launch.plan.to_dict(),
+        "placeholders": placeholders(launch),
+        "summary": summary_lines(launch.plan), "notes": list(launch.notes), "warnings": list(launch.warnings),
+        "plan": launch.plan.to_dict(),
     }
+
+
+def placeholders(launch: Launch) -> dict[str, str]:
+    """What the node's environment must provide when the recipe starts."""
+    if not launch.multi_node:
+        return {}
+    out = {"HEAD_IP": "address of node 0, reachable from every node"}
+    if launch.network.detect_iface:
+        out["NET_IFACE"] = "network interface that reaches HEAD_IP on this node (`ip route get $HEAD_IP`)"
+    return out
 
 
 def render_json(launch: Launch) -> dict[str, str]:

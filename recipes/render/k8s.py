@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from dshub.recipes.launch import Launch, NodeLaunch, NodeRef, pieces, plain
+from dshub.recipes.launch import NET_IFACE_REF, Launch, NodeLaunch, NodeRef, pieces, plain
 from dshub.recipes.render.common import (LWS_LEADER, SHM_GB, STARTUP_BUDGET_S, app_name, comment_block, k8s_word,
                                          quote_ours)
 
@@ -49,7 +49,10 @@ def _command(node: NodeLaunch, lws: bool) -> dict[str, list[str]]:
 
 
 def _env(launch: Launch, node: NodeLaunch, lws: bool) -> list[dict[str, Any]]:
-    env: list[dict[str, Any]] = [{"name": k, "value": k8s_word(v)} for k, v in sorted(node.env.items())]
+    # An interface to be found at start (no --net-iface) is left to NCCL and Gloo: in a pod they pick its own
+    # interface (NCCL skips lo and docker*); a pod has no shell step before the engine to run `ip route get`.
+    env: list[dict[str, Any]] = [{"name": k, "value": k8s_word(v)} for k, v in sorted(node.env.items())
+                                 if v != NET_IFACE_REF]
     if launch.needs_hf_token:
         env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {**HF_SECRET, "optional": True}}})
     if lws:

@@ -1,8 +1,9 @@
 """One shell script per node: `docker run` of the engine image with the node's argv and environment."""
 from __future__ import annotations
 
-from dshub.recipes.launch import Launch, NodeLaunch, plain, user
-from dshub.recipes.render.common import HEAD_IP_SHELL, SHM_GB, app_name, comment_block, node_file_stem, shell_word
+from dshub.recipes.launch import Launch, NodeLaunch, plain
+from dshub.recipes.render.common import (DETECT_IFACE_SH, HEAD_IP_SHELL, SHM_GB, app_name, comment_block, node_file_stem,
+                                         shell_word)
 
 VENDOR_DOCKER_ARGS = {
     "nvidia": ["--gpus", "all"],
@@ -23,7 +24,7 @@ def docker_argv(launch: Launch, node: NodeLaunch) -> list[str]:
     for m in launch.mounts:
         a += ["-v", f"{m.host}:{m.container}"]
     for k, v in sorted(node.env.items()):
-        a += ["-e", f"{k}={user(v)}"]  # values are data: never expanded
+        a += ["-e", f"{k}={v}"]  # user values are marked (data, never expanded); ours may expand ($NET_IFACE)
     if launch.needs_hf_token:
         a += ["-e", "HF_TOKEN"]  # passed through from the caller's environment, never written here
     a += ["--entrypoint", node.argv[0], launch.image, *node.argv[1:]]
@@ -37,6 +38,9 @@ def render_sh(launch: Launch) -> dict[str, str]:
         if launch.multi_node:
             lines.append(f"# node {node.rank} of {launch.plan.nodes} ({node.role}); start the head first")
             lines.append(f': {shell_word(HEAD_IP_SHELL)}')
+            if launch.network.detect_iface:
+                lines += ["# NCCL/Gloo interface: NET_IFACE, else the one that reaches HEAD_IP on this node "
+                          "(--net-iface fixes it when the recipe is written)", DETECT_IFACE_SH.format(head="${HEAD_IP}")]
         args = docker_argv(launch, node)
         lines.append("exec " + " \\\n  ".join(_chunks(args)))
         out[node_file_stem(node, launch.plan.nodes) + ".sh"] = "\n".join(lines) + "\n"

@@ -113,10 +113,10 @@ def test_sh_scripts_pass_user_values_verbatim(plans, shdir, served, model, hca):
         path = shdir / name
         path.write_text(text)
         assert subprocess.run(["bash", "-n", str(path)], capture_output=True).returncode == 0
-        got = dry_run(text, shdir)
+        got = dry_run(text, shdir, env={"NET_IFACE": "ens9"})
         assert flag(got, "--served-model-name") == served
         assert flag(got, "-v") == f"{host}:/models/{base}" and got[got.index("serve") + 1] == f"/models/{base}"
-        assert f"NCCL_IB_HCA={hca}" in got and f"GLOO_SOCKET_IFNAME=eth0" in got
+        assert f"NCCL_IB_HCA={hca}" in got and "GLOO_SOCKET_IFNAME=ens9" in got
         assert flag(got, "--master-addr") == HEAD  # our runtime expression still expands
 
 
@@ -278,7 +278,7 @@ def test_compose_itself_reads_the_value_verbatim(plans, tmp_path, value):
     for name, text in files.items():
         path = tmp_path / name
         path.write_text(text)
-        model = resolve_compose(venv, path, {"HEAD_IP": HEAD, "HOME": "/home/u", "HF_TOKEN": "SECRET"})
+        model = resolve_compose(venv, path, {"HEAD_IP": HEAD, "NET_IFACE": "ens9", "HOME": "/home/u", "HF_TOKEN": "SECRET"})
         svc = model["services"]["vllm"]
         # `config` prints canonical Compose (a literal $ as $$): undo that for what the container sees
         entry = [literal(a) for a in svc["entrypoint"]]

@@ -50,15 +50,17 @@ def matrix(engine: str) -> tuple[list[dict], list[tuple], list[tuple]]:
         if p.chosen is None:
             refused.append((model, card, nodes, goal, mtp))
             continue
-        try:
-            launch, _ = render_recipe(p, RecipeOptions(), "json")
-        except UsageError:  # e.g. V4 on AMD: unsupported by the engine
-            refused.append((model, card, nodes, goal, mtp))
-            continue
-        planned.append((model, card, nodes, goal, mtp))
-        for node in recipe_doc(launch)["nodes"]:
-            items.append({"id": f"{model}/{card}/{nodes}n/{goal}/mtp={mtp}/rank{node['rank']}",
-                          "argv": engine_args(engine, node["argv"])})
+        for rdma in (False, True) if nodes > 1 else (False,):  # TCP by default; DeepEP and RDMA with --rdma
+            try:
+                launch, _ = render_recipe(p, RecipeOptions(network=Network(rdma=rdma, roce=rdma)), "json")
+            except UsageError:  # e.g. V4 on AMD: unsupported by the engine
+                refused.append((model, card, nodes, goal, mtp))
+                break
+            if not rdma:
+                planned.append((model, card, nodes, goal, mtp))
+            for node in recipe_doc(launch)["nodes"]:
+                items.append({"id": f"{model}/{card}/{nodes}n/{goal}/mtp={mtp}/rdma={rdma}/rank{node['rank']}",
+                              "argv": engine_args(engine, node["argv"])})
     return items, planned, refused
 
 
@@ -95,6 +97,7 @@ def test_sglang_accepts_every_generated_command(venv):
     items, planned, refused = matrix("sglang")
     assert len(planned) > 100
     unique = list({json.dumps(i["argv"]): i for i in items}.values())
+    assert any("--moe-a2a-backend" in i["argv"] for i in unique) and any("rdma=False/rank1" in i["id"] for i in unique)
     bad = [{"id": "bad:vllm-parser-name", "argv": ["--model-path", "m", "--reasoning-parser", "deepseek_r1"]},
            {"id": "bad:spec-algo", "argv": ["--model-path", "m", "--speculative-algorithm", "BOGUS"]},
            {"id": "bad:no-model", "argv": ["--tp-size", "8"]}]
@@ -151,7 +154,7 @@ def test_compose_files_pass_compose_config(venv, tmp_path, case):
     for name, text in files.items():
         path = tmp_path / name
         path.write_text(text)
-        assert check_compose(venv, path, {"HEAD_IP": HEAD, "HOME": str(tmp_path)}) is None, name
+        assert check_compose(venv, path, {"HEAD_IP": HEAD, "NET_IFACE": "ens9", "HOME": str(tmp_path)}) is None, name
         svc = next(iter(yaml.safe_load(text)["services"].values()))
         assert svc["environment"].get("HF_TOKEN", "${HF_TOKEN:-}") == "${HF_TOKEN:-}"  # never a literal token
 
@@ -165,10 +168,10 @@ def test_compose_resolves_to_the_json_argv(venv, tmp_path):
     for (name, text), node in zip(sorted(files.items()), nodes):
         path = tmp_path / name
         path.write_text(text)
-        model = resolve_compose(venv, path, {"HEAD_IP": HEAD, "HOME": str(tmp_path), "HF_TOKEN": ""})
+        model = resolve_compose(venv, path, {"HEAD_IP": HEAD, "NET_IFACE": "ens9", "HOME": str(tmp_path), "HF_TOKEN": ""})
         svc = model["services"]["vllm"]
         assert svc["entrypoint"] == [a.replace("${HEAD_IP}", HEAD) for a in node["argv"]]
-        assert svc["environment"]["NCCL_SOCKET_IFNAME"] == "eth0" and svc["ipc"] == "host"
+        assert svc["environment"]["NCCL_SOCKET_IFNAME"] == "ens9" and svc["ipc"] == "host"
         assert svc["volumes"][0]["source"] == os.environ["HF_HOME"]  # the HF cache as huggingface_hub finds it
 
 
