@@ -32,6 +32,7 @@ class GPU:
     fp8: bool  # native FP8 tensor cores
     fp4: bool  # native FP4 (NVFP4 / MXFP4)
     gpus_per_node: int = 8
+    product: str | None = None  # the product name the driver reports (nvidia-smi), where a capture shows it
 
     @property
     def memory_gib(self) -> float:
@@ -52,19 +53,19 @@ def _marketed(gb: float) -> tuple[int, str]:
 _H100 = _smi(81559, "modal-labs/modal-client#2797, NVIDIA/nccl#1264")
 _H200 = _smi(143771, "public nvidia-smi captures of H200 nodes")
 _ROWS: tuple[GPU, ...] = (
-    GPU("a100-40", "NVIDIA A100 40GB", *_smi(40960, "modal-labs/modal-client#2797"), "nvidia", "ampere", "nvlink", False, False),
-    GPU("a100", "NVIDIA A100 80GB", *_smi(81920, "modal-labs/modal-client#2797"), "nvidia", "ampere", "nvlink", False, False),
-    GPU("h100", "NVIDIA H100 80GB SXM", *_H100, "nvidia", "hopper", "nvlink", True, False),
+    GPU("a100-40", "NVIDIA A100 40GB", *_smi(40960, "modal-labs/modal-client#2797"), "nvidia", "ampere", "nvlink", False, False, product="NVIDIA A100-SXM4-40GB"),
+    GPU("a100", "NVIDIA A100 80GB", *_smi(81920, "modal-labs/modal-client#2797"), "nvidia", "ampere", "nvlink", False, False, product="NVIDIA A100-SXM4-80GB"),
+    GPU("h100", "NVIDIA H100 80GB SXM", *_H100, "nvidia", "hopper", "nvlink", True, False, product="NVIDIA H100 80GB HBM3"),
     GPU("h100-nvl", "NVIDIA H100 NVL 94GB", 99961274368, "driver total 99961274368 B (fastfetch-cli/fastfetch#1658)",
-        "nvidia", "hopper", "pcie", True, False),
+        "nvidia", "hopper", "pcie", True, False, product="NVIDIA H100 NVL"),
     # H800: the China-market H100 with NVLink cut to 400 GB/s; the same 80 GB HBM3 board as the H100 SXM.
     GPU("h800", "NVIDIA H800 80GB", _H100[0], "as the H100 SXM (same 80 GB HBM3 board): " + _H100[1],
         "nvidia", "hopper", "nvlink-reduced", True, False),
-    GPU("h20", "NVIDIA H20 96GB", *_smi(97871, "NVIDIA/nvtrust#128"), "nvidia", "hopper", "nvlink", True, False),
+    GPU("h20", "NVIDIA H20 96GB", *_smi(97871, "NVIDIA/nvtrust#128"), "nvidia", "hopper", "nvlink", True, False, product="NVIDIA H20"),
     GPU("h20-141", "NVIDIA H20-3e 141GB", _H200[0], "as the H200 (same 141 GB HBM3e): " + _H200[1],
         "nvidia", "hopper", "nvlink", True, False),
-    GPU("h200", "NVIDIA H200 141GB", *_H200, "nvidia", "hopper", "nvlink", True, False),
-    GPU("b200", "NVIDIA B200 180GB", *_smi(183359, "NVIDIA/TensorRT-LLM#10278"), "nvidia", "blackwell", "nvlink", True, True),
+    GPU("h200", "NVIDIA H200 141GB", *_H200, "nvidia", "hopper", "nvlink", True, False, product="NVIDIA H200"),
+    GPU("b200", "NVIDIA B200 180GB", *_smi(183359, "NVIDIA/TensorRT-LLM#10278"), "nvidia", "blackwell", "nvlink", True, True, product="NVIDIA B200"),
     GPU("b300", "NVIDIA B300 ~268GB", *_marketed(268), "nvidia", "blackwell", "nvlink", True, True),
     GPU("gb200", "NVIDIA GB200 NVL72 (~192GB per GPU)", *_marketed(192), "nvidia", "blackwell", "nvl72", True, True, 4),
     GPU("gb300", "NVIDIA GB300 NVL72 (288GB per GPU)", *_marketed(288), "nvidia", "blackwell", "nvl72", True, True, 4),
@@ -72,10 +73,10 @@ _ROWS: tuple[GPU, ...] = (
         "rocm-smi VRAM Total Memory 206141652992 B (ROCm/legacy-rocm-build#4750)", "amd", "cdna3", "xgmi", True, False),
     GPU("mi325x", "AMD Instinct MI325X 256GB", *_marketed(256), "amd", "cdna3", "xgmi", True, False),
     GPU("mi355x", "AMD Instinct MI355X 288GB", *_marketed(288), "amd", "cdna4", "xgmi", True, True),
-    GPU("l40s", "NVIDIA L40S 48GB", *_smi(46068, "modal-labs/modal-client#2797"), "nvidia", "ada", "pcie", True, False),
-    GPU("rtx4090", "NVIDIA GeForce RTX 4090 24GB", *_smi(24564, "RLinf/RLinf#255"), "nvidia", "ada", "pcie", True, False, 1),
+    GPU("l40s", "NVIDIA L40S 48GB", *_smi(46068, "modal-labs/modal-client#2797"), "nvidia", "ada", "pcie", True, False, product="NVIDIA L40S"),
+    GPU("rtx4090", "NVIDIA GeForce RTX 4090 24GB", *_smi(24564, "RLinf/RLinf#255"), "nvidia", "ada", "pcie", True, False, 1, product="NVIDIA GeForce RTX 4090"),
     GPU("rtx5090", "NVIDIA GeForce RTX 5090 32GB", *_smi(32607, "noonghunna/club-3090#1261"), "nvidia", "blackwell", "pcie",
-        True, True, 1),
+        True, True, 1, product="NVIDIA GeForce RTX 5090"),
     GPU("rtx-pro-6000", "NVIDIA RTX PRO 6000 Blackwell 96GB", *_marketed(96), "nvidia", "blackwell", "pcie", True, True),
 )
 

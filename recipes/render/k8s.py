@@ -1,6 +1,7 @@
-"""Kubernetes: Deployment + Service for one node; LeaderWorkerSet + Service for several (serving.md §1.4, §2 LWS).
-/dev/shm as a Memory emptyDir, GPU resources, a model volume, HF token from a Secret, a startup probe long
-enough for a 700 GB load."""
+"""Kubernetes: Deployment + Service for one node; LeaderWorkerSet + Service for several (serving.md §1.4, §2 LWS);
+before them the RWX model-cache PVC and, for a hub model, the Job that downloads into it (render/k8s_cache.py).
+/dev/shm as a Memory emptyDir, requests and limits from the plan, GPU placement, HF token from a Secret,
+HF_HUB_OFFLINE=1 in the server, a startup probe long enough for a 700 GB load. Plain YAML: no anchors or aliases."""
 from __future__ import annotations
 
 from typing import Any
@@ -8,12 +9,18 @@ from typing import Any
 import yaml
 
 from dshub.recipes.launch import NET_IFACE_REF, Launch, NodeLaunch, NodeRef, pieces, plain
-from dshub.recipes.render.common import (LWS_LEADER, SHM_GB, STARTUP_BUDGET_S, app_name, comment_block, k8s_word,
-                                         quote_ours)
+from dshub.recipes.render.common import (LWS_LEADER, SHM_GB, STARTUP_BUDGET_S, app_name, comment_block, comment_text,
+                                         k8s_word, quote_ours)
+from dshub.recipes.render.k8s_cache import (HF_SECRET, MODEL_PVC, download_job, notes, placement, pvc, resources,
+                                            wait_for_download)
 
-GPU_RESOURCE = {"nvidia": "nvidia.com/gpu", "amd": "amd.com/gpu"}
-HF_SECRET = {"name": "hf-token", "key": "token"}
-MODEL_PVC = "dshub-model-cache"
+
+class PlainDumper(yaml.SafeDumper):
+    """Every repeated value written out in full: no `&id001` anchors, which some YAML tools and reviewers trip on."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
 WORKER_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/worker-index"
 PROBE_PERIOD_S = 30
 SCRIPT_NAME = "dshub-recipe"  # $0 of the LWS pod's sh -c
@@ -55,6 +62,7 @@ def _env(launch: Launch, node: NodeLaunch, lws: bool) -> list[dict[str, Any]]:
                                  if v != NET_IFACE_REF]
     if launch.needs_hf_token:
         env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {**HF_SECRET, "optional": True}}})
+    env.append({"name": "HF_HUB_OFFLINE", "value": "1"})  # the weights are on the PVC; the server never downloads
     if lws:
         env.append({"name": "LWS_WORKER_INDEX",
                     "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{WORKER_INDEX_LABEL}']"}}})
@@ -78,8 +86,7 @@ def pod_spec(launch: Launch, node: NodeLaunch, *, lws: bool) -> dict[str, Any]:
     if node.ports:
         container["ports"] = [{"name": "http", "containerPort": launch.port, "protocol": "TCP"}]
         container.update(_probes(launch))
-    gpus = launch.plan.gpus_per_node
-    container["resources"] = {"limits": {GPU_RESOURCE[launch.vendor]: gpus}, "requests": {GPU_RESOURCE[launch.vendor]: gpus}}
+    container["resources"] = resources(launch)
     mounts = [{"name": "dshm", "mountPath": "/dev/shm"}]
     volumes: list[dict[str, Any]] = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{SHM_GB}Gi"}}]
     for m in launch.mounts:
@@ -92,7 +99,9 @@ def pod_spec(launch: Launch, node: NodeLaunch, *, lws: bool) -> dict[str, Any]:
         volumes.append({"name": "infiniband", "hostPath": {"path": "/dev/infiniband"}})
         spec.update({"hostNetwork": True, "hostIPC": True, "dnsPolicy": "ClusterFirstWithHostNet"})
     container["volumeMounts"] = mounts
-    spec.update({"containers": [container], "volumes": volumes, "terminationGracePeriodSeconds": 120})
+    init = wait_for_download(launch, app_name(launch))
+    spec.update({**placement(launch), **({"initContainers": init} if init else {}), "containers": [container],
+                 "volumes": volumes, "terminationGracePeriodSeconds": 120})
     return spec
 
 
@@ -103,7 +112,13 @@ def _service(name: str, launch: Launch, selector: dict[str, str]) -> dict[str, A
 
 
 def k8s_docs(launch: Launch) -> list[dict[str, Any]]:
+    """The model-cache PVC, its download Job (hub models), then the server and its Service."""
     name = app_name(launch)
+    job = download_job(launch, name)
+    return [pvc(launch), *([job] if job else []), *server_docs(launch, name)]
+
+
+def server_docs(launch: Launch, name: str) -> list[dict[str, Any]]:
     if not launch.multi_node:
         node = launch.build_node(NodeRef(0, "127.0.0.1"), True)
         labels = {"app": name}
@@ -125,7 +140,6 @@ def k8s_docs(launch: Launch) -> list[dict[str, Any]]:
 
 
 def render_k8s(launch: Launch) -> dict[str, str]:
-    body = yaml.safe_dump_all(k8s_docs(launch), sort_keys=False, default_flow_style=False, width=1000)
-    note = "# Needs: Secret `hf-token` (key `token`) for gated repos; PVC `dshub-model-cache` holding the weights"
-    note += "; the LeaderWorkerSet controller (lws.sigs.k8s.io).\n" if launch.multi_node else ".\n"
-    return {"k8s.yaml": comment_block(launch) + note + body}
+    body = yaml.dump_all(k8s_docs(launch), Dumper=PlainDumper, sort_keys=False, default_flow_style=False, width=1000)
+    head = "".join(f"# {comment_text(line)}\n" for line in notes(launch, app_name(launch)))
+    return {"k8s.yaml": comment_block(launch) + head + body}

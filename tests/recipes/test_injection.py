@@ -219,7 +219,7 @@ def test_k8s_deployment_is_exec_form_and_verbatim(plans, served):
     files = render(plans["vllm-1n"], "k8s", served_name=served)
     if files is None:
         return
-    dep, _ = yaml.safe_load_all(files["k8s.yaml"])
+    dep, _ = list(yaml.safe_load_all(files["k8s.yaml"]))[-2:]  # after the PVC (and Job)
     c = dep["spec"]["template"]["spec"]["containers"][0]
     argv = [k8s_expand(a, POD_ENV) for a in c["command"]]
     assert argv[:2] == ["vllm", "serve"] and flag(argv, "--served-model-name") == served
@@ -227,7 +227,7 @@ def test_k8s_deployment_is_exec_form_and_verbatim(plans, served):
 
 @SETTINGS
 def lws_containers(files: dict[str, str]) -> list[dict]:
-    tpl = next(yaml.safe_load_all(files["k8s.yaml"]))["spec"]["leaderWorkerTemplate"]
+    tpl = list(yaml.safe_load_all(files["k8s.yaml"]))[-2]["spec"]["leaderWorkerTemplate"]
     return [tpl[t]["spec"]["containers"][0] for t in ("leaderTemplate", "workerTemplate")]
 
 

@@ -133,6 +133,6 @@ def test_compose_requires_net_iface_unless_given(tmp_path):
 @pytest.mark.parametrize("iface", [None, "ens5"])
 def test_k8s_leaves_the_interface_to_nccl_unless_given(iface):
     _, files = make_recipe(VLLM_DEP, RecipeOptions(network=Network(iface=iface)), "k8s")
-    lws = next(yaml.safe_load_all(files["k8s.yaml"]))
+    lws = list(yaml.safe_load_all(files["k8s.yaml"]))[-2]
     env = {e["name"]: e.get("value") for e in lws["spec"]["leaderWorkerTemplate"]["workerTemplate"]["spec"]["containers"][0]["env"]}
     assert env.get("NCCL_SOCKET_IFNAME") == iface and env.get("GLOO_SOCKET_IFNAME") == iface

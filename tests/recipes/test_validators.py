@@ -192,16 +192,18 @@ def test_k8s_manifests_pass_kubernetes_validate(venv, tmp_path, case):
     path.write_text(files["k8s.yaml"])
     results = check_k8s(venv, [path])
     kinds = [r["kind"] for r in results]
-    assert kinds == (["LeaderWorkerSet", "Service"] if multi else ["Deployment", "Service"])
+    job = ["Job"] if case["engine"] != "llamacpp" else []  # a hub model is downloaded into the PVC; a GGUF is the user's
+    assert kinds == ["PersistentVolumeClaim", *job, *(["LeaderWorkerSet", "Service"] if multi else ["Deployment", "Service"])]
     assert all(r["ok"] for r in results), results
 
 
 def test_k8s_checker_is_live(venv, tmp_path):
     _, files = make_recipe(Request("deepseek-v3", gpu="h100", nodes=2), RecipeOptions(), "k8s")
     docs = list(yaml.safe_load_all(files["k8s.yaml"]))
-    docs[0]["spec"]["leaderWorkerTemplate"]["workerTemplate"]["spec"]["containers"][0]["imagePullPolcy"] = "x"
-    docs[1]["spec"]["ports"][0]["protocl"] = "TCP"
+    docs[-2]["spec"]["leaderWorkerTemplate"]["workerTemplate"]["spec"]["containers"][0]["imagePullPolcy"] = "x"
+    docs[-1]["spec"]["ports"][0]["protocl"] = "TCP"
+    docs[1]["spec"]["template"]["spec"]["containers"][0]["resources"]["requets"] = {}  # the download Job
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump_all(docs))
     results = check_k8s(venv, [path])
-    assert [r["ok"] for r in results] == [False, False]
+    assert [r["ok"] for r in results] == [True, False, False, False]
