@@ -103,12 +103,12 @@ _SIZE = re.compile(r"(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>gib|gb|mib|mb|g|m)?", re.IG
 _UNITS = {"gib": GiB, "g": GiB, None: GiB, "gb": 10**9, "mib": MiB, "m": MiB, "mb": 10**6}
 
 
-def parse_memory(text: str) -> int:
-    """`--gpu-memory`: a size as the card reports it: `140.4GiB`, `143771MiB` (nvidia-smi), `150.7GB`; a bare
-    number is GiB."""
+def parse_memory(text: str, option: str = "--gpu-memory") -> int:
+    """A memory size (`--gpu-memory`, `--host-ram`): `140.4GiB`, `143771MiB` (nvidia-smi), `150.7GB`; a bare number
+    is GiB."""
     m = _SIZE.fullmatch(text.strip())
     if m is None or float(m["n"]) <= 0:
-        raise UsageError(f"--gpu-memory {text!r}: expected a size such as 143771MiB, 140.4GiB or 150.7GB")
+        raise UsageError(f"{option} {text!r}: expected a size such as 143771MiB, 140.4GiB or 150.7GB")
     return int(float(m["n"]) * _UNITS[m["unit"].lower() if m["unit"] else None])
 
 

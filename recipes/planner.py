@@ -20,7 +20,7 @@ from dshub.errors import PlanRefused, UsageError
 from dshub.recipes.engine_facts import EngineFacts, engine as engine_facts, family_facts, version_key
 from dshub.recipes.formats import WeightFormat, weight_format
 from dshub.recipes.sizes import planned_components
-from dshub.recipes.hardware import GPU, gpu as gpu_facts, with_memory
+from dshub.recipes.hardware import GPU, gpu as gpu_facts, parse_memory, with_memory
 from dshub.recipes.layouts import Layout, candidates
 from dshub.recipes.models import ModelInfo, resolve_model
 
@@ -59,6 +59,7 @@ class Request:
     engine_version: str | None = None
     memory_fraction: float | None = None
     gpu_memory: str | None = None  # what the card reports (--gpu-memory), in place of the hardware table's figure
+    host_ram: str | None = None  # system RAM of the box (--host-ram): llama.cpp keeps offloaded experts there
 
 
 @dataclass
@@ -124,6 +125,7 @@ class Plan:
     chosen: Evaluation | None
     notes: list[str] = field(default_factory=list)
     alternatives: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # printed on stderr (and in recipe headers)
 
     @property
     def nodes(self) -> int:
@@ -149,7 +151,8 @@ class Plan:
             "memory_fraction": self.memory_fraction, "context": self.context,
             "chosen": self.chosen.to_dict() if self.chosen else None,
             "candidates": [e.to_dict() for e in self.evaluations],
-            "notes": list(self.notes), "alternatives": list(self.alternatives),
+            "notes": list(self.notes), "alternatives": list(self.alternatives), "warnings": list(self.warnings),
+            "host_ram_bytes": host_ram_bytes(self.request),
         }
 
 
@@ -310,6 +313,7 @@ def _resolve_request(req: Request) -> tuple[ModelInfo, GPU, EngineFacts, WeightF
         raise UsageError("--nodes and --gpus-per-node must be at least 1")
     if req.context is not None and req.context < 1:
         raise UsageError("--context must be a positive number of tokens")
+    host_ram_bytes(req)  # a bad --host-ram is a usage error before any work
     model = resolve_model(req.model)
     if req.context and model.max_context and req.context > model.max_context:
         raise UsageError(f"--context {req.context}: {model.name} supports at most {model.max_context:,} tokens "
@@ -380,11 +384,56 @@ def plan(req: Request, *, suggest: bool = True) -> Plan:
             if e.layout.pp > 1:
                 e.reasons.append(f"MTP with pipeline parallelism: {PP_MTP_WHY[eng.name]} ({eng.name} {version})")
     chosen = next((e for e in evals if e.ok), None)
+    if eng.name == "llamacpp" and req.kv_dtype is None and (chosen is None or chosen.experts_on_cpu_layers):
+        tight = _q8_k_cache(req, chosen, suggest)
+        if tight is not None:
+            return tight
     p = Plan(req, model, card, eng, version, fmt, kv, mtp, gpn, fraction, req.context, kv_tok, evals, chosen)
     p.notes = _notes(p)
+    p.warnings = _host_ram_warnings(p)
     if chosen is None and suggest:
         p.alternatives = suggest_alternatives(req, p)
     return p
+
+
+def _q8_k_cache(req: Request, chosen: Evaluation | None, suggest: bool) -> Plan | None:
+    """llama.cpp with VRAM tight (experts spill to RAM, or nothing fits): a q8_0 K cache (half of f16) when it keeps
+    more of the experts on the GPUs; None when it does not help."""
+    alt = plan(replace(req, kv_dtype="q8_0"), suggest=suggest)
+    c = alt.chosen
+    if c is None or (chosen is not None and c.experts_on_cpu_layers >= chosen.experts_on_cpu_layers):
+        return None
+    before = "nothing fits" if chosen is None else f"{chosen.experts_on_cpu_layers} layers' experts in RAM"
+    alt.notes.append(f"K cache q8_0 (-ctk q8_0): VRAM is tight; with an f16 cache {before}, with q8_0 "
+                     f"{c.experts_on_cpu_layers} (pass --kv-dtype bf16 to keep f16)")
+    return alt
+
+
+# Host RAM llama-server cannot use for experts: the OS, the server process, the page cache of everything else
+# (dshub estimate).
+HOST_RAM_RESERVE = 8 * 2**30
+
+
+def host_ram_bytes(req: Request) -> int | None:
+    return None if req.host_ram is None else parse_memory(req.host_ram, option="--host-ram")
+
+
+def _host_ram_warnings(p: Plan) -> list[str]:
+    """Experts beyond the host's RAM are still served, from the mmapped file on disk, but every token then reads
+    them from disk: the speed warning."""
+    ram = host_ram_bytes(p.request)
+    c = p.chosen
+    if ram is None or c is None or not c.experts_on_cpu_bytes:
+        return []
+    room, gib = ram - HOST_RAM_RESERVE, 2**30
+    experts = f"{c.experts_on_cpu_bytes / gib:.0f} GiB of experts"
+    host = f"{ram / gib:.0f} GiB host (less {HOST_RAM_RESERVE / gib:.0f} GiB for the system)"
+    if c.experts_on_cpu_bytes <= room:
+        p.notes.append(f"host RAM: {experts} fit in the {host}")
+        return []
+    return [f"{experts} in system RAM exceed the {host} by {(c.experts_on_cpu_bytes - room) / gib:.0f} GiB: llama.cpp "
+            "mmaps the rest from disk and reads it for every token, expect single-digit tokens/s or less; use a "
+            "smaller quant or more RAM"]
 
 
 def require(p: Plan) -> Plan:

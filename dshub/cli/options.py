@@ -27,6 +27,7 @@ PatternOpt = Annotated[Optional[list[str]], typer.Option(help="fnmatch pattern o
 ModelArg = Annotated[str, typer.Argument(help="Catalog name (e.g. deepseek-r1), hub id, or local checkpoint dir.")]
 GpuOpt = Annotated[str, typer.Option("--gpu", help="GPU type, e.g. h100, h200, h20, b200, mi300x.")]
 GpuMemoryOpt = Annotated[Optional[str], typer.Option("--gpu-memory", metavar="SIZE", help="Memory per GPU as the card reports it (nvidia-smi memory.total), e.g. 143771MiB or 140.4GiB (default: the hardware table's figure).")]
+HostRamOpt = Annotated[Optional[str], typer.Option("--host-ram", metavar="SIZE", help="System RAM of the box, e.g. 128GiB: llama.cpp plans the experts it keeps in RAM against it.")]
 GpnOpt = Annotated[Optional[int], typer.Option("--gpus-per-node", min=1, help="GPUs per node (default: the card's usual 8).")]
 NodesOpt = Annotated[int, typer.Option("--nodes", min=1, help="Number of nodes.")]
 WeightsOpt = Annotated[Optional[str], typer.Option("--weights", help="fp8 | bf16 | int4 | fp4-fp8 | gguf:TYPE (default: as shipped).")]

@@ -14,17 +14,18 @@ from dshub.recipes.planner import GB
 from dshub.recipes.render import summary_lines
 from dshub.recipes.render.jsondoc import recipe_doc
 
-from dshub.cli.options import (ContextOpt, EngineOpt, FractionOpt, GoalOpt, GpnOpt, GpuMemoryOpt, GpuOpt, JsonOpt, KvOpt, ModelArg, MtpOpt,
+from dshub.cli.options import (ContextOpt, EngineOpt, FractionOpt, GoalOpt, GpnOpt, GpuMemoryOpt, GpuOpt, HostRamOpt, JsonOpt, KvOpt, ModelArg, MtpOpt,
                                NodesOpt, VersionOpt, WeightsOpt)
 from dshub.cli.output import err_console, on_failure, out_console, print_json
 
 
 def _request(model: str, engine: str, gpu: str, gpus_per_node: Optional[int], nodes: int, weights: Optional[str],
              context: Optional[int], goal: str, mtp: Optional[bool], kv_dtype: Optional[str],
-             memory_fraction: Optional[float], engine_version: Optional[str], gpu_memory: Optional[str]) -> Request:
+             memory_fraction: Optional[float], engine_version: Optional[str], gpu_memory: Optional[str],
+             host_ram: Optional[str]) -> Request:
     return Request(model=model, engine=engine, gpu=gpu, gpus_per_node=gpus_per_node, nodes=nodes, weights=weights,
                    context=context, goal=goal, mtp=mtp, kv_dtype=kv_dtype, memory_fraction=memory_fraction,
-                   engine_version=engine_version, gpu_memory=gpu_memory)
+                   engine_version=engine_version, gpu_memory=gpu_memory, host_ram=host_ram)
 
 
 def _verdict(e) -> str:
@@ -50,6 +51,7 @@ def plan(
     model: ModelArg,
     gpu: GpuOpt = "h200",
     gpu_memory: GpuMemoryOpt = None,
+    host_ram: HostRamOpt = None,
     gpus_per_node: GpnOpt = None,
     nodes: NodesOpt = 1,
     weights: WeightsOpt = None,
@@ -64,8 +66,10 @@ def plan(
 ) -> None:
     """Size MODEL on GPUs: weights per GPU for each parallel layout, MLA KV cache, max context x concurrency."""
     req = _request(model, engine, gpu, gpus_per_node, nodes, weights, context, goal, mtp, kv_dtype, memory_fraction,
-                   engine_version, gpu_memory)
+                   engine_version, gpu_memory, host_ram)
     p = run_plan(req)
+    for w in p.warnings:
+        err_console.print(f"warning: {w}", soft_wrap=True, markup=False, highlight=False)
     if p.chosen is None:
         on_failure(p.to_dict())  # a refused plan: the failure document carries it, with the reasons
     elif json_:
@@ -80,6 +84,7 @@ def recipe(
     engine: EngineOpt = "vllm",
     gpu: GpuOpt = "h200",
     gpu_memory: GpuMemoryOpt = None,
+    host_ram: HostRamOpt = None,
     gpus_per_node: GpnOpt = None,
     nodes: NodesOpt = 1,
     goal: GoalOpt = "latency",
@@ -103,7 +108,7 @@ def recipe(
 ) -> None:
     """Write a serving recipe for MODEL: the planner's layout, the engine's flags, as sh | compose | k8s | json."""
     req = _request(model, engine, gpu, gpus_per_node, nodes, weights, context, goal, mtp, kv_dtype, memory_fraction,
-                   engine_version, gpu_memory)
+                   engine_version, gpu_memory, host_ram)
     opts = RecipeOptions(image=image, model_path=model_path, network=Network(net_iface, ib_hca, roce, rdma),
                          served_name=served_name, experimental=experimental)
     p = run_plan(req)

@@ -104,7 +104,7 @@ def make_launch(p: Plan, opts: RecipeOptions, args_for: Callable[[NodeRef, str],
     if image.rsplit(":", 1)[-1] in UNPINNED_TAGS:
         notes = [*(notes or []), f"{image} is not pinned to {eng.name} {p.engine_version}: pin a digest (or --image) "
                                  "so every node runs the same build"]
-    warnings = [TCP_WARNING] if p.nodes > 1 and not opts.network.rdma else []
+    warnings = [*p.warnings, *([TCP_WARNING] if p.nodes > 1 and not opts.network.rdma else [])]
     return Launch(p, eng.name, p.engine_version, image, eng.port, host_arg, container_arg, mounts, build,
                   p.gpu.vendor, notes=[*p.notes, *src_notes, *(notes or [])], warnings=warnings,
                   needs_hf_token=needs_hf_token, network=opts.network)

@@ -45,4 +45,21 @@ def build(p: Plan, opts: RecipeOptions) -> Launch:
              *sampling_args(sampling_for(p.model.name) if p.model.source == "catalog" else None, p.weights.gguf_type)]
         return a
 
-    return make_launch(p, opts, args, needs_hf_token=False)
+    return make_launch(p, opts, args, needs_hf_token=False, notes=offload_notes(p))
+
+
+def offload_notes(p: Plan) -> list[str]:
+    """What the offload flag means for this model, in the recipe header."""
+    args = offload_args(p)
+    ev = p.chosen
+    if not args or ev is None:
+        return []
+    gb = f"{ev.experts_on_cpu_bytes / 1e9:.0f} GB"
+    if args[0] == "-ot":
+        return [f"-ot exps=CPU: the routed experts of all {p.model.moe_layers} MoE layers ({gb}) stay in system RAM; "
+                "attention, shared experts and the KV cache are on the GPUs"]
+    n = int(args[1])
+    dense = n - ev.experts_on_cpu_layers
+    return [f"--n-cpu-moe {n}: the routed experts of layers 0-{n - 1} stay in system RAM; the first {dense} layers are "
+            f"dense (no experts) but count, so {ev.experts_on_cpu_layers} MoE layers' experts ({gb}) run on the CPU, "
+            "the rest on the GPUs"]
