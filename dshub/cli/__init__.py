@@ -7,7 +7,8 @@ parse, call one library function and print; they never catch: failures rise to t
 from __future__ import annotations
 
 from dshub.cli import checkpoint, convert, download, recipes
-from dshub.cli.app import app
+from dshub.cli.app import DshubCommand, app
+from dshub.cli.examples import epilog
 
 COMMANDS = (
     ("synth", checkpoint.synth),
@@ -19,7 +20,7 @@ COMMANDS = (
     ("recipe", recipes.recipe),
 )
 for _name, _command in COMMANDS:
-    app.command(_name)(_command)
+    app.command(_name, cls=DshubCommand, epilog=epilog(_name))(_command)
 
 __all__ = ["COMMANDS", "app", "main"]
 

@@ -12,7 +12,7 @@ from dshub.checkpoint.synth import PRESETS, write_synthetic
 from dshub.cli.download import hash_report, print_hash_report
 from dshub.cli.format import human, plural
 from dshub.cli.gguf_view import print_gguf_info
-from dshub.cli.options import JsonOpt, PathArg
+from dshub.cli.options import JsonOpt, PathArg, choice
 from dshub.cli.output import failure, out_console, print_json
 from dshub.summary import checkpoint_info
 from dshub.checks import verify as run_verify
@@ -22,7 +22,7 @@ from dshub.hub.hash_check import HashReport
 
 def synth(
     out: Annotated[Path, typer.Argument(help="Directory to write the synthetic checkpoint into.")],
-    preset: Annotated[str, typer.Option(help=f"One of: {', '.join(PRESETS)}.")] = "tiny",
+    preset: Annotated[str, choice("--preset", f"One of: {', '.join(PRESETS)}.")] = "tiny",
     seed: Annotated[int, typer.Option(help="Random seed (same seed => same bytes).")] = 0,
     json_: JsonOpt = False,
 ) -> None:

@@ -11,13 +11,13 @@ from rich.table import Table
 from dshub.converters import build_options, run_conversion
 
 from dshub.cli.format import human
-from dshub.cli.options import DeviceOpt, DryRunOpt, JsonOpt, WorkersOpt
+from dshub.cli.options import DeviceOpt, DryRunOpt, JsonOpt, WorkersOpt, choice
 from dshub.cli.output import out_console, print_json
 
 
 def convert(
     path: Annotated[Path, typer.Argument(help="Input checkpoint directory (block-FP8 or BF16 safetensors).")],
-    to: Annotated[str, typer.Option("--to", help="Target: bf16 | int4 | gguf.")],
+    to: Annotated[str, choice("--to", "Target: bf16 | int4 | gguf.")],
     out: Annotated[Path, typer.Option("--out", help="Output directory (created; a rerun resumes).")],
     device: DeviceOpt = "auto",
     workers: WorkersOpt = os.cpu_count() or 1,

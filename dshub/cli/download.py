@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from dshub.cli.format import gb
-from dshub.cli.options import DryRunOpt, JsonOpt, PatternOpt, RevisionOpt
+from dshub.cli.options import DryRunOpt, JsonOpt, PatternOpt, RevisionOpt, choice
 from dshub.cli.output import err_console, failure, out_console, print_json
 from dshub.hub.download import DEFAULT_WORKERS, DownloadPlan, DownloadResult, download as run_download
 from dshub.hub.hash_check import HashReport, verify_hashes
@@ -69,7 +69,7 @@ def download(
     local_dir: Annotated[Optional[Path], typer.Option("--local-dir", help="Download here (default: the HF cache).")] = None,
     include: PatternOpt = None,
     exclude: PatternOpt = None,
-    source: Annotated[str, typer.Option("--source", help=f"Where from: {' | '.join(SOURCES)}. HF_ENDPOINT picks a mirror.")] = "hf",
+    source: Annotated[str, choice("--source", f"Where from: {' | '.join(SOURCES)}. HF_ENDPOINT picks a mirror.")] = "hf",
     workers: Annotated[int, typer.Option("--workers", min=1, help="Files transferred / hashed in parallel.")] = DEFAULT_WORKERS,
     dry_run: DryRunOpt = False,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Trust files whose size matches; skip the structural check.")] = False,

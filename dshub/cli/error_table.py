@@ -9,6 +9,8 @@ Exit codes: 0 ok, 1 the check or job failed, 2 usage error, 130 interrupted.
 """
 from __future__ import annotations
 
+import difflib
+import re
 import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -18,7 +20,7 @@ from rich.markup import escape
 
 from dshub import constants
 from dshub.cli.output import RUN, err_console, error_code, failure, print_json
-from dshub.errors import DshubError
+from dshub.errors import DshubError, UsageError
 from dshub.hub.validate import printable
 from dshub.quant.registry import UnknownName
 
@@ -34,6 +36,31 @@ TyperClickError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if
 def _os_message(e: BaseException) -> str:
     assert isinstance(e, OSError)
     return f"{e.filename or ''}: {e.strerror or e}".lstrip(": ")
+
+
+_QUOTED = re.compile(r"'([^']+)'")
+_KNOWN = re.compile(r"(?:\bknown:|\bchoose one of)\s+(?P<names>[^;()]+?)(?:[;(]|\.\s|\.$|$)")
+
+
+def closest(value: str, known: list[str]) -> str | None:
+    """The known name a mistyped `value` most likely meant (case-insensitive), or None."""
+    by_lower = {k.lower(): k for k in known}
+    match = difflib.get_close_matches(value.lower(), list(by_lower), n=1, cutoff=0.6)
+    return by_lower[match[0]] if match else None
+
+
+def with_suggestion(e: BaseException) -> str:
+    """The message of an unknown-name error, with "did you mean ...?" for a near miss: the value is the message's
+    first quoted word, the names those it lists after "known:" or "choose one of"."""
+    message = str(e)
+    value, known = getattr(e, "name", None), getattr(e, "known", None)
+    if not (isinstance(value, str) and known):
+        quoted, listed = _QUOTED.search(message), _KNOWN.search(message)
+        if not (quoted and listed):
+            return message
+        value, known = quoted[1], [n.strip() for n in listed["names"].split(",") if n.strip()]
+    guess = closest(value, list(known))
+    return f"{message}; did you mean {guess!r}?" if guess and guess != value else message
 
 
 def _click_message(e: BaseException) -> str:
@@ -55,8 +82,9 @@ ERRORS: tuple[Rule, ...] = (
     Rule(typer.Abort, None),
     Rule(TyperClickError, None, _click_message),  # usage errors typer raised or formats itself: exit 2
     *((Rule(_ClickPackageError, lambda e: e.exit_code, _click_message),) if _ClickPackageError not in (None, TyperClickError) else ()),
+    Rule(UsageError, 2, with_suggestion),  # an unknown name among the known ones: "did you mean" for a near miss
     Rule(DshubError, lambda e: e.exit_code),  # every dshub error class says its code: UsageError and PolicyError 2, the rest 1
-    Rule(UnknownName, 2),  # a registry name (codec, family, engine, ...) that does not exist: the message lists the known ones
+    Rule(UnknownName, 2, with_suggestion),  # a registry name (codec, family, engine, ...) that does not exist: the message lists the known ones
     Rule(FileNotFoundError, 1, _os_message),
     Rule(PermissionError, 1, _os_message),
     Rule(IsADirectoryError, 1, _os_message),

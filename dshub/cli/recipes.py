@@ -15,7 +15,7 @@ from dshub.recipes.render import summary_lines
 from dshub.recipes.render.jsondoc import recipe_doc
 
 from dshub.cli.options import (ContextOpt, EngineOpt, FractionOpt, GoalOpt, GpnOpt, GpuMemoryOpt, GpuOpt, HostRamOpt, JsonOpt, KvOpt, ModelArg, MtpOpt,
-                               NodesOpt, VersionOpt, WeightsOpt)
+                               NodesOpt, VersionOpt, WeightsOpt, choice)
 from dshub.cli.output import err_console, on_failure, out_console, print_json
 
 
@@ -97,7 +97,7 @@ def recipe(
     image: Annotated[Optional[str], typer.Option("--image", help="Container image (default: the engine's release image).")] = None,
     model_path: Annotated[Optional[str], typer.Option("--model-path", help="Where the weights are on each node (dir, or first GGUF split).")] = None,
     served_name: Annotated[Optional[str], typer.Option("--served-model-name", help="Model name clients ask for (default: the catalog name).")] = None,
-    fmt: Annotated[str, typer.Option("--format", help=" | ".join(FORMATS))] = "sh",
+    fmt: Annotated[str, choice("--format", " | ".join(FORMATS))] = "sh",
     out: Annotated[Optional[Path], typer.Option("--out", help="Directory to write the files into (default: print them).")] = None,
     net_iface: Annotated[Optional[str], typer.Option("--net-iface", help="NIC for NCCL/Gloo on multi-node runs (default: found on each node at start, `ip route get $HEAD_IP`).")] = None,
     ib_hca: Annotated[Optional[str], typer.Option("--ib-hca", help="NCCL_IB_HCA, e.g. mlx5.")] = None,
