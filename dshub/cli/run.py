@@ -1,0 +1,74 @@
+"""Command: run (a declarative pipeline file: download, verify, convert, recipe steps; one run report)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from dshub.errors import UsageError
+from dshub.pipeline import pipeline_schema, run_pipeline
+
+from dshub.cli.format import human
+from dshub.cli.options import DryRunOpt, ExecutorOpt, JsonOpt, RayAddressOpt
+from dshub.cli.output import out_console, print_json
+
+
+def _plan_line(name: str, step: dict[str, Any]) -> str:
+    doc = step["plan"]
+    parts = [f"{name}: {step['uses']}"]
+    if "to_download" in doc:
+        parts.append(f"download {human(doc['to_download'])} of {human(doc['bytes'])} ({doc['files']} files)")
+    elif step["uses"] == "convert":
+        parts.append(f"write {human(doc['writes'])} as {doc['target']} ({doc['files']} files)")
+    if step["uses"] == "recipe":
+        parts.append(f"layout {doc['layout'] or 'none fits'}")
+    return ", ".join(parts)
+
+
+def _print_plan(doc: dict[str, Any]) -> None:
+    for name in doc["order"]:
+        step = doc["steps"][name]
+        out_console.print(_plan_line(name, step), soft_wrap=True, markup=False)
+        for r in step["plan"].get("refused", []):
+            out_console.print(f"  refused {r['layout']}: {'; '.join(r['reasons'])}", soft_wrap=True, markup=False)
+    p = doc["plan"]
+    out_console.print(f"disk at the peak: {human(p['peak_disk'])}, {human(p['free'])} free at {p['workdir']}"
+                      + ("" if p["fits"] else " (does not fit)"), soft_wrap=True, markup=False)
+
+
+def _print_report(doc: dict[str, Any]) -> None:
+    for name in doc["order"]:
+        step = doc["steps"][name]
+        out_console.print(f"{name}: {step['uses']} {step['status']} ({step['reason']}, {step['seconds']:.1f} s)",
+                          soft_wrap=True, markup=False)
+    ran = doc["ran"]
+    out_console.print(f"nothing to do: all {len(doc['steps'])} steps unchanged and verified" if not ran
+                      else f"ran {len(ran)} of {len(doc['steps'])} steps: {', '.join(ran)}; report {doc['report']}",
+                      soft_wrap=True, markup=False)
+
+
+def run(
+    pipeline: Annotated[Optional[Path], typer.Argument(help="Pipeline file (YAML); see examples/pipeline.yaml.")] = None,
+    dry_run: DryRunOpt = False,
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
+    schema: Annotated[bool, typer.Option("--schema", help="Print the pipeline file's JSON Schema and exit.")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Run a pipeline file: its steps in dependency order, unchanged and verified ones skipped, one run report.
+
+    Exit 0 done, 1 a step failed, 2 a bad pipeline file (one line: file, line, what)."""
+    if schema:
+        print_json(pipeline_schema())
+        return
+    if pipeline is None:
+        raise UsageError("give a PIPELINE file (or --schema)")
+    report = run_pipeline(pipeline, dry_run=dry_run, executor=executor, ray_address=ray_address)
+    doc = report.to_dict()
+    if json_:
+        print_json(doc)
+    elif dry_run:
+        _print_plan(doc)
+    else:
+        _print_report(doc)
