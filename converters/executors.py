@@ -120,7 +120,8 @@ class RayExecutor:
                 ray.init(address=self.address, log_to_driver=False, configure_logging=False)
             except (ConnectionError, RuntimeError, ValueError) as e:
                 where = self.address or os.environ.get("RAY_ADDRESS") or "a new local cluster"
-                raise ExecutorError(f"cannot connect to the Ray cluster at {where}: {str(e).splitlines()[0]}") from None
+                raise ExecutorError(f"cannot connect to the Ray cluster at {where}: {str(e).splitlines()[0]} (a cluster "
+                                    "with token auth needs RAY_AUTH_MODE=token and its RAY_AUTH_TOKEN here too)") from None
         return ray
 
     def check_shared(self, ray: Any, out: Path, inputs: list[Path]) -> None:
