@@ -10,7 +10,9 @@ as `RayTaskError` whose `.cause` is the original exception.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -113,16 +115,18 @@ class RayExecutor:
     def __init__(self, address: str | None):
         self.address = address
 
-    def connect(self) -> Any:
+    def connect(self) -> tuple[Any, bool]:
+        """Ray, connected; True when this call connected it (and `run` disconnects at the end)."""
         ray = _ray()
-        if not ray.is_initialized():
-            try:
-                ray.init(address=self.address, log_to_driver=False, configure_logging=False)
-            except (ConnectionError, RuntimeError, ValueError) as e:
-                where = self.address or os.environ.get("RAY_ADDRESS") or "a new local cluster"
-                raise ExecutorError(f"cannot connect to the Ray cluster at {where}: {str(e).splitlines()[0]} (a cluster "
-                                    "with token auth needs RAY_AUTH_MODE=token and its RAY_AUTH_TOKEN here too)") from None
-        return ray
+        if ray.is_initialized():
+            return ray, False
+        try:
+            ray.init(address=self.address, log_to_driver=False, configure_logging=False)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            where = self.address or os.environ.get("RAY_ADDRESS") or "a new local cluster"
+            raise ExecutorError(f"cannot connect to the Ray cluster at {where}: {str(e).splitlines()[0]} (a cluster "
+                                "with token auth needs RAY_AUTH_MODE=token and its RAY_AUTH_TOKEN here too)") from None
+        return ray, True
 
     def check_shared(self, ray: Any, out: Path, inputs: list[Path]) -> None:
         """Every alive node must see a marker written into `out` now, and the input: else one error naming the node."""
@@ -145,7 +149,16 @@ class RayExecutor:
             marker.unlink(missing_ok=True)
 
     def run(self, job: Job, todo: list[Any], record: Record, advance: Advance) -> list[str]:
-        ray = self.connect()
+        # Ray's driver prints cluster events (a worker died, its task retried) on stdout; they are logs: stderr.
+        with contextlib.redirect_stdout(sys.stderr):
+            ray, connected = self.connect()
+            try:
+                return self._run(ray, job, todo, record, advance)
+            finally:
+                if connected:
+                    ray.shutdown()
+
+    def _run(self, ray: Any, job: Job, todo: list[Any], record: Record, advance: Advance) -> list[str]:
         self.check_shared(ray, job.opts.out, [job.ckpt.root])
         if not todo:
             return []

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dshub.constants import MANIFEST_NAME
+from dshub.constants import MANIFEST_NAME, TMP_SUFFIX
 from tests.support.ray_cluster import RayCluster, ray_env, start_cluster
 
 pytestmark = pytest.mark.slow
@@ -74,13 +74,14 @@ def test_a_killed_worker_is_retried_and_the_output_is_identical(cluster, tiny_ck
     killed = None
     deadline = time.monotonic() + 240
     while killed is None and driver.poll() is None and time.monotonic() < deadline:
-        if list(out.glob("*.tmp")) and (pids := task_pids()):  # a task is writing a file right now
+        if list(out.glob(f"*{TMP_SUFFIX}")) and (pids := task_pids()):  # a task is writing a file right now
             os.kill(pids[0], signal.SIGKILL)
             killed = pids[0]
         time.sleep(0.01)
     stdout, stderr = driver.communicate(timeout=300)
     assert killed is not None, "no task was caught mid-file"
     assert driver.returncode == 0, stderr
+    assert "A worker died or was killed while executing a task" in stderr  # Ray saw it, on stderr (stdout: JSON)
     assert len(json.loads(stdout)["written"]) == 9  # every file, the killed one by its retry
     same_output(out, local_int4)
 
