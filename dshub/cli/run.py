@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from dshub.errors import UsageError
-from dshub.pipeline import pipeline_schema, run_pipeline
+from dshub.pipeline import emit_k8s, pipeline_schema, render_k8s, run_pipeline
 
 from dshub.cli.format import human
 from dshub.cli.options import DryRunOpt, ExecutorOpt, JsonOpt, RayAddressOpt
@@ -54,6 +54,11 @@ def run(
     executor: ExecutorOpt = "local",
     ray_address: RayAddressOpt = None,
     schema: Annotated[bool, typer.Option("--schema", help="Print the pipeline file's JSON Schema and exit.")] = False,
+    emit: Annotated[Optional[str], typer.Option("--emit", help="k8s: print a Job (--executor local) or KubeRay RayJob (ray) that runs the pipeline, sized by its plan.")] = None,
+    image: Annotated[Optional[str], typer.Option("--image", help="--emit: container image with dshub[ray] installed.")] = None,
+    name: Annotated[str, typer.Option("--name", help="--emit: name of the Kubernetes objects.")] = "dshub-pipeline",
+    cpus: Annotated[int, typer.Option("--cpus", min=1, help="--emit: CPUs per pod (memory follows from the plan).")] = 8,
+    nodes: Annotated[int, typer.Option("--nodes", min=1, help="--emit with --executor ray: Ray worker pods.")] = 2,
     json_: JsonOpt = False,
 ) -> None:
     """Run a pipeline file: its steps in dependency order, unchanged and verified ones skipped, one run report.
@@ -64,6 +69,15 @@ def run(
         return
     if pipeline is None:
         raise UsageError("give a PIPELINE file (or --schema)")
+    if emit is not None:
+        if emit != "k8s":
+            raise UsageError(f"--emit {emit!r}: choose k8s")
+        docs = emit_k8s(pipeline, executor=executor, name=name, image=image, cpus=cpus, nodes=nodes)
+        if json_:
+            print_json({"objects": docs})
+        else:
+            typer.echo(render_k8s(docs), nl=False)
+        return
     report = run_pipeline(pipeline, dry_run=dry_run, executor=executor, ray_address=ray_address)
     doc = report.to_dict()
     if json_:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from dshub.pipeline.model import Pipeline
-from dshub.pipeline.runner import run_pipeline
+from dshub.pipeline.k8s import render as render_k8s
+from dshub.pipeline.runner import emit_k8s, run_pipeline
 
 
 def pipeline_schema() -> dict[str, Any]:
@@ -13,4 +14,4 @@ def pipeline_schema() -> dict[str, Any]:
     return Pipeline.model_json_schema()
 
 
-__all__ = ["Pipeline", "pipeline_schema", "run_pipeline"]
+__all__ = ["Pipeline", "emit_k8s", "pipeline_schema", "render_k8s", "run_pipeline"]

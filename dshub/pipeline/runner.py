@@ -7,10 +7,11 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from dshub.converters.executors import check_executor
-from dshub.errors import DshubError
+from dshub.converters.executors import EXECUTORS, check_executor
+from dshub.errors import DshubError, UsageError
 from dshub.fsutil import DISK_MARGIN, free_space
 from dshub.pipeline.graph import ordered
+from dshub.pipeline.k8s import k8s_objects
 from dshub.pipeline.loader import Loaded, load
 from dshub.pipeline.model import SOURCE, LocalSource, Step
 from dshub.pipeline.report import DONE, REPORT_NAME, RunReport, changed_output, record_outputs, source_digest
@@ -100,6 +101,18 @@ def run_pipeline(path: str | os.PathLike[str], *, dry_run: bool = False, executo
     report.ok = True
     report.save()
     return report
+
+
+def emit_k8s(path: str | os.PathLike[str], *, executor: str = "local", name: str = "dshub-pipeline",
+             image: str | None = None, cpus: int = 8, nodes: int = 2,
+             env: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """`dshub run PIPELINE.yaml --emit k8s`: the pipeline's Kubernetes objects, sized by its dry-run plan."""
+    if executor not in EXECUTORS:
+        raise UsageError(f"--executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
+    report = run_pipeline(path, dry_run=True, env=env)
+    loaded = load(path, env)
+    return k8s_objects(loaded.pipeline, loaded.path.read_text(encoding="utf-8"), report.to_dict(), name=name,
+                       executor=executor, image=image, cpus=cpus, nodes=nodes)
 
 
 def _plan(ctx: Context, steps: list[Step], report: RunReport) -> RunReport:

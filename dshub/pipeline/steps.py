@@ -11,6 +11,7 @@ from typing import Any
 
 from dshub.checks import verify as verify_structure
 from dshub.converters import build_options, run_conversion
+from dshub.converters.executors import Job
 from dshub.converters.options import TargetOptions
 from dshub.errors import StepFailed
 from dshub.hub.download import DownloadPlan, download, plan_download, run_download
@@ -174,7 +175,8 @@ class Convert(StepKind):
     def plan(self, ctx: Context, step: Step) -> dict[str, Any]:
         with PlanningInput(ctx, step) as (path, on_disk):
             res = run_conversion(path, self.options(ctx, step, dry_run=True))
-        doc = {"target": res.plan.target, "files": len(res.plan.files), "writes": res.plan.total_bytes}
+        doc = {"target": res.plan.target, "files": len(res.plan.files), "writes": res.plan.total_bytes,
+               "task_memory": Job(None, None, res.plan, None).task_memory}
         if not on_disk:
             doc["planned_from"] = "the source's config.json (the input is not on disk yet): the release layout"
         return doc
