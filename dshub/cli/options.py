@@ -38,5 +38,5 @@ FractionOpt = Annotated[Optional[float], typer.Option("--memory-fraction", min=0
 VersionOpt = Annotated[Optional[str], typer.Option("--engine-version", help="Engine release (default: the one recipes are validated against).")]
 
 # ---- convert / run / download: where the work runs
-ExecutorOpt = Annotated[str, typer.Option("--executor", help="local (threads here) | ray (one task per file on a Ray cluster; needs dshub[ray]).")]
+ExecutorOpt = Annotated[str, typer.Option("--executor", help="local (threads here) | ray (one task per file on a Ray cluster; needs the ray extra: pip install dshub\\[ray]).")]
 RayAddressOpt = Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster to join, e.g. 10.0.0.1:6379 (default: RAY_ADDRESS, else a local one).")]

@@ -55,7 +55,7 @@ def run(
     ray_address: RayAddressOpt = None,
     schema: Annotated[bool, typer.Option("--schema", help="Print the pipeline file's JSON Schema and exit.")] = False,
     emit: Annotated[Optional[str], typer.Option("--emit", help="k8s: print a Job (--executor local) or KubeRay RayJob (ray) that runs the pipeline, sized by its plan.")] = None,
-    image: Annotated[Optional[str], typer.Option("--image", help="--emit: container image with dshub[ray] installed.")] = None,
+    image: Annotated[Optional[str], typer.Option("--image", help="--emit: container image with dshub and Ray installed.")] = None,
     name: Annotated[str, typer.Option("--name", help="--emit: name of the Kubernetes objects.")] = "dshub-pipeline",
     cpus: Annotated[int, typer.Option("--cpus", min=1, help="--emit: CPUs per pod (memory follows from the plan).")] = 8,
     nodes: Annotated[int, typer.Option("--nodes", min=1, help="--emit with --executor ray: Ray worker pods.")] = 2,
