@@ -131,3 +131,36 @@ def test_the_documented_example_pipeline_is_valid(monkeypatch):
     loaded = load(example, env={"HF_TOKEN": "hf_x"})
     assert [s.name for s in ordered(loaded)][:2] == ["fetch", "check"]
     assert yaml.safe_load(example.read_text())["source"]["token"] == "${HF_TOKEN}"
+
+
+def test_a_killed_run_resumes_the_interrupted_step(tiny_ckpt, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from dshub.constants import MANIFEST_NAME
+
+    path = tmp_path / "p.yaml"
+    path.write_text(f"source: {{path: {tiny_ckpt}}}\nsteps:\n  - name: int4\n"
+                    "    convert: {input: source, to: int4, group_size: 32, workers: 1}\n")
+    manifest = tmp_path / "dshub-work" / "int4" / MANIFEST_NAME
+    cmd = [sys.executable, "-m", "dshub.cli", "run", str(path), "--json"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    recorded, deadline = 0, time.monotonic() + 180
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            recorded = len(json.loads(manifest.read_text())["files"])
+        except (OSError, ValueError):
+            recorded = 0
+        if recorded >= 2:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    proc.wait(60)
+    assert proc.returncode == -signal.SIGKILL and 2 <= recorded < 9
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    step = json.loads(r.stdout)["steps"]["int4"]
+    assert step["status"] == "ran" and step["detail"]["files_resumed"] >= 2
+    assert step["detail"]["files_resumed"] + step["detail"]["files_written"] == 9
