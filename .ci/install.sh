@@ -15,6 +15,9 @@ step "torch (CPU build) and dshub[test]"
 # The CPU build of torch first: a bare torch requirement would resolve to a multi-GB CUDA build.
 "$PY" -m pip install --quiet "torch==2.13.0"
 "$PY" -m pip install --quiet -e ".[test]"
+step "ray (dshub[ray]: the --executor ray tests start a local cluster with its \`ray\` command)"
+"$PY" -m pip install --quiet -e ".[ray]"
+"$PY" -c "import ray, shutil, sys, pathlib; assert (pathlib.Path(sys.executable).parent / 'ray').exists() or shutil.which('ray'), 'no ray command'"
 
 step "llama-cpp-python (.ci/llama-cpp.sh)"
 PYTHON="$PY" bash .ci/llama-cpp.sh

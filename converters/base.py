@@ -8,7 +8,6 @@ import os
 import sys
 import threading
 from abc import ABC, abstractmethod
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from dshub.checkpoint.shapes import is_config_only, open_for_planning
 from dshub.constants import MANIFEST_NAME, SIDECAR_FILES, VERSION
 from dshub.errors import DeviceError, OutputError, UsageError
 from dshub.fsutil import DISK_MARGIN, check_free_space, copy_atomic, free_space, remove_stale_temps, write_json_atomic
+from dshub.converters.executors import Executor, Job, check_executor, make_executor
 from dshub.converters.manifest import Manifest
 from dshub.hub.manifest import load_manifest
 from dshub.checks import require_valid
@@ -51,6 +51,7 @@ class ConversionPlan:
     files: list[OutputFile]
     summary: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"
+    largest_tensor_bytes: int = 0  # the largest input tensor as fp32: what one file's task holds at most, in copies
 
     @property
     def total_bytes(self) -> int:
@@ -158,6 +159,7 @@ def make_plan(path: str | Path, opts: TargetOptions) -> tuple[Checkpoint, Conver
     if ckpt.shapes_only:
         plan.summary["source_layout"] = "config.json only: the release layout its architecture stores"
     largest = max((e.numel for s in ckpt.shard_names for e in ckpt.tensors_in(s)), default=0)
+    plan.largest_tensor_bytes = 4 * largest
     try:
         plan.device = resolve_device(opts.device, largest_bytes=4 * largest)  # the largest tensor as fp32 (worst case)
     except DeviceUnavailable as e:
@@ -165,8 +167,12 @@ def make_plan(path: str | Path, opts: TargetOptions) -> tuple[Checkpoint, Conver
     return ckpt, conv, plan
 
 
-def run_conversion(path: str | Path, opts: TargetOptions, *, progress: bool | None = None) -> ConversionResult:
-    """Convert the checkpoint at `path`. Resumes a previous run in the same --out; `dry_run` stops after the plan."""
+def run_conversion(path: str | Path, opts: TargetOptions, *, progress: bool | None = None, executor: str = "local",
+                   ray_address: str | None = None) -> ConversionResult:
+    """Convert the checkpoint at `path`. Resumes a previous run in the same --out; `dry_run` stops after the plan.
+    `executor` writes the files: `local` (--workers threads) or `ray` (one task per file on the cluster at
+    `ray_address`; input and --out on a filesystem every node mounts)."""
+    check_executor(executor, ray_address)
     ckpt, conv, plan = make_plan(path, opts)
     if opts.dry_run:  # the plan, and whether the disk can hold it (a real run refuses when it cannot)
         free = free_space(opts.out)
@@ -176,11 +182,11 @@ def run_conversion(path: str | Path, opts: TargetOptions, *, progress: bool | No
         return ConversionResult(plan, [], [], dry_run=True)
     opts.out.mkdir(parents=True, exist_ok=True)
     with out_lock(opts.out):  # before anything in --out is removed: a second run never touches the first one's files
-        return _run_locked(ckpt, conv, plan, opts, progress)
+        return _run_locked(ckpt, conv, plan, opts, progress, make_executor(executor, opts.workers, ray_address))
 
 
 def _run_locked(ckpt: Checkpoint, conv: Converter, plan: ConversionPlan, opts: TargetOptions,
-                progress: bool | None) -> ConversionResult:
+                progress: bool | None, executor: Executor) -> ConversionResult:
     """The run itself, with --out locked: resume or start the manifest, write the files left, finalize."""
     remove_stale_temps(opts.out)
     manifest = Manifest.load_or_new(opts.out, {"source": _source_key(ckpt), **opts.key()})
@@ -197,23 +203,12 @@ def _run_locked(ckpt: Checkpoint, conv: Converter, plan: ConversionPlan, opts: T
         with lock:
             bar.update(n)
 
-    def one(f: OutputFile) -> str:
-        digest = conv.write_file(ckpt, plan, opts, f, advance)
-        size = (opts.out / f.name).stat().st_size
-        with lock:
-            manifest.record(f.name, digest, size)
-        return f.name
-
     threads = torch.get_num_threads()
     workers = max(1, min(opts.workers, len(todo)))
     torch.set_num_threads(conv.intra_op_threads(plan, opts, workers))  # here, never inside a worker thread
     return_freed_memory()
     try:
-        if workers > 1:
-            with ThreadPoolExecutor(workers) as pool:
-                written = list(pool.map(one, todo))
-        else:
-            written = [one(f) for f in todo]
+        written = executor.run(Job(ckpt, conv, plan, opts), todo, manifest.record, advance)
     finally:
         bar.close()
         torch.set_num_threads(threads)

@@ -176,3 +176,15 @@ class PolicyError(UsageError):
 
 class ServedWrongSize(HubError):
     """A server's answer cannot be the listed file: wrong length or range (an HTML page, an LFS pointer, a mirror's error)."""
+
+
+class PipelineError(UsageError):
+    """A pipeline file (`dshub run`) is malformed: the message names the file and line (exit 2)."""
+
+
+class StepFailed(DshubError, RuntimeError):
+    """A pipeline step ran and failed (a verify step's findings, a download left incomplete); exit 1."""
+
+
+class ExecutorError(DshubError, RuntimeError):
+    """The executor cannot run the work as asked: a cluster unreachable, a node that cannot see the shared directory."""

@@ -14,7 +14,7 @@ LAYERS: dict[str, int] = {
     "dshub.hub": 3, "dshub.checks": 3,
     "dshub.converters": 4,
     "dshub.recipes": 5, "dshub.summary": 5,
-    "dshub.api": 6, "dshub.cli": 6, "dshub": 6,
+    "dshub.pipeline": 6, "dshub.api": 6, "dshub.cli": 6, "dshub": 6,
 }
 
 

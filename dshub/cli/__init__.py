@@ -6,7 +6,7 @@ parse, call one library function and print; they never catch: failures rise to t
 """
 from __future__ import annotations
 
-from dshub.cli import checkpoint, convert, download, recipes
+from dshub.cli import checkpoint, convert, download, recipes, run
 from dshub.cli.app import DshubCommand, app
 from dshub.cli.examples import epilog
 
@@ -18,6 +18,7 @@ COMMANDS = (
     ("convert", convert.convert),
     ("plan", recipes.plan),
     ("recipe", recipes.recipe),
+    ("run", run.run),
 )
 for _name, _command in COMMANDS:
     app.command(_name, cls=DshubCommand, epilog=epilog(_name))(_command)

@@ -11,7 +11,7 @@ from rich.table import Table
 from dshub.converters import build_options, run_conversion
 
 from dshub.cli.format import human
-from dshub.cli.options import DeviceOpt, DryRunOpt, JsonOpt, WorkersOpt, choice
+from dshub.cli.options import DeviceOpt, DryRunOpt, ExecutorOpt, JsonOpt, RayAddressOpt, WorkersOpt, choice
 from dshub.cli.output import out_console, print_json
 
 
@@ -24,6 +24,8 @@ def convert(
     drop_mtp: Annotated[bool, typer.Option("--drop-mtp", help="Leave out the MTP (next-token prediction) layers.")] = False,
     dry_run: DryRunOpt = False,
     json_: JsonOpt = False,
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
     # ---- int4 ----
     format_: Annotated[Optional[str], typer.Option("--format", help="int4: compressed-tensors | gptq | awq.")] = None,
     group_size: Annotated[Optional[int], typer.Option("--group-size", help="int4: 32 | 64 | 128.")] = None,
@@ -48,7 +50,7 @@ def convert(
         quant=quant, split_max_size=split_max_size, split_max_tensors=split_max_tensors,
         tensor_type=tuple(tensor_type) if tensor_type else None, policy=str(policy) if policy else None,
         target_size=target_size, imatrix=imatrix, mtp=True if mtp else None)
-    result = run_conversion(path, opts)
+    result = run_conversion(path, opts, executor=executor, ray_address=ray_address)
     doc = result.to_dict()
     if json_:
         print_json(doc)

@@ -22,6 +22,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "recipe": ("dshub recipe deepseek-r1 --gpu h200 --format compose --out deploy/",
                "dshub recipe deepseek-v3 --gpu h100 --nodes 2 --rdma --format k8s",
                "dshub recipe ./DeepSeek-V3-int4 --engine sglang --gpu h20 --json"),
+    "run": ("dshub run examples/pipeline.yaml --dry-run        # the whole plan: bytes, peak disk, refused layouts",
+            "dshub run examples/pipeline.yaml --json            # a rerun skips unchanged, verified steps",
+            "dshub run examples/pipeline.yaml --executor ray --ray-address 10.0.0.1:6379",
+            "dshub run examples/pipeline.yaml --emit k8s --executor ray --nodes 4   # KubeRay RayJob"),
 }
 
 

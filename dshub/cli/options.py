@@ -49,3 +49,7 @@ MtpOpt = Annotated[Optional[bool], typer.Option("--mtp/--no-mtp", help="MTP spec
 KvOpt = Annotated[Optional[str], choice("--kv-dtype", "KV cache: bf16 | fp8 (vLLM/SGLang); bf16 | q8_0 | q4_0 (llama.cpp).")]
 FractionOpt = Annotated[Optional[float], typer.Option("--memory-fraction", min=0.1, max=1.0, help="Share of GPU memory the engine may use.")]
 VersionOpt = Annotated[Optional[str], typer.Option("--engine-version", help="Engine release (default: the one recipes are validated against).")]
+
+# ---- convert / run / download: where the work runs
+ExecutorOpt = Annotated[str, choice("--executor", "local (threads here) | ray (one task per file on a Ray cluster; needs the ray extra: pip install dshub\\[ray]).")]
+RayAddressOpt = Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster to join, e.g. 10.0.0.1:6379 (default: RAY_ADDRESS, else a local one).")]

@@ -1,5 +1,5 @@
-"""Check Kubernetes manifests: built-in kinds with kubernetes-validate --strict; LeaderWorkerSet (a CRD the
-bundled schemas do not know) by validating its leader and worker pod templates as Pods plus its own fields
+"""Check Kubernetes manifests: built-in kinds with kubernetes-validate --strict; LeaderWorkerSet and RayJob (CRDs the
+bundled schemas do not know) by validating their pod templates as Pods plus their own fields
 (recipe-validation.md §3, "Lighter option").
 
 argv: K8S_VERSION FILE...; stdout: JSON list of {"file", "kind", "ok", "error"}.
@@ -47,9 +47,63 @@ def check_lws(doc: dict[str, Any], version: str) -> str | None:
     return None
 
 
+# KubeRay's RayJob (ray.io/v1), a CRD the bundled schemas do not know either: its own fields from the KubeRay v1 API
+# reference (ray-project/kuberay docs/reference/api.md: RayJobSpec, RayClusterSpec, HeadGroupSpec, WorkerGroupSpec),
+# and every pod template validated as a Pod with --strict, as for LeaderWorkerSet.
+RAYJOB_SPEC_KEYS = {"activeDeadlineSeconds", "backoffLimit", "entrypoint", "entrypointNumCpus", "entrypointNumGpus",
+                    "entrypointResources", "jobId", "managedBy", "metadata", "rayClusterSpec", "runtimeEnvYAML",
+                    "shutdownAfterJobFinishes", "submissionMode", "submitterConfig", "submitterPodTemplate",
+                    "suspend", "deletionStrategy", "clusterSelector", "ttlSecondsAfterFinished", "schedule"}
+RAYCLUSTER_SPEC_KEYS = {"autoscalerOptions", "enableInTreeAutoscaling", "gcsFaultToleranceOptions", "headGroupSpec",
+                        "headServiceAnnotations", "managedBy", "rayVersion", "suspend", "workerGroupSpecs"}
+HEAD_GROUP_KEYS = {"enableIngress", "headService", "rayStartParams", "serviceType", "template"}
+WORKER_GROUP_KEYS = {"groupName", "idleTimeoutSeconds", "maxReplicas", "minReplicas", "numOfHosts", "rayStartParams",
+                     "replicas", "scaleStrategy", "suspend", "template"}
+
+
+def _group(where: str, group: dict[str, Any], keys: set[str], version: str) -> str | None:
+    unknown = set(group) - keys
+    if unknown:
+        return f"{where}: unknown fields {sorted(unknown)}"
+    params = group.get("rayStartParams", {})
+    if not isinstance(params, dict) or not all(isinstance(v, str) for v in params.values()):
+        return f"{where}.rayStartParams must map names to strings"
+    tpl = group.get("template") or {}
+    try:
+        kubernetes_validate.validate(_pod(tpl.get("spec") or {}, tpl.get("metadata")), version, strict=True)
+    except kubernetes_validate.ValidationError as e:
+        return f"{where}.template as a Pod: {e.message} at {'/'.join(map(str, e.path))}"
+    return None
+
+
+def check_rayjob(doc: dict[str, Any], version: str) -> str | None:
+    if doc.get("apiVersion") != "ray.io/v1":
+        return f"apiVersion {doc.get('apiVersion')!r}"
+    spec = doc.get("spec") or {}
+    unknown = set(spec) - RAYJOB_SPEC_KEYS
+    if unknown:
+        return f"spec: unknown fields {sorted(unknown)}"
+    if not isinstance(spec.get("entrypoint"), str) or not spec["entrypoint"]:
+        return "spec.entrypoint must be a command"
+    cluster = spec.get("rayClusterSpec") or {}
+    unknown = set(cluster) - RAYCLUSTER_SPEC_KEYS
+    if unknown:
+        return f"rayClusterSpec: unknown fields {sorted(unknown)}"
+    if "headGroupSpec" not in cluster:
+        return "rayClusterSpec.headGroupSpec is required"
+    err = _group("headGroupSpec", cluster["headGroupSpec"], HEAD_GROUP_KEYS, version)
+    for i, group in enumerate(cluster.get("workerGroupSpecs") or []):
+        if err is None and not isinstance(group.get("replicas", 0), int):
+            err = f"workerGroupSpecs[{i}].replicas must be an integer"
+        err = err or _group(f"workerGroupSpecs[{i}]", group, WORKER_GROUP_KEYS, version)
+    return err
+
+
 def check_doc(doc: dict[str, Any], version: str) -> str | None:
     if doc.get("kind") == "LeaderWorkerSet":
         return check_lws(doc, version)
+    if doc.get("kind") == "RayJob":
+        return check_rayjob(doc, version)
     try:
         kubernetes_validate.validate(doc, version, strict=True)
     except kubernetes_validate.ValidationError as e:
