@@ -63,6 +63,26 @@ def tiny_bf16(tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_v32(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny block-FP8 DeepSeek-V3.2 checkpoint (preset tiny-v32: the lightning indexer in every layer; read-only)."""
+    from dshub.checkpoint.synth import write_synthetic
+
+    out = tmp_path_factory.mktemp("synth") / "DeepSeek-V3.2-tiny"
+    write_synthetic(out, "tiny-v32", seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_v32_bf16(tiny_v32: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The BF16 conversion of `tiny_v32`."""
+    from dshub.converters import build_options, run_conversion
+
+    out = tmp_path_factory.mktemp("bf16") / "DeepSeek-V3.2-tiny-bf16"
+    run_conversion(tiny_v32, build_options("bf16", out=out))
+    return out
+
+
 @pytest.fixture
 def cli():
     """Invoke the dshub CLI in-process; returns the click Result."""

@@ -141,6 +141,10 @@ class PlannerFacts:
     # (engine, kv dtype) -> KV bytes per token per layer where an engine stores the cache its own way; with source
     kv_bytes_per_layer: Mapping[tuple[str, str], int] = field(default_factory=dict)
     kv_bytes_source: str = ""
+    # cache bytes per token per layer beside the attention cache (V3.2's indexer keys), with source:
+    # (config, engine, bytes per element of the engine's KV dtype) -> bytes
+    side_kv_bytes: Callable[[Config, str, float], int] | None = None
+    side_kv_source: str = ""
     components: Mapping[Role, str] = field(default_factory=lambda: COMPONENT_OF_ROLE)
 
 

@@ -1,4 +1,4 @@
-"""Synthetic DeepSeek-V3 checkpoints with the real layout: block-FP8 weights, F32 scales, MTP layer, index, tokenizer."""
+"""Synthetic DeepSeek-V3 (and V3.2) checkpoints with the real layout: block-FP8 weights, F32 scales, MTP layer, index, tokenizer."""
 from __future__ import annotations
 
 import json
@@ -29,6 +29,7 @@ class Preset:
     shard_bytes: int
     description: str
     yarn: bool = False
+    config: dict[str, Any] | None = None  # config.json fields set over the DeepSeek-V3 ones (another family's)
 
 
 TINY_DIMS: dict[str, Any] = dict(
@@ -37,6 +38,11 @@ TINY_DIMS: dict[str, Any] = dict(
     moe_intermediate_size=256, n_routed_experts=8, num_experts_per_tok=2, n_group=2, topk_group=1,
     n_shared_experts=1, num_nextn_predict_layers=1, max_position_embeddings=4096,
 )
+
+# DeepSeek-V3.2's config.json additions (deepseek-ai/DeepSeek-V3.2-Exp config.json: index_n_heads 64,
+# index_head_dim 128, index_topk 2048), scaled down; index_topk is below the test prompts' lengths so the indexer selects.
+V32_FIELDS: dict[str, Any] = {"architectures": ["DeepseekV32ForCausalLM"], "model_type": "deepseek_v32",
+                              "index_n_heads": 16, "index_head_dim": 64, "index_topk": 8}
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(TINY_DIMS, shard_bytes=1 << 20, description="seconds to write; for tests (3 layers, 8 experts, MTP layer)"),
@@ -50,6 +56,12 @@ PRESETS: dict[str, Preset] = {
         dict(TINY_DIMS, num_hidden_layers=2, q_lora_rank=None, n_routed_experts=4, n_group=1, num_nextn_predict_layers=0),
         shard_bytes=1 << 20,
         description="V2-Lite-like: q_lora_rank null (q_proj), no MTP",
+    ),
+    "tiny-v32": Preset(
+        TINY_DIMS,
+        shard_bytes=1 << 20,
+        description="DeepSeek-V3.2: tiny plus the lightning indexer (16 heads of 64, top-k 8) in every layer, MTP layer",
+        config=V32_FIELDS,
     ),
     "bench": Preset(
         dims=dict(hidden_size=2048, num_hidden_layers=4, first_k_dense_replace=1, num_attention_heads=16, q_lora_rank=768,
@@ -111,6 +123,7 @@ def make_config(preset: Preset, vocab_size: int) -> dict[str, Any]:
     }
     if cfg["architectures"] == ["DeepseekV2ForCausalLM"]:
         cfg.update(model_type="deepseek_v2", scoring_func="softmax", topk_method="greedy")
+    cfg.update(preset.config or {})
     if preset.yarn:
         cfg["rope_scaling"] = {"beta_fast": 32, "beta_slow": 1, "factor": 4.0, "mscale": 1.0, "mscale_all_dim": 1.0,
                                "original_max_position_embeddings": 4096, "type": "yarn"}
