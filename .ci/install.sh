@@ -16,6 +16,9 @@ step "torch (CPU build) and dshub[test]"
 "$PY" -m pip install --quiet "torch==2.13.0"
 "$PY" -m pip install --quiet -e ".[test]"
 
+step "tiktoken (the Kimi tokenizer tests; also in the test extra)"
+"$PY" -m pip install --quiet "tiktoken>=0.7,<1"
+
 step "llama-cpp-python (.ci/llama-cpp.sh)"
 PYTHON="$PY" bash .ci/llama-cpp.sh
 step "recipe validators (.ci/recipe-validators.sh)"
