@@ -15,7 +15,7 @@ from dshub.checkpoint.synth import write_synthetic
 from dshub.errors import CheckpointError
 from dshub.formats.gguf_tiktoken import PRE_TOKENIZERS, read_ranks
 from dshub.formats.gguf_tokenizer import CONTROL, NORMAL, UNUSED, load_vocab_kvs
-from tests.formats.test_gguf_tokenizer import TEXTS
+from tests.support.texts import TEXTS
 from tests.support.tools import require
 
 KIMI_TEXTS = TEXTS + [
