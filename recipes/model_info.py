@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from dshub.arch import family_for
 from dshub.arch.family import Family, find_release
+from dshub.checkpoint.tokenizer_info import read_tokenizer_info
 from dshub.arch.spec import ArchSpec, Role
 
 COMPONENTS: tuple[str, ...] = ("attn", "expert", "shared", "dense", "embed", "head", "other")
@@ -89,9 +91,11 @@ def breakdown(spec: ArchSpec, components: Mapping[Role, str]) -> tuple[dict[str,
     return params, component_of
 
 
-def release_of(config: dict[str, Any], name: str) -> str:
-    """The release key of a local checkpoint: by its directory name, else its model_type, else the family's first."""
-    return find_release(name, config.get("model_type"), family_for(config)).key
+def release_of(config: dict[str, Any], name: str, root: Path | None = None) -> str:
+    """The release key of a local checkpoint: recognized from its config.json and tokenizer files (in `root`), else
+    by its directory name, else its model_type, else the family's first."""
+    tok = read_tokenizer_info(root) if root is not None else None
+    return find_release(name, config.get("model_type"), family_for(config), config, tok).key
 
 
 def info_from_config(config: dict[str, Any], *, name: str, hub_id: str | None, family: str, shipped: str,

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 from dshub.arch.family import (
     Family, GGUFDerived, GGUFExperts, GGUFField, GGUFMapping, GGUFPart, Int4Scopes, PlannerFacts, Release,
-    ServingFacts, frozen, register,
+    ServingFacts, TokenizerInfo, frozen, register,
 )
 from dshub.arch.spec import ArchSpec, Role, TensorSpec, require
 from dshub.errors import ConfigError
@@ -314,7 +314,37 @@ def _engines(vllm: ServingFacts, sglang: ServingFacts, llamacpp: ServingFacts = 
     return frozen({"vllm": vllm, "sglang": sglang, "llamacpp": llamacpp})
 
 
+def _arch(config: dict[str, Any]) -> str:
+    return (config.get("architectures") or [""])[0]
+
+
+def is_v2(config: dict[str, Any], tok: TokenizerInfo) -> bool:
+    """DeepSeek-V2 / V2-Lite / V2.5 / Coder-V2: their config.json names DeepseekV2ForCausalLM."""
+    return _arch(config) == "DeepseekV2ForCausalLM"
+
+
+def is_kimi_thinking(config: dict[str, Any], tok: TokenizerInfo) -> bool:
+    """Kimi-K2-Thinking: model_type kimi_k2 and a tokenizer with `<think>` (moonshotai/Kimi-K2-Thinking
+    tokenizer_config.json names `<think>`/`</think>` among its added tokens and its chat template opens a think block;
+    Kimi-K2-Instruct's has neither)."""
+    return config.get("model_type") == "kimi_k2" and ("<think>" in tok.specials or "<think>" in tok.template)
+
+
+def is_kimi(config: dict[str, Any], tok: TokenizerInfo) -> bool:
+    """Kimi-K2-Instruct (-0905, -Base): model_type kimi_k2 (moonshotai/Kimi-K2-Instruct config.json), not Thinking."""
+    return config.get("model_type") == "kimi_k2" and not is_kimi_thinking(config, tok)
+
+
+def is_moonlight(config: dict[str, Any], tok: TokenizerInfo) -> bool:
+    """Moonlight-16B-A3B: a DeepseekV3ForCausalLM with model_type deepseek_v3 but Kimi's tiktoken vocabulary
+    (moonshotai/Moonlight-16B-A3B-Instruct: tiktoken.model + tokenization_moonshot.py, no tokenizer.json)."""
+    return config.get("model_type") == "deepseek_v3" and tok.kind == "tiktoken"
+
+
 # vLLM: serving.md §1.3 "Reasoning parser", "Tools" (PR#18874 for the R1 tool template); SGLang: §2 "Parsers".
+# V2 and Moonlight predate reasoning (no <think>) and have no tool-call parser in vLLM or SGLang: they run with the
+# chat template their checkpoint ships (no parser flags). Local checkpoints are recognized by `detect`, from
+# config.json and the tokenizer; the directory name only decides among releases with the same files (V3 / R1 / V3.1).
 RELEASES: tuple[Release, ...] = (
     Release("v3", _engines(
         ServingFacts("deepseek_v3", "deepseek_v3", VLLM_TEMPLATE.format("deepseekv3"), None, *V3_MIN_VLLM),
@@ -323,7 +353,7 @@ RELEASES: tuple[Release, ...] = (
     Release("kimi_k2", _engines(
         ServingFacts(None, "kimi_k2", None, None, *V3_MIN_VLLM),
         ServingFacts(None, "kimi_k2")),
-        name_pattern=r"(?i)kimi", model_types=("kimi_k2",)),
+        name_pattern=r"(?i)kimi", model_types=("kimi_k2",), detect=is_kimi),
     Release("v31", _engines(
         ServingFacts("deepseek_v3", "deepseek_v31", VLLM_TEMPLATE.format("deepseekv31"), None, *V3_MIN_VLLM),
         ServingFacts("deepseek-v3", "deepseekv31", SGLANG_TEMPLATE.format("deepseekv31"))),
@@ -334,7 +364,9 @@ RELEASES: tuple[Release, ...] = (
         name_pattern=r"(?i)\br1\b|-r1"),
     Release("kimi_k2_thinking", _engines(
         ServingFacts("kimi_k2", "kimi_k2", None, None, *V3_MIN_VLLM),
-        ServingFacts("kimi_k2", "kimi_k2"))),
+        ServingFacts("kimi_k2", "kimi_k2")), detect=is_kimi_thinking),
+    Release("v2", _engines(ServingFacts(), ServingFacts()), detect=is_v2),
+    Release("moonlight", _engines(ServingFacts(), ServingFacts()), detect=is_moonlight),
 )
 
 # A small config.json of the family (the synthetic "tiny" dims): the contract tests exercise every fact on it.
