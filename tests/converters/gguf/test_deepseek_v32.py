@@ -130,3 +130,16 @@ def test_mtp_gguf_loads_and_trunk_logits_unchanged(tiny_v32_bf16: Path, ggufs: d
     assert kv["deepseek32.block_count"] == 4 and kv["deepseek32.nextn_predict_layers"] == 1
     assert {"blk.3.nextn.eh_proj.weight", "blk.3.indexer.attn_k.weight"} <= names
     np.testing.assert_array_equal(llama_logits(path, IDS[:12]), llama_logits(ggufs["F16"], IDS[:12]))
+
+
+def test_plan_reads_a_deepseek32_gguf_with_its_indexer_cache(ggufs: dict[str, Path], tiny_v32: Path) -> None:
+    """A local V3.2 GGUF is planned from its metadata: llama.cpp's cache per token and layer is the MLA latent plus
+    rope key and the indexer key (llama-kv-cache-dsa.cpp), in the K cache type (F16: 2 bytes)."""
+    from dshub.recipes.models import resolve_model
+    from dshub.recipes.planner import kv_bytes_per_token
+
+    cfg = json.loads((tiny_v32 / "config.json").read_text())
+    m = resolve_model(str(ggufs["Q8_0"]))
+    assert (m.architecture, m.family) == ("DeepseekV32ForCausalLM", "v32")
+    per_layer = cfg["kv_lora_rank"] + cfg["qk_rope_head_dim"] + cfg["index_head_dim"]
+    assert kv_bytes_per_token(m, "llamacpp", "bf16", mtp=False) == per_layer * 2 * cfg["num_hidden_layers"]
