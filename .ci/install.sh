@@ -19,6 +19,9 @@ step "ray (dshub[ray]: the --executor ray tests start a local cluster with its \
 "$PY" -m pip install --quiet -e ".[ray]"
 "$PY" -c "import ray, shutil, sys, pathlib; assert (pathlib.Path(sys.executable).parent / 'ray').exists() or shutil.which('ray'), 'no ray command'"
 
+step "tiktoken (the Kimi tokenizer tests; also in the test extra)"
+"$PY" -m pip install --quiet "tiktoken>=0.7,<1"
+
 step "llama-cpp-python (.ci/llama-cpp.sh)"
 PYTHON="$PY" bash .ci/llama-cpp.sh
 step "recipe validators (.ci/recipe-validators.sh)"

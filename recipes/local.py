@@ -28,15 +28,15 @@ def local_info(path: Path) -> ModelInfo:
             raise ConfigError("MODEL must be a checkpoint directory or its config.json", path=str(path))
         config = load_config(path.parent)
         name = path.parent.name or "model"
-        return info_from_config(config, name=name, hub_id=None, family=release_of(config, name),
+        return info_from_config(config, name=name, hub_id=None, family=release_of(config, name, path.parent),
                                 shipped=_shipped(config, None), source="local", path=str(path.parent))
     if not (path / "model.safetensors.index.json").exists() and not (path / "model.safetensors").exists():
         config = load_config(path)
-        return info_from_config(config, name=path.name, hub_id=None, family=release_of(config, path.name),
+        return info_from_config(config, name=path.name, hub_id=None, family=release_of(config, path.name, path),
                                 shipped=_shipped(config, None), source="local", path=str(path))
     ckpt = Checkpoint.open(path)
     component_of: dict[str, str] = {}
-    info = info_from_config(ckpt.config, name=path.name, hub_id=None, family=release_of(ckpt.config, path.name),
+    info = info_from_config(ckpt.config, name=path.name, hub_id=None, family=release_of(ckpt.config, path.name, path),
                             shipped=_shipped(ckpt.config, ckpt.encoding.name), source="local", path=str(path),
                             component_of_out=component_of)
     stored: dict[str, int] = {}

@@ -12,7 +12,7 @@ from dshub.errors import ConfigError, GGUFError
 from dshub.formats.gguf_file import GGUFHeader, read_gguf_header, resolve_split_set
 from dshub.quant.gguf.types import FILE_TYPES
 
-from dshub.recipes.model_info import ModelInfo
+from dshub.recipes.model_info import ModelInfo, side_kv
 
 FTYPE_NAMES = {code: name for name, code in FILE_TYPES.items()}
 
@@ -83,5 +83,5 @@ def gguf_info(path: Path) -> ModelInfo:
         qk_rope_head_dim=int(_meta(h, arch, "rope.dimension_count")),
         n_experts=int(_meta(h, arch, "expert_count", 0)), max_context=int(_meta(h, arch, "context_length")),
         architecture=fam.architectures[0], kv_elems_per_layer=fam.planner.kv_elems_per_token_layer(dims),
-        kv_bytes_per_layer=fam.planner.kv_bytes_per_layer,
+        kv_bytes_per_layer=fam.planner.kv_bytes_per_layer, side_kv_bytes=side_kv(fam, dims),
     )

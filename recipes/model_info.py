@@ -6,10 +6,13 @@ the release key (v3, r1, v31, v32, kimi_k2, ...) the engine facts are looked up 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Mapping
 
 from dshub.arch import family_for
 from dshub.arch.family import Family, find_release
+from dshub.checkpoint.tokenizer_info import read_tokenizer_info
 from dshub.arch.spec import ArchSpec, Role
 
 COMPONENTS: tuple[str, ...] = ("attn", "expert", "shared", "dense", "embed", "head", "other")
@@ -49,6 +52,8 @@ class ModelInfo:
     kv_elems_per_layer: int = 0  # KV-cache elements per token per layer (the family's formula)
     # (engine, kv dtype) -> KV bytes per token per layer where the engine stores the cache its own way
     kv_bytes_per_layer: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    # (engine, KV element bytes) -> cache bytes per token per layer beside the attention cache (the family's fact)
+    side_kv_bytes: Callable[[str, float], int] | None = field(default=None, compare=False)
 
     @property
     def total_params(self) -> int:
@@ -86,9 +91,11 @@ def breakdown(spec: ArchSpec, components: Mapping[Role, str]) -> tuple[dict[str,
     return params, component_of
 
 
-def release_of(config: dict[str, Any], name: str) -> str:
-    """The release key of a local checkpoint: by its directory name, else its model_type, else the family's first."""
-    return find_release(name, config.get("model_type"), family_for(config)).key
+def release_of(config: dict[str, Any], name: str, root: Path | None = None) -> str:
+    """The release key of a local checkpoint: recognized from its config.json and tokenizer files (in `root`), else
+    by its directory name, else its model_type, else the family's first."""
+    tok = read_tokenizer_info(root) if root is not None else None
+    return find_release(name, config.get("model_type"), family_for(config), config, tok).key
 
 
 def info_from_config(config: dict[str, Any], *, name: str, hub_id: str | None, family: str, shipped: str,
@@ -108,4 +115,10 @@ def info_from_config(config: dict[str, Any], *, name: str, hub_id: str | None, f
         n_experts=spec.num_experts, max_context=int(config.get("max_position_embeddings") or 0),
         tp_split_dims=fam.planner.tp_split_dims(config), architecture=spec.architecture,
         kv_elems_per_layer=fam.planner.kv_elems_per_token_layer(config), kv_bytes_per_layer=fam.planner.kv_bytes_per_layer,
+        side_kv_bytes=side_kv(fam, config),
     )
+
+
+def side_kv(fam: Family, config: dict[str, Any]) -> Callable[[str, float], int] | None:
+    """The family's extra cache bytes per token and layer, bound to this config (None when it has none)."""
+    return partial(fam.planner.side_kv_bytes, config) if fam.planner.side_kv_bytes else None

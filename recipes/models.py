@@ -49,6 +49,18 @@ _KIMI_DIMS = {**_V3_DIMS, "model_type": "kimi_k2", "num_attention_heads": 64, "n
               "max_position_embeddings": 131072, "num_nextn_predict_layers": 0, "n_group": 1, "topk_group": 1}
 
 
+# moonshotai/Kimi-K2-Thinking config.json: compressed-tensors W4A16 in groups of 32 on the routed experts (attention,
+# shared experts, dense MLPs and lm_head left out).
+KIMI_K2_THINKING_QC: dict[str, Any] = {
+    "quant_method": "compressed-tensors", "format": "pack-quantized", "quantization_status": "compressed",
+    "kv_cache_scheme": None,
+    "config_groups": {"group_0": {"targets": ["Linear"], "input_activations": None, "output_activations": None,
+                                  "weights": {"num_bits": 4, "type": "int", "symmetric": True, "strategy": "group",
+                                              "group_size": 32, "dynamic": False, "actorder": None, "observer": "minmax"}}},
+    "ignore": ["lm_head", "re:.*self_attn.*", "re:.*shared_experts.*", "re:.*mlp\\.(gate|up|gate_up|down)_proj.*"],
+}
+
+
 @dataclass(frozen=True)
 class Sampling:
     """The sampling a model's authors recommend for local serving, with where they say so. None: not stated."""
@@ -108,7 +120,8 @@ CATALOG: tuple[CatalogEntry, ...] = (
     CatalogEntry("kimi-k2-0905", "moonshotai/Kimi-K2-Instruct-0905", "kimi_k2", "fp8",
                  {**_KIMI_DIMS, "max_position_embeddings": 262144}, sampling=KIMI_SAMPLING),
     CatalogEntry("kimi-k2-thinking", "moonshotai/Kimi-K2-Thinking", "kimi_k2_thinking", "int4",
-                 {**_KIMI_DIMS, "max_position_embeddings": 262144}, sampling=KIMI_THINKING_SAMPLING),
+                 {**_KIMI_DIMS, "max_position_embeddings": 262144, "quantization_config": KIMI_K2_THINKING_QC},
+                 sampling=KIMI_THINKING_SAMPLING),
     # serving.md §1.6: V4-Flash 284B total / 13B active, ~160-167 GB, 1M context.
     CatalogEntry("deepseek-v4-flash", "deepseek-ai/DeepSeek-V4-Flash", "v4", "fp4-fp8", None,
                  stated_params=284_000_000_000, stated_active=13_000_000_000, stated_bytes=167_000_000_000,

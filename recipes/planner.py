@@ -174,14 +174,16 @@ def total_weight_bytes(model: ModelInfo, fmt: WeightFormat, mtp: bool) -> int:
 
 
 def kv_bytes_per_token(model: ModelInfo, engine: str, kv_dtype: str, mtp: bool) -> int:
-    """MLA cache bytes per token over all layers (plus the MTP layer's when it runs). 0 when not modelled."""
+    """MLA cache bytes per token over all layers (plus the MTP layer's when it runs), and the family's side cache
+    (V3.2's indexer keys). 0 when not modelled."""
     if not model.modelled:
         return 0
     layers = model.layers + (model.mtp_layers if mtp else 0)
     own = model.kv_bytes_per_layer.get((engine, kv_dtype))  # an engine's own cache layout (the family's fact)
+    side = model.side_kv_bytes(engine, KV_DTYPE_BYTES[kv_dtype]) * layers if model.side_kv_bytes else 0  # V3.2's indexer keys
     if own is not None:
-        return own * layers
-    return int(model.kv_elems_per_layer * layers * KV_DTYPE_BYTES[kv_dtype])
+        return own * layers + side
+    return int(model.kv_elems_per_layer * layers * KV_DTYPE_BYTES[kv_dtype]) + side
 
 
 def weights_per_gpu(model: ModelInfo, fmt: WeightFormat, lay: Layout, mtp: bool) -> dict[str, int]:

@@ -17,17 +17,41 @@ from dshub.checkpoint.shapes import shape_checkpoint
 from dshub.converters.gguf.schemes import SCHEMES
 from dshub.converters.sizing import PlannedBytes, planned_bytes, target_options
 from dshub.errors import DshubError
+from dshub.formats.int4_config import int4_config
 from dshub.recipes.formats import WeightFormat
 from dshub.recipes.model_info import ModelInfo, breakdown, module_of
 
 _CACHE: dict[tuple[Any, ...], dict[str, int] | None] = {}
 
 
-def converter_target(fmt: WeightFormat) -> tuple[str, dict[str, Any]] | None:
-    """The `dshub convert` target and options that write `fmt`, or None when dshub does not write it."""
+def converter_target(fmt: WeightFormat, config: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]] | None:
+    """The `dshub convert` target and options that write `fmt`, or None when dshub does not write it. INT4 of a
+    checkpoint released in INT4 takes the release's own layout (its quantization_config: format, group size,
+    symmetry, and the scope its ignore list leaves), e.g. Kimi-K2-Thinking's groups of 32."""
     if fmt.is_gguf:
         return ("gguf", {"quant": fmt.gguf_type}) if fmt.gguf_type in SCHEMES else None
+    if fmt.name == "int4" and config and (shipped := shipped_int4_options(config)):
+        return "int4", shipped
     return (fmt.name, {}) if fmt.name in ("bf16", "int4") else None
+
+
+def shipped_int4_options(config: dict[str, Any]) -> dict[str, Any] | None:
+    """`--to int4` options reproducing the INT4 layout config.json declares (None when it declares none)."""
+    cfg = int4_config(config)
+    if cfg is None:
+        return None
+    fam = family_for(config)
+    scopes = fam.int4_scopes()
+    scoped = frozenset().union(*scopes.values())
+    packed = {t.role for t in fam.inventory(config) if t.linear and not t.mtp and t.role in scoped
+              and not cfg.is_left_out(module_of(t.name))}
+    scope = next((name for name, roles in scopes.items() if packed <= roles), "all-linear")
+    return {"format": cfg.format, "group_size": cfg.group_size, "symmetric": cfg.symmetric, "scope": scope}
+
+
+def _release_source(config: dict[str, Any]) -> dict[str, Any]:
+    """A config released in INT4, planned from its unquantized layout (what the release was packed from)."""
+    return {k: v for k, v in config.items() if k != "quantization_config"} if int4_config(config) else config
 
 
 def _source(model: ModelInfo) -> Checkpoint:
@@ -35,7 +59,7 @@ def _source(model: ModelInfo) -> Checkpoint:
     root = Path(model.path) if model.path else Path(f"({model.source})") / model.name
     if model.source == "local" and model.stored_bytes and root.is_dir():
         return Checkpoint.open(root)
-    return shape_checkpoint(model.config or {}, root)
+    return shape_checkpoint(_release_source(model.config or {}), root)
 
 
 def _mtp_options(target: str, with_mtp: bool) -> dict[str, Any]:
@@ -45,7 +69,7 @@ def _mtp_options(target: str, with_mtp: bool) -> dict[str, Any]:
 def planned_components(model: ModelInfo, fmt: WeightFormat) -> dict[str, int] | None:
     """Bytes per component ("mtp" = what keeping the MTP layers adds), or None when no converter writes `fmt`
     or the converter refuses this model (the caller then uses the per-parameter estimate)."""
-    target = converter_target(fmt)
+    target = converter_target(fmt, model.config)
     if target is None or not model.modelled:
         return None
     # what the plan depends on: the model's config and (for a local checkpoint) its stored bytes, and the format

@@ -35,14 +35,26 @@ def _isolated_hf_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
+def _synth(factory: pytest.TempPathFactory, name: str, preset: str) -> Path:
+    from dshub.checkpoint.synth import write_synthetic
+
+    out = factory.mktemp("synth") / name
+    write_synthetic(out, preset, seed=0)
+    return out
+
+
+def _bf16(src: Path, factory: pytest.TempPathFactory) -> Path:
+    from dshub.converters import build_options, run_conversion
+
+    out = factory.mktemp("bf16") / f"{src.name}-bf16"
+    run_conversion(src, build_options("bf16", out=out))
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny block-FP8 DeepSeek-V3 checkpoint (read-only: copy it before corrupting)."""
-    from dshub.checkpoint.synth import write_synthetic
-
-    out = tmp_path_factory.mktemp("synth") / "tiny"
-    write_synthetic(out, "tiny", seed=0)
-    return out
+    return _synth(tmp_path_factory, "tiny", "tiny")
 
 
 @pytest.fixture
@@ -56,11 +68,19 @@ def tiny_copy(tiny_ckpt: Path, tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_bf16(tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The BF16 conversion of `tiny_ckpt`."""
-    from dshub.converters import build_options, run_conversion
+    return _bf16(tiny_ckpt, tmp_path_factory)
 
-    out = tmp_path_factory.mktemp("bf16") / "tiny-bf16"
-    run_conversion(tiny_ckpt, build_options("bf16", out=out))
-    return out
+
+@pytest.fixture(scope="session")
+def tiny_v32(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny block-FP8 DeepSeek-V3.2 checkpoint (preset tiny-v32: the lightning indexer in every layer; read-only)."""
+    return _synth(tmp_path_factory, "DeepSeek-V3.2-tiny", "tiny-v32")
+
+
+@pytest.fixture(scope="session")
+def tiny_v32_bf16(tiny_v32: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The BF16 conversion of `tiny_v32`."""
+    return _bf16(tiny_v32, tmp_path_factory)
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ Each mixture is a default type plus per-category bumps, reproducing `llama_tenso
 for a MoE model with more than 8 experts (deepseek2): categories are substring matches on the GGUF name, so routed
 (`_exps`) and shared (`_shexp`) experts share the dense FFN's category; `ffn_down` bumps depend on the layer parsed
 from `blk.N.` against n_layer; `output.weight` gets Q6_K. An MLA file has no attn_v/attn_kv_b, so llama.cpp's
-attention-V bumps never fire. Row-length fallbacks (attn_k_b rows of 128: Q4_K -> Q5_0, ...) happen after the
+attention-V bumps never fire; attn_k exists only as V3.2's indexer key projection. Row-length fallbacks (attn_k_b rows of 128: Q4_K -> Q5_0, ...) happen after the
 type function, in the planner. Importing this module registers the schemes.
 """
 from __future__ import annotations
@@ -80,6 +80,11 @@ MIXTURES: dict[str, Mixture] = {
 }
 
 
+# attn_k (e.g. V3.2's `indexer.attn_k`) of a model with exactly 8 experts: Q8_0 in every K-quant mixture
+# (llama_tensor_get_type_impl, "for the 8-expert model, bumping this to Q8_0").
+ATTN_K_8X = "Q8_0"
+
+
 def layer_of(name: str, n_layer: int) -> int:
     """The layer index of a `blk.N.` tensor, checked against n_layer as llama.cpp does."""
     m = LAYER_RE.match(name)
@@ -96,6 +101,8 @@ def mixture_type(mix: Mixture, name: str, shape: tuple[int, ...], n_layer: int, 
     cat = category(name)
     if cat == "output":
         return "Q8_0" if shape[-1] % 256 else "Q6_K"  # every mixture default here has 256-element blocks
+    if cat == "attn_k" and n_expert == 8:
+        return ATTN_K_8X
     if cat == "attn_output":
         bump = mix.attn_output_8x if n_expert == 8 else mix.attn_output
         return bump or mix.default

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 from dshub.arch.family import (
     Family, GGUFDerived, GGUFExperts, GGUFField, GGUFMapping, GGUFPart, Int4Scopes, PlannerFacts, Release,
-    ServingFacts, frozen, register,
+    ServingFacts, TokenizerInfo, frozen, register,
 )
 from dshub.arch.spec import ArchSpec, Role, TensorSpec, require
 from dshub.errors import ConfigError
@@ -20,6 +20,21 @@ ARCHITECTURES = ("DeepseekV3ForCausalLM", "DeepseekV2ForCausalLM", "KimiK2ForCau
 def _not_converted(config: dict[str, Any]) -> tuple[str, ...]:
     qc = config.get("quantization_config") or {}
     return tuple(qc.get("modules_to_not_convert") or ())
+
+
+# Routing when config.json omits it (transformers 5 saves neither `topk_method` nor `scoring_func`). Sources:
+# transformers' DeepseekV2Config defaults (topk_method "greedy", softmax scores); DeepSeek-V3's config.json and
+# modeling (noaux_tc: sigmoid scores plus e_score_correction_bias), which V3.1, V3.2, Kimi-K2 and Moonlight keep.
+ROUTING_BY_ARCH: Mapping[str, Mapping[str, str]] = frozen({
+    "DeepseekV2ForCausalLM": frozen({"topk_method": "greedy", "scoring_func": "softmax"}),
+})
+ROUTING_DEFAULT: Mapping[str, str] = frozen({"topk_method": "noaux_tc", "scoring_func": "sigmoid"})
+
+
+def routing(config: dict[str, Any], field: str) -> str:
+    """`topk_method` or `scoring_func` of a config: its own value, else its architecture's default."""
+    arch = (config.get("architectures") or [""])[0]
+    return config.get(field) or ROUTING_BY_ARCH.get(arch, ROUTING_DEFAULT)[field]
 
 
 # One tensor every layer adds after its attention: (name after `self_attn.`, shape, role, linear, fp8).
@@ -41,7 +56,7 @@ def deepseek_v3_spec(config: dict[str, Any], attn_extras: tuple[AttnExtra, ...] 
     n_shared = config.get("n_shared_experts") or 0
     freq = config.get("moe_layer_freq") or 1
     n_mtp = config.get("num_nextn_predict_layers") or 0
-    has_bias = config.get("topk_method") == "noaux_tc"
+    has_bias = routing(config, "topk_method") == "noaux_tc"
     skip = _not_converted(config)
     qk_head = qk_nope + qk_rope
 
@@ -194,31 +209,31 @@ DERIVED: tuple[GGUFDerived, ...] = (
     GGUFDerived("attention.value_length_mla", "UINT32", lambda c: c["v_head_dim"]),
 )
 # Gating when config.json has no `scoring_func` (transformers 5 stopped writing it): V3-family models always use sigmoid.
-DEFAULT_GATING: Mapping[str, str] = frozen({"DeepseekV2ForCausalLM": "softmax"})
+DEFAULT_GATING: Mapping[str, str] = frozen({a: r["scoring_func"] for a, r in ROUTING_BY_ARCH.items()})
 # llama.cpp divides yarn_log_multiplier by 0.1 when loading deepseek2 (PR #17945), so the file holds 0.1 * mscale_all_dim.
 YARN_LOG_MUL_FACTOR = 0.1
 GGUF_ARCH = "deepseek2"
 
 
-def _key(suffix: str) -> str:
-    return f"{GGUF_ARCH}.{suffix}"
+def config_from_gguf(kv: Mapping[str, Any], tensor_names: set[str] | None = None, *, arch: str = GGUF_ARCH,
+                     fields: tuple[GGUFField, ...] = FIELDS, architecture: str = "DeepseekV3ForCausalLM") -> dict[str, Any]:
+    """The config.json fields an `arch` GGUF's metadata implies (enough for the architecture's tensor table)."""
+    def key(suffix: str) -> str:
+        return f"{arch}.{suffix}"
 
-
-def config_from_gguf(kv: Mapping[str, Any], tensor_names: set[str] | None = None) -> dict[str, Any]:
-    """The config.json fields a `deepseek2` GGUF's metadata implies (enough for the architecture's tensor table)."""
-    cfg: dict[str, Any] = {"architectures": ["DeepseekV3ForCausalLM"], "num_nextn_predict_layers": 0, "moe_layer_freq": 1}
-    for f in FIELDS:
-        if _key(f.suffix) in kv:
-            cfg[f.config_key] = kv[_key(f.suffix)]
+    cfg: dict[str, Any] = {"architectures": [architecture], "num_nextn_predict_layers": 0, "moe_layer_freq": 1}
+    for f in fields:
+        if key(f.suffix) in kv:
+            cfg[f.config_key] = kv[key(f.suffix)]
         elif f.required and f.config_key not in ("vocab_size",):
-            raise ConfigError(f"GGUF metadata lacks {_key(f.suffix)}", path="gguf", show_path="")
+            raise ConfigError(f"GGUF metadata lacks {key(f.suffix)}", path="gguf", show_path="")
     for need in ("attention.key_length_mla", "attention.value_length_mla"):
-        if _key(need) not in kv:
-            raise ConfigError(f"GGUF metadata lacks {_key(need)} (a pre-MLA deepseek2 file)", path="gguf", show_path="")
-    cfg["num_nextn_predict_layers"] = int(kv.get(_key("nextn_predict_layers"), 0))
+        if key(need) not in kv:
+            raise ConfigError(f"GGUF metadata lacks {key(need)} (a pre-MLA {arch} file)", path="gguf", show_path="")
+    cfg["num_nextn_predict_layers"] = int(kv.get(key("nextn_predict_layers"), 0))
     cfg["num_hidden_layers"] -= cfg["num_nextn_predict_layers"]
-    cfg["qk_nope_head_dim"] = kv[_key("attention.key_length_mla")] - cfg["qk_rope_head_dim"]
-    cfg["v_head_dim"] = kv[_key("attention.value_length_mla")]
+    cfg["qk_nope_head_dim"] = kv[key("attention.key_length_mla")] - cfg["qk_rope_head_dim"]
+    cfg["v_head_dim"] = kv[key("attention.value_length_mla")]
     cfg.setdefault("vocab_size", len(kv.get("tokenizer.ggml.tokens") or []))
     cfg.setdefault("q_lora_rank", None)
     if tensor_names is None or any(n.endswith("exp_probs_b.bias") for n in tensor_names):
@@ -254,7 +269,7 @@ GGUF = GGUFMapping(
     block_count_key="num_hidden_layers",
     mtp_count_key="num_nextn_predict_layers",
     default_gating=DEFAULT_GATING,
-    default_gating_other="sigmoid",
+    default_gating_other=ROUTING_DEFAULT["scoring_func"],
     yarn_log_multiplier_factor=YARN_LOG_MUL_FACTOR,
     config_from_metadata=config_from_gguf,
     caveats=llama_cpp_caveats,
@@ -299,7 +314,37 @@ def _engines(vllm: ServingFacts, sglang: ServingFacts, llamacpp: ServingFacts = 
     return frozen({"vllm": vllm, "sglang": sglang, "llamacpp": llamacpp})
 
 
+def _arch(config: dict[str, Any]) -> str:
+    return (config.get("architectures") or [""])[0]
+
+
+def is_v2(config: dict[str, Any], tok: TokenizerInfo) -> bool:
+    """DeepSeek-V2 / V2-Lite / V2.5 / Coder-V2: their config.json names DeepseekV2ForCausalLM."""
+    return _arch(config) == "DeepseekV2ForCausalLM"
+
+
+def is_kimi_thinking(config: dict[str, Any], tok: TokenizerInfo) -> bool:
+    """Kimi-K2-Thinking: model_type kimi_k2 and a tokenizer with `<think>` (moonshotai/Kimi-K2-Thinking
+    tokenizer_config.json names `<think>`/`</think>` among its added tokens and its chat template opens a think block;
+    Kimi-K2-Instruct's has neither)."""
+    return config.get("model_type") == "kimi_k2" and ("<think>" in tok.specials or "<think>" in tok.template)
+
+
+def is_kimi(config: dict[str, Any], tok: TokenizerInfo) -> bool:
+    """Kimi-K2-Instruct (-0905, -Base): model_type kimi_k2 (moonshotai/Kimi-K2-Instruct config.json), not Thinking."""
+    return config.get("model_type") == "kimi_k2" and not is_kimi_thinking(config, tok)
+
+
+def is_moonlight(config: dict[str, Any], tok: TokenizerInfo) -> bool:
+    """Moonlight-16B-A3B: a DeepseekV3ForCausalLM with model_type deepseek_v3 but Kimi's tiktoken vocabulary
+    (moonshotai/Moonlight-16B-A3B-Instruct: tiktoken.model + tokenization_moonshot.py, no tokenizer.json)."""
+    return config.get("model_type") == "deepseek_v3" and tok.kind == "tiktoken"
+
+
 # vLLM: serving.md §1.3 "Reasoning parser", "Tools" (PR#18874 for the R1 tool template); SGLang: §2 "Parsers".
+# V2 and Moonlight predate reasoning (no <think>) and have no tool-call parser in vLLM or SGLang: they run with the
+# chat template their checkpoint ships (no parser flags). Local checkpoints are recognized by `detect`, from
+# config.json and the tokenizer; the directory name only decides among releases with the same files (V3 / R1 / V3.1).
 RELEASES: tuple[Release, ...] = (
     Release("v3", _engines(
         ServingFacts("deepseek_v3", "deepseek_v3", VLLM_TEMPLATE.format("deepseekv3"), None, *V3_MIN_VLLM),
@@ -308,7 +353,7 @@ RELEASES: tuple[Release, ...] = (
     Release("kimi_k2", _engines(
         ServingFacts(None, "kimi_k2", None, None, *V3_MIN_VLLM),
         ServingFacts(None, "kimi_k2")),
-        name_pattern=r"(?i)kimi", model_types=("kimi_k2",)),
+        name_pattern=r"(?i)kimi", model_types=("kimi_k2",), detect=is_kimi),
     Release("v31", _engines(
         ServingFacts("deepseek_v3", "deepseek_v31", VLLM_TEMPLATE.format("deepseekv31"), None, *V3_MIN_VLLM),
         ServingFacts("deepseek-v3", "deepseekv31", SGLANG_TEMPLATE.format("deepseekv31"))),
@@ -319,7 +364,9 @@ RELEASES: tuple[Release, ...] = (
         name_pattern=r"(?i)\br1\b|-r1"),
     Release("kimi_k2_thinking", _engines(
         ServingFacts("kimi_k2", "kimi_k2", None, None, *V3_MIN_VLLM),
-        ServingFacts("kimi_k2", "kimi_k2"))),
+        ServingFacts("kimi_k2", "kimi_k2")), detect=is_kimi_thinking),
+    Release("v2", _engines(ServingFacts(), ServingFacts()), detect=is_v2),
+    Release("moonlight", _engines(ServingFacts(), ServingFacts()), detect=is_moonlight),
 )
 
 # A small config.json of the family (the synthetic "tiny" dims): the contract tests exercise every fact on it.

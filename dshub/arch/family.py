@@ -141,6 +141,10 @@ class PlannerFacts:
     # (engine, kv dtype) -> KV bytes per token per layer where an engine stores the cache its own way; with source
     kv_bytes_per_layer: Mapping[tuple[str, str], int] = field(default_factory=dict)
     kv_bytes_source: str = ""
+    # cache bytes per token per layer beside the attention cache (V3.2's indexer keys), with source:
+    # (config, engine, bytes per element of the engine's KV dtype) -> bytes
+    side_kv_bytes: Callable[[Config, str, float], int] | None = None
+    side_kv_source: str = ""
     components: Mapping[Role, str] = field(default_factory=lambda: COMPONENT_OF_ROLE)
 
 
@@ -164,6 +168,15 @@ class ServingFacts:
 
 
 @dataclass(frozen=True)
+class TokenizerInfo:
+    """What a local checkpoint's tokenizer files say about the model (read by dshub.checkpoint.tokenizer_info)."""
+
+    kind: str = "none"  # "tokenizer.json" | "tiktoken" | "none"
+    specials: frozenset[str] = frozenset()  # added / special token strings
+    template: str = ""  # the chat template text (tokenizer_config.json or chat_template.jinja)
+
+
+@dataclass(frozen=True)
 class Release:
     """A released model line of a family (V3, R1, V3.1, ...): how to recognize it and its facts per engine."""
 
@@ -171,6 +184,8 @@ class Release:
     engines: Mapping[str, ServingFacts]
     name_pattern: str | None = None  # regex on a local directory / GGUF name that picks this release
     model_types: tuple[str, ...] = ()  # config.json model_type values that mean this release
+    # recognizes a local checkpoint from its config.json and tokenizer (tried before names and model types)
+    detect: Callable[[Config, TokenizerInfo], bool] | None = None
 
 
 # ------------------------------------------------------------------ the contract
@@ -252,11 +267,16 @@ def gguf_architectures() -> list[str]:
 
 
 
-def find_release(name: str, model_type: str | None = None, family: Family | None = None) -> Release:
-    """The release a local model is: the first whose name pattern matches `name` (`family`'s releases first), else
-    the first listing `model_type`, else `family`'s (or the first registered family's) default release."""
+def find_release(name: str, model_type: str | None = None, family: Family | None = None,
+                 config: Config | None = None, tokenizer: TokenizerInfo | None = None) -> Release:
+    """The release a local model is: with `config` and `tokenizer`, the first of `family`'s releases whose detector
+    recognizes them; else the first whose name pattern matches `name` (`family`'s releases first), else the first
+    listing `model_type`, else `family`'s (or the first registered family's) default release."""
     order = [*([family] if family else []), *(f for f in families() if f is not family)]
     candidates = [r for fam in order for r in fam.releases]
-    return (next((r for r in candidates if r.name_pattern and re.search(r.name_pattern, name)), None)
+    detected = None
+    if family and config is not None and tokenizer is not None:
+        detected = next((r for r in family.releases if r.detect and r.detect(config, tokenizer)), None)
+    return (detected or next((r for r in candidates if r.name_pattern and re.search(r.name_pattern, name)), None)
             or next((r for r in candidates if model_type and model_type in r.model_types), None)
             or (family or order[0]).releases[0])

@@ -1,4 +1,4 @@
-"""Synthetic DeepSeek-V3 checkpoints with the real layout: block-FP8 weights, F32 scales, MTP layer, index, tokenizer."""
+"""Synthetic DeepSeek-V3 (and V3.2) checkpoints with the real layout: block-FP8 weights, F32 scales, MTP layer, index, tokenizer."""
 from __future__ import annotations
 
 import json
@@ -15,6 +15,7 @@ from dshub.errors import UsageError
 from dshub.fsutil import atomic_open, write_json_atomic
 from dshub.checkpoint.shapes import release_layout
 from dshub.checkpoint.writer import TensorDecl, write_shard
+from dshub.checkpoint.synth_tiktoken import build_tiktoken
 from dshub.checkpoint.synth_tokenizer import build_tokenizer
 
 FP8_MAX = 448.0  # largest finite e4m3fn value
@@ -29,6 +30,8 @@ class Preset:
     shard_bytes: int
     description: str
     yarn: bool = False
+    config: dict[str, Any] | None = None  # config.json fields set over the DeepSeek-V3 ones (another family's)
+    tokenizer: str = "tokenizer.json"  # or "tiktoken": Kimi's tiktoken.model layout (synth_tiktoken)
 
 
 TINY_DIMS: dict[str, Any] = dict(
@@ -37,6 +40,11 @@ TINY_DIMS: dict[str, Any] = dict(
     moe_intermediate_size=256, n_routed_experts=8, num_experts_per_tok=2, n_group=2, topk_group=1,
     n_shared_experts=1, num_nextn_predict_layers=1, max_position_embeddings=4096,
 )
+
+# DeepSeek-V3.2's config.json additions (deepseek-ai/DeepSeek-V3.2-Exp config.json: index_n_heads 64,
+# index_head_dim 128, index_topk 2048), scaled down; index_topk is below the test prompts' lengths so the indexer selects.
+V32_FIELDS: dict[str, Any] = {"architectures": ["DeepseekV32ForCausalLM"], "model_type": "deepseek_v32",
+                              "index_n_heads": 16, "index_head_dim": 64, "index_topk": 8}
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(TINY_DIMS, shard_bytes=1 << 20, description="seconds to write; for tests (3 layers, 8 experts, MTP layer)"),
@@ -50,6 +58,19 @@ PRESETS: dict[str, Preset] = {
         dict(TINY_DIMS, num_hidden_layers=2, q_lora_rank=None, n_routed_experts=4, n_group=1, num_nextn_predict_layers=0),
         shard_bytes=1 << 20,
         description="V2-Lite-like: q_lora_rank null (q_proj), no MTP",
+    ),
+    "tiny-v32": Preset(
+        TINY_DIMS,
+        shard_bytes=1 << 20,
+        description="DeepSeek-V3.2: tiny plus the lightning indexer (16 heads of 64, top-k 8) in every layer, MTP layer",
+        config=V32_FIELDS,
+    ),
+    "tiny-kimi": Preset(
+        TINY_DIMS,
+        shard_bytes=1 << 20,
+        description="Kimi-K2-like: tiny with model_type kimi_k2 and a tiktoken vocabulary (tiktoken.model, no tokenizer.json)",
+        config={"model_type": "kimi_k2"},
+        tokenizer="tiktoken",
     ),
     "bench": Preset(
         dims=dict(hidden_size=2048, num_hidden_layers=4, first_k_dense_replace=1, num_attention_heads=16, q_lora_rank=768,
@@ -111,6 +132,7 @@ def make_config(preset: Preset, vocab_size: int) -> dict[str, Any]:
     }
     if cfg["architectures"] == ["DeepseekV2ForCausalLM"]:
         cfg.update(model_type="deepseek_v2", scoring_func="softmax", topk_method="greedy")
+    cfg.update(preset.config or {})
     if preset.yarn:
         cfg["rope_scaling"] = {"beta_fast": 32, "beta_slow": 1, "factor": 4.0, "mscale": 1.0, "mscale_all_dim": 1.0,
                                "original_max_position_embeddings": 4096, "type": "yarn"}
@@ -171,9 +193,15 @@ def write_synthetic(out: str | Path, preset: str = "tiny", seed: int = 0) -> dic
     p = PRESETS[preset]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    tok_json, tok_cfg, n_ids = build_tokenizer()
-    vocab_size = n_ids + (-n_ids % 64) + 64  # padded with unused ids, as V3's 129280 > its 128815 + added tokens
+    if p.tokenizer == "tiktoken":
+        tiktoken_model, tok_cfg, tokenization, vocab_size = build_tiktoken()
+        specials = {v["content"]: int(k) for k, v in tok_cfg["added_tokens_decoder"].items()}
+    else:
+        tok_json, tok_cfg, n_ids = build_tokenizer()
+        vocab_size = n_ids + (-n_ids % 64) + 64  # padded with unused ids, as V3's 129280 > its 128815 + added tokens
     config = make_config(p, vocab_size)
+    if p.tokenizer == "tiktoken":  # Kimi-K2's config.json names [BOS] / [EOS] by id
+        config.update(bos_token_id=specials["[BOS]"], eos_token_id=specials["[EOS]"])
     spec = spec_for(config)
 
     decls = release_layout(spec)
@@ -203,9 +231,16 @@ def write_synthetic(out: str | Path, preset: str = "tiny", seed: int = 0) -> dic
     total = sum(d.nbytes for d in decls)
     write_json_atomic(out / "model.safetensors.index.json", {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))})
     write_json_atomic(out / "config.json", config)
-    write_json_atomic(out / "generation_config.json", {"_from_model_config": True, "bos_token_id": 0, "eos_token_id": 1, "do_sample": True, "temperature": 0.6, "top_p": 0.95})
-    with atomic_open(out / "tokenizer.json", "w") as f:
-        json.dump(tok_json, f, ensure_ascii=False, indent=2)
+    write_json_atomic(out / "generation_config.json", {"_from_model_config": True, "bos_token_id": config["bos_token_id"],
+                                                       "eos_token_id": config["eos_token_id"], "do_sample": True,
+                                                       "temperature": 0.6, "top_p": 0.95})
+    if p.tokenizer == "tiktoken":
+        for name, text in (("tiktoken.model", tiktoken_model), ("tokenization_kimi.py", tokenization)):
+            with atomic_open(out / name, "w") as f:
+                f.write(text)
+    else:
+        with atomic_open(out / "tokenizer.json", "w") as f:
+            json.dump(tok_json, f, ensure_ascii=False, indent=2)
     write_json_atomic(out / "tokenizer_config.json", tok_cfg)
     return {"path": str(out), "preset": preset, "seed": seed, "shards": n, "tensors": len(decls), "bytes": total,
             "params": spec.params()}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Any
+from typing import Any, Callable
 
 BOS = "<｜begin▁of▁sentence｜>"
 EOS = "<｜end▁of▁sentence｜>"
@@ -59,10 +59,15 @@ def bytes_to_unicode() -> dict[int, str]:
     return table
 
 
-def _learn_merges(n_merges: int) -> list[tuple[str, str]]:
-    """Greedy BPE on the built-in corpus; ties broken by the pair itself, so it is deterministic."""
+def split_words(corpus: str) -> list[str]:
+    """Training words: optional space + word characters, optional space + punctuation, whitespace runs."""
+    return re.findall(r" ?\w+| ?[^\w\s]+|\s+", corpus)
+
+
+def learn_merges(corpus: str, n_merges: int, split: Callable[[str], list[str]] = split_words) -> list[tuple[str, str]]:
+    """Greedy byte-level BPE on `corpus` cut into words by `split`; ties broken by the pair itself (deterministic)."""
     b2u = bytes_to_unicode()
-    words = Counter("".join(b2u[b] for b in w.encode()) for w in re.findall(r" ?\w+| ?[^\w\s]+|\s+", CORPUS))
+    words = Counter("".join(b2u[b] for b in w.encode()) for w in split(corpus))
     seqs = {w: list(w) for w in words}
     merges: list[tuple[str, str]] = []
     for _ in range(n_merges):
@@ -92,7 +97,7 @@ def build_tokenizer(n_merges: int = 300) -> tuple[dict[str, Any], dict[str, Any]
     vocab: dict[str, int] = {BOS: 0, EOS: 1, PAD: 2}
     for ch in bytes_to_unicode().values():
         vocab.setdefault(ch, len(vocab))
-    merges = _learn_merges(n_merges)
+    merges = learn_merges(CORPUS, n_merges)
     for a, b in merges:
         vocab.setdefault(a + b, len(vocab))
     added = [BOS, EOS, PAD, *CHAT_SPECIALS]

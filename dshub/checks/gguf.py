@@ -10,13 +10,13 @@ import numpy as np
 
 from dshub.quant.gguf.types import FILE_TYPES, GGML_TYPES
 
-from dshub.arch.family import GGUFMapping, gguf_family
+from dshub.arch.family import GGUFMapping, gguf_architectures, gguf_family
 from dshub.errors import DshubError, GGUFError
 from dshub.formats.gguf_file import (
     SPLIT_COUNT, SPLIT_NO, SPLIT_TENSORS, VT, GGUFHeader, read_gguf_header, resolve_split_set,
 )
 from dshub.formats.gguf_layout import forced_f32, map_tensors
-from dshub.formats.gguf_metadata import ARCH, config_from_gguf, llama_cpp_caveats
+from dshub.formats.gguf_metadata import config_from_gguf, llama_cpp_caveats
 from dshub.checks.findings import Finding, VerifyReport, error_text
 
 OPTIONAL_RE = re.compile(r"\.nextn\.(embed_tokens|shared_head_head|shared_head_norm)\.weight$")  # llama.cpp: not required
@@ -28,10 +28,10 @@ FP16_SCALE_OFFSETS: dict[str, tuple[int, ...]] = {
 FLOAT_TYPES: dict[str, str] = {"F32": "<f4", "F16": "<f2", "BF16": "<u2"}
 SCAN_BLOCKS = 1 << 20  # blocks (or elements) checked per step
 FILE_TYPE_NAMES = {v: k for k, v in FILE_TYPES.items()}
-# Keys whose absence changes how llama.cpp runs a deepseek2 file, and what happens then.
-DEEPSEEK2_WARN_KEYS = {
-    f"{ARCH}.expert_gating_func": "llama.cpp falls back to softmax gating (wrong for DeepSeek-V3/R1)",
-    f"{ARCH}.attention.key_length_mla": "pre-MLA file: llama.cpp runs it without MLA (a much larger KV cache)",
+# Keys (after `<arch>.`) whose absence changes how llama.cpp runs a deepseek2 / deepseek32 file, and what happens then.
+WARN_KEYS = {
+    "expert_gating_func": "llama.cpp falls back to softmax gating (wrong for DeepSeek-V3/R1)",
+    "attention.key_length_mla": "pre-MLA file: llama.cpp runs it without MLA (a much larger KV cache)",
 }
 
 
@@ -83,13 +83,15 @@ def _architecture_findings(heads: list[GGUFHeader]) -> Iterator[Finding]:
     first = heads[0]
     kv = first.kv
     arch = kv.get("general.architecture")
-    if arch != ARCH:
-        yield Finding("gguf-architecture", "warning", first.path.name, None, f"architecture {arch!r}: only {ARCH} tensors are checked")
+    fam = gguf_family(str(arch))
+    if fam is None or fam.gguf is None:
+        yield Finding("gguf-architecture", "warning", first.path.name, None,
+                      f"architecture {arch!r}: only {', '.join(gguf_architectures())} tensors are checked")
         return
-    for key, why in DEEPSEEK2_WARN_KEYS.items():
-        if key not in kv:
-            yield Finding("gguf-architecture", "warning", first.path.name, None, f"no {key}: {why}")
-    problems = family_type_problems(first, gguf_family(ARCH).gguf)
+    for suffix, why in WARN_KEYS.items():
+        if f"{arch}.{suffix}" not in kv:
+            yield Finding("gguf-architecture", "warning", first.path.name, None, f"no {arch}.{suffix}: {why}")
+    problems = family_type_problems(first, fam.gguf)
     if problems:
         yield from (Finding("gguf-architecture", "error", first.path.name, None, p) for p in problems)
         return
@@ -114,11 +116,11 @@ def _architecture_findings(heads: list[GGUFHeader]) -> Iterator[Finding]:
         elif forced_f32(n, shape) and t.ggml_type != "F32":
             yield Finding("gguf-architecture", "warning", where[n], n, f"{t.ggml_type}: llama.cpp keeps this tensor in F32")
     for n in sorted(set(have) - set(expected)):
-        yield Finding("gguf-architecture", "error", where[n], n, "not part of the deepseek2 layout (llama.cpp rejects extra tensors)")
+        yield Finding("gguf-architecture", "error", where[n], n, f"not part of the {arch} layout (llama.cpp rejects extra tensors)")
     tokens = kv.get("tokenizer.ggml.tokens")
-    vocab = kv.get(f"{ARCH}.vocab_size")
+    vocab = kv.get(f"{arch}.vocab_size")
     if tokens is not None and vocab is not None and len(tokens) != vocab:
-        yield Finding("gguf-tokenizer", "error", first.path.name, None, f"{len(tokens)} tokens, {ARCH}.vocab_size is {vocab}")
+        yield Finding("gguf-tokenizer", "error", first.path.name, None, f"{len(tokens)} tokens, {arch}.vocab_size is {vocab}")
 
 
 def _nonfinite(h: GGUFHeader, t: Any) -> int:
@@ -152,7 +154,8 @@ def _value_findings(heads: list[GGUFHeader]) -> Iterator[Finding]:
 
 
 def verify_gguf(path: str | Path, deep: bool = False) -> VerifyReport:
-    """Headers, split-set completeness and the deepseek2 tensor table; with `deep`, NaN/Inf values and block scales."""
+    """Headers, split-set completeness and the family's tensor table (deepseek2, deepseek32); with `deep`, NaN/Inf
+    values and block scales."""
     try:
         files = resolve_split_set(path)
     except DshubError as e:

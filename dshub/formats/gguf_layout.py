@@ -17,7 +17,8 @@ from dshub.arch.family import GGUFMapping
 from dshub.errors import UnsupportedArchitecture
 
 # Tensors llama.cpp keeps in F32 whatever the output type (its converter forces them; llama-quantize skips them).
-F32_SUFFIXES = ("_norm.weight", "ffn_gate_inp.weight")
+# `indexer.proj` (V3.2's indexer weights_proj): conversion/base.py forces MODEL_TENSOR.INDEXER_PROJ to F32.
+F32_SUFFIXES = ("_norm.weight", "ffn_gate_inp.weight", "indexer.proj.weight")
 
 @dataclass(frozen=True)
 class Source:

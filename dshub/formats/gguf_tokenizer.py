@@ -1,12 +1,15 @@
-"""tokenizer.json (ByteLevel BPE) -> `tokenizer.*` GGUF metadata, read directly (no transformers AutoTokenizer)."""
+"""tokenizer.json (ByteLevel BPE) -> `tokenizer.*` GGUF metadata, read directly (no transformers AutoTokenizer); tiktoken
+vocabularies through dshub.formats.gguf_tiktoken."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any
 
+from dshub.checkpoint.synth_tokenizer import bytes_to_unicode
 from dshub.errors import CheckpointError
 from dshub.formats.gguf_file import KV, VT
+from dshub.formats.gguf_tiktoken import TIKTOKEN_FILE, is_tiktoken, tiktoken_kvs, tiktoken_vocab
 
 # llama_token_type
 NORMAL, CONTROL, USER_DEFINED, UNUSED = 1, 3, 4, 5
@@ -118,13 +121,15 @@ def vocab_kvs(tok: dict[str, Any], tok_cfg: dict[str, Any], config: dict[str, An
         else:
             tokens.append(f"[PAD{i}]")
             types.append(UNUSED)
-    kvs = [
-        KV("tokenizer.ggml.model", VT.STRING, "gpt2"),
-        KV("tokenizer.ggml.pre", VT.STRING, pre),
-        KV("tokenizer.ggml.tokens", VT.ARRAY, tokens, VT.STRING),
-        KV("tokenizer.ggml.token_type", VT.ARRAY, types, VT.INT32),
-        KV("tokenizer.ggml.merges", VT.ARRAY, [_merge_string(m) for m in model.get("merges") or []], VT.STRING),
-    ]
+    kvs = tiktoken_kvs(pre, tokens, types, [_merge_string(m) for m in model.get("merges") or []])
+    return kvs + special_kvs(tokens, types, tok_cfg, config, chat_template)
+
+
+def special_kvs(tokens: list[str], types: list[int], tok_cfg: dict[str, Any], config: dict[str, Any],
+                chat_template: str | None) -> list[KV]:
+    """Special-token ids (tokenizer_config's `*_token` content, else config.json's `*_token_id`), add_bos/add_eos
+    flags and the chat template."""
+    kvs: list[KV] = []
     ids = {t: i for i, t in enumerate(tokens) if types[i] != UNUSED}
     for cfg_key, cfg_id_key, gguf_key in SPECIAL_KEYS:
         text = _content(tok_cfg.get(cfg_key))
@@ -153,16 +158,21 @@ def chat_template_kvs(from_config: Any, from_file: str | None) -> list[KV]:
 
 
 def load_vocab_kvs(root: Path, config: dict[str, Any]) -> list[KV]:
-    """Read tokenizer.json, tokenizer_config.json and chat_template.jinja from a checkpoint directory."""
+    """Read tokenizer.json (or a tiktoken vocabulary: tiktoken.model and its tokenization file), tokenizer_config.json
+    and chat_template.jinja from a checkpoint directory."""
     tj = root / "tokenizer.json"
-    if not tj.is_file():
-        raise _fail("not found; GGUF needs the vocabulary (tiktoken-only tokenizers are not supported)", str(tj))
-    tok = read_json_object(tj)
     cfg_path = root / "tokenizer_config.json"
     tok_cfg = read_json_object(cfg_path) if cfg_path.is_file() else {}
     jinja = root / "chat_template.jinja"
+    template = jinja.read_text() if jinja.is_file() else None
+    if is_tiktoken(root):
+        pre, tokens, types, merges = tiktoken_vocab(root, tok_cfg, config, bytes_to_unicode())
+        return tiktoken_kvs(pre, tokens, types, merges) + special_kvs(tokens, types, tok_cfg, config, template)
+    if not tj.is_file():
+        raise _fail(f"not found, nor {TIKTOKEN_FILE}; GGUF needs the vocabulary", str(tj))
+    tok = read_json_object(tj)
     try:
-        return vocab_kvs(tok, tok_cfg, config, jinja.read_text() if jinja.is_file() else None)
+        return vocab_kvs(tok, tok_cfg, config, template)
     except CheckpointError as e:
         raise CheckpointError(e.detail, path=str(tj)) from None
 

@@ -112,9 +112,12 @@ def test_an_architecture_or_release_registered_twice_is_an_error() -> None:
 
 
 def test_a_refused_target_names_the_family_and_why() -> None:
-    fam = FAMILIES.get("DeepseekV32ForCausalLM")
-    with pytest.raises(UsageError, match=r"--to gguf: deepseek_v32 \(DeepseekV32ForCausalLM\).*indexer"):
+    fam = replace(FAMILIES.get("DeepseekV32ForCausalLM"), gguf=None, int4=None,
+                  refusals={"gguf": "the indexer is not mapped"})  # not registered: the mechanism alone
+    with pytest.raises(UsageError, match=r"--to gguf: deepseek_v32 \(DeepseekV32ForCausalLM\).*indexer is not mapped"):
         fam.gguf_mapping()
+    with pytest.raises(UsageError, match=r"--to int4: deepseek_v32 .*no mapping is defined"):
+        fam.int4_scopes()
 
 
 @pytest.mark.parametrize("name, model_type, arch, release", [

@@ -37,7 +37,13 @@ def load_all(path: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-def test_bf16_is_bit_exact_tensor_by_tensor(tiny_ckpt: Path, tiny_bf16: Path):
+# (FP8 source fixture, its BF16 conversion): DeepSeek-V3, and V3.2 with the lightning indexer's FP8 wq_b / wk
+MODELS = pytest.mark.parametrize("pair", [("tiny_ckpt", "tiny_bf16"), ("tiny_v32", "tiny_v32_bf16")], ids=["v3", "v32"])
+
+
+@MODELS
+def test_bf16_is_bit_exact_tensor_by_tensor(request: pytest.FixtureRequest, pair: tuple[str, str]):
+    tiny_ckpt, tiny_bf16 = (request.getfixturevalue(f) for f in pair)
     src = Checkpoint.open(tiny_ckpt)
     got = load_all(tiny_bf16)
     edge_seen = False
@@ -89,12 +95,20 @@ def test_same_input_gives_byte_identical_output_and_drop_mtp(tiny_ckpt: Path, ti
     assert not any(f"layers.{layers}." in n for n in load_all(nomtp))
 
 
-def test_transformers_loads_the_conversion_with_reference_logits(tiny_ckpt: Path, tiny_bf16: Path, tmp_path: Path):
+@MODELS
+def test_transformers_loads_the_conversion_with_reference_logits(request: pytest.FixtureRequest, pair: tuple[str, str],
+                                                                 tmp_path: Path):
+    """transformers' own class for the architecture (DeepseekV3ForCausalLM / DeepseekV32ForCausalLM) loads the output;
+    its logits equal, bit for bit, those of the model built from this test's dequantization. The prompt is longer
+    than V3.2-tiny's index_topk (8), so its indexer selects keys."""
     import transformers
     from safetensors.torch import save_file
 
+    tiny_ckpt, tiny_bf16 = (request.getfixturevalue(f) for f in pair)
+    arch = json.loads((tiny_ckpt / "config.json").read_text())["architectures"][0]
     model, info = transformers.AutoModelForCausalLM.from_pretrained(tiny_bf16, dtype=torch.bfloat16, output_loading_info=True)
     assert not info["missing_keys"], info["missing_keys"]
+    assert type(model).__name__ == arch
     # The reference: the same model built from this test's own dequantization of the FP8 source.
     src = Checkpoint.open(tiny_ckpt)
     n_layers = model.config.num_hidden_layers
@@ -112,7 +126,7 @@ def test_transformers_loads_the_conversion_with_reference_logits(tiny_ckpt: Path
     save_file(state, str(ref_dir / "model.safetensors"), metadata={"format": "pt"})
     ref, ref_info = transformers.AutoModelForCausalLM.from_pretrained(ref_dir, dtype=torch.bfloat16, output_loading_info=True)
     assert not ref_info["missing_keys"]
-    ids = torch.tensor([[0, 17, 300, 42, 99, 5, 250, 1]])
+    ids = torch.tensor([[0, 17, 300, 42, 99, 5, 250, 1, 64, 77, 123, 400, 41, 42, 43, 9]])
     with torch.no_grad():
         a = model(ids).logits
         b = ref(ids).logits

@@ -3,6 +3,7 @@ transformers load our output; GPTQ/AWQ hold the same integers; bad inputs fail c
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -346,3 +347,48 @@ def test_real_v3_dimensions_pack_and_skip_lists_stay_small():
     assert {"model.layers.0.", "model.layers.2.", "model.layers.3.self_attn.", "model.layers.60.mlp.shared_experts.",
             "model.layers.60.mlp.gate", "model.layers.61.eh_proj", "lm_head"} <= set(skip)
     assert set(SCOPES) == {"experts", "mlp", "all-linear"}
+
+
+# ---------------------------------------------------------------- DeepSeek-V3.2: the indexer is never INT4
+@pytest.mark.parametrize("scope, g", [("experts", 128), ("all-linear", 64)])  # q_lora_rank 192: groups of 64
+def test_v32_indexer_is_never_quantized_and_reads_back(tiny_v32, tiny_v32_bf16, tmp_path, scope, g):
+    """INT4 of V3.2: experts (and, with all-linear, MLA's projections) are packed, the lightning indexer stays the
+    BF16 dequantization of its FP8 weights and is listed in `ignore`; compressed-tensors' dequantizer reads the
+    output back, and transformers' DeepseekV32ForCausalLM loads it with every weight in place."""
+    from compressed_tensors.entrypoints.convert import CompressedTensorsDequantizer, convert_checkpoint
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging
+
+    out = tmp_path / "int4"
+    summary = convert(tiny_v32, out, scope=scope, group_size=g)
+    ck, bf16 = Checkpoint.open(out), Checkpoint.open(tiny_v32_bf16)
+    indexer = [n for n in bf16.weight_map if ".self_attn.indexer." in n]
+    assert len(indexer) == 5 * 4  # 5 tensors x (3 layers + the MTP layer)
+    for n in indexer:
+        assert ck.entry(n).dtype == bf16.entry(n).dtype and torch.equal(ck.read(n), bf16.read(n)), n
+    assert not any(".indexer." in n and n.endswith(".weight_packed") for n in ck.weight_map)
+    attn_packed = any(".self_attn.q_b_proj.weight_packed" in n for n in ck.weight_map)
+    assert attn_packed == (scope == "all-linear") and summary["quantized_weights"] >= 3 * 8 * 3
+    ignore = json.loads((out / "config.json").read_text())["quantization_config"]["ignore"]
+    for layer in range(4):
+        for m in ("wq_b", "wk", "weights_proj"):
+            name = f"model.layers.{layer}.self_attn.indexer.{m}"
+            assert name in ignore or any(i.startswith("re:") and re.match(i[3:], name) for i in ignore), name
+
+    back = tmp_path / "back"
+    convert_checkpoint(out, back, CompressedTensorsDequantizer(out), max_workers=1, device="cpu")
+    ck_back = Checkpoint.open(back)
+    for n in indexer:
+        assert torch.equal(ck_back.read(n), bf16.read(n)), n
+    prefix = "model.layers.2.mlp.experts.5.down_proj"
+    assert torch.equal(ck_back.read(prefix + ".weight"), dequantize_int4(unpack_compressed_tensors(tensors(out, prefix), g)))
+
+    logging.set_verbosity_error()
+    model, info = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, output_loading_info=True)
+    assert type(model).__name__ == "DeepseekV32ForCausalLM" and not info["missing_keys"], info["missing_keys"]
+    ix = model.model.layers[1].self_attn.indexer
+    assert torch.equal(ix.wk.weight, bf16.read("model.layers.1.self_attn.indexer.wk.weight").float())
+    assert torch.equal(ix.weights_proj.weight, bf16.read("model.layers.1.self_attn.indexer.weights_proj.weight").float())
+    with torch.no_grad():
+        logits = model(torch.arange(40, 56)[None]).logits
+    assert torch.isfinite(logits).all() and logits.std() > 0.1

@@ -48,7 +48,8 @@ def test_mla_kv_bytes_per_token():
     assert kv_bytes_per_token(m, "vllm", "bf16", mtp=False) == 70_272 == (512 + 64) * 61 * 2
     assert kv_bytes_per_token(m, "vllm", "fp8", mtp=False) == 35_136
     assert kv_bytes_per_token(m, "vllm", "bf16", mtp=True) == (512 + 64) * 62 * 2
-    assert kv_bytes_per_token(resolve_model("deepseek-v3.2"), "vllm", "fp8", mtp=False) == 656 * 61
+    # V3.2: vLLM fp8_ds_mla (656 B) plus the indexer key cache (128 FP8 + one fp32 scale)
+    assert kv_bytes_per_token(resolve_model("deepseek-v3.2"), "vllm", "fp8", mtp=False) == (656 + 132) * 61
 
 
 H200_BYTES = 143771 * 2**20  # what nvidia-smi reports for an H200 ("141 GB" marketed): 150.8 GB

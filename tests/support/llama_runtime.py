@@ -1,5 +1,6 @@
-"""Our GGUFs run in llama.cpp (llama-cpp-python) and in transformers' DeepseekV3ForCausalLM on the same weights:
-the logits of both, the per-position MoE routing margin, and a GGUF's dequantized weights loaded into transformers."""
+"""Our GGUFs run in llama.cpp (llama-cpp-python) and in transformers (DeepseekV3ForCausalLM, DeepseekV32ForCausalLM)
+on the same weights: the logits of both, the per-position MoE routing margin (and V3.2's indexer top-k gap), a GGUF's
+dequantized weights loaded into transformers, and the bounds the comparisons hold."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,6 +18,47 @@ IDS = [0] + list(range(40, 70)) + [300, 301, 302, 5, 9, 100, 200, 41, 42, 43, 60
 
 def hf_model(path: Path) -> torch.nn.Module:
     return transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+
+
+def indexer_margin(ix: torch.nn.Module, hidden: torch.Tensor, q_resid: torch.Tensor, pos_emb: tuple) -> torch.Tensor:
+    """DeepSeek-V3.2's lightning indexer scores (as transformers' DeepseekV32Indexer computes them) and, per query
+    position, the gap between its top-k-th and next key score relative to the row's largest |score| (inf where every
+    earlier key is selected): where it is small, any numeric difference may select another key."""
+    from transformers.models.deepseek_v3.modeling_deepseek_v3 import apply_rotary_pos_emb
+
+    b, s, _ = hidden.shape
+    rope, rest = ix.qk_rope_head_dim, ix.head_dim - ix.qk_rope_head_dim
+    q = ix.wq_b(q_resid).view(b, s, ix.n_heads, ix.head_dim)
+    k = ix.k_norm(ix.wk(hidden)).unsqueeze(2)
+    (q_rot, q_pass), (k_rot, k_pass) = torch.split(q, [rope, rest], -1), torch.split(k, [rope, rest], -1)
+    q_rot, k_rot = apply_rotary_pos_emb(q_rot, k_rot, *pos_emb, unsqueeze_dim=2)
+    q, k = torch.cat([q_rot, q_pass], -1).float(), torch.cat([k_rot, k_pass], -1).squeeze(2).float()
+    scores = torch.relu(q @ k.transpose(-1, -2).unsqueeze(1) * ix.softmax_scale)  # [b, s, heads, t]
+    w = ix.weights_proj(hidden.to(ix.weights_proj.weight.dtype)).float() * ix.n_heads ** -0.5
+    score = (w.unsqueeze(-2) @ scores).squeeze(-2)[0]  # [s, t]
+    top = ix.index_topk
+    out = torch.full((s,), float("inf"))
+    for i in range(top, s):
+        v = score[i, : i + 1].sort(descending=True)[0]
+        out[i] = (v[top - 1] - v[top]) / v.abs().max().clamp(min=1e-12)
+    return out
+
+
+def indexer_gaps(model: torch.nn.Module, ids: list[int]) -> np.ndarray:
+    """DeepSeek-V3.2: per position, the smallest relative indexer top-k gap over all layers (`indexer_margin`)."""
+    gaps: list[torch.Tensor] = []
+
+    def hook(mod: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        gaps.append(indexer_margin(mod, args[0], args[1], args[2]))
+
+    handles = [layer.self_attn.indexer.register_forward_pre_hook(hook, with_kwargs=True) for layer in model.model.layers]
+    try:
+        with torch.no_grad():
+            model(torch.tensor([ids]))
+    finally:
+        for h in handles:
+            h.remove()
+    return torch.stack(gaps).min(0)[0].numpy()
 
 
 def hf_logits(model: torch.nn.Module, ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -75,3 +117,30 @@ def load_gguf_weights(model: torch.nn.Module, path: Path, config: dict) -> None:
             sd[p + "gate_up_proj"] = torch.cat([v, experts[(layer, "up")]], dim=1)
     missing, _ = model.load_state_dict(sd, strict=False)
     assert not [m for m in missing if "rotary" not in m], missing
+
+
+# Bounds of the logit comparisons (their measurements: tests/converters/gguf/test_llama_logits.py's docstring; Q4_K_M
+# on its own weights: test_mixtures_llama.py's BOUND_OWN, 0.23 measured at the BOS position).
+BOUND = {"F16": 0.01, "Q8_0": 0.12, "Q4_K_M": 0.30}
+TAU = {"F16": 0.005, "Q8_0": 0.03, "Q4_K_M": 0.03}  # routing-margin threshold: larger where llama.cpp perturbs activations more
+INDEX_TAU = {"F16": 0.001, "Q8_0": 0.015, "Q4_K_M": 0.015}  # V3.2 indexer top-k gap threshold (relative)
+MIN_KEPT = {"F16": 0.6, "Q8_0": 0.6, "Q4_K_M": 0.5}
+
+
+def check_logits(got: np.ndarray, ref: np.ndarray, margins: np.ndarray, quant: str, label: str,
+                 gaps: np.ndarray | None = None) -> dict:
+    """llama.cpp's logits within BOUND[quant] of the reference's logit scale wherever no near tie decides the routing
+    (margin < TAU) or, given V3.2's indexer `gaps`, the key selection (gap < INDEX_TAU); top-1 equal where the
+    reference's margin is clear."""
+    bound = BOUND[quant]
+    scale = float(np.abs(ref).max())
+    diff = np.abs(got - ref).max(axis=1) / scale
+    kept = margins >= TAU[quant]
+    if gaps is not None:
+        kept &= gaps >= INDEX_TAU[quant]
+    assert kept.mean() >= MIN_KEPT[quant], f"{label}: only {kept.sum()} of {len(kept)} positions route unambiguously"
+    assert diff[kept].max() <= bound, f"{label}: max |Δlogit| {diff[kept].max():.4f} of the logit scale > {bound}"
+    top2 = np.sort(ref, axis=1)[:, -2:]
+    clear = kept & ((top2[:, 1] - top2[:, 0]) > bound * scale)
+    assert (got.argmax(1) == ref.argmax(1))[clear].all(), f"{label}: top-1 differs where the reference margin is clear"
+    return {"max": float(diff[kept].max()), "median": float(np.median(diff)), "kept": int(kept.sum()), "clear": int(clear.sum())}
