@@ -84,13 +84,13 @@ class Int4Options(TargetOptions):
     format: str = "compressed-tensors"
     group_size: int = 128
     symmetric: bool = True
-    scope: str = "experts"
+    scope: str | None = None  # None: the model family's default (experts for MoE, all-linear for dense)
     ignore: tuple[str, ...] = ()
 
     @field_validator("scope")
     @classmethod
-    def _scope(cls, v: str) -> str:
-        if v not in SCOPE_NAMES:
+    def _scope(cls, v: str | None) -> str | None:
+        if v is not None and v not in SCOPE_NAMES:
             raise ValueError(f"--scope {v!r}: choose one of {', '.join(SCOPE_NAMES)}")
         return v
 

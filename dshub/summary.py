@@ -16,7 +16,7 @@ from dshub.checks.gguf import gguf_info
 # The targets `dshub info` sizes: label -> (target, options). Bytes come from each converter's own plan.
 INFO_TARGETS: dict[str, tuple[str, dict[str, Any]]] = {
     "bf16": ("bf16", {}),
-    "int4 w4a16 g128 (experts)": ("int4", {}),
+    "int4 w4a16 g128 (default scope)": ("int4", {}),
     "gguf BF16": ("gguf", {"quant": "BF16"}),
     "gguf Q8_0": ("gguf", {"quant": "Q8_0"}),
     "gguf Q5_0": ("gguf", {"quant": "Q5_0"}),
@@ -53,7 +53,8 @@ def checkpoint_info(path: str | Path) -> dict[str, Any]:
         "mtp_layers": spec.num_mtp_layers,
         "dense_layers": cfg.get("first_k_dense_replace"),
         "hidden_size": cfg.get("hidden_size"),
-        "attention": {"heads": cfg.get("num_attention_heads"), "q_lora_rank": cfg.get("q_lora_rank"),
+        "attention": {"heads": cfg.get("num_attention_heads"), "kv_heads": cfg.get("num_key_value_heads"),
+                      "q_lora_rank": cfg.get("q_lora_rank"),
                       "kv_lora_rank": cfg.get("kv_lora_rank"), "qk_nope_head_dim": cfg.get("qk_nope_head_dim"),
                       "qk_rope_head_dim": cfg.get("qk_rope_head_dim"), "v_head_dim": cfg.get("v_head_dim")},
         "experts": {"routed": spec.num_experts, "shared": cfg.get("n_shared_experts"), "per_token": spec.experts_per_token,

@@ -14,7 +14,7 @@ TARGETS = [
     ("gguf Q4_K_M", ["--to", "gguf", "--quant", "Q4_K_M"], "gguf:Q4_K_M", "llamacpp"),
     ("gguf Q8_0", ["--to", "gguf", "--quant", "Q8_0"], "gguf:Q8_0", "llamacpp"),
     ("bf16", ["--to", "bf16"], "bf16", "llamacpp"),
-    ("int4 w4a16 g128 (experts)", ["--to", "int4"], "int4", "llamacpp"),
+    ("int4 w4a16 g128 (default scope)", ["--to", "int4"], "int4", "llamacpp"),
 ]
 
 
