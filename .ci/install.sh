@@ -15,6 +15,8 @@ step "torch (CPU build) and dshub[test]"
 # The CPU build of torch first: a bare torch requirement would resolve to a multi-GB CUDA build.
 "$PY" -m pip install --quiet "torch==2.13.0"
 "$PY" -m pip install --quiet -e ".[test]"
+step "onnx, onnxruntime, onnxruntime-genai (ONNX output and its consumers; also in the test extra)"
+"$PY" -m pip install --quiet "onnx>=1.18,<2" "onnxruntime>=1.22,<2" "onnxruntime-genai>=0.18,<0.19"
 
 step "llama-cpp-python (.ci/llama-cpp.sh)"
 PYTHON="$PY" bash .ci/llama-cpp.sh

@@ -179,8 +179,36 @@ class GGUFOptions(TargetOptions):
         return self
 
 
+ONNX_PRECISIONS = ("fp32", "fp16", "int4")
+NBITS_BLOCK_SIZES = (32, 64, 128)  # MatMulNBits block sizes dshub writes (powers of two >= 16 in the spec)
+
+
+class ONNXOptions(TargetOptions):
+    """`--to onnx`: an onnxruntime-genai decoder; weights fp32, fp16, or int4 (MatMulNBits, activations fp32)."""
+
+    target: ClassVar[str] = "onnx"
+
+    precision: str = "fp32"
+    block_size: int = 32
+    symmetric: bool = True
+
+    @field_validator("precision")
+    @classmethod
+    def _precision(cls, v: str) -> str:
+        if v not in ONNX_PRECISIONS:
+            raise ValueError(f"--precision {v!r}: choose one of {', '.join(ONNX_PRECISIONS)}")
+        return v
+
+    @field_validator("block_size")
+    @classmethod
+    def _block(cls, v: int) -> int:
+        if v not in NBITS_BLOCK_SIZES:
+            raise ValueError(f"--block-size {v}: choose one of {', '.join(map(str, NBITS_BLOCK_SIZES))}")
+        return v
+
+
 OPTIONS: Registry[str, type[TargetOptions]] = Registry("target --to")
-for _cls in (Bf16Options, Int4Options, GGUFOptions):
+for _cls in (Bf16Options, Int4Options, GGUFOptions, ONNXOptions):
     OPTIONS.add(_cls.target, _cls)
 
 

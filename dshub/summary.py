@@ -22,6 +22,9 @@ INFO_TARGETS: dict[str, tuple[str, dict[str, Any]]] = {
     "gguf Q5_0": ("gguf", {"quant": "Q5_0"}),
     "gguf Q4_0": ("gguf", {"quant": "Q4_0"}),
     "gguf Q4_K_M": ("gguf", {"quant": "Q4_K_M"}),
+    "onnx fp32": ("onnx", {}),  # dense decoders only (refused for MLA / MoE families: then left out)
+    "onnx fp16": ("onnx", {"precision": "fp16"}),
+    "onnx int4 b32": ("onnx", {"precision": "int4"}),
 }
 
 

@@ -59,5 +59,5 @@ FAMILY = register(Family(
                     "index_n_heads": 4, "index_head_dim": 64, "index_topk": 32}),
     planner=PLANNER,
     releases=RELEASES,
-    refusals=frozen({"gguf": _LATER, "int4": _LATER}),
+    refusals=frozen({"gguf": _LATER, "int4": _LATER, "onnx": v3.ONNX_REFUSAL}),
 ))

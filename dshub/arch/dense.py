@@ -11,7 +11,7 @@ import math
 from typing import Any, Mapping
 
 from dshub.arch.family import (
-    DENSE_INT4_SCOPES, GGUFDerived, GGUFField, GGUFMapping, GGUFPart, Int4Scopes, PlannerFacts, ServingFacts, frozen,
+    DENSE_INT4_SCOPES, DecoderFacts, GGUFDerived, GGUFField, GGUFMapping, GGUFPart, Int4Scopes, PlannerFacts, ServingFacts, frozen,
 )
 from dshub.arch.spec import ArchSpec, Role, TensorSpec, require
 from dshub.errors import ConfigError
@@ -80,6 +80,22 @@ def tp_split_dims(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
 PLANNER = PlannerFacts(kv_elems_per_token_layer=gqa_kv_elems, tp_split_dims=tp_split_dims)
 # Every linear layer but lm_head by default: the distills have no experts (issue 15).
 INT4 = Int4Scopes(scopes=DENSE_INT4_SCOPES, default="all-linear")
+
+
+def rope_inv_freq(config: dict[str, Any]) -> list[float]:
+    """Rotary inverse frequencies `theta^(-2i/d)`, divided by llama3's per-frequency factors when the config scales
+    rope that way (transformers `_compute_default_rope_parameters` / `_compute_llama3_parameters`)."""
+    base, dim = float(config.get("rope_theta", 10000.0)), head_dim(config)
+    plain = [1.0 / base ** (i / dim) for i in range(0, dim, 2)]
+    kind = rope_kind(config)
+    if kind in (None, "default"):
+        return plain
+    if kind != "llama3":
+        raise ConfigError(f"rope_scaling type {kind!r} is not supported (default or llama3)", path="config.json")
+    return [f / s for f, s in zip(plain, llama3_rope_factors(config))]
+
+
+DECODER = DecoderFacts(head_dim=head_dim, kv_heads=kv_heads, rope_inv_freq=rope_inv_freq, tied_embeddings=tied)
 
 
 # ------------------------------------------------------------------ releases: the R1 distills

@@ -156,6 +156,18 @@ class PlannerFacts:
     components: Mapping[Role, str] = field(default_factory=lambda: COMPONENT_OF_ROLE)
 
 
+# ------------------------------------------------------------------ plain decoders (ONNX)
+@dataclass(frozen=True)
+class DecoderFacts:
+    """A family that is a plain pre-norm GQA decoder (RMSNorm, rotary half-split, SwiGLU), as onnxruntime-genai runs
+    it: what an ONNX decoder graph needs beyond the inventory's tensors (which say where biases are)."""
+
+    head_dim: Callable[[Config], int]
+    kv_heads: Callable[[Config], int]
+    rope_inv_freq: Callable[[Config], list[float]]  # rotary inverse frequencies, the config's rope scaling applied
+    tied_embeddings: Callable[[Config], bool]
+
+
 # ------------------------------------------------------------------ serving
 @dataclass(frozen=True)
 class ServingFacts:
@@ -198,6 +210,7 @@ class Family:
     releases: tuple[Release, ...]  # the first is the default
     gguf: GGUFMapping | None = None
     int4: Int4Scopes | None = None
+    decoder: DecoderFacts | None = None  # None: not a plain decoder (MLA, MoE), no ONNX graph
     refusals: Mapping[str, str] = field(default_factory=dict)  # target -> why it is not supported (yet)
 
     def _refuse(self, target: str) -> UsageError:
@@ -224,6 +237,11 @@ class Family:
         """Raise the UsageError naming why `target` is refused, when the family lists it in `refusals`."""
         if target in self.refusals:
             raise self._refuse(target)
+
+    def decoder_facts(self) -> DecoderFacts:
+        if self.decoder is None:
+            raise self._refuse("onnx")
+        return self.decoder
 
     def release(self, key: str) -> Release:
         return next(r for r in self.releases if r.key == key)

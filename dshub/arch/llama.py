@@ -35,4 +35,5 @@ FAMILY = register(Family(
     releases=(Release("r1_distill_llama", dense.distill_engines(), name_pattern=r"(?i)distill-llama", model_types=("llama",)),),
     gguf=dense.gguf_mapping("llama", "LlamaForCausalLM", "llama", permute_qk=True),
     int4=dense.INT4,
+    decoder=dense.DECODER,
 ))

@@ -34,4 +34,5 @@ FAMILY = register(Family(
     releases=(Release("r1_distill_qwen", dense.distill_engines(), name_pattern=r"(?i)distill-qwen", model_types=("qwen2",)),),
     gguf=dense.gguf_mapping("qwen2", "Qwen2ForCausalLM", "qwen2", permute_qk=False),
     int4=dense.INT4,
+    decoder=dense.DECODER,
 ))

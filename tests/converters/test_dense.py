@@ -62,6 +62,10 @@ def test_gguf_f16_logits_in_llama_cpp_match_transformers(dense, tmp_path):
     assert (a.argmax(-1) == b.argmax(-1)).mean() > 0.95
     if arch == "llama":  # the llama3 rope scaling and the per-head q/k permutation made it into the file
         assert any(t["name"] == "rope_freqs.weight" for t in res["tensor_table"])
+    from dshub.recipes import plan
+
+    p = plan(Request(str(path), engine="llamacpp", gpu="rtx4090"))  # the local GGUF, planned from its metadata
+    assert p.chosen is not None and p.kv_bytes_per_token == 2 * 2 * 2 * 64 * 2  # layers x K,V x KV heads x head_dim x bf16
 
 
 def test_gguf_k_quant_mixture_loads_in_llama_cpp(dense, tmp_path):
