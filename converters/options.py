@@ -192,18 +192,12 @@ class ONNXOptions(TargetOptions):
     block_size: int = 32
     symmetric: bool = True
 
-    @field_validator("precision")
+    @field_validator("precision", "block_size")
     @classmethod
-    def _precision(cls, v: str) -> str:
-        if v not in ONNX_PRECISIONS:
-            raise ValueError(f"--precision {v!r}: choose one of {', '.join(ONNX_PRECISIONS)}")
-        return v
-
-    @field_validator("block_size")
-    @classmethod
-    def _block(cls, v: int) -> int:
-        if v not in NBITS_BLOCK_SIZES:
-            raise ValueError(f"--block-size {v}: choose one of {', '.join(map(str, NBITS_BLOCK_SIZES))}")
+    def _choices(cls, v: Any, info: Any) -> Any:
+        choices = {"precision": ONNX_PRECISIONS, "block_size": NBITS_BLOCK_SIZES}[info.field_name]
+        if v not in choices:
+            raise ValueError(f"{_cli_name(info.field_name)} {v!r}: choose one of {', '.join(map(str, choices))}")
         return v
 
 

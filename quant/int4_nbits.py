@@ -47,10 +47,10 @@ def pack_matmul_nbits(t: Int4Tensor) -> dict[str, torch.Tensor]:
     """`Int4Tensor` [N, K] -> {"B", "scales"[, "zero_points"]} as MatMulNBits reads them."""
     n, k = t.shape
     nb = k // t.group_size
-    u = (t.q.to(torch.int16) + OFFSET).to(torch.uint8).reshape(n, nb, t.group_size)
+    u = (t.q + OFFSET).view(torch.uint8).reshape(n, nb, t.group_size)  # [-8, 7] + 8 fits int8: one byte-sized temporary
     out = {"B": _pairs_low_first(u), "scales": t.scale.reshape(-1).contiguous()}
     if t.zero is not None:
-        zu = (t.zero.to(torch.int16) + OFFSET).to(torch.uint8)
+        zu = (t.zero + OFFSET).view(torch.uint8)
         if nb % 2:
             zu = torch.cat([zu, torch.full((n, 1), OFFSET, dtype=torch.uint8)], dim=1)
         out["zero_points"] = _pairs_low_first(zu).reshape(-1)

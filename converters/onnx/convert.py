@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, Iterator
 
 import torch
 from onnx import TensorProto
@@ -60,7 +59,14 @@ def _check_blocks(ckpt: Checkpoint, inits: list[Initializer], block: int) -> Non
 def rope_cache(inv_freq: list[float], positions: int, fn: str) -> torch.Tensor:
     """cos or sin of position x inverse frequency, in fp32 as transformers computes them, [positions, dim / 2]."""
     freqs = torch.outer(torch.arange(positions, dtype=torch.float32), torch.tensor(inv_freq, dtype=torch.float32))
-    return freqs.cos() if fn == "rope_cos" else freqs.sin()
+    return freqs.cos_() if fn == "rope_cos" else freqs.sin_()  # in place: one cache-sized buffer
+
+
+FINITE_STEP = 1 << 20  # elements checked per step (a whole-tensor isfinite() would allocate a tensor-sized mask)
+
+
+def all_finite(x: torch.Tensor) -> bool:
+    return all(bool(torch.isfinite(c).all()) for c in x.reshape(-1).split(FINITE_STEP))
 
 
 class TensorSource:
@@ -74,10 +80,18 @@ class TensorSource:
     def _float(self, name: str) -> torch.Tensor:
         return self.ckpt.read(name).to(torch.float32)
 
+    def _transposed(self, t: Initializer) -> torch.Tensor:
+        """[out, in] -> [in, out] in the output dtype, straight from the stored values (no fp32 copy of the input)."""
+        w = self.ckpt.read(t.source)
+        out = torch.empty(t.shape, dtype=TORCH_OF[t.elem])
+        out.copy_(w.T)  # one rounding of the exact stored value (RNE), as via fp32
+        del w
+        return self._cast(out, t)
+
     def _cast(self, x: torch.Tensor, t: Initializer) -> torch.Tensor:
         y = x.to(TORCH_OF[t.elem])
-        if y.is_floating_point() and not bool(torch.isfinite(y).all()):
-            raise QuantizationError(f"values do not fit {TORCH_OF[t.elem]} (largest |x| {float(x.abs().max()):g})",
+        if y.dtype == torch.float16 and not all_finite(y):  # fp16 is the one narrower range
+            raise QuantizationError(f"values do not fit {str(TORCH_OF[t.elem]).removeprefix('torch.')} (|x| above its largest finite value)",
                                     path=self.ckpt.weight_map.get(t.source, "config.json"), tensor=t.source or t.name)
         return y
 
@@ -85,14 +99,15 @@ class TensorSource:
         if t.kind == "cast":
             return self._cast(self._float(t.source), t)
         if t.kind == "transpose":
-            return self._cast(self._float(t.source).T.contiguous(), t)
+            return self._transposed(t)
         if t.kind in ("rope_cos", "rope_sin"):
             return self._cast(rope_cache(self.g.facts.rope_inv_freq(self.g.config), t.shape[0], t.kind), t)
         if t.kind == "nbits":
             if self._packed is None or self._packed[0] != t.source:
                 self._packed = None  # free the previous weight's parts first
                 try:
-                    q = get_codec("int4_quantize", "cpu")(self._float(t.source), self.scheme)
+                    # the stored values, upcast row chunk by row chunk inside the quantizer (exact)
+                    q = get_codec("int4_quantize", "cpu")(self.ckpt.read(t.source), self.scheme)
                 except Int4Error as e:
                     raise QuantizationError(str(e), path=self.ckpt.weight_map[t.source], tensor=t.source) from None
                 self._packed = (t.source, get_codec("int4_pack_matmul_nbits", "cpu")(q))

@@ -11,7 +11,8 @@ import math
 from typing import Any, Mapping
 
 from dshub.arch.family import (
-    DENSE_INT4_SCOPES, DecoderFacts, GGUFDerived, GGUFField, GGUFMapping, GGUFPart, Int4Scopes, PlannerFacts, ServingFacts, frozen,
+    DENSE_INT4_SCOPES, DecoderFacts, Family, GGUFDerived, GGUFField, GGUFMapping, GGUFPart, Int4Scopes, PlannerFacts, Release,
+    ServingFacts, frozen, register,
 )
 from dshub.arch.spec import ArchSpec, Role, TensorSpec, require
 from dshub.errors import ConfigError
@@ -195,6 +196,8 @@ def config_from_metadata(arch: str, hf_arch: str, model_type: str) -> Any:
                 raise ConfigError(f"GGUF metadata lacks {key}", path="gguf", show_path="")
         cfg.setdefault("vocab_size", len(kv.get("tokenizer.ggml.tokens") or []))
         cfg["tie_word_embeddings"] = tensor_names is not None and "output.weight" not in tensor_names
+        if tensor_names is not None and ROPE_FREQS in tensor_names:  # llama3 scaling travels as that tensor alone
+            cfg["rope_scaling"] = {"rope_type": "llama3"}  # its factors are in the tensor, not the metadata
         return cfg
     return build
 
@@ -213,3 +216,14 @@ def gguf_mapping(arch: str, hf_arch: str, model_type: str, permute_qk: bool) -> 
         config_from_metadata=config_from_metadata(arch, hf_arch, model_type), caveats=lambda config: [],
         generated=generated, generated_values=lambda kind, config: llama3_rope_factors(config),
     )
+
+
+def register_dense(name: str, hf_arch: str, model_type: str, inventory: Any, example: Mapping[str, Any], release: str,
+                   name_pattern: str, permute_qk: bool) -> Family:
+    """Register one dense family: its own inventory and example, the shared planner / INT4 / decoder facts, llama.cpp
+    architecture `model_type`, and its R1-distill release."""
+    return register(Family(
+        name=name, architectures=(hf_arch,), inventory=inventory, example=example, planner=PLANNER,
+        releases=(Release(release, distill_engines(), name_pattern=name_pattern, model_types=(model_type,)),),
+        gguf=gguf_mapping(model_type, hf_arch, model_type, permute_qk=permute_qk), int4=INT4, decoder=DECODER,
+    ))

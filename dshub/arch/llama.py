@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from dshub.arch import dense
-from dshub.arch.family import Family, Release, frozen, register
+from dshub.arch.family import frozen
 from dshub.arch.spec import ArchSpec
 
 
@@ -26,14 +26,5 @@ EXAMPLE: Mapping[str, Any] = frozen(dict(
                   "original_max_position_embeddings": 1024, "rope_type": "llama3"},
 ))
 
-FAMILY = register(Family(
-    name="llama",
-    architectures=("LlamaForCausalLM",),
-    inventory=llama_spec,
-    example=EXAMPLE,
-    planner=dense.PLANNER,
-    releases=(Release("r1_distill_llama", dense.distill_engines(), name_pattern=r"(?i)distill-llama", model_types=("llama",)),),
-    gguf=dense.gguf_mapping("llama", "LlamaForCausalLM", "llama", permute_qk=True),
-    int4=dense.INT4,
-    decoder=dense.DECODER,
-))
+FAMILY = dense.register_dense("llama", "LlamaForCausalLM", "llama", llama_spec, EXAMPLE, "r1_distill_llama",
+                              r"(?i)distill-llama", permute_qk=True)

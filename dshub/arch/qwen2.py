@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from dshub.arch import dense
-from dshub.arch.family import Family, Release, frozen, register
+from dshub.arch.family import frozen
 from dshub.arch.spec import ArchSpec
 
 BIASES = ("q", "k", "v")
@@ -25,14 +25,5 @@ EXAMPLE: Mapping[str, Any] = frozen(dict(
     rms_norm_eps=1e-6, rope_theta=10000.0, tie_word_embeddings=False, hidden_act="silu",
 ))
 
-FAMILY = register(Family(
-    name="qwen2",
-    architectures=("Qwen2ForCausalLM",),
-    inventory=qwen2_spec,
-    example=EXAMPLE,
-    planner=dense.PLANNER,
-    releases=(Release("r1_distill_qwen", dense.distill_engines(), name_pattern=r"(?i)distill-qwen", model_types=("qwen2",)),),
-    gguf=dense.gguf_mapping("qwen2", "Qwen2ForCausalLM", "qwen2", permute_qk=False),
-    int4=dense.INT4,
-    decoder=dense.DECODER,
-))
+FAMILY = dense.register_dense("qwen2", "Qwen2ForCausalLM", "qwen2", qwen2_spec, EXAMPLE, "r1_distill_qwen",
+                              r"(?i)distill-qwen", permute_qk=False)

@@ -10,7 +10,7 @@ import numpy as np
 
 from dshub.quant.gguf.types import FILE_TYPES, GGML_TYPES
 
-from dshub.arch.family import GGUFMapping, gguf_family
+from dshub.arch.family import GGUFMapping, gguf_architectures, gguf_family
 from dshub.errors import DshubError, GGUFError
 from dshub.formats.gguf_file import (
     SPLIT_COUNT, SPLIT_NO, SPLIT_TENSORS, VT, GGUFHeader, read_gguf_header, resolve_split_set,
@@ -83,13 +83,15 @@ def _architecture_findings(heads: list[GGUFHeader]) -> Iterator[Finding]:
     first = heads[0]
     kv = first.kv
     arch = kv.get("general.architecture")
-    if arch != ARCH:
-        yield Finding("gguf-architecture", "warning", first.path.name, None, f"architecture {arch!r}: only {ARCH} tensors are checked")
+    fam = gguf_family(str(arch))
+    if fam is None or fam.gguf is None:
+        yield Finding("gguf-architecture", "warning", first.path.name, None,
+                      f"architecture {arch!r}: only {', '.join(gguf_architectures())} tensors are checked")
         return
-    for key, why in DEEPSEEK2_WARN_KEYS.items():
+    for key, why in (DEEPSEEK2_WARN_KEYS.items() if arch == ARCH else ()):
         if key not in kv:
             yield Finding("gguf-architecture", "warning", first.path.name, None, f"no {key}: {why}")
-    problems = family_type_problems(first, gguf_family(ARCH).gguf)
+    problems = family_type_problems(first, fam.gguf)
     if problems:
         yield from (Finding("gguf-architecture", "error", first.path.name, None, p) for p in problems)
         return
@@ -97,7 +99,7 @@ def _architecture_findings(heads: list[GGUFHeader]) -> Iterator[Finding]:
     have = {t.name: t for h in heads for t in h.tensors}
     try:
         config = config_from_gguf(kv, set(have))
-        expected = {n: s for n, s, _ in map_tensors(config, mtp=config["num_nextn_predict_layers"] > 0)}
+        expected = {n: s for n, s, _ in map_tensors(config, mtp=int(config.get("num_nextn_predict_layers") or 0) > 0)}
     except DshubError as e:
         yield Finding("gguf-architecture", "error", first.path.name, None, str(e))
         return
@@ -114,11 +116,11 @@ def _architecture_findings(heads: list[GGUFHeader]) -> Iterator[Finding]:
         elif forced_f32(n, shape) and t.ggml_type != "F32":
             yield Finding("gguf-architecture", "warning", where[n], n, f"{t.ggml_type}: llama.cpp keeps this tensor in F32")
     for n in sorted(set(have) - set(expected)):
-        yield Finding("gguf-architecture", "error", where[n], n, "not part of the deepseek2 layout (llama.cpp rejects extra tensors)")
+        yield Finding("gguf-architecture", "error", where[n], n, f"not part of the {arch} layout (llama.cpp rejects extra tensors)")
     tokens = kv.get("tokenizer.ggml.tokens")
-    vocab = kv.get(f"{ARCH}.vocab_size")
+    vocab = kv.get(f"{arch}.vocab_size")
     if tokens is not None and vocab is not None and len(tokens) != vocab:
-        yield Finding("gguf-tokenizer", "error", first.path.name, None, f"{len(tokens)} tokens, {ARCH}.vocab_size is {vocab}")
+        yield Finding("gguf-tokenizer", "error", first.path.name, None, f"{len(tokens)} tokens, {arch}.vocab_size is {vocab}")
 
 
 def _nonfinite(h: GGUFHeader, t: Any) -> int:

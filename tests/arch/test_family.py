@@ -140,3 +140,18 @@ def test_a_gguf_named_for_a_release_of_another_family_still_finds_it() -> None:
 def test_roles_all_have_a_planner_component() -> None:
     for fam in ALL:
         assert set(Role) <= set(fam.planner.components)
+
+
+@pytest.mark.parametrize("fam", ALL, ids=IDS)
+def test_decoder_facts_or_a_refusal(fam: Family) -> None:
+    config = dict(fam.example)
+    if fam.decoder is None:  # no ONNX decoder graph: --to onnx is refused naming the family
+        with pytest.raises(UsageError, match=f"--to onnx: {fam.name}"):
+            fam.decoder_facts()
+        return
+    d = fam.decoder_facts()
+    hd = d.head_dim(config)
+    assert hd > 0 and int(config["num_attention_heads"]) % d.kv_heads(config) == 0
+    freqs = d.rope_inv_freq(config)
+    assert len(freqs) == hd // 2 and all(0 < f <= 1 for f in freqs)
+    assert isinstance(d.tied_embeddings(config), bool)

@@ -132,3 +132,12 @@ def test_plan_refuses_expert_layouts_and_llama_cpp_runs_a_distill_on_a_desktop_g
     q = plan(Request("deepseek-r1-distill-qwen-7b", engine="llamacpp", weights="gguf:Q4_K_M", gpu="rtx4090"))
     assert q.chosen is not None and q.chosen.experts_on_cpu_layers == 0
     assert q.kv_bytes_per_token == 57344  # 28 layers x 2 x 4 KV heads x 128 x 2 bytes
+
+
+def test_every_gguf_scheme_plans_for_the_dense_families(dense, tmp_path):
+    from dshub.converters import make_plan
+    from dshub.converters.gguf.schemes import SCHEMES
+
+    for quant in SCHEMES:
+        _, _, plan = make_plan(dense, build_options("gguf", out=tmp_path / quant, quant=quant, dry_run=True))
+        assert plan.summary["tensors"] == len(plan.summary["tensor_table"]) and plan.total_bytes > 0, quant

@@ -4,11 +4,8 @@ to byte-identical files, and MoE families are refused naming why."""
 from __future__ import annotations
 
 import json
-import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +23,7 @@ from dshub.converters import build_options, run_conversion
 from dshub.errors import UsageError
 from dshub.quant.int4 import Int4Scheme, dequantize_int4, quantize_int4
 from dshub.quant.int4_nbits import unpack_matmul_nbits
+from tests.support.interrupt import kill_mid_run
 
 IDS = [0] + list(range(40, 70)) + [300, 301, 302, 5, 9, 100, 200]
 
@@ -179,18 +177,7 @@ def test_killed_run_resumes_to_byte_identical_files(qwen, tmp_path):
     whole = tmp_path / "whole"
     subprocess.run(_cmd(qwen, whole), check=True, capture_output=True)
     out = tmp_path / "killed"
-    for _ in range(8):
-        proc = subprocess.Popen(_cmd(qwen, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 120
-        while not (out / MANIFEST_NAME).exists() and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.002)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        if not (out / "genai_config.json").exists():
-            break
-        shutil.rmtree(out)
-    else:
-        pytest.fail("could not interrupt the conversion mid-run")
+    kill_mid_run(_cmd(qwen, out), out, "genai_config.json")
     assert not json.loads((out / MANIFEST_NAME).read_text())["complete"]
     rc = subprocess.run(_cmd(qwen, out), capture_output=True, text=True)
     assert rc.returncode == 0, rc.stderr
@@ -256,3 +243,22 @@ def write_moe(tmp_path: Path) -> Path:
     d = tmp_path / "moe-info"
     write_synthetic(d, "tiny-v2")
     return d
+
+
+def test_fp16_overflow_names_the_tensor_and_leaves_nothing_complete(tmp_path):
+    from dshub.errors import QuantizationError
+    from tests.support.ckpt_edit import read_shard, shard_of, write_shard
+
+    src = tmp_path / "big"
+    write_synthetic(src, "tiny-qwen2")
+    name = "model.layers.1.mlp.up_proj.weight"
+    shard = shard_of(src, name)
+    header, blobs = read_shard(shard)
+    big = torch.frombuffer(bytearray(blobs[name]), dtype=torch.bfloat16).clone()
+    big[5] = 1e6  # BF16 holds it, FP16 (max 65504) does not
+    blobs[name] = bytes(big.view(torch.uint8).numpy())
+    write_shard(shard, header, blobs)
+    with pytest.raises(QuantizationError, match=f"{name}.*do not fit float16"):
+        convert(src, tmp_path / "o", precision="fp16")
+    assert not (tmp_path / "o" / "genai_config.json").exists()
+    assert convert(src, tmp_path / "o32")["precision"] == "fp32"  # fp32 holds it
