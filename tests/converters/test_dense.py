@@ -68,11 +68,20 @@ def test_gguf_f16_logits_in_llama_cpp_match_transformers(dense, tmp_path):
     assert p.chosen is not None and p.kv_bytes_per_token == 2 * 2 * 2 * 64 * 2  # layers x K,V x KV heads x head_dim x bf16
 
 
-def test_gguf_k_quant_mixture_loads_in_llama_cpp(dense, tmp_path):
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("llama") / "tiny-llama"
+    write_synthetic(d, "tiny-llama")
+    return d
+
+
+def test_gguf_k_quant_mixture_loads_in_llama_cpp(llama, tmp_path):
+    """Q4_K_M on the Llama layout (its q/k rows permuted per head, chunk by chunk): llama.cpp loads and runs it."""
     out = tmp_path / "q4km"
-    res = run_conversion(dense, build_options("gguf", out=out, quant="Q4_K_M", workers=1), progress=False).to_dict()
+    res = run_conversion(llama, build_options("gguf", out=out, quant="Q4_K_M", workers=1), progress=False).to_dict()
+    assert {"Q4_K", "Q6_K"} <= set(res["types"])
     b = llama_logits(out / res["files"][0]["name"], IDS)
-    assert np.isfinite(b).all() and b.shape == (len(IDS), Checkpoint.open(dense).config["vocab_size"])
+    assert np.isfinite(b).all() and b.shape == (len(IDS), Checkpoint.open(llama).config["vocab_size"])
 
 
 def test_int4_dense_default_scope_reads_back_in_compressed_tensors_and_loads_in_transformers(dense, tmp_path):
