@@ -22,6 +22,9 @@ step "ray (dshub[ray]: the --executor ray tests start a local cluster with its \
 step "tiktoken (the Kimi tokenizer tests; also in the test extra)"
 "$PY" -m pip install --quiet "tiktoken>=0.7,<1"
 
+step "onnx, onnxruntime, onnxruntime-genai (ONNX output and its consumers; also in the test extra)"
+"$PY" -m pip install --quiet "onnx>=1.18,<2" "onnxruntime>=1.22,<2" "onnxruntime-genai>=0.18,<0.19"
+
 step "llama-cpp-python (.ci/llama-cpp.sh)"
 PYTHON="$PY" bash .ci/llama-cpp.sh
 step "recipe validators (.ci/recipe-validators.sh)"

@@ -101,7 +101,9 @@ class Int4Converter(Converter):
         fmt = opts.format
         scheme = scheme_for(fmt, opts.group_size, opts.symmetric)
         spec = spec_for(ckpt.config).by_name
-        scopes = family_for(ckpt.config).int4_scopes()  # UsageError for a family INT4 does not support
+        family = family_for(ckpt.config)
+        scopes = family.int4_scopes()  # UsageError for a family INT4 does not support
+        scope = family.int4_scope(opts.scope)
         ignore = opts.ignore_patterns()
         drop = mtp_tensor_names(ckpt) if opts.drop_mtp else set()
         files: list[OutputFile] = []
@@ -119,7 +121,7 @@ class Int4Converter(Converter):
                 t = spec.get(e.name)
                 if t is not None and t.linear and t.name.endswith(".weight"):
                     linear.append(module_of(e.name))
-                quantize = t is not None and in_scope(t, opts.scope, ignore, scopes) and e.dtype in FP8_DTYPES + FLOAT_DTYPES
+                quantize = t is not None and in_scope(t, scope, ignore, scopes) and e.dtype in FP8_DTYPES + FLOAT_DTYPES
                 if t is not None and t.role is Role.EXPERT and t.layer is not None:
                     experts.setdefault(t.layer, set()).add(quantize)
                 if quantize:
@@ -144,11 +146,11 @@ class Int4Converter(Converter):
             if decls:
                 files.append(OutputFile(shard, shard_size(decls, SHARD_METADATA), len(decls), (decls, actions)))
         if not quantized:
-            raise UsageError(f"--scope {opts.scope} with the given --ignore selects no weight to quantize in {ckpt.root}")
+            raise UsageError(f"--scope {scope} with the given --ignore selects no weight to quantize in {ckpt.root}")
         warnings = mixed_moe_layers(experts)
         for w in warnings:
             print(f"warning: {w}", file=sys.stderr)
-        summary = {"format": fmt, "group_size": opts.group_size, "symmetric": opts.symmetric, "scope": opts.scope,
+        summary = {"format": fmt, "group_size": opts.group_size, "symmetric": opts.symmetric, "scope": scope,
                    "ignore": list(opts.ignore), "quantized_weights": len(quantized), "left_out_linear": sorted(left_out), "linear_modules": len(linear), "warnings": warnings,
                    "int4_bytes": int4_bytes, "dropped_mtp_tensors": len(drop)}
         return ConversionPlan("int4", ckpt.root, opts.out, files, summary=summary)

@@ -84,13 +84,13 @@ class Int4Options(TargetOptions):
     format: str = "compressed-tensors"
     group_size: int = 128
     symmetric: bool = True
-    scope: str = "experts"
+    scope: str | None = None  # None: the model family's default (experts for MoE, all-linear for dense)
     ignore: tuple[str, ...] = ()
 
     @field_validator("scope")
     @classmethod
-    def _scope(cls, v: str) -> str:
-        if v not in SCOPE_NAMES:
+    def _scope(cls, v: str | None) -> str | None:
+        if v is not None and v not in SCOPE_NAMES:
             raise ValueError(f"--scope {v!r}: choose one of {', '.join(SCOPE_NAMES)}")
         return v
 
@@ -179,8 +179,30 @@ class GGUFOptions(TargetOptions):
         return self
 
 
+ONNX_PRECISIONS = ("fp32", "fp16", "int4")
+NBITS_BLOCK_SIZES = (32, 64, 128)  # MatMulNBits block sizes dshub writes (powers of two >= 16 in the spec)
+
+
+class ONNXOptions(TargetOptions):
+    """`--to onnx`: an onnxruntime-genai decoder; weights fp32, fp16, or int4 (MatMulNBits, activations fp32)."""
+
+    target: ClassVar[str] = "onnx"
+
+    precision: str = "fp32"
+    block_size: int = 32
+    symmetric: bool = True
+
+    @field_validator("precision", "block_size")
+    @classmethod
+    def _choices(cls, v: Any, info: Any) -> Any:
+        choices = {"precision": ONNX_PRECISIONS, "block_size": NBITS_BLOCK_SIZES}[info.field_name]
+        if v not in choices:
+            raise ValueError(f"{_cli_name(info.field_name)} {v!r}: choose one of {', '.join(map(str, choices))}")
+        return v
+
+
 OPTIONS: Registry[str, type[TargetOptions]] = Registry("target --to")
-for _cls in (Bf16Options, Int4Options, GGUFOptions):
+for _cls in (Bf16Options, Int4Options, GGUFOptions, ONNXOptions):
     OPTIONS.add(_cls.target, _cls)
 
 

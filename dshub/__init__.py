@@ -15,7 +15,7 @@ from dshub.constants import VERSION as __version__
 _EXPORTS: dict[str, str] = {
     name: "dshub.api"
     for name in ("convert", "verify", "verify_files", "plan", "recipe", "info", "download", "synth", "options",
-                 "Bf16Options", "Int4Options", "GGUFOptions", "TargetOptions", "ConversionResult", "VerifyReport",
+                 "Bf16Options", "Int4Options", "GGUFOptions", "ONNXOptions", "TargetOptions", "ConversionResult", "VerifyReport",
                  "HashReport", "Request", "RecipeOptions", "Plan", "DownloadPlan", "DownloadResult")
 }
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, overload
 
 from dshub.checkpoint.synth import write_synthetic
-from dshub.converters import Bf16Options, GGUFOptions, Int4Options, TargetOptions, build_options, run_conversion
+from dshub.converters import Bf16Options, GGUFOptions, Int4Options, ONNXOptions, TargetOptions, build_options, run_conversion
 from dshub.converters.base import ConversionResult
 from dshub.hub.download import DEFAULT_WORKERS, DownloadPlan, DownloadResult
 from dshub.hub.download import download as _download
@@ -25,7 +25,7 @@ from dshub.checks import VerifyReport
 from dshub.checks import verify as _verify
 
 __all__ = ["convert", "verify", "verify_files", "plan", "recipe", "info", "download", "synth", "options",
-           "Bf16Options", "Int4Options", "GGUFOptions", "TargetOptions", "ConversionResult", "VerifyReport",
+           "Bf16Options", "Int4Options", "GGUFOptions", "ONNXOptions", "TargetOptions", "ConversionResult", "VerifyReport",
            "HashReport", "Request", "RecipeOptions", "Plan", "DownloadPlan", "DownloadResult"]
 
 

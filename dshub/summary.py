@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dshub.arch import spec_for
+from dshub.arch import family_for, spec_for
 from dshub.checkpoint.reader import Checkpoint
 from dshub.checkpoint.shapes import open_for_planning
 from dshub.converters.sizing import planned_bytes, target_options
@@ -13,15 +13,19 @@ from dshub.formats.int4_config import int4_summary
 from dshub.formats.gguf_file import is_gguf_path
 from dshub.checks.gguf import gguf_info
 
-# The targets `dshub info` sizes: label -> (target, options). Bytes come from each converter's own plan.
+# The targets `dshub info` sizes: label -> (target, options). Bytes come from each converter's own plan; `{scope}`
+# in a label is the family's default INT4 scope (experts for the MoE families, all-linear for the dense ones).
 INFO_TARGETS: dict[str, tuple[str, dict[str, Any]]] = {
     "bf16": ("bf16", {}),
-    "int4 w4a16 g128 (experts)": ("int4", {}),
+    "int4 w4a16 g128 ({scope})": ("int4", {}),
     "gguf BF16": ("gguf", {"quant": "BF16"}),
     "gguf Q8_0": ("gguf", {"quant": "Q8_0"}),
     "gguf Q5_0": ("gguf", {"quant": "Q5_0"}),
     "gguf Q4_0": ("gguf", {"quant": "Q4_0"}),
     "gguf Q4_K_M": ("gguf", {"quant": "Q4_K_M"}),
+    "onnx fp32": ("onnx", {}),  # dense decoders only (refused for MLA / MoE families: then left out)
+    "onnx fp16": ("onnx", {"precision": "fp16"}),
+    "onnx int4 b32": ("onnx", {"precision": "int4"}),
 }
 
 
@@ -29,9 +33,11 @@ def output_sizes(ckpt: Checkpoint) -> dict[str, int]:
     """Bytes each target would write, from the converters' shape-only plans (as `convert --dry-run` prints them).
     A target that refuses this checkpoint (e.g. INT4 of an INT4 checkpoint) is left out."""
     sizes: dict[str, int] = {}
+    family = family_for(ckpt.config)
+    scope = family.int4.default if family.int4 is not None else "-"
     for label, (target, values) in INFO_TARGETS.items():
         try:
-            sizes[label] = planned_bytes(ckpt, target_options(target, **values)).total
+            sizes[label.format(scope=scope)] = planned_bytes(ckpt, target_options(target, **values)).total
         except DshubError:
             continue
     return sizes
@@ -53,7 +59,8 @@ def checkpoint_info(path: str | Path) -> dict[str, Any]:
         "mtp_layers": spec.num_mtp_layers,
         "dense_layers": cfg.get("first_k_dense_replace"),
         "hidden_size": cfg.get("hidden_size"),
-        "attention": {"heads": cfg.get("num_attention_heads"), "q_lora_rank": cfg.get("q_lora_rank"),
+        "attention": {"heads": cfg.get("num_attention_heads"), "kv_heads": cfg.get("num_key_value_heads"),
+                      "q_lora_rank": cfg.get("q_lora_rank"),
                       "kv_lora_rank": cfg.get("kv_lora_rank"), "qk_nope_head_dim": cfg.get("qk_nope_head_dim"),
                       "qk_rope_head_dim": cfg.get("qk_rope_head_dim"), "v_head_dim": cfg.get("v_head_dim")},
         "experts": {"routed": spec.num_experts, "shared": cfg.get("n_shared_experts"), "per_token": spec.experts_per_token,

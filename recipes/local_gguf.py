@@ -74,12 +74,14 @@ def gguf_info(path: Path) -> ModelInfo:
     release = find_release(f"{name} {first.name}", None, fam).key
     # the config fields the family's GGUF mapping copies into metadata, read back (for the family's KV formula)
     dims = {f.config_key: h.kv[g.key(f.suffix)] for f in g.fields if g.key(f.suffix) in h.kv}
+    if g.experts is None:  # a dense family: its config (KV heads, head dim) as its mapping reads it back
+        dims = g.config_from_metadata(h.kv, {t.name for hdr in headers for t in hdr.tensors})
     config = {"first_k_dense_replace": dense, "num_hidden_layers": layers, "gguf": True}
     return ModelInfo(
         name=re.sub(r"-\d{5}-of-\d{5}$", "", first.stem), hub_id=None, family=release, shipped=f"gguf:{ftype}",
         source="local", path=str(first), config=config, params=params, stored_bytes=stored, layers=layers,
-        moe_layers=layers - dense, mtp_layers=0, heads=int(_meta(h, arch, "attention.head_count")),
-        kv_lora_rank=int(_meta(h, arch, "attention.kv_lora_rank")),
+        moe_layers=layers - dense if g.experts else 0, mtp_layers=0, heads=int(_meta(h, arch, "attention.head_count")),
+        kv_lora_rank=int(_meta(h, arch, "attention.kv_lora_rank", 0)),
         qk_rope_head_dim=int(_meta(h, arch, "rope.dimension_count")),
         n_experts=int(_meta(h, arch, "expert_count", 0)), max_context=int(_meta(h, arch, "context_length")),
         architecture=fam.architectures[0], kv_elems_per_layer=fam.planner.kv_elems_per_token_layer(dims),

@@ -7,6 +7,9 @@ from the model's family module (dshub.arch) exactly as for a local checkpoint. S
 - Kimi-K2: moonshotai/Kimi-K2-Instruct `config.json` (DeepseekV3ForCausalLM with 64 heads, 384 experts,
   first_k_dense_replace 1, vocab 163840, no MTP layer); Kimi-K2-Thinking ships compressed-tensors INT4
   (serving.md §1.5).
+- DeepSeek-R1-Distill-Qwen-1.5B/7B/14B/32B (Qwen2ForCausalLM) and -Llama-8B/70B (LlamaForCausalLM): the
+  `config.json` of each deepseek-ai/DeepSeek-R1-Distill-* repository (BF16 safetensors; the model cards recommend
+  temperature 0.6, top-p 0.95, which their generation_config.json carries).
 - DeepSeek-V4: only what serving.md §1.6 states (parameter totals, checkpoint sizes, TP cap); its attention is not
   MLA-compatible with the formulas here, so its KV cache is not modelled.
 """
@@ -76,8 +79,47 @@ R1_SAMPLING = Sampling("deepseek-ai/DeepSeek-R1 model card: temperature 0.5-0.7,
 V3_0324_SAMPLING = Sampling("deepseek-ai/DeepSeek-V3-0324 model card: temperature 0.3 (the API maps T_api 1.0 to 0.3)", 0.3)
 V32_SAMPLING = Sampling("deepseek-ai/DeepSeek-V3.2 model card: for local deployment temperature = 1.0, top_p = 0.95 "
                         "(quoted by sgl-cookbook DeepSeek-V3_2)", 1.0, 0.95)
+R1_DISTILL_SAMPLING = Sampling("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B model card (all six distills): temperature "
+                               "0.5-0.7, 0.6 recommended; top-p 0.95", 0.6, 0.95)
 KIMI_SAMPLING = Sampling("moonshotai/Kimi-K2-Instruct model card: recommended temperature = 0.6", 0.6)
 KIMI_THINKING_SAMPLING = Sampling("moonshotai/Kimi-K2-Thinking model card: recommended temperature = 1.0", 1.0)
+
+
+# The R1 distills (deepseek-ai/DeepSeek-R1-Distill-* config.json): fields common to a base model's distills, then
+# each size's dimensions.
+_QWEN2_BASE: dict[str, Any] = dict(
+    architectures=["Qwen2ForCausalLM"], model_type="qwen2", hidden_act="silu", max_position_embeddings=131072,
+    sliding_window=4096, use_sliding_window=False, tie_word_embeddings=False, bos_token_id=151643,
+    eos_token_id=151643, torch_dtype="bfloat16")
+_LLAMA_BASE: dict[str, Any] = dict(
+    architectures=["LlamaForCausalLM"], model_type="llama", hidden_act="silu", max_position_embeddings=131072,
+    rms_norm_eps=1e-5, rope_theta=500000.0, attention_bias=False, mlp_bias=False, tie_word_embeddings=False,
+    vocab_size=128256, bos_token_id=128000, eos_token_id=128001, torch_dtype="bfloat16",
+    rope_scaling={"factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                  "original_max_position_embeddings": 8192, "rope_type": "llama3"})
+
+
+def _qwen2(hidden: int, inter: int, layers: int, heads: int, kv: int, vocab: int, theta: float, eps: float) -> dict[str, Any]:
+    return {**_QWEN2_BASE, "hidden_size": hidden, "intermediate_size": inter, "num_hidden_layers": layers,
+            "num_attention_heads": heads, "num_key_value_heads": kv, "vocab_size": vocab, "rope_theta": theta,
+            "rms_norm_eps": eps, "max_window_layers": layers}
+
+
+def _llama(hidden: int, inter: int, layers: int, heads: int) -> dict[str, Any]:
+    return {**_LLAMA_BASE, "hidden_size": hidden, "intermediate_size": inter, "num_hidden_layers": layers,
+            "num_attention_heads": heads, "num_key_value_heads": 8}
+
+
+DISTILL_DIMS: dict[str, dict[str, Any]] = {
+    "qwen-1.5b": _qwen2(1536, 8960, 28, 12, 2, 151936, 10000.0, 1e-6),
+    "qwen-7b": _qwen2(3584, 18944, 28, 28, 4, 152064, 10000.0, 1e-6),
+    "qwen-14b": _qwen2(5120, 13824, 48, 40, 8, 152064, 1000000.0, 1e-5),
+    "qwen-32b": _qwen2(5120, 27648, 64, 40, 8, 152064, 1000000.0, 1e-5),
+    "llama-8b": _llama(4096, 14336, 32, 32),
+    "llama-70b": _llama(8192, 28672, 80, 64),
+}
+_DISTILL_NAMES = {"qwen-1.5b": "Qwen-1.5B", "qwen-7b": "Qwen-7B", "qwen-14b": "Qwen-14B", "qwen-32b": "Qwen-32B",
+                  "llama-8b": "Llama-8B", "llama-70b": "Llama-70B"}
 
 
 @dataclass(frozen=True)
@@ -122,6 +164,10 @@ CATALOG: tuple[CatalogEntry, ...] = (
     CatalogEntry("kimi-k2-thinking", "moonshotai/Kimi-K2-Thinking", "kimi_k2_thinking", "int4",
                  {**_KIMI_DIMS, "max_position_embeddings": 262144, "quantization_config": KIMI_K2_THINKING_QC},
                  sampling=KIMI_THINKING_SAMPLING),
+    *(CatalogEntry(f"deepseek-r1-distill-{k}", f"deepseek-ai/DeepSeek-R1-Distill-{_DISTILL_NAMES[k]}",
+                   "r1_distill_qwen" if k.startswith("qwen") else "r1_distill_llama", "bf16", dims,
+                   sampling=R1_DISTILL_SAMPLING)
+      for k, dims in DISTILL_DIMS.items()),
     # serving.md §1.6: V4-Flash 284B total / 13B active, ~160-167 GB, 1M context.
     CatalogEntry("deepseek-v4-flash", "deepseek-ai/DeepSeek-V4-Flash", "v4", "fp4-fp8", None,
                  stated_params=284_000_000_000, stated_active=13_000_000_000, stated_bytes=167_000_000_000,

@@ -208,6 +208,8 @@ def weights_per_gpu(model: ModelInfo, fmt: WeightFormat, lay: Layout, mtp: bool)
 
 
 # ----------------------------------------------------------------------------------------------- guards
+EXPERT_LAYOUTS = frozenset({"tep", "tep-dcp", "dep", "tp-dp", "dp-attention"})  # layouts built around routed experts
+
 def tp_guards(model: ModelInfo, fmt: WeightFormat, lay: Layout) -> list[str]:
     """Head, expert and quantization-block divisibility for a layout."""
     reasons = []
@@ -217,6 +219,8 @@ def tp_guards(model: ModelInfo, fmt: WeightFormat, lay: Layout) -> list[str]:
         return reasons
     if model.heads % lay.attn_tp:
         reasons.append(f"{model.heads} attention heads are not divisible by attention TP {lay.attn_tp}")
+    if not model.n_experts and lay.kind in EXPERT_LAYOUTS:
+        reasons.append(f"{lay.kind} spreads routed experts; {model.name} is dense (plain tp, tp-pp or layer split)")
     if lay.ep > 1 and model.n_experts % lay.ep:
         reasons.append(f"{model.n_experts} routed experts are not divisible by EP {lay.ep}")
     if fmt.block:
@@ -464,7 +468,7 @@ def _notes(p: Plan) -> list[str]:
     if not p.model.modelled:
         notes.append(f"{p.model.name}: KV cache size is not modelled (its attention is not plain MLA); "
                      "weights are checked, the context comes from the model card")
-    if p.chosen and p.chosen.layout.attn_tp > 1 and p.chosen.layout.dcp == 1 and p.kv_bytes_per_token:
+    if p.chosen and p.chosen.layout.attn_tp > 1 and p.chosen.layout.dcp == 1 and p.kv_bytes_per_token and p.model.kv_lora_rank:
         notes.append(f"MLA KV cache is replicated on each of the {p.chosen.layout.attn_tp} GPUs of an attention group")
     if p.chosen and p.chosen.borderline:
         notes.append(f"borderline fit: {BORDERLINE_WHY}; the table's {p.gpu.name} figure is "
@@ -500,6 +504,8 @@ def suggest_alternatives(req: Request, p: Plan) -> list[str]:
         tries.append((f"--engine llamacpp --weights gguf:{q} --nodes 1",
                       replace(req, engine="llamacpp", weights=f"gguf:{q}", nodes=1, mtp=False,
                               kv_dtype=None, engine_version=None, goal="latency", memory_fraction=None)))
+    if not p.model.n_experts and p.model.modelled:  # a dense model: fewer GPUs (one TP group that divides the heads)
+        tries += [(f"--gpus-per-node {k}", replace(req, gpus_per_node=k)) for k in (1, 2, 4) if k < p.gpus_per_node]
     tries += more[1:]
     out = []
     for label, r in tries:

@@ -90,6 +90,8 @@ class GGUFConverter(Converter):
         for f in plan.files:
             for p in f.data[1]:
                 names = p.source.names
+                if not names:  # computed from config.json: counted with the metadata
+                    continue
                 share, rest = divmod(p.info.nbytes, len(names))
                 for i, n in enumerate(names):  # a stacked tensor's bytes, shared by its experts
                     out[n] = out.get(n, 0) + share + (rest if i == 0 else 0)

@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
+from dshub.arch import family_for
 from dshub.arch.spec import fp8_scale_name
 from dshub.checkpoint.reader import Checkpoint, read_span
 from dshub.errors import CheckpointError
@@ -128,6 +129,19 @@ def _kv_b_part(reader: SourceReader, src: Source) -> torch.Tensor:
     return part.reshape(-1, part.shape[-1]).contiguous()
 
 
+def _rope_permute_rows(reader: SourceReader, src: Source, head: int) -> torch.Tensor:
+    """One head's rows of q/k reordered from HF's half-split rotary layout to interleaved pairs (llama.cpp `llama`)."""
+    _, hd, _ = src.split
+    w = reader.rows(src.names[0], head * hd, (head + 1) * hd)
+    return w.reshape(2, hd // 2, w.shape[-1]).transpose(0, 1).reshape(hd, w.shape[-1]).contiguous()
+
+
+def _generated(reader: SourceReader, src: Source) -> torch.Tensor:
+    """A tensor the family computes from config.json alone (e.g. llama3's rope_freqs), as one float32 row."""
+    values = family_for(reader.ckpt.config).gguf_mapping().generated_values(src.kind, reader.ckpt.config)
+    return torch.tensor(values, dtype=torch.float32).reshape(1, -1)
+
+
 def jobs(reader: SourceReader, p: PlannedTensor) -> Iterator[Job]:
     """Jobs, in file order, each returning one float32 [rows, cols] piece of the tensor."""
     src = p.source
@@ -138,6 +152,11 @@ def jobs(reader: SourceReader, p: PlannedTensor) -> Iterator[Job]:
     elif src.kind == "experts":
         for name in src.names:
             yield from reader.chunks(name)
+    elif src.kind == "rope_permute":
+        for h in range(src.split[0]):
+            yield Job(src.names[0], h * src.split[1], lambda h=h: _rope_permute_rows(reader, src, h))
+    elif not src.names:  # generated from config.json
+        yield Job(p.info.name, 0, lambda: _generated(reader, src))
     else:  # pragma: no cover - table and code out of step
         raise ValueError(f"unknown source kind {src.kind}")
 
@@ -160,7 +179,7 @@ def produce(reader: SourceReader, p: PlannedTensor, workers: int = 1, imatrix: A
         try:
             return (codec(x) if imatrix is None else codec(x, job)).numpy()
         except ValueError as e:
-            shard = reader.ckpt.weight_map[job.name]
+            shard = reader.ckpt.weight_map.get(job.name, "config.json")
             where = f" (row offset {job.row0})" if job.row0 else ""
             raise CheckpointError(str(e), path=shard, tensor=job.name, show_tensor=f"tensor {job.name} -> {p.info.name}{where}") from None
 

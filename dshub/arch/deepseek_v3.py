@@ -379,6 +379,10 @@ EXAMPLE: Mapping[str, Any] = frozen(dict(
     norm_topk_prob=True, scoring_func="sigmoid", topk_method="noaux_tc", moe_layer_freq=1,
 ))
 
+# onnxruntime-genai's decoder graph is GQA + a dense MLP; MLA attention and routed experts have no such graph here.
+ONNX_REFUSAL = ("ONNX output is for the dense decoders (the R1 distills); MLA attention and routed experts have no "
+                "onnxruntime-genai graph in dshub; convert with --to gguf or --to int4")
+
 FAMILY = register(Family(
     name="deepseek_v3",
     architectures=ARCHITECTURES,
@@ -388,4 +392,5 @@ FAMILY = register(Family(
     releases=RELEASES,
     gguf=GGUF,
     int4=Int4Scopes(),
+    refusals=frozen({"onnx": ONNX_REFUSAL}),
 ))

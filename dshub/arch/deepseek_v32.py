@@ -133,4 +133,5 @@ FAMILY = register(Family(
     releases=RELEASES,
     gguf=GGUF,
     int4=Int4Scopes(never=NEVER_INT4 | {Role.INDEXER}),
+    refusals=frozen({"onnx": v3.ONNX_REFUSAL}),
 ))

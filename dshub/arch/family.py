@@ -83,7 +83,7 @@ class GGUFMapping:
     layer_names: Mapping[str, str]  # rest -> GGUF name after `blk.N.`
     mtp_names: Mapping[str, str]  # MTP-only rest -> GGUF name after `blk.N.`
     splits: Mapping[str, Callable[[Config], tuple[GGUFPart, ...]]]  # rest -> the GGUF tensors cut from it
-    experts: GGUFExperts
+    experts: GGUFExperts | None  # None for a dense family (then no expert gating key is written)
     fields: tuple[GGUFField, ...]  # in the order llama.cpp's converter writes them
     derived: tuple[GGUFDerived, ...]
     block_count_key: str  # config field the block count comes from (MTP layers are added with --mtp)
@@ -93,6 +93,9 @@ class GGUFMapping:
     yarn_log_multiplier_factor: float  # file value = factor * rope_scaling.mscale_all_dim
     config_from_metadata: Callable[[Mapping[str, Any], set[str] | None], Config]  # GGUF kv -> config for `inventory`
     caveats: Callable[[Config], list[str]]  # why llama.cpp may refuse or mis-run a file made from this config
+    # tensors computed from config.json alone (llama3's rope_freqs), global (no `blk.N.` prefix); source names none
+    generated: Callable[[Config], tuple[GGUFPart, ...]] = lambda config: ()
+    generated_values: Callable[[str, Config], list[float]] = lambda kind, config: []  # a generated part's values
 
     def key(self, suffix: str) -> str:
         return f"{self.arch}.{suffix}"
@@ -106,6 +109,12 @@ MOE_INT4_SCOPES: Mapping[str, frozenset[Role]] = frozen({
     "mlp": frozenset({Role.EXPERT, Role.SHARED_EXPERT, Role.DENSE_MLP}),
     "all-linear": frozenset({Role.EXPERT, Role.SHARED_EXPERT, Role.DENSE_MLP, Role.ATTN}),
 })
+# The INT4 scopes of a dense transformer: no routed experts; its MLP; every linear layer but lm_head (the default).
+DENSE_INT4_SCOPES: Mapping[str, frozenset[Role]] = frozen({
+    "experts": frozenset(),
+    "mlp": frozenset({Role.DENSE_MLP}),
+    "all-linear": frozenset({Role.DENSE_MLP, Role.ATTN}),
+})
 # Never INT4 in any scope: embeddings, lm_head, norms, the router and its bias, MTP extras.
 NEVER_INT4: frozenset[Role] = frozenset({Role.EMBED, Role.HEAD, Role.NORM, Role.ROUTER, Role.ROUTER_BIAS, Role.MTP})
 
@@ -116,8 +125,11 @@ class Int4Scopes:
 
     scopes: Mapping[str, frozenset[Role]] = field(default_factory=lambda: MOE_INT4_SCOPES)
     never: frozenset[Role] = NEVER_INT4
+    default: str = "experts"  # the --scope a run without one gets
 
     def __post_init__(self) -> None:
+        if self.default not in self.scopes:
+            raise ValueError(f"default INT4 scope {self.default!r} is not one of {sorted(self.scopes)}")
         for name, roles in self.scopes.items():
             if roles & self.never:
                 raise ValueError(f"INT4 scope {name!r} lists never-quantized roles {sorted(r.value for r in roles & self.never)}")
@@ -146,6 +158,18 @@ class PlannerFacts:
     side_kv_bytes: Callable[[Config, str, float], int] | None = None
     side_kv_source: str = ""
     components: Mapping[Role, str] = field(default_factory=lambda: COMPONENT_OF_ROLE)
+
+
+# ------------------------------------------------------------------ plain decoders (ONNX)
+@dataclass(frozen=True)
+class DecoderFacts:
+    """A family that is a plain pre-norm GQA decoder (RMSNorm, rotary half-split, SwiGLU), as onnxruntime-genai runs
+    it: what an ONNX decoder graph needs beyond the inventory's tensors (which say where biases are)."""
+
+    head_dim: Callable[[Config], int]
+    kv_heads: Callable[[Config], int]
+    rope_inv_freq: Callable[[Config], list[float]]  # rotary inverse frequencies, the config's rope scaling applied
+    tied_embeddings: Callable[[Config], bool]
 
 
 # ------------------------------------------------------------------ serving
@@ -201,6 +225,7 @@ class Family:
     releases: tuple[Release, ...]  # the first is the default
     gguf: GGUFMapping | None = None
     int4: Int4Scopes | None = None
+    decoder: DecoderFacts | None = None  # None: not a plain decoder (MLA, MoE), no ONNX graph
     refusals: Mapping[str, str] = field(default_factory=dict)  # target -> why it is not supported (yet)
 
     def _refuse(self, target: str) -> UsageError:
@@ -216,6 +241,22 @@ class Family:
         if self.int4 is None:
             raise self._refuse("int4")
         return self.int4.scopes
+
+    def int4_scope(self, asked: str | None) -> str:
+        """The --scope a run uses: the one asked for, else the family's default."""
+        if self.int4 is None:
+            raise self._refuse("int4")
+        return asked or self.int4.default
+
+    def refuse(self, target: str) -> None:
+        """Raise the UsageError naming why `target` is refused, when the family lists it in `refusals`."""
+        if target in self.refusals:
+            raise self._refuse(target)
+
+    def decoder_facts(self) -> DecoderFacts:
+        if self.decoder is None:
+            raise self._refuse("onnx")
+        return self.decoder
 
     def release(self, key: str) -> Release:
         return next(r for r in self.releases if r.key == key)

@@ -1,4 +1,6 @@
-"""Synthetic DeepSeek-V3 (and V3.2) checkpoints with the real layout: block-FP8 weights, F32 scales, MTP layer, index, tokenizer."""
+"""Synthetic checkpoints with the real layout and a real tokenizer: DeepSeek-V3 and V3.2 (block-FP8 weights, F32
+scales, MTP layer, index; a tokenizer.json or Kimi's tiktoken vocabulary) and the R1 distills' dense Qwen2 / Llama
+decoders (BF16, as released)."""
 from __future__ import annotations
 
 import json
@@ -32,6 +34,7 @@ class Preset:
     yarn: bool = False
     config: dict[str, Any] | None = None  # config.json fields set over the DeepSeek-V3 ones (another family's)
     tokenizer: str = "tokenizer.json"  # or "tiktoken": Kimi's tiktoken.model layout (synth_tiktoken)
+    family: str = "deepseek_v3"  # which config builder (CONFIGS) and tokenizer (TOKENIZER_PRE) the preset uses
 
 
 TINY_DIMS: dict[str, Any] = dict(
@@ -45,6 +48,9 @@ TINY_DIMS: dict[str, Any] = dict(
 # index_head_dim 128, index_topk 2048), scaled down; index_topk is below the test prompts' lengths so the indexer selects.
 V32_FIELDS: dict[str, Any] = {"architectures": ["DeepseekV32ForCausalLM"], "model_type": "deepseek_v32",
                               "index_n_heads": 16, "index_head_dim": 64, "index_topk": 8}
+
+TINY_DENSE_DIMS: dict[str, Any] = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                                       num_attention_heads=4, num_key_value_heads=2)
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(TINY_DIMS, shard_bytes=1 << 20, description="seconds to write; for tests (3 layers, 8 experts, MTP layer)"),
@@ -80,10 +86,45 @@ PRESETS: dict[str, Preset] = {
         shard_bytes=200 << 20,
         description="a few hundred MB, wide layers, 32 experts; for benchmarks",
     ),
+    # The R1 distills' dense decoders, shrunk: GQA (4 query heads over 2 KV heads, head_dim 64), untied embeddings.
+    "tiny-qwen2": Preset(TINY_DENSE_DIMS, shard_bytes=1 << 20, family="qwen2",
+                         description="R1-Distill-Qwen-like: Qwen2 with q/k/v biases, BF16, 2 layers"),
+    "tiny-llama": Preset(TINY_DENSE_DIMS, shard_bytes=1 << 20, family="llama",
+                         description="R1-Distill-Llama-like: Llama with llama3 rope scaling, BF16, 2 layers"),
+    "bench-qwen2": Preset(dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=8, num_attention_heads=16,
+                               num_key_value_heads=4), shard_bytes=200 << 20, family="qwen2",
+                          description="a few hundred MB of Qwen2 (distill) layers; for the ONNX benchmark"),
 }
 
 
+# The distills' config.json fields beyond the dimensions (deepseek-ai/DeepSeek-R1-Distill-Qwen-7B and
+# -Llama-8B config.json), per family.
+DENSE_CONFIGS: dict[str, dict[str, Any]] = {
+    "qwen2": {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "attention_dropout": 0.0,
+              "hidden_act": "silu", "initializer_range": 0.02, "max_position_embeddings": 131072,
+              "max_window_layers": 28, "rms_norm_eps": 1e-06, "rope_theta": 10000, "sliding_window": 4096,
+              "tie_word_embeddings": False, "torch_dtype": "bfloat16", "use_cache": True, "use_mrope": False,
+              "use_sliding_window": False},
+    "llama": {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "attention_bias": False,
+              "attention_dropout": 0.0, "hidden_act": "silu", "initializer_range": 0.02,
+              "max_position_embeddings": 131072, "mlp_bias": False, "pretraining_tp": 1, "rms_norm_eps": 1e-05,
+              "rope_scaling": {"factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                               "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+              "rope_theta": 500000.0, "tie_word_embeddings": False, "torch_dtype": "bfloat16", "use_cache": True},
+}
+# Which pre-tokenizer each family's synthetic tokenizer gets (synth_tokenizer.PRETOKENIZERS).
+TOKENIZER_PRE: dict[str, str] = {"deepseek_v3": "deepseek-v3", "qwen2": "qwen2", "llama": "llama3"}
+
+
 def make_config(preset: Preset, vocab_size: int) -> dict[str, Any]:
+    """config.json as the hub writes it for the preset's family."""
+    if preset.family in DENSE_CONFIGS:
+        return dict(sorted({**DENSE_CONFIGS[preset.family], **preset.dims, "vocab_size": vocab_size,
+                            "bos_token_id": 0, "eos_token_id": 1, "transformers_version": "4.46.3"}.items()))
+    return make_v3_config(preset, vocab_size)
+
+
+def make_v3_config(preset: Preset, vocab_size: int) -> dict[str, Any]:
     """config.json as the hub writes it for DeepSeek-V3 (fields, order and quantization_config shape)."""
     d = preset.dims
     cfg: dict[str, Any] = {
@@ -155,7 +196,7 @@ def quantize_fp8_block(w: torch.Tensor, block: int = 128) -> tuple[torch.Tensor,
 def _values(t: TensorSpec, gen: torch.Generator) -> torch.Tensor:
     """fp32 values with a plausible distribution for the tensor's role."""
     if len(t.shape) == 1:
-        if t.role is Role.ROUTER_BIAS:
+        if t.role is Role.ROUTER_BIAS or t.name.endswith(".bias"):
             return torch.randn(t.shape, generator=gen) * 0.05
         return 1.0 + 0.1 * torch.randn(t.shape, generator=gen)
     rows, cols = t.shape
@@ -197,7 +238,7 @@ def write_synthetic(out: str | Path, preset: str = "tiny", seed: int = 0) -> dic
         tiktoken_model, tok_cfg, tokenization, vocab_size = build_tiktoken()
         specials = {v["content"]: int(k) for k, v in tok_cfg["added_tokens_decoder"].items()}
     else:
-        tok_json, tok_cfg, n_ids = build_tokenizer()
+        tok_json, tok_cfg, n_ids = build_tokenizer(pre=TOKENIZER_PRE[p.family])
         vocab_size = n_ids + (-n_ids % 64) + 64  # padded with unused ids, as V3's 129280 > its 128815 + added tokens
     config = make_config(p, vocab_size)
     if p.tokenizer == "tiktoken":  # Kimi-K2's config.json names [BOS] / [EOS] by id

@@ -28,6 +28,23 @@ DEEPSEEK_V3_PRETOKENIZER: dict[str, Any] = {
     ],
 }
 
+# The distills' pre-tokenizers: one regex split, then byte-level mapping (Qwen2's tokenizer.json for the Qwen
+# distills; Llama 3's, whose digits group by up to three, for the Llama distills).
+_GPT4_STYLE = ("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{digits}"
+               "| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+")
+
+
+def single_split_pretokenizer(regex: str) -> dict[str, Any]:
+    return {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}]}
+
+
+QWEN2_PRETOKENIZER = single_split_pretokenizer(_GPT4_STYLE.replace("{digits}", ""))
+LLAMA3_PRETOKENIZER = single_split_pretokenizer(_GPT4_STYLE.replace("{digits}", "{1,3}"))
+PRETOKENIZERS: dict[str, dict[str, Any]] = {"deepseek-v3": DEEPSEEK_V3_PRETOKENIZER, "qwen2": QWEN2_PRETOKENIZER,
+                                            "llama3": LLAMA3_PRETOKENIZER}
+
 CORPUS = (
     "The quick brown fox jumps over the lazy dog. DeepSeek models use multi-head latent attention and a mixture of experts. "
     "Each token is routed to a few experts out of many; the router scores experts with a sigmoid and picks the top ones. "
@@ -92,8 +109,8 @@ def learn_merges(corpus: str, n_merges: int, split: Callable[[str], list[str]] =
     return merges
 
 
-def build_tokenizer(n_merges: int = 300) -> tuple[dict[str, Any], dict[str, Any], int]:
-    """Return (tokenizer.json, tokenizer_config.json, number of ids used)."""
+def build_tokenizer(n_merges: int = 300, pre: str = "deepseek-v3") -> tuple[dict[str, Any], dict[str, Any], int]:
+    """Return (tokenizer.json, tokenizer_config.json, number of ids used); `pre` names the pre-tokenizer."""
     vocab: dict[str, int] = {BOS: 0, EOS: 1, PAD: 2}
     for ch in bytes_to_unicode().values():
         vocab.setdefault(ch, len(vocab))
@@ -113,7 +130,7 @@ def build_tokenizer(n_merges: int = 300) -> tuple[dict[str, Any], dict[str, Any]
             for t in added
         ],
         "normalizer": {"type": "Sequence", "normalizers": []},
-        "pre_tokenizer": DEEPSEEK_V3_PRETOKENIZER,
+        "pre_tokenizer": PRETOKENIZERS[pre],
         "post_processor": {
             "type": "TemplateProcessing",
             "single": [{"SpecialToken": {"id": BOS, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],

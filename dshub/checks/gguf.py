@@ -28,7 +28,9 @@ FP16_SCALE_OFFSETS: dict[str, tuple[int, ...]] = {
 FLOAT_TYPES: dict[str, str] = {"F32": "<f4", "F16": "<f2", "BF16": "<u2"}
 SCAN_BLOCKS = 1 << 20  # blocks (or elements) checked per step
 FILE_TYPE_NAMES = {v: k for k, v in FILE_TYPES.items()}
-# Keys (after `<arch>.`) whose absence changes how llama.cpp runs a deepseek2 / deepseek32 file, and what happens then.
+# Keys (after `<arch>.`) whose absence changes how llama.cpp runs a deepseek2 / deepseek32 file, and what happens then
+# (dense architectures such as qwen2 and llama have neither experts nor MLA).
+MLA_ARCHITECTURES = ("deepseek2", "deepseek32")
 WARN_KEYS = {
     "expert_gating_func": "llama.cpp falls back to softmax gating (wrong for DeepSeek-V3/R1)",
     "attention.key_length_mla": "pre-MLA file: llama.cpp runs it without MLA (a much larger KV cache)",
@@ -88,7 +90,7 @@ def _architecture_findings(heads: list[GGUFHeader]) -> Iterator[Finding]:
         yield Finding("gguf-architecture", "warning", first.path.name, None,
                       f"architecture {arch!r}: only {', '.join(gguf_architectures())} tensors are checked")
         return
-    for suffix, why in WARN_KEYS.items():
+    for suffix, why in (WARN_KEYS if arch in MLA_ARCHITECTURES else {}).items():
         if f"{arch}.{suffix}" not in kv:
             yield Finding("gguf-architecture", "warning", first.path.name, None, f"no {arch}.{suffix}: {why}")
     problems = family_type_problems(first, fam.gguf)
@@ -99,7 +101,7 @@ def _architecture_findings(heads: list[GGUFHeader]) -> Iterator[Finding]:
     have = {t.name: t for h in heads for t in h.tensors}
     try:
         config = config_from_gguf(kv, set(have))
-        expected = {n: s for n, s, _ in map_tensors(config, mtp=config["num_nextn_predict_layers"] > 0)}
+        expected = {n: s for n, s, _ in map_tensors(config, mtp=int(config.get("num_nextn_predict_layers") or 0) > 0)}
     except DshubError as e:
         yield Finding("gguf-architecture", "error", first.path.name, None, str(e))
         return

@@ -45,8 +45,13 @@ def info(path: PathArg, json_: JsonOpt = False) -> None:
         return
     p = doc["params"]
     out_console.print(f"[bold]{escape(str(doc['architecture']))}[/] ({escape(str(doc['model_type']))}) at {escape(str(doc['path']))}")
-    out_console.print(f"layers {doc['layers']} (+{doc['mtp_layers']} MTP, {doc['dense_layers']} dense), hidden {doc['hidden_size']}, "
-                      f"experts {doc['experts']['routed']} routed + {doc['experts']['shared']} shared, {doc['experts']['per_token']} per token")
+    if doc["experts"]["routed"]:
+        out_console.print(f"layers {doc['layers']} (+{doc['mtp_layers']} MTP, {doc['dense_layers']} dense), hidden {doc['hidden_size']}, "
+                          f"experts {doc['experts']['routed']} routed + {doc['experts']['shared']} shared, {doc['experts']['per_token']} per token")
+    else:  # a dense decoder (the R1 distills)
+        att = doc["attention"]
+        out_console.print(f"layers {doc['layers']} (dense), hidden {doc['hidden_size']}, attention heads {att['heads']} "
+                          f"(KV heads {att['kv_heads'] or att['heads']})")
     out_console.print(f"params: total {p['total'] / 1e9:.3f} B, active {p['active'] / 1e9:.3f} B, MTP {p['mtp'] / 1e9:.3f} B")
     enc = doc["encoding"]
     out_console.print(f"encoding: {enc['name']}" + (f" {enc['fmt']} blocks {enc['block']}" if enc["block"] else ""))

@@ -17,7 +17,7 @@ from dshub.cli.output import out_console, print_json
 
 def convert(
     path: Annotated[Path, typer.Argument(help="Input checkpoint directory (block-FP8 or BF16 safetensors).")],
-    to: Annotated[str, choice("--to", "Target: bf16 | int4 | gguf.")],
+    to: Annotated[str, choice("--to", "Target: bf16 | int4 | gguf | onnx.")],
     out: Annotated[Path, typer.Option("--out", help="Output directory (created; a rerun resumes).")],
     device: DeviceOpt = "auto",
     workers: WorkersOpt = os.cpu_count() or 1,
@@ -29,7 +29,7 @@ def convert(
     # ---- int4 ----
     format_: Annotated[Optional[str], typer.Option("--format", help="int4: compressed-tensors | gptq | awq.")] = None,
     group_size: Annotated[Optional[int], typer.Option("--group-size", help="int4: 32 | 64 | 128.")] = None,
-    symmetric: Annotated[Optional[bool], typer.Option("--symmetric/--asymmetric", help="int4: symmetric or with zero points.")] = None,
+    symmetric: Annotated[Optional[bool], typer.Option("--symmetric/--asymmetric", help="int4, onnx int4: symmetric or with zero points.")] = None,
     scope: Annotated[Optional[str], typer.Option("--scope", help="int4: experts | mlp | all-linear.")] = None,
     ignore: Annotated[Optional[list[str]], typer.Option("--ignore", help="int4: regex of modules kept in BF16 (repeatable).")] = None,
     # ---- gguf ----
@@ -41,6 +41,9 @@ def convert(
     target_size: Annotated[Optional[str], typer.Option("--target-size", help="gguf: byte budget for the whole file, e.g. 200G.")] = None,
     imatrix: Annotated[Optional[Path], typer.Option("--imatrix", help="gguf: llama.cpp importance matrix (GGUF imatrix file).")] = None,
     mtp: Annotated[bool, typer.Option("--mtp", help="gguf: keep the MTP layers as blk.N + blk.N.nextn.* (llama.cpp with next-n support).")] = False,
+    # ---- onnx ----
+    precision: Annotated[Optional[str], typer.Option("--precision", help="onnx: fp32 | fp16 | int4 (MatMulNBits).")] = None,
+    block_size: Annotated[Optional[int], typer.Option("--block-size", help="onnx int4: 32 | 64 | 128.")] = None,
 ) -> None:
     """Convert a checkpoint: streaming, bounded memory, atomic files, resumable."""
     # Flags left at None were not given; a target that does not take a given flag refuses it by name.
@@ -49,7 +52,7 @@ def convert(
         format=format_, group_size=group_size, symmetric=symmetric, scope=scope, ignore=tuple(ignore) if ignore else None,
         quant=quant, split_max_size=split_max_size, split_max_tensors=split_max_tensors,
         tensor_type=tuple(tensor_type) if tensor_type else None, policy=str(policy) if policy else None,
-        target_size=target_size, imatrix=imatrix, mtp=True if mtp else None)
+        target_size=target_size, imatrix=imatrix, mtp=True if mtp else None, precision=precision, block_size=block_size)
     result = run_conversion(path, opts, executor=executor, ray_address=ray_address)
     doc = result.to_dict()
     if json_:

@@ -24,7 +24,7 @@ F32_SUFFIXES = ("_norm.weight", "ffn_gate_inp.weight", "indexer.proj.weight")
 class Source:
     """Where a GGUF tensor's values come from: `kind` is tensor | k_b | v_b | experts; `names` are HF tensors."""
 
-    kind: str
+    kind: str  # tensor | k_b | v_b | experts | rope_permute | rope_freqs (computed from config.json, no names)
     names: tuple[str, ...]
     split: tuple[int, int, int] = (0, 0, 0)  # k_b / v_b: (heads, qk_nope_head_dim, v_head_dim)
 
@@ -43,8 +43,9 @@ def map_tensors(config: dict[str, Any], mtp: bool = False) -> list[tuple[str, tu
     family = family_for(config)
     g = family.gguf_mapping()
     spec = family.inventory(config)
-    layer_re, expert_re = re.compile(g.layer_pattern), re.compile(g.experts.pattern)
-    n_experts = int(config.get(g.experts.count_key) or 0)
+    layer_re = re.compile(g.layer_pattern)
+    expert_re = re.compile(g.experts.pattern) if g.experts else None
+    n_experts = int(config.get(g.experts.count_key) or 0) if g.experts else 0
     out: list[tuple[str, tuple[int, ...], Source]] = []
     stacked: set[tuple[int, str]] = set()
     for t in spec:
@@ -60,7 +61,7 @@ def map_tensors(config: dict[str, Any], mtp: bool = False) -> list[tuple[str, tu
         prefix, blk = t.name[: len(t.name) - len(rest)], f"blk.{layer}."
         if rest in g.splits:
             out += [(blk + part.name, part.shape, Source(part.kind, (t.name,), part.split)) for part in g.splits[rest](config)]
-        elif em := expert_re.match(rest):
+        elif g.experts and expert_re and (em := expert_re.match(rest)):
             proj = em[2]
             if (layer, proj) not in stacked:
                 stacked.add((layer, proj))
@@ -72,4 +73,5 @@ def map_tensors(config: dict[str, Any], mtp: bool = False) -> list[tuple[str, tu
             out.append((blk + g.mtp_names[rest], t.shape, Source("tensor", (t.name,))))
         else:
             raise UnsupportedArchitecture(f"no GGUF name for tensor {t.name}", path="config.json", tensor=t.name, show_tensor="")
+    out += [(part.name, part.shape, Source(part.kind, (), part.split)) for part in g.generated(config)]
     return out

@@ -77,7 +77,8 @@ def arch_kvs(config: dict[str, Any], mtp: bool = False) -> list[KV]:
             out.append(KV(g.key(d.suffix), vtype, _cast(vtype, d.value(config))))
         except KeyError as e:
             raise ConfigError(f"{e.args[0]} is required for GGUF key {g.key(d.suffix)}", path="config.json") from None
-    out.append(KV(g.key("expert_gating_func"), VT.UINT32, gating_func(config)))
+    if g.experts is not None:
+        out.append(KV(g.key("expert_gating_func"), VT.UINT32, gating_func(config)))
     if n_mtp:
         out.append(KV(g.key("nextn_predict_layers"), VT.UINT32, n_mtp))
     out.extend(rope_scaling_kvs(config))
@@ -89,6 +90,8 @@ def rope_scaling_kvs(config: dict[str, Any]) -> list[KV]:
     rs = config.get("rope_scaling") or {}
     kind = rs.get("type") or rs.get("rope_type")
     if not rs or kind in (None, "default"):
+        return []
+    if kind == "llama3" and g.generated(config):  # carried by the rope_freqs tensor (the family's generated tensor)
         return []
     if kind != "yarn":
         raise ConfigError(f"rope_scaling type {kind!r} is not supported for {g.arch} (only yarn)", path="config.json")

@@ -41,6 +41,10 @@ PRE_TOKENIZERS: dict[tuple[str, ...], str] = {
         "[\u4e00-\u9fa5\u0800-\u4e00\uac00-\ud7ff]+",
         DIGITS_STEP.format(True),
     ): "deepseek-llm",
+    # Qwen2 (the R1-Distill-Qwen tokenizers; llama.cpp's "deepseek-r1-qwen" and "qwen2" are one pre-tokenizer type)
+    (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",): "qwen2",
+    # Llama 3 (the R1-Distill-Llama tokenizers): digits in groups of up to three
+    (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",): "llama-bpe",
 }
 
 SPECIAL_KEYS: tuple[tuple[str, str, str], ...] = (  # (tokenizer_config field, config.json fallback, GGUF key)

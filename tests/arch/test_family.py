@@ -93,15 +93,16 @@ def test_int4_scopes_or_a_reason(fam: Family) -> None:
     assert tuple(scopes) == SCOPE_NAMES  # the --scope choices
     assert all(not (roles & NEVER_INT4) for roles in scopes.values())
     spec = fam.inventory(dict(fam.example))
-    assert any(t.role in scopes["experts"] and t.linear for t in spec)  # the default scope selects something
+    default = fam.int4_scope(None)
+    assert any(t.role in scopes[default] and t.linear for t in spec)  # the default scope selects something
 
 
 def test_unknown_architecture_fails_listing_the_known_ones() -> None:
     with pytest.raises(UnsupportedArchitecture) as e:
-        spec_for({"architectures": ["LlamaForCausalLM"]})
-    assert "LlamaForCausalLM" in str(e.value) and all(a in str(e.value) for a in FAMILIES.names())
+        spec_for({"architectures": ["MistralForCausalLM"]})
+    assert "MistralForCausalLM" in str(e.value) and all(a in str(e.value) for a in FAMILIES.names())
     with pytest.raises(UnknownName, match="known: DeepseekV2ForCausalLM"):
-        FAMILIES.get("LlamaForCausalLM")
+        FAMILIES.get("MistralForCausalLM")
 
 
 def test_an_architecture_or_release_registered_twice_is_an_error() -> None:
@@ -142,3 +143,18 @@ def test_a_gguf_named_for_a_release_of_another_family_still_finds_it() -> None:
 def test_roles_all_have_a_planner_component() -> None:
     for fam in ALL:
         assert set(Role) <= set(fam.planner.components)
+
+
+@pytest.mark.parametrize("fam", ALL, ids=IDS)
+def test_decoder_facts_or_a_refusal(fam: Family) -> None:
+    config = dict(fam.example)
+    if fam.decoder is None:  # no ONNX decoder graph: --to onnx is refused naming the family
+        with pytest.raises(UsageError, match=f"--to onnx: {fam.name}"):
+            fam.decoder_facts()
+        return
+    d = fam.decoder_facts()
+    hd = d.head_dim(config)
+    assert hd > 0 and int(config["num_attention_heads"]) % d.kv_heads(config) == 0
+    freqs = d.rope_inv_freq(config)
+    assert len(freqs) == hd // 2 and all(0 < f <= 1 for f in freqs)
+    assert isinstance(d.tied_embeddings(config), bool)

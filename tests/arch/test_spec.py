@@ -51,4 +51,4 @@ def test_missing_config_field_and_unknown_architecture_are_clear_errors():
     with pytest.raises(ConfigError, match="'kv_lora_rank'"):
         spec_for({k: v for k, v in V3.items() if k != "kv_lora_rank"})
     with pytest.raises(UnsupportedArchitecture, match="DeepseekV3ForCausalLM"):
-        spec_for(dict(V3, architectures=["LlamaForCausalLM"]))
+        spec_for(dict(V3, architectures=["MistralForCausalLM"]))

@@ -2,13 +2,10 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import pytest
 import torch
 from safetensors import safe_open
 
@@ -16,6 +13,7 @@ from dshub.converters import build_options, run_conversion
 from dshub.checkpoint.reader import Checkpoint
 from dshub.constants import MANIFEST_NAME, TMP_SUFFIX
 from dshub.checkpoint.header import read_header
+from tests.support.interrupt import kill_mid_run
 
 
 def reference_bf16(weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -140,21 +138,8 @@ def _convert_cmd(src: Path, out: Path) -> list[str]:
 
 def test_resume_after_sigkill_is_byte_identical(tiny_ckpt: Path, tiny_bf16: Path, tmp_path: Path):
     out = tmp_path / "killed"
-    for attempt in range(5):
-        proc = subprocess.Popen(_convert_cmd(tiny_ckpt, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        manifest = out / MANIFEST_NAME
-        deadline = time.time() + 120
-        while not manifest.exists() and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.002)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        if not (out / "model.safetensors.index.json").exists():
-            break
-        import shutil
-
-        shutil.rmtree(out)
-    else:
-        pytest.fail("could not interrupt the conversion mid-run")
+    kill_mid_run(_convert_cmd(tiny_ckpt, out), out, "model.safetensors.index.json")
+    manifest = out / MANIFEST_NAME
     # Nothing looks complete: no index/config, and every shard present under its final name is whole (a kill between
     # the rename and the manifest update leaves a whole shard that the manifest does not list yet; a rerun rewrites it).
     assert not json.loads(manifest.read_text())["complete"]
