@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from dshub.arch.family import SCOPE_NAMES
 from dshub.errors import UsageError
 from dshub.quant.device import DEVICES
+from dshub.quant.gguf.ggml import BACKENDS
 from dshub.quant.int4 import GROUP_SIZES, Int4Error, scheme_for
 from dshub.quant.registry import Registry
 
@@ -127,8 +128,11 @@ class GGUFOptions(TargetOptions):
     """`--to gguf`: a quant type or mixture, per-tensor overrides, policies, splits and an importance matrix."""
 
     target: ClassVar[str] = "gguf"
+    # every codec backend writes the same bytes (tests/quant/gguf/test_ggml.py), so the choice is not part of `key`
+    RUN_FIELDS: ClassVar[frozenset[str]] = TargetOptions.RUN_FIELDS | {"codec_backend"}
 
     quant: str
+    codec_backend: str = "auto"
     split_max_size: int | None = None
     split_max_tensors: int | None = None
     tensor_type: tuple[str, ...] = ()
@@ -144,6 +148,13 @@ class GGUFOptions(TargetOptions):
         if not v:
             raise ValueError("--to gguf needs --quant TYPE (e.g. Q8_0, BF16)")
         return v.upper()  # the scheme registry checks the name at preflight
+
+    @field_validator("codec_backend")
+    @classmethod
+    def _codec_backend(cls, v: str) -> str:
+        if v not in BACKENDS:
+            raise ValueError(f"--codec-backend {v!r}: choose one of {', '.join(BACKENDS)}")
+        return v
 
     @field_validator("policy", mode="before")
     @classmethod

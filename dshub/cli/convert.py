@@ -38,6 +38,7 @@ def convert(
     policy: Annotated[Optional[Path], typer.Option("--policy", help="gguf: YAML quantization policy file or preset name (deepseek-dynamic, deepseek-attn-q8).")] = None,
     target_size: Annotated[Optional[str], typer.Option("--target-size", help="gguf: byte budget for the whole file, e.g. 200G.")] = None,
     imatrix: Annotated[Optional[Path], typer.Option("--imatrix", help="gguf: llama.cpp importance matrix (GGUF imatrix file).")] = None,
+    codec_backend: Annotated[Optional[str], typer.Option("--codec-backend", help="gguf: CPU quantizers: auto | torch | ggml (llama.cpp's own, from llama-cpp-python; same bytes).")] = None,
     mtp: Annotated[bool, typer.Option("--mtp", help="gguf: keep the MTP layers as blk.N + blk.N.nextn.* (llama.cpp with next-n support).")] = False,
 ) -> None:
     """Convert a checkpoint: streaming, bounded memory, atomic files, resumable."""
@@ -47,7 +48,7 @@ def convert(
         format=format_, group_size=group_size, symmetric=symmetric, scope=scope, ignore=tuple(ignore) if ignore else None,
         quant=quant, split_max_size=split_max_size, split_max_tensors=split_max_tensors,
         tensor_type=tuple(tensor_type) if tensor_type else None, policy=str(policy) if policy else None,
-        target_size=target_size, imatrix=imatrix, mtp=True if mtp else None)
+        target_size=target_size, imatrix=imatrix, mtp=True if mtp else None, codec_backend=codec_backend)
     result = run_conversion(path, opts)
     doc = result.to_dict()
     if json_:

@@ -27,6 +27,7 @@ import pytest
 from dshub.converters import build_options, run_conversion
 from dshub.checkpoint.synth import PRESETS, write_synthetic
 from dshub.quant.gguf.types import FILE_TYPES
+from tests.support.gguf_files import write_imatrix
 from tests.support.tools import require
 
 llama_cpp = require("llama_cpp")
@@ -134,23 +135,6 @@ def test_q4_k_m_logits_match_transformers(tiny_bf16: Path, tmp_path: Path) -> No
 
 
 # ---------------------------------------------------------------------------------------------- imatrix
-
-def write_imatrix(path: Path, entries: dict[str, tuple[np.ndarray, np.ndarray]]) -> Path:
-    """A llama.cpp GGUF imatrix: name.in_sum2 [slices, ne0] and name.counts [slices, 1], plus its metadata keys."""
-    w = gguf.GGUFWriter(str(path), "imatrix")
-    w.add_string("general.type", "imatrix")
-    w.add_array("imatrix.datasets", ["synthetic.txt"])
-    w.add_uint32("imatrix.chunk_count", 10)
-    w.add_uint32("imatrix.chunk_size", 512)
-    for name, (sums, counts) in entries.items():
-        w.add_tensor(name + ".in_sum2", sums.astype(np.float32))
-        w.add_tensor(name + ".counts", counts.astype(np.float32).reshape(-1, 1))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
-
 
 @pytest.mark.parametrize("mix", ["Q4_K_M", "Q2_K", "Q3_K_M"])
 def test_imatrix_matches_llama_quantize(model: tuple[Path, Path], mix: str, tmp_path: Path) -> None:
