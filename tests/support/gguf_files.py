@@ -1,12 +1,10 @@
-"""GGUF files for tests: one metadata entry changed (hostile input), and llama.cpp importance matrices."""
+"""GGUF files with one metadata entry changed, for the hostile-input tests; importance matrices (dshub's writer)."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import gguf
-import numpy as np
-
+from dshub.converters.gguf.imatrix import write_imatrix  # noqa: F401  (re-exported for the tests)
 from dshub.formats.gguf_file import KV, VT, TensorInfo, read_gguf_header, write_gguf
 
 
@@ -23,20 +21,3 @@ def with_kv(src: Path, dst: Path, key: str, vtype: VT, value: Any, sub: VT | Non
 
     write_gguf(dst, kvs, [TensorInfo(t.name, t.shape, t.ggml_type) for t in h.tensors], produce)
     return dst
-
-
-def write_imatrix(path: Path, entries: dict[str, tuple[np.ndarray, np.ndarray]]) -> Path:
-    """A llama.cpp GGUF imatrix: name.in_sum2 [slices, ne0] and name.counts [slices, 1], plus its metadata keys."""
-    w = gguf.GGUFWriter(str(path), "imatrix")
-    w.add_string("general.type", "imatrix")
-    w.add_array("imatrix.datasets", ["synthetic.txt"])
-    w.add_uint32("imatrix.chunk_count", 10)
-    w.add_uint32("imatrix.chunk_size", 512)
-    for name, (sums, counts) in entries.items():
-        w.add_tensor(name + ".in_sum2", sums.astype(np.float32))
-        w.add_tensor(name + ".counts", counts.astype(np.float32).reshape(-1, 1))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
