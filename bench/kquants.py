@@ -116,6 +116,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/dshub-bench-kquants"))
     ap.add_argument("--quants", default=",".join(QUANTS))
+    ap.add_argument("--iq-preset", default="tiny", help="input for the imatrix types (their grid searches are slow)")
     ap.add_argument("--results", action="store_true", help="append a section to bench/RESULTS.md")
     args = ap.parse_args()
     sys.path.insert(0, str(REPO))
@@ -124,36 +125,47 @@ def main() -> None:
     import gguf
 
     gb = _gguf_bench()
-    src = args.workdir / f"{args.preset}-fp8"
-    if not (src / "config.json").exists():
-        write_synthetic(src, args.preset)
     vendor = gb.llama_cpp_vendor(args.workdir)
-    imx = make_imatrix(src, args.workdir / "imatrix.gguf")
-    for f in src.iterdir():
-        f.read_bytes()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    inputs: dict[str, dict] = {}
 
-    bf16 = args.workdir / "llama-bf16.gguf"
-    bf16.unlink(missing_ok=True)
-    step1 = gb.timed([sys.executable, "-c", gb.RUNNER, str(vendor), str(src), str(bf16), "bf16"], {**os.environ, "NO_LOCAL_GGUF": "1"})
-    step1["disk_bytes"] = bf16.stat().st_size
+    def prepared(preset: str) -> dict:
+        """The preset's FP8 checkpoint (warm), its imatrix, and llama.cpp's first step on it (timed once)."""
+        if preset not in inputs:
+            src = args.workdir / f"{preset}-fp8"
+            if not (src / "config.json").exists():
+                write_synthetic(src, preset)
+            imx = make_imatrix(src, args.workdir / f"{preset}-imatrix.gguf")
+            for f in src.iterdir():
+                f.read_bytes()
+            bf16 = args.workdir / f"{preset}-llama-bf16.gguf"
+            bf16.unlink(missing_ok=True)
+            step1 = gb.timed([sys.executable, "-c", gb.RUNNER, str(vendor), str(src), str(bf16), "bf16"], {**os.environ, "NO_LOCAL_GGUF": "1"})
+            step1["disk_bytes"] = bf16.stat().st_size
+            inputs[preset] = {"src": src, "imatrix": imx, "bf16": bf16, "step1": step1,
+                              "input_bytes": sum(f.stat().st_size for f in src.iterdir())}
+        return inputs[preset]
 
-    def ours(quant: str, out: Path, *extra: str, run_env: dict | None = None) -> tuple[dict, Path]:
+    def ours(quant: str, out: Path, *extra: str) -> tuple[dict, Path]:
+        inp = prepared(args.iq_preset if quant in NEEDS_IMATRIX else args.preset)
         shutil.rmtree(out, ignore_errors=True)
-        cmd = [sys.executable, "-m", "dshub.cli", "convert", str(src), "--to", "gguf", "--quant", quant, "--out", str(out),
+        cmd = [sys.executable, "-m", "dshub.cli", "convert", str(inp["src"]), "--to", "gguf", "--quant", quant, "--out", str(out),
                "--workers", str(args.workers), "--device", "cpu", *extra]
         if quant in NEEDS_IMATRIX:
-            cmd += ["--imatrix", str(imx)]
-        r = gb.timed(cmd, run_env or env)
+            cmd += ["--imatrix", str(inp["imatrix"])]
+        r = gb.timed(cmd, env)
         r["disk_bytes"] = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
         return r, next(out.glob("*.gguf"))
 
     rows = {}
     for quant in args.quants.split(","):
+        preset = args.iq_preset if quant in NEEDS_IMATRIX else args.preset
+        inp = prepared(preset)
+        step1 = inp["step1"]
         ref = args.workdir / f"llama-{quant.lower()}.gguf"
         ref.unlink(missing_ok=True)
-        step2 = gb.timed([sys.executable, "-c", QUANTIZE, str(bf16), str(ref), str(FILE_TYPES[quant]), str(args.workers),
-                          str(imx) if quant in NEEDS_IMATRIX else "-"])
+        step2 = gb.timed([sys.executable, "-c", QUANTIZE, str(inp["bf16"]), str(ref), str(FILE_TYPES[quant]), str(args.workers),
+                          str(inp["imatrix"]) if quant in NEEDS_IMATRIX else "-"])
         two = {"wall_s": round(step1["wall_s"] + step2["wall_s"], 2), "cpu_s": round(step1["cpu_s"] + step2["cpu_s"], 2),
                "peak_rss_mb": max(step1["peak_rss_mb"], step2["peak_rss_mb"]), "disk_bytes": step1["disk_bytes"] + ref.stat().st_size}
         mine, out_file = ours(quant, args.workdir / f"dshub-{quant}")
@@ -161,8 +173,8 @@ def main() -> None:
         types_b = {t.name: t.tensor_type.name for t in gguf.GGUFReader(ref).tensors}
         check = gb.compare(out_file, ref)
         check["same_types"] = sum(types_a[n] == types_b.get(n) for n in types_a)
-        rows[quant] = {"quantize": step2, "two_steps": two, "dshub": mine, "output_check": check,
-                       "output_bytes": out_file.stat().st_size,
+        rows[quant] = {"preset": preset, "input_bytes": inp["input_bytes"], "convert_bf16": step1, "quantize": step2,
+                       "two_steps": two, "dshub": mine, "output_check": check, "output_bytes": out_file.stat().st_size,
                        "time_ratio": round(mine["wall_s"] / two["wall_s"], 3), "cpu_ratio": round(mine["cpu_s"] / two["cpu_s"], 3),
                        "rss_ratio": round(mine["peak_rss_mb"] / two["peak_rss_mb"], 3), "disk_ratio": round(mine["disk_bytes"] / two["disk_bytes"], 3)}
     torch_row = None
@@ -175,8 +187,7 @@ def main() -> None:
         torch_row["time_ratio"] = round(torch_row["wall_s"] / two["wall_s"], 3)
         torch_row["rss_ratio"] = round(torch_row["peak_rss_mb"] / two["peak_rss_mb"], 3)
     doc = {
-        "preset": args.preset, "workers": args.workers, "input_bytes": sum(f.stat().st_size for f in src.iterdir()),
-        "llama_cpp_convert_bf16": step1, "quants": rows, "dshub_torch_q4_k_m": torch_row, "targets": TARGETS,
+        "preset": args.preset, "iq_preset": args.iq_preset, "workers": args.workers, "quants": rows, "dshub_torch_q4_k_m": torch_row, "targets": TARGETS,
         "per_core": throughput(), "llama_cpp_python": vendor.parts[-3],
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}",
     }
@@ -187,10 +198,10 @@ def main() -> None:
 
 def append_results(path: Path, d: dict) -> None:
     ok = lambda r, t: "met" if r <= t else "NOT met"  # noqa: E731
-    s1 = d["llama_cpp_convert_bf16"]
     lines = []
     for q, r in d["quants"].items():
-        two, m, st = r["two_steps"], r["dshub"], r["quantize"]
+        two, m, st, s1 = r["two_steps"], r["dshub"], r["quantize"], r["convert_bf16"]
+        lines.append(f"| {q} | llama.cpp `convert_hf_to_gguf.py --outtype bf16` ({r['preset']}, {r['input_bytes'] / 1e6:.0f} MB FP8) | {s1['wall_s']} | {s1['cpu_s']} | {s1['peak_rss_mb']} | |")
         lines.append(f"| {q} | llama.cpp `llama_model_quantize` BF16 -> {q} | {st['wall_s']} | {st['cpu_s']} | {st['peak_rss_mb']} | |")
         lines.append(f"| {q} | **llama.cpp, both steps** | {two['wall_s']} | {two['cpu_s']} | {two['peak_rss_mb']} | {two['disk_bytes'] / 1e6:.0f} MB |")
         lines.append(f"| {q} | **`dshub convert --quant {q}`** (ggml backend) | {m['wall_s']} | {m['cpu_s']} | {m['peak_rss_mb']} | {m['disk_bytes'] / 1e6:.0f} MB |")
@@ -209,12 +220,12 @@ def append_results(path: Path, d: dict) -> None:
                       f"once before, {t['warmup_compile_s']} s); same file as the ggml backend's: {t['same_bytes_as_ggml']}.")
     pc = d["per_core"]
     text = f"""
-## GGUF K-quants and IQ types with the ggml backend: dshub one pass vs llama.cpp two steps (`python bench/kquants.py --preset {d['preset']} --workers {d['workers']}`)
+## GGUF K-quants and IQ types with the ggml backend: dshub one pass vs llama.cpp two steps (`python bench/kquants.py --preset {d['preset']} --iq-preset {d['iq_preset']} --workers {d['workers']}`)
 
-Same run, same warm input ({d['input_bytes'] / 1e6:.0f} MB block-FP8 `{d['preset']}` preset), {d['machine']}; llama.cpp from
-{d['llama_cpp_python']} (portable build). Each step is a child process (wall time, CPU time, peak RSS). llama.cpp's first
-step, `convert_hf_to_gguf.py --outtype bf16`, ran once ({s1['wall_s']} s wall, {s1['cpu_s']} s CPU, {s1['peak_rss_mb']} MB peak,
-{s1['disk_bytes'] / 1e6:.0f} MB written) and is counted in every "both steps" row. IQ2_XXS: both paths use the same synthetic imatrix.
+Same run, warm inputs (block-FP8 synthetic presets: `{d['preset']}` for the K-quants, `{d['iq_preset']}` for IQ2_XXS), {d['machine']};
+llama.cpp from {d['llama_cpp_python']} (portable build). Each step is a child process (wall time, CPU time, peak RSS).
+llama.cpp's first step (`convert_hf_to_gguf.py --outtype bf16`) ran once per preset and counts in each "both steps" row.
+IQ2_XXS: both paths use the same synthetic imatrix.
 
 | quant | path | wall s | CPU s | peak RSS MB | bytes written |
 |---|---|---|---|---|---|
