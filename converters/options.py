@@ -33,6 +33,13 @@ def parse_size(text: str | int, option: str = "--split-max-size") -> int:
     return int(float(m[1]) * SIZE_UNITS[m[2]])
 
 
+def one_of(option: str, value: str, choices: tuple[str, ...]) -> str:
+    """`value` when it is one of `choices`; else the one-line error naming the option and the choices."""
+    if value not in choices:
+        raise ValueError(f"{option} {value!r}: choose one of {', '.join(choices)}")
+    return value
+
+
 def _cli_name(field: str) -> str:
     return "--" + field.replace("_", "-")
 
@@ -54,9 +61,7 @@ class TargetOptions(BaseModel):
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        if v not in DEVICES:
-            raise ValueError(f"--device {v!r}: choose one of {', '.join(DEVICES)}")
-        return v
+        return one_of("--device", v, DEVICES)
 
     @field_validator("workers")
     @classmethod
@@ -152,9 +157,7 @@ class GGUFOptions(TargetOptions):
     @field_validator("codec_backend")
     @classmethod
     def _codec_backend(cls, v: str) -> str:
-        if v not in BACKENDS:
-            raise ValueError(f"--codec-backend {v!r}: choose one of {', '.join(BACKENDS)}")
-        return v
+        return one_of("--codec-backend", v, BACKENDS)
 
     @field_validator("policy", mode="before")
     @classmethod

@@ -19,6 +19,7 @@ from dshub.checkpoint.synth import PRESETS, write_synthetic
 from dshub.converters import build_options, run_conversion
 from dshub.converters.gguf.imatrix import load_imatrix, synthetic_entries, write_imatrix
 from dshub.quant.gguf.types import FILE_TYPES
+from tests.support.llama_oracle import quantize_params
 from tests.support.tools import require
 
 llama_cpp = require("llama_cpp")
@@ -50,18 +51,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
 
 
 def llama_quantize(f32: Path, out: Path, ftype: int, imatrix: Path | None) -> Path:
-    p = llama_cpp.llama_model_quantize_default_params()
-    p.ftype, p.nthread = ftype, 1
-    keep = []
-    if imatrix is not None:  # what llama-quantize --imatrix hands the library: the normalized values per tensor
-        norm = load_imatrix(str(imatrix))
-        keep = [np.ascontiguousarray(v.reshape(-1), dtype=np.float32) for v in norm.values()]
-        item = llama_cpp.llama_model_imatrix_data
-        arr = (item * (len(keep) + 1))()
-        for i, (name, v) in enumerate(zip(norm, keep)):
-            arr[i] = item(name.encode(), v.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), v.size)
-        arr[len(keep)] = item(None, None, 0)
-        p.imatrix = ctypes.cast(arr, ctypes.POINTER(item))
+    p = quantize_params(ftype, 1, load_imatrix(str(imatrix)) if imatrix is not None else None)
     assert llama_cpp.llama_model_quantize(str(f32).encode(), str(out).encode(), ctypes.byref(p)) == 0
     return out
 

@@ -28,6 +28,7 @@ from dshub.converters import build_options, run_conversion
 from dshub.checkpoint.synth import PRESETS, write_synthetic
 from dshub.quant.gguf.types import FILE_TYPES
 from tests.support.gguf_files import write_imatrix
+from tests.support.llama_oracle import quantize_params
 from tests.support.tools import require
 
 llama_cpp = require("llama_cpp")
@@ -160,15 +161,7 @@ def test_imatrix_matches_llama_quantize(model: tuple[Path, Path], mix: str, tmp_
     for name, (sums, counts) in entries.items():  # llama-quantize's normalization: float32 sum / count, 1 where count 0
         want = np.where(counts[:, None] > 0, sums.astype(np.float32) / np.maximum(counts, 1).astype(np.float32)[:, None], 1)
         np.testing.assert_array_equal(norm[name], want.astype(np.float32))
-    keep = [np.ascontiguousarray(v.reshape(-1), dtype=np.float32) for v in norm.values()]
-    item = llama_cpp.llama_model_imatrix_data
-    arr = (item * (len(keep) + 1))()
-    for i, (name, v) in enumerate(zip(norm, keep)):
-        arr[i] = item(name.encode(), v.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), v.size)
-    arr[len(keep)] = item(None, None, 0)
-    p = llama_cpp.llama_model_quantize_default_params()
-    p.ftype, p.nthread = FILE_TYPES[mix], 2
-    p.imatrix = ctypes.cast(arr, ctypes.POINTER(item))
+    p = quantize_params(FILE_TYPES[mix], 2, norm)
     ref = tmp_path / "ref.gguf"
     assert llama_cpp.llama_model_quantize(str(f32).encode(), str(ref).encode(), ctypes.byref(p)) == 0
     assert_same_tensors(ours, ref, f"{src.parent.name} {mix} --imatrix")
