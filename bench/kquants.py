@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -52,6 +53,28 @@ if imx != "-":  # llama-quantize --imatrix: in_sum2 / counts per slice (count 0:
     arr[len(data)] = item(None, None, 0)
     p.imatrix = ctypes.cast(arr, ctypes.POINTER(item))
 sys.exit(llama_cpp.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(p)))
+"""
+HELPER = """
+import json, sys
+from pathlib import Path
+if sys.argv[1] == "prepare":  # the synthetic checkpoint (once) and its imatrix
+    from dshub.checkpoint.synth import write_synthetic
+    src, preset, imx = Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
+    if not (src / "config.json").exists():
+        write_synthetic(src, preset)
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench_kquants", Path(sys.argv[5]) / "bench" / "kquants.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.make_imatrix(src, imx)
+else:  # compare two GGUF files: types and bytes
+    import gguf, numpy as np
+    a = {t.name: t for t in gguf.GGUFReader(sys.argv[2]).tensors}
+    b = {t.name: t for t in gguf.GGUFReader(sys.argv[3]).tensors}
+    same = sum(1 for n in a.keys() & b.keys() if a[n].tensor_type == b[n].tensor_type
+               and np.array_equal(np.asarray(a[n].data).view(np.uint8).reshape(-1), np.asarray(b[n].data).view(np.uint8).reshape(-1)))
+    types = sum(1 for n in a if n in b and a[n].tensor_type == b[n].tensor_type)
+    print(json.dumps({"tensors": len(a), "reference_tensors": len(b), "byte_identical": same, "same_types": types}))
 """
 WARMUP = """
 import torch
@@ -117,12 +140,11 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/dshub-bench-kquants"))
     ap.add_argument("--quants", default=",".join(QUANTS))
     ap.add_argument("--iq-preset", default="tiny", help="input for the imatrix types (their grid searches are slow)")
+    ap.add_argument("--no-torch", action="store_true", help="leave out the torch-backend Q4_K_M run")
     ap.add_argument("--results", action="store_true", help="append a section to bench/RESULTS.md")
     args = ap.parse_args()
     sys.path.insert(0, str(REPO))
-    from dshub.checkpoint.synth import write_synthetic
     from dshub.quant.gguf.types import FILE_TYPES
-    import gguf
 
     gb = _gguf_bench()
     vendor = gb.llama_cpp_vendor(args.workdir)
@@ -133,11 +155,13 @@ def main() -> None:
         """The preset's FP8 checkpoint (warm), its imatrix, and llama.cpp's first step on it (timed once)."""
         if preset not in inputs:
             src = args.workdir / f"{preset}-fp8"
-            if not (src / "config.json").exists():
-                write_synthetic(src, preset)
-            imx = make_imatrix(src, args.workdir / f"{preset}-imatrix.gguf")
-            for f in src.iterdir():
-                f.read_bytes()
+            imx = args.workdir / f"{preset}-imatrix.gguf"
+            # in children: this process stays small, since a child's peak RSS (ru_maxrss) starts at its parent's
+            subprocess.run([sys.executable, "-c", HELPER, "prepare", str(src), preset, str(imx), str(REPO)], env=env, check=True)
+            for f in src.iterdir():  # warm the page cache, holding nothing
+                with open(f, "rb") as fh:
+                    while fh.read(8 << 20):
+                        pass
             bf16 = args.workdir / f"{preset}-llama-bf16.gguf"
             bf16.unlink(missing_ok=True)
             step1 = gb.timed([sys.executable, "-c", gb.RUNNER, str(vendor), str(src), str(bf16), "bf16"], {**os.environ, "NO_LOCAL_GGUF": "1"})
@@ -169,16 +193,14 @@ def main() -> None:
         two = {"wall_s": round(step1["wall_s"] + step2["wall_s"], 2), "cpu_s": round(step1["cpu_s"] + step2["cpu_s"], 2),
                "peak_rss_mb": max(step1["peak_rss_mb"], step2["peak_rss_mb"]), "disk_bytes": step1["disk_bytes"] + ref.stat().st_size}
         mine, out_file = ours(quant, args.workdir / f"dshub-{quant}")
-        types_a = {t.name: t.tensor_type.name for t in gguf.GGUFReader(out_file).tensors}
-        types_b = {t.name: t.tensor_type.name for t in gguf.GGUFReader(ref).tensors}
-        check = gb.compare(out_file, ref)
-        check["same_types"] = sum(types_a[n] == types_b.get(n) for n in types_a)
+        check = json.loads(subprocess.run([sys.executable, "-c", HELPER, "compare", str(out_file), str(ref)], env=env,
+                                          check=True, capture_output=True, text=True).stdout)
         rows[quant] = {"preset": preset, "input_bytes": inp["input_bytes"], "convert_bf16": step1, "quantize": step2,
                        "two_steps": two, "dshub": mine, "output_check": check, "output_bytes": out_file.stat().st_size,
                        "time_ratio": round(mine["wall_s"] / two["wall_s"], 3), "cpu_ratio": round(mine["cpu_s"] / two["cpu_s"], 3),
                        "rss_ratio": round(mine["peak_rss_mb"] / two["peak_rss_mb"], 3), "disk_ratio": round(mine["disk_bytes"] / two["disk_bytes"], 3)}
     torch_row = None
-    if "Q4_K_M" in rows:
+    if "Q4_K_M" in rows and not args.no_torch:
         warmup = gb.timed([sys.executable, "-c", WARMUP], env)
         torch_row, torch_file = ours("Q4_K_M", args.workdir / "dshub-Q4_K_M-torch", "--codec-backend", "torch")
         torch_row["warmup_compile_s"] = warmup["wall_s"]

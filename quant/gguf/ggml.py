@@ -50,7 +50,7 @@ def library_path() -> Path:
     """Where llama-cpp-python keeps libggml-base, found without importing llama_cpp; GGMLUnavailable when not installed."""
     spec = importlib.util.find_spec("llama_cpp")
     if spec is None or not spec.origin:
-        raise GGMLUnavailable("llama-cpp-python is not installed (pip install llama-cpp-python), so ggml's quantizers "
+        raise GGMLUnavailable("llama-cpp-python is not installed (pip install 'dshub[ggml]'), so ggml's quantizers "
                               "are not available")
     return Path(spec.origin).parent / "lib" / LIBRARY
 
