@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from dshub.arch.family import SCOPE_NAMES
 from dshub.errors import UsageError
 from dshub.quant.device import DEVICES
+from dshub.quant.gguf.ggml import BACKENDS
 from dshub.quant.int4 import GROUP_SIZES, Int4Error, scheme_for
 from dshub.quant.registry import Registry
 
@@ -30,6 +31,13 @@ def parse_size(text: str | int, option: str = "--split-max-size") -> int:
     if not m:
         raise ValueError(f"{option} {text!r}: expected a size like 50G, 500M or a byte count")
     return int(float(m[1]) * SIZE_UNITS[m[2]])
+
+
+def one_of(option: str, value: str, choices: tuple[str, ...]) -> str:
+    """`value` when it is one of `choices`; else the one-line error naming the option and the choices."""
+    if value not in choices:
+        raise ValueError(f"{option} {value!r}: choose one of {', '.join(choices)}")
+    return value
 
 
 def _cli_name(field: str) -> str:
@@ -53,9 +61,7 @@ class TargetOptions(BaseModel):
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        if v not in DEVICES:
-            raise ValueError(f"--device {v!r}: choose one of {', '.join(DEVICES)}")
-        return v
+        return one_of("--device", v, DEVICES)
 
     @field_validator("workers")
     @classmethod
@@ -127,8 +133,11 @@ class GGUFOptions(TargetOptions):
     """`--to gguf`: a quant type or mixture, per-tensor overrides, policies, splits and an importance matrix."""
 
     target: ClassVar[str] = "gguf"
+    # every codec backend writes the same bytes (tests/quant/gguf/test_ggml.py), so the choice is not part of `key`
+    RUN_FIELDS: ClassVar[frozenset[str]] = TargetOptions.RUN_FIELDS | {"codec_backend"}
 
     quant: str
+    codec_backend: str = "auto"
     split_max_size: int | None = None
     split_max_tensors: int | None = None
     tensor_type: tuple[str, ...] = ()
@@ -144,6 +153,11 @@ class GGUFOptions(TargetOptions):
         if not v:
             raise ValueError("--to gguf needs --quant TYPE (e.g. Q8_0, BF16)")
         return v.upper()  # the scheme registry checks the name at preflight
+
+    @field_validator("codec_backend")
+    @classmethod
+    def _codec_backend(cls, v: str) -> str:
+        return one_of("--codec-backend", v, BACKENDS)
 
     @field_validator("policy", mode="before")
     @classmethod

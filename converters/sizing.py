@@ -38,5 +38,6 @@ def planned_bytes(ckpt: Checkpoint, opts: TargetOptions) -> PlannedBytes:
 
 
 def target_options(target: str, **values: Any) -> TargetOptions:
-    """Options for a sizing plan (no output directory, no device work)."""
-    return build_options(target, out=PLANNING_OUT, device="cpu", **values)
+    """Options for a sizing plan (no output directory, no device work; a dry run, so what a real run would refuse
+    for lack of a tool or an --imatrix is still priced)."""
+    return build_options(target, **{"out": PLANNING_OUT, "device": "cpu", "dry_run": True, **values})

@@ -73,21 +73,24 @@ class Registry(Generic[K, V]):
         return self._entries.keys()
 
 
-# (codec name, device kind) -> callable. "cpu" = torch reference, "cuda" = GPU kernel.
+# (codec name, implementation) -> callable. "cpu" = the torch reference, "cuda" = a GPU kernel (Triton), "ggml" =
+# ggml's own C quantizers (dshub.quant.gguf.ggml). A device kind names where tensors live; a CPU backend ("torch" or
+# "ggml", `--codec-backend`) names which CPU implementation computes when the device has no kernel of its own.
 CODECS: Registry[tuple[str, str], Callable] = Registry("codec")
+CPU_BACKENDS = ("torch", "ggml")  # the reference first: every other backend must give its bytes
 
 
 def register_codec(name: str, device: str = "cpu") -> Callable[[Callable], Callable]:
-    """Register `fn` as codec `name` for device kind `device`."""
+    """Register `fn` as codec `name` for implementation `device` ("cpu", "cuda" or "ggml")."""
     return CODECS.register((name, device))
 
 
-def get_codec(name: str, device: str = "cpu") -> Callable:
-    """The codec for `device`, falling back to the torch reference when no GPU kernel is registered."""
-    if (name, device) in CODECS:
-        return CODECS.get((name, device))
-    if (name, "cpu") in CODECS:
-        return CODECS.get((name, "cpu"))
+def get_codec(name: str, device: str = "cpu", backend: str = "torch") -> Callable:
+    """The codec for `device`: its own kernel, else the `backend`'s CPU implementation, else the torch reference."""
+    backend_impl = "cpu" if backend == "torch" else backend
+    for impl in (device, backend_impl, "cpu") if device != "cpu" else (backend_impl, "cpu"):
+        if (name, impl) in CODECS:
+            return CODECS.get((name, impl))
     raise UnknownName("codec", name, sorted({n for n, _ in CODECS}))
 
 

@@ -1,7 +1,7 @@
 """Weight formats the planner sizes, and their per-parameter estimates.
 
 The estimates below serve only what dshub does not write itself (fp8 as released, fp4-fp8, GGUF types without a
-dshub scheme such as the IQ types) and models a converter refuses: for bf16, int4 and every `gguf:TYPE` dshub writes,
+dshub scheme such as Q2_K_XL) and models a converter refuses: for bf16, int4 and every `gguf:TYPE` dshub writes,
 the planner takes the converters' own plans (`recipes.sizes`), so `plan`, `info` and `convert --dry-run` agree.
 
 - fp8: DeepSeek block FP8 (e4m3, one F32 scale per 128x128 block) on every linear except router and lm_head;

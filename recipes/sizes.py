@@ -3,7 +3,7 @@
 For every format dshub writes itself (bf16, int4, and each `gguf:TYPE` it has a scheme for) the planner prices a
 model with exactly the bytes `dshub convert --dry-run` and `dshub info` print: a local checkpoint's real headers, or
 a catalog model's release layout from its config.json. Formats dshub does not write (fp8 as released, fp4-fp8,
-IQ GGUF types) keep the per-parameter tables in `formats.py`. Header and metadata bytes count as "other".
+GGUF types without a scheme) keep the per-parameter tables in `formats.py`. Header and metadata bytes count as "other".
 """
 from __future__ import annotations
 

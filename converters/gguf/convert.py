@@ -14,6 +14,7 @@ from dshub.converters.base import Advance, ConversionPlan, Converter, OutputFile
 from dshub.converters.gguf.schemes import SchemeContext, get_scheme, parse_tensor_types, resolve
 from dshub.converters.gguf.tensors import PlannedTensor, SourceReader, plan_tensors, produce
 from dshub.converters.gguf.imatrix import load_imatrix, slices_for
+from dshub.converters.gguf.backend import choose_backend, imatrix_missing, require_imatrix
 from dshub.converters.gguf.policy import TOKEN_RESERVE
 from dshub.formats.gguf_tokenizer import load_vocab_kvs, read_json_object
 
@@ -51,6 +52,10 @@ class GGUFConverter(Converter):
         ctx = SchemeContext(ckpt.config, tuple((n, s) for n, s, _ in mapped if not forced_f32(n, s)))
         scheme, type_fn = resolve(opts, ctx)
         planned = plan_tensors(mapped, type_fn)
+        imatrix = str(opts.imatrix) if opts.imatrix else None
+        if not opts.dry_run:
+            require_imatrix(planned, imatrix)
+        backend = choose_backend(opts.codec_backend, planned, opts.dry_run)
         gen_path = ckpt.root / "generation_config.json"
         gen = read_json_object(gen_path) if gen_path.is_file() else None
         kvs: list[KV] = general_kvs(model_name(ckpt, opts), scheme.file_type, gen,
@@ -81,6 +86,8 @@ class GGUFConverter(Converter):
             "llama_cpp_caveats": llama_cpp_caveats(ckpt.config),
             "bits_per_weight": round(8 * sum(p.info.nbytes for p in planned) / max(1, sum(math.prod(p.info.shape) for p in planned)), 4),
             "tensor_table": [p.to_dict() for p in planned],
+            "codec_backend": backend,
+            **({"imatrix_missing": [p.info.name for p in missing]} if opts.dry_run and (missing := imatrix_missing(planned, imatrix)) else {}),
             **({"tokenizer_bytes_estimated": vocab_estimate} if vocab_estimate else {}),
         }
         return ConversionPlan("gguf", ckpt.root, opts.out, files, summary=summary)
@@ -99,7 +106,7 @@ class GGUFConverter(Converter):
 
     def write_file(self, ckpt: Checkpoint, plan: ConversionPlan, opts: GGUFOptions, f: OutputFile, advance: Advance) -> str:
         kvs, group = f.data
-        reader = SourceReader(ckpt, plan.device)
+        reader = SourceReader(ckpt, plan.device, plan.summary["codec_backend"])
         by_name: dict[str, PlannedTensor] = {p.info.name: p for p in group}
         imx = load_imatrix(str(opts.imatrix)) if opts.imatrix else None
         imatrix_for = (lambda t: slices_for(imx, t.name, t.shape)) if imx else (lambda t: None)

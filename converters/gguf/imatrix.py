@@ -5,7 +5,8 @@ per expert/slice) and `<name>.counts` (F32, how many activations were summed, on
 `imatrix.datasets`, `imatrix.chunk_count`, `imatrix.chunk_size`. llama-quantize normalizes each slice to
 `in_sum2 / count` in float32 (a slice with count 0 becomes all ones) and quantizes rows of expert/slice `e` of a 3-D
 tensor with slice `e`. Tensors without an entry are quantized without one; an entry whose size does not match the
-tensor is an error (token_embd excepted, as in llama.cpp). The legacy `.dat` format is not read.
+tensor is an error (token_embd excepted, as in llama.cpp). The legacy `.dat` format is not read. `write_imatrix` writes
+the same format (benchmarks and tests make importance matrices for synthetic models with it).
 """
 from __future__ import annotations
 
@@ -87,3 +88,35 @@ def _imatrix_hook(value: Any, fn: TypeFn, ctx: SchemeContext) -> TypeFn:
     for name, shape in ctx.tensors:
         slices_for(data, name, shape)  # size mismatches fail now, before any work
     return fn
+
+
+def write_imatrix(path: Path, entries: dict[str, tuple[np.ndarray, np.ndarray]], datasets: tuple[str, ...] = ("synthetic",),
+                  chunks: int = 10, chunk_size: int = 512) -> Path:
+    """A llama.cpp GGUF imatrix: per GGUF tensor name, `in_sum2` [slices, ne0] and `counts` [slices], plus its keys."""
+    import gguf
+
+    w = gguf.GGUFWriter(str(path), "imatrix")
+    w.add_string("general.type", "imatrix")
+    w.add_array("imatrix.datasets", list(datasets))
+    w.add_uint32("imatrix.chunk_count", chunks)
+    w.add_uint32("imatrix.chunk_size", chunk_size)
+    for name, (sums, counts) in entries.items():
+        w.add_tensor(name + SUMS, np.asarray(sums, dtype=np.float32))
+        w.add_tensor(name + COUNTS, np.asarray(counts, dtype=np.float32).reshape(-1, 1))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def synthetic_entries(tensors: list[tuple[str, tuple[int, ...]]], seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Importance data for a synthetic model's tensors (GGUF name, numpy shape): skewed positive column statistics
+    per expert/slice, as activations give, with random counts; for `write_imatrix` (benchmarks, tests)."""
+    g = np.random.default_rng(seed)
+    out = {}
+    for name, shape in tensors:
+        slices = shape[0] if len(shape) == 3 else 1
+        counts = g.integers(1, 500, slices).astype(np.float64)
+        out[name] = ((g.random((slices, shape[-1])) ** 3 + 0.01) * counts[:, None] * 4, counts)
+    return out

@@ -2,14 +2,16 @@
 
 A policy is an ordered list of rules (first match wins, like `--tensor-type`): a regex searched in the GGUF tensor
 name, an optional layer selector, and a type: absolute (`Q8_0`) or relative to what `--quant` gives that tensor
-(`+1` = one step up the ladder Q2_K < Q3_K < Q4_K < Q5_K < Q6_K < Q8_0). Tensors no rule matches keep `--quant`'s
+(`+1` = one step up the ladder Q2_K < Q3_K < Q4_K < Q5_K < Q6_K < Q8_0, or, for the IQ types, up the ladder
+IQ1_S < IQ1_M < IQ2_XXS < IQ2_XS < IQ2_S < IQ3_XXS < IQ3_S < IQ4_XS < Q5_K < Q6_K < Q8_0). Tensors no rule matches keep `--quant`'s
 type. Everything is checked against the model's tensor list before any work starts: a rule that matches no tensor,
 an unknown type, or an absolute type whose block does not divide a matched tensor's row length is an error (unless
 the rule says `fallback: true`, which accepts llama.cpp's substitutes: Q6_K -> Q8_0, Q4_K -> Q5_0, ...).
 
-`--target-size SIZE` then moves the routed experts (`*_exps`) up or down the ladder together, picking the highest
+`--target-size SIZE` then moves the routed experts (`*_exps`) up or down their ladders together, picking the highest
 shift that keeps the file under SIZE, and spends what is left upgrading single expert tensors (ffn_down_exps first,
-early layers first). Norms, router and biases stay F32 and count towards the budget.
+early layers first). Without an `--imatrix` it never picks a type llama.cpp refuses without one (IQ1_*, IQ2_*, IQ3_XXS).
+Norms, router and biases stay F32 and count towards the budget.
 """
 from __future__ import annotations
 
@@ -25,12 +27,17 @@ from dshub.errors import PolicyError
 from dshub.formats.gguf_layout import forced_f32, map_tensors
 from dshub.quant.gguf.types import GGML_TYPES, fit_type
 
+from dshub.converters.gguf.backend import needs_imatrix
 from dshub.converters.gguf.mixtures import LAYER_RE, use_more_bits
 from dshub.converters.gguf.schemes import STORABLE, SchemeContext, TypeFn, register_param_hook
 
 PRESET_DIR = Path(__file__).with_name("policies")
 LADDER = ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_0")
 RANK = {"Q2_K": 0, "Q3_K": 1, "Q4_0": 2, "Q4_1": 2, "Q4_K": 2, "Q5_0": 3, "Q5_1": 3, "Q5_K": 3, "Q6_K": 4, "Q8_0": 5}
+# The IQ types by bits per weight (ggml block sizes: 1.56, 1.75, 2.06, 2.31, 2.56, 3.06, 3.44, 4.25), then the K ladder.
+IQ_LADDER = ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ4_XS", "Q5_K", "Q6_K", "Q8_0")
+IQ_RANK = {**{t: i for i, t in enumerate(IQ_LADDER[:8])}, "IQ4_NL": 7}
+STEPS = max(len(LADDER), len(IQ_LADDER))
 RELATIVE_RE = re.compile(r"^[+-]\d$")
 LAYER_RANGE_RE = re.compile(r"^(\d+)(?:-(\d+))?$")
 EXPERTS_RE = re.compile(r"_exps\.weight$")
@@ -40,10 +47,11 @@ TENSOR_INFO_RESERVE = 128  # bytes per tensor-info entry and alignment padding
 
 
 def step(type_name: str, k: int) -> str:
-    """`type_name` moved `k` steps along the ladder (clamped at its ends); float types are left alone."""
-    if type_name not in RANK:
+    """`type_name` moved `k` steps along its ladder (clamped at its ends); float and ternary types are left alone."""
+    ladder, rank = (IQ_LADDER, IQ_RANK) if type_name in IQ_RANK else (LADDER, RANK)
+    if type_name not in rank:
         return type_name
-    return LADDER[max(0, min(len(LADDER) - 1, RANK[type_name] + k))]
+    return ladder[max(0, min(len(ladder) - 1, rank[type_name] + k))]
 
 
 class Rule(BaseModel):
@@ -228,21 +236,31 @@ def solve_target_size(fn: TypeFn, ctx: SchemeContext, budget: int) -> tuple[dict
     if not experts:
         raise PolicyError("--target-size: this model has no routed expert tensors to size")
     others = fixed_bytes(ctx) + sum(_nbytes(base[n], s) for n, s in ctx.tensors if not EXPERTS_RE.search(n))
+    allowed = (lambda n, t: True) if ctx.has_imatrix else (lambda n, t: not needs_imatrix(n, t))
+
+    def lift(n: str, t: str) -> str:  # the lowest type at or above t that this run may write
+        while not allowed(n, t) and step(t, 1) != t:
+            t = step(t, 1)
+        return t
+
     chosen: dict[str, str] | None = None
-    for shift in range(len(LADDER), -len(LADDER) - 1, -1):
-        types = {n: step(base[n], shift) for n, _ in experts}
+    smallest: tuple[int, dict[str, str]] | None = None
+    for shift in range(STEPS, -STEPS - 1, -1):
+        types = {n: lift(n, step(base[n], shift)) for n, _ in experts}
         total = others + sum(_nbytes(types[n], s) for n, s in experts)
+        smallest = (total, types)
         if total <= budget:
             chosen = types
             break
     if chosen is None:
-        smallest = others + sum(_nbytes(step(base[n], -len(LADDER)), s) for n, s in experts)
-        raise PolicyError(f"--target-size {budget} bytes is below the smallest plan for this model "
-                          f"({smallest} bytes, routed experts at {LADDER[0]}); raise it or lower the other tensors' types")
+        note = "" if ctx.has_imatrix else "; without --imatrix the types llama.cpp needs one for are left out"
+        size, at = smallest if smallest else (0, {})
+        raise PolicyError(f"--target-size {budget} bytes is below the smallest plan for this model ({size} bytes, routed "
+                          f"experts at {', '.join(sorted(set(at.values())))}){note}; raise it or lower the other tensors' types")
     # spend the rest one tensor at a time: ffn_down_exps first, then early layers first
     order = sorted(experts, key=lambda t: ("ffn_down_exps" not in t[0], _layer(t[0]) or 0, t[0]))
     for n, s in order:
-        up = step(chosen[n], 1)
+        up = lift(n, step(chosen[n], 1))
         delta = _nbytes(up, s) - _nbytes(chosen[n], s)
         if up != chosen[n] and total + delta <= budget:
             chosen[n], total = up, total + delta

@@ -7,6 +7,7 @@ for tensors llama.cpp quantizes at all (norms, biases and the router stay F32 re
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -17,9 +18,9 @@ from dshub.quant.gguf.types import FILE_TYPES, GGML_TYPES
 from dshub.quant.registry import Registry, is_registered
 
 TypeFn = Callable[[str, tuple[int, ...]], str]
-# The ggml types this converter can write: those with a `gguf_<TYPE>` codec in the registry, in the type table's
-# order. --tensor-type and policies may ask for these.
-STORABLE = tuple(t for t in GGML_TYPES if is_registered(f"gguf_{t}", "cpu"))
+# The ggml types this converter can write: those with a `gguf_<TYPE>` codec in the registry (torch's or ggml's), in
+# the type table's order. --tensor-type and policies may ask for these.
+STORABLE = tuple(t for t in GGML_TYPES if is_registered(f"gguf_{t}", "cpu") or is_registered(f"gguf_{t}", "ggml"))
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class SchemeContext:
 
     config: dict[str, Any]
     tensors: tuple[tuple[str, tuple[int, ...]], ...]
+    has_imatrix: bool = False  # --imatrix given: some llama-quantize mixtures choose differently with one
 
     @property
     def n_layer(self) -> int:
@@ -126,6 +128,7 @@ def resolve(opts: Any, ctx: SchemeContext) -> tuple[QuantScheme, TypeFn]:
     """The scheme `opts.quant` names and its type function with the option hooks (in their order) and the
     --tensor-type rules applied. `opts` is a GGUFOptions (read only)."""
     scheme = get_scheme(opts.quant)
+    ctx = dataclasses.replace(ctx, has_imatrix=opts.imatrix is not None)
     fn = scheme.make(ctx)
     for hook in sorted(PARAM_HOOKS.values(), key=lambda h: h.order):
         value = getattr(opts, hook.option)

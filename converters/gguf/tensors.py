@@ -78,9 +78,10 @@ def read_rows(path: Path, e: TensorEntry, r0: int, r1: int) -> torch.Tensor:
 class SourceReader:
     """Float32 values of checkpoint tensors, block-FP8 dequantized exactly (fp32(w) * fp32(scale_inv))."""
 
-    def __init__(self, ckpt: Checkpoint, device: str = "cpu"):
+    def __init__(self, ckpt: Checkpoint, device: str = "cpu", backend: str = "torch"):
         self.ckpt = ckpt
         self.device = device  # where quantizers run when a kernel exists there (dequantization stays on the CPU)
+        self.backend = backend  # the CPU quantizers ("torch" or "ggml") where the device has no kernel
         self.block = ckpt.encoding.block or (128, 128)
         self.dequant = get_codec("fp8_block_dequant_f32", "cpu")
 
@@ -166,7 +167,7 @@ def produce(reader: SourceReader, p: PlannedTensor, workers: int = 1, imatrix: A
 
     `imatrix` (float32 [slices, ne0], see converters.gguf.imatrix) selects llama-quantize's importance-weighted paths.
     """
-    codec = get_codec(f"gguf_{p.info.ggml_type}", reader.device)  # GPU kernels take and return host tensors
+    codec = get_codec(f"gguf_{p.info.ggml_type}", reader.device, reader.backend)  # GPU kernels take and return host tensors
     if imatrix is not None:  # the same registered codec, given each expert's (or the tensor's) importance row
         expert = {n: i for i, n in enumerate(p.source.names)} if p.source.kind == "experts" else {}
         per_slice = p.info.shape[-2] if len(p.info.shape) == 3 else 0

@@ -37,12 +37,13 @@ def convert(
     split_max_size: Annotated[Optional[str], typer.Option("--split-max-size", help="gguf: max size per split file, e.g. 50G.")] = None,
     split_max_tensors: Annotated[Optional[int], typer.Option("--split-max-tensors", help="gguf: max tensors per split file.")] = None,
     tensor_type: Annotated[Optional[list[str]], typer.Option("--tensor-type", help="gguf: REGEX=TYPE override (repeatable, first match wins).")] = None,
-    policy: Annotated[Optional[Path], typer.Option("--policy", help="gguf: YAML quantization policy file or preset name (deepseek-dynamic, deepseek-attn-q8).")] = None,
+    policy: Annotated[Optional[Path], typer.Option("--policy", help="gguf: YAML quantization policy file or preset name (deepseek-dynamic, deepseek-attn-q8, deepseek-r1-dynamic).")] = None,
     target_size: Annotated[Optional[str], typer.Option("--target-size", help="gguf: byte budget for the whole file, e.g. 200G.")] = None,
     imatrix: Annotated[Optional[Path], typer.Option("--imatrix", help="gguf: llama.cpp importance matrix (GGUF imatrix file).")] = None,
+    codec_backend: Annotated[Optional[str], choice("--codec-backend", "gguf: CPU quantizers: auto | torch | ggml (llama.cpp's own, from llama-cpp-python; same bytes).")] = None,
     mtp: Annotated[bool, typer.Option("--mtp", help="gguf: keep the MTP layers as blk.N + blk.N.nextn.* (llama.cpp with next-n support).")] = False,
     # ---- onnx ----
-    precision: Annotated[Optional[str], typer.Option("--precision", help="onnx: fp32 | fp16 | int4 (MatMulNBits).")] = None,
+    precision: Annotated[Optional[str], choice("--precision", "onnx: fp32 | fp16 | int4 (MatMulNBits).")] = None,
     block_size: Annotated[Optional[int], typer.Option("--block-size", help="onnx int4: 32 | 64 | 128.")] = None,
 ) -> None:
     """Convert a checkpoint: streaming, bounded memory, atomic files, resumable."""
@@ -52,7 +53,8 @@ def convert(
         format=format_, group_size=group_size, symmetric=symmetric, scope=scope, ignore=tuple(ignore) if ignore else None,
         quant=quant, split_max_size=split_max_size, split_max_tensors=split_max_tensors,
         tensor_type=tuple(tensor_type) if tensor_type else None, policy=str(policy) if policy else None,
-        target_size=target_size, imatrix=imatrix, mtp=True if mtp else None, precision=precision, block_size=block_size)
+        target_size=target_size, imatrix=imatrix, mtp=True if mtp else None, precision=precision, block_size=block_size,
+        codec_backend=codec_backend)
     result = run_conversion(path, opts, executor=executor, ray_address=ray_address)
     doc = result.to_dict()
     if json_:

@@ -64,7 +64,7 @@ def ggml_type(name: str) -> GGMLType:
 # llama.cpp's substitute when a row length is not a multiple of a type's block (llama-quant.cpp); a type missing
 # here, or a substitute that still does not fit, falls back to F16 (as both llama-quantize and convert_hf_to_gguf do).
 ROW_FALLBACK: dict[str, str] = {
-    "Q2_K": "Q4_0", "Q3_K": "Q4_0", "IQ4_XS": "Q4_0", "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0",
+    "Q2_K": "Q4_0", "Q3_K": "Q4_0", "IQ4_XS": "IQ4_NL", "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0",
     "IQ2_XXS": "IQ4_NL", "IQ2_XS": "IQ4_NL", "IQ2_S": "IQ4_NL", "IQ3_XXS": "IQ4_NL", "IQ3_S": "IQ4_NL",
     "IQ1_S": "IQ4_NL", "IQ1_M": "IQ4_NL", "TQ1_0": "Q4_0", "TQ2_0": "Q4_0",
 }

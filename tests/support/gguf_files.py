@@ -1,9 +1,10 @@
-"""GGUF files with one metadata entry changed, for the hostile-input tests."""
+"""GGUF files with one metadata entry changed, for the hostile-input tests; importance matrices (dshub's writer)."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from dshub.converters.gguf.imatrix import write_imatrix  # noqa: F401  (re-exported for the tests)
 from dshub.formats.gguf_file import KV, VT, TensorInfo, read_gguf_header, write_gguf
 
 

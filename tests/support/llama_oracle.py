@@ -43,3 +43,21 @@ def ggml_quantize(type_name: str, x: np.ndarray, imatrix: np.ndarray | None = No
                                 None if qw is None else qw.ctypes.data)
     assert n == out.nbytes
     return out
+
+
+def quantize_params(ftype: int, nthread: int, imatrix: dict[str, np.ndarray] | None = None):
+    """llama_model_quantize's parameters for `ftype`, with `imatrix` (name -> normalized values, as llama-quantize
+    --imatrix hands them to the library). The arrays the parameters point into are kept on the returned object."""
+    llama_cpp = require("llama_cpp")
+    p = llama_cpp.llama_model_quantize_default_params()
+    p.ftype, p.nthread = ftype, nthread
+    if imatrix is not None:
+        keep = [np.ascontiguousarray(v.reshape(-1), dtype=np.float32) for v in imatrix.values()]
+        item = llama_cpp.llama_model_imatrix_data
+        arr = (item * (len(keep) + 1))()
+        for i, (name, v) in enumerate(zip(imatrix, keep)):
+            arr[i] = item(name.encode(), v.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), v.size)
+        arr[len(keep)] = item(None, None, 0)
+        p.imatrix = ctypes.cast(arr, ctypes.POINTER(item))
+        p.dshub_buffers = (keep, arr)  # alive as long as the parameters
+    return p

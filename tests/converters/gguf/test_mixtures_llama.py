@@ -27,6 +27,8 @@ import pytest
 from dshub.converters import build_options, run_conversion
 from dshub.checkpoint.synth import PRESETS, write_synthetic
 from dshub.quant.gguf.types import FILE_TYPES
+from tests.support.gguf_files import write_imatrix
+from tests.support.llama_oracle import quantize_params
 from tests.support.tools import require
 
 llama_cpp = require("llama_cpp")
@@ -135,23 +137,6 @@ def test_q4_k_m_logits_match_transformers(tiny_bf16: Path, tmp_path: Path) -> No
 
 # ---------------------------------------------------------------------------------------------- imatrix
 
-def write_imatrix(path: Path, entries: dict[str, tuple[np.ndarray, np.ndarray]]) -> Path:
-    """A llama.cpp GGUF imatrix: name.in_sum2 [slices, ne0] and name.counts [slices, 1], plus its metadata keys."""
-    w = gguf.GGUFWriter(str(path), "imatrix")
-    w.add_string("general.type", "imatrix")
-    w.add_array("imatrix.datasets", ["synthetic.txt"])
-    w.add_uint32("imatrix.chunk_count", 10)
-    w.add_uint32("imatrix.chunk_size", 512)
-    for name, (sums, counts) in entries.items():
-        w.add_tensor(name + ".in_sum2", sums.astype(np.float32))
-        w.add_tensor(name + ".counts", counts.astype(np.float32).reshape(-1, 1))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
-
-
 @pytest.mark.parametrize("mix", ["Q4_K_M", "Q2_K", "Q3_K_M"])
 def test_imatrix_matches_llama_quantize(model: tuple[Path, Path], mix: str, tmp_path: Path) -> None:
     from dshub.converters.gguf.imatrix import load_imatrix
@@ -176,15 +161,7 @@ def test_imatrix_matches_llama_quantize(model: tuple[Path, Path], mix: str, tmp_
     for name, (sums, counts) in entries.items():  # llama-quantize's normalization: float32 sum / count, 1 where count 0
         want = np.where(counts[:, None] > 0, sums.astype(np.float32) / np.maximum(counts, 1).astype(np.float32)[:, None], 1)
         np.testing.assert_array_equal(norm[name], want.astype(np.float32))
-    keep = [np.ascontiguousarray(v.reshape(-1), dtype=np.float32) for v in norm.values()]
-    item = llama_cpp.llama_model_imatrix_data
-    arr = (item * (len(keep) + 1))()
-    for i, (name, v) in enumerate(zip(norm, keep)):
-        arr[i] = item(name.encode(), v.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), v.size)
-    arr[len(keep)] = item(None, None, 0)
-    p = llama_cpp.llama_model_quantize_default_params()
-    p.ftype, p.nthread = FILE_TYPES[mix], 2
-    p.imatrix = ctypes.cast(arr, ctypes.POINTER(item))
+    p = quantize_params(FILE_TYPES[mix], 2, norm)
     ref = tmp_path / "ref.gguf"
     assert llama_cpp.llama_model_quantize(str(f32).encode(), str(ref).encode(), ctypes.byref(p)) == 0
     assert_same_tensors(ours, ref, f"{src.parent.name} {mix} --imatrix")
