@@ -65,7 +65,7 @@ def info(path: PathArg, json_: JsonOpt = False) -> None:
 def verify(
     path: PathArg,
     deep: Annotated[bool, typer.Option("--deep", help="Also scan every value for NaN/Inf (reads all data).")] = False,
-    hashes: Annotated[bool, typer.Option("--hashes", help="Also sha256 every file against the download manifest.")] = False,
+    hashes: Annotated[bool, typer.Option("--hashes", help="Also sha256 every file against the download manifest (or a dshub output's dshub-manifest.json).")] = False,
     against_hub: Annotated[Optional[str], typer.Option("--against-hub", metavar="REPO[@REV]", help="Check sha256 against the hub's metadata instead.")] = None,
     json_: JsonOpt = False,
 ) -> None:
