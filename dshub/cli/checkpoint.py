@@ -48,8 +48,7 @@ def info(path: PathArg, json_: JsonOpt = False) -> None:
     out_console.print(f"layers {doc['layers']} (+{doc['mtp_layers']} MTP, {doc['dense_layers']} dense), hidden {doc['hidden_size']}, "
                       f"experts {doc['experts']['routed']} routed + {doc['experts']['shared']} shared, {doc['experts']['per_token']} per token")
     out_console.print(f"params: total {p['total'] / 1e9:.3f} B, active {p['active'] / 1e9:.3f} B, MTP {p['mtp'] / 1e9:.3f} B")
-    enc = doc["encoding"]
-    out_console.print(f"encoding: {enc['name']}" + (f" {enc['fmt']} blocks {enc['block']}" if enc["block"] else ""))
+    out_console.print(f"encoding: {escape(doc['kind'])}")
     if doc.get("int4"):
         i = doc["int4"]
         out_console.print(f"int4: {i['format']} {'sym' if i['symmetric'] else 'asym'} group {i['group_size']}, {i['quantized_modules']} modules "

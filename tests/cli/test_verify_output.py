@@ -28,3 +28,15 @@ def test_verify_hashes_against_the_conversion_manifest(cli, tiny_ckpt, tmp_path)
 def test_verify_hashes_without_any_manifest_says_so(cli, tiny_ckpt):
     r = cli("verify", tiny_ckpt, "--hashes")
     assert r.exit_code == 1 and "dshub-manifest.json" in r.stderr and "--against-hub" in r.stderr
+
+
+def test_info_on_an_int4_output_says_what_it_is(cli, tiny_ckpt, tmp_path):
+    out = tmp_path / "int4"
+    assert cli("convert", tiny_ckpt, "--to", "int4", "--out", out).exit_code == 0
+    r = cli("info", out)
+    assert r.exit_code == 0 and "encoding: INT4 compressed-tensors W4A16 g128 (expert), rest bf16, with MTP" in r.stdout
+    doc = json.loads(cli("info", out, "--json").stdout)
+    assert doc["kind"].startswith("INT4 compressed-tensors") and doc["int4"]["quantized_roles"] == ["expert"]
+    assert "int4 w4a16 g128 (experts)" not in doc["output_sizes"]  # it is INT4 already
+    plain = json.loads(cli("info", tiny_ckpt, "--json").stdout)
+    assert plain["kind"] == "fp8-block e4m3 blocks [128, 128], with MTP"
