@@ -57,9 +57,10 @@ def test_shell_completion_completes_commands():
     assert "--format" in r.stdout.split()
 
 
-def test_show_completion_prints_a_script(cli):
-    r = cli("--show-completion", "bash")
-    assert r.exit_code == 0 and "_dshub_completion" in r.stdout
+def test_show_completion_prints_a_script():
+    r = subprocess.run([sys.executable, "-c", "import sys; from dshub.cli import app; app(prog_name='dshub')",
+                        "--show-completion", "bash"], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    assert r.returncode == 0 and "_dshub_completion" in r.stdout, r.stderr
 
 
 def test_choices_are_case_insensitive(cli):
