@@ -18,11 +18,12 @@ from tqdm import tqdm
 
 from dshub.checkpoint.reader import Checkpoint
 from dshub.checkpoint.shapes import is_config_only, open_for_planning
-from dshub.constants import MANIFEST_NAME, SIDECAR_FILES, VERSION
+from dshub.constants import MANIFEST_NAME, SIDECAR_FILES, TMP_SUFFIX, VERSION
 from dshub.errors import DeviceError, OutputError, UsageError
 from dshub.fsutil import DISK_MARGIN, check_free_space, copy_atomic, free_space, remove_stale_temps, write_json_atomic
 from dshub.converters.executors import Executor, Job, check_executor, make_executor
 from dshub.converters.manifest import Manifest
+from dshub.hub.layout import REPO_ID, cached_snapshot, hf_cache_dir
 from dshub.hub.manifest import load_manifest
 from dshub.checks import require_valid
 from dshub.converters.options import TargetOptions
@@ -112,12 +113,35 @@ def get_converter(target: str) -> Converter:
     return CONVERTERS.get(target)
 
 
-def check_output_location(src: Path, out: Path) -> None:
+def check_output_location(src: Path, out: Path, *, force: bool = False) -> None:
+    """--out is not the input (nor inside it), is a directory if it exists, and holds nothing but an earlier dshub
+    conversion (its manifest) unless `force`: files of someone else are never written over silently."""
     s, o = src.resolve(), out.resolve()
     if o == s or s in o.parents:
         raise OutputError("the output directory must not be the input directory or inside it", path=str(out))
     if o.exists() and not o.is_dir():
         raise OutputError("exists and is not a directory", path=str(out))
+    if not force and o.is_dir() and not (o / MANIFEST_NAME).exists() and not (o / LOCK_NAME).exists():
+        foreign = sorted(p.name for p in o.iterdir() if not p.name.endswith(TMP_SUFFIX))
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            raise UsageError(f"--out {out}: not empty ({shown}) and not a dshub conversion (no {MANIFEST_NAME}); "
+                             "choose an empty or new directory, or pass --force to write into it")
+
+
+def resolve_source(path: str | Path) -> Path:
+    """The checkpoint directory: `path` itself, or for a hub id (owner/name[@revision]) not present as a path, its
+    snapshot in the HF cache; a hub id not there fails naming `dshub download`."""
+    p = Path(path).expanduser()
+    text = str(path)
+    repo, _, revision = text.partition("@")
+    if p.exists() or not REPO_ID.fullmatch(repo):
+        return p
+    snap = cached_snapshot(repo, revision or "main")
+    if snap is None:
+        raise UsageError(f"{text}: no such directory, and not in the HF cache ({hf_cache_dir()}); fetch it first with "
+                         f"`dshub download {text.replace('@', ' --revision ')}`")
+    return snap
 
 
 def copy_sidecars(src: Path, out: Path, skip: tuple[str, ...] = ()) -> list[str]:
@@ -144,12 +168,12 @@ class ConversionResult:
 
 def make_plan(path: str | Path, opts: TargetOptions) -> tuple[Checkpoint, Converter, ConversionPlan]:
     """Preflight (options, output location, structural verify, device) and plan. `opts` is never changed."""
-    src = Path(path)
+    src = resolve_source(path)
     if not isinstance(opts, TargetOptions) or not opts.target:
         raise UsageError(f"options must be one target's options (Bf16Options, Int4Options, GGUFOptions), not {type(opts).__name__}")
     conv = get_converter(opts.target)
     conv.preflight(opts)
-    check_output_location(src, opts.out)
+    check_output_location(src, opts.out, force=opts.force or opts.dry_run)
     if opts.dry_run and is_config_only(src):  # a dry run of a config.json alone: its release layout, by shape
         ckpt = open_for_planning(src)
     else:

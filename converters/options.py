@@ -50,13 +50,14 @@ class TargetOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     target: ClassVar[str] = ""
     # Fields that change where or how fast the work runs, not the bytes written (left out of `key`).
-    RUN_FIELDS: ClassVar[frozenset[str]] = frozenset({"out", "device", "workers", "dry_run"})
+    RUN_FIELDS: ClassVar[frozenset[str]] = frozenset({"out", "device", "workers", "dry_run", "force"})
 
     out: Path
     device: str = "auto"
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1)
     drop_mtp: bool = False
     dry_run: bool = False
+    force: bool = False  # write into a non-empty --out that holds no dshub conversion
 
     @field_validator("device")
     @classmethod

@@ -75,5 +75,17 @@ def checkpoint_info(path: str | Path) -> dict[str, Any]:
         "tensors": sum(len(h.tensors) for h in headers),
         "bytes": sum(h.file_size for h in headers),
         "output_sizes": output_sizes(ckpt),
-        "int4": int4_summary(ckpt, spec),
+        "int4": (int4 := int4_summary(ckpt, spec)),
+        "kind": kind(encoding_text(ckpt.encoding.to_dict()), int4, spec.num_mtp_layers),
     }
+
+
+def encoding_text(enc: dict[str, Any]) -> str:
+    return enc["name"] + (f" {enc['fmt']} blocks {enc['block']}" if enc.get("block") else "")
+
+
+def kind(encoding: str, int4: dict[str, Any] | None, mtp_layers: int) -> str:
+    """What the checkpoint is, in a few words: `INT4 compressed-tensors W4A16 g128 (expert), rest bf16, with MTP`."""
+    what = (f"INT4 {int4['format']} W4A16 g{int4['group_size']} ({', '.join(int4['quantized_roles'])}), rest {encoding}"
+            if int4 else encoding)
+    return f"{what}, {'with' if mtp_layers else 'without'} MTP"

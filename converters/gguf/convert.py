@@ -5,6 +5,7 @@ import math
 from collections import Counter
 
 from dshub.checkpoint.reader import Checkpoint
+from dshub.hub.layout import source_name
 from dshub.formats.gguf_file import KV, file_size, split_kvs, split_names, split_tensors, write_gguf
 from dshub.formats.gguf_layout import forced_f32, gguf_mapping, map_tensors
 from dshub.formats.gguf_metadata import arch_kvs, general_kvs, llama_cpp_caveats, size_label
@@ -19,8 +20,9 @@ from dshub.converters.gguf.policy import TOKEN_RESERVE
 from dshub.formats.gguf_tokenizer import load_vocab_kvs, read_json_object
 
 def model_name(ckpt: Checkpoint, opts: GGUFOptions) -> str:
-    """general.name: the `name` option, else the checkpoint directory's name."""
-    return str(opts.name or ckpt.root.resolve().name)
+    """general.name and the file names: the `name` option, else the model's name (an HF cache snapshot's repository
+    name, never its commit hash)."""
+    return str(opts.name or source_name(ckpt.root))
 
 
 def output_stem(ckpt: Checkpoint, opts: GGUFOptions) -> str:

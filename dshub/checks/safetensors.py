@@ -1,12 +1,14 @@
 """Safetensors checkpoint checks: a registry of checks, each yielding findings that name file and tensor."""
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
+from tqdm.auto import tqdm
 
 from dshub.arch import spec_for
 from dshub.arch.spec import FP8_WEIGHT_DTYPES, ArchSpec
@@ -181,15 +183,18 @@ def _scale_values(ckpt: Checkpoint, shard: str, entry: TensorEntry) -> Iterator[
 def _values(ctx: VerifyContext) -> Iterator[Finding]:
     if not ctx.deep:
         return
-    for shard, header in ctx.headers.items():
-        if header is None:
-            continue
-        for name, e in header.tensors.items():
-            if e.dtype.startswith(("F", "BF")) and e.dtype != "F8_E8M0" and e.dtype in ST_TO_TORCH:
-                t = read_entry(ctx.ckpt.shard_path(shard), e)  # by the shard that holds it, whatever the index says
-                n_bad = _count_nonfinite(t)
-                if n_bad:
-                    yield _err("values", shard, name, f"{n_bad} NaN/Inf values")
+    scanned = [(shard, name, e) for shard, header in ctx.headers.items() if header is not None
+               for name, e in header.tensors.items()
+               if e.dtype.startswith(("F", "BF")) and e.dtype != "F8_E8M0" and e.dtype in ST_TO_TORCH]
+    # reads every value (hours on a released checkpoint): bytes, rate and ETA on stderr, quiet when not a TTY
+    with tqdm(total=sum(e.nbytes for _, _, e in scanned), desc="verify --deep", unit="B", unit_scale=True,
+              unit_divisor=1024, file=sys.stderr, disable=None, leave=False) as bar:
+        for shard, name, e in scanned:
+            t = read_entry(ctx.ckpt.shard_path(shard), e)  # by the shard that holds it, whatever the index says
+            n_bad = _count_nonfinite(t)
+            bar.update(e.nbytes)
+            if n_bad:
+                yield _err("values", shard, name, f"{n_bad} NaN/Inf values")
 
 
 def _count_nonfinite(t: torch.Tensor, chunk: int = 1 << 24) -> int:

@@ -53,8 +53,7 @@ def info(path: PathArg, json_: JsonOpt = False) -> None:
         out_console.print(f"layers {doc['layers']} (dense), hidden {doc['hidden_size']}, attention heads {att['heads']} "
                           f"(KV heads {att['kv_heads'] or att['heads']})")
     out_console.print(f"params: total {p['total'] / 1e9:.3f} B, active {p['active'] / 1e9:.3f} B, MTP {p['mtp'] / 1e9:.3f} B")
-    enc = doc["encoding"]
-    out_console.print(f"encoding: {enc['name']}" + (f" {enc['fmt']} blocks {enc['block']}" if enc["block"] else ""))
+    out_console.print(f"encoding: {escape(doc['kind'])}")
     if doc.get("int4"):
         i = doc["int4"]
         out_console.print(f"int4: {i['format']} {'sym' if i['symmetric'] else 'asym'} group {i['group_size']}, {i['quantized_modules']} modules "
@@ -70,7 +69,7 @@ def info(path: PathArg, json_: JsonOpt = False) -> None:
 def verify(
     path: PathArg,
     deep: Annotated[bool, typer.Option("--deep", help="Also scan every value for NaN/Inf (reads all data).")] = False,
-    hashes: Annotated[bool, typer.Option("--hashes", help="Also sha256 every file against the download manifest.")] = False,
+    hashes: Annotated[bool, typer.Option("--hashes", help="Also sha256 every file against the download manifest (or a dshub output's dshub-manifest.json).")] = False,
     against_hub: Annotated[Optional[str], typer.Option("--against-hub", metavar="REPO[@REV]", help="Check sha256 against the hub's metadata instead.")] = None,
     json_: JsonOpt = False,
 ) -> None:

@@ -16,13 +16,15 @@ from dshub.cli.output import out_console, print_json
 
 
 def convert(
-    path: Annotated[Path, typer.Argument(help="Input checkpoint directory (block-FP8 or BF16 safetensors).")],
+    path: Annotated[str, typer.Argument(help="Input checkpoint directory (block-FP8 or BF16 safetensors), or a hub id (owner/name[@revision]) already in the HF cache.")],
     to: Annotated[str, choice("--to", "Target: bf16 | int4 | gguf | onnx.")],
     out: Annotated[Path, typer.Option("--out", help="Output directory (created; a rerun resumes).")],
     device: DeviceOpt = "auto",
     workers: WorkersOpt = os.cpu_count() or 1,
     drop_mtp: Annotated[bool, typer.Option("--drop-mtp", help="Leave out the MTP (next-token prediction) layers.")] = False,
     dry_run: DryRunOpt = False,
+    force: Annotated[bool, typer.Option("--force", help="Write into a non-empty --out that holds no dshub conversion.")] = False,
+    name: Annotated[Optional[str], typer.Option("--name", help="gguf: model name for general.name and the file names (default: the model's name, e.g. DeepSeek-R1).")] = None,
     json_: JsonOpt = False,
     executor: ExecutorOpt = "local",
     ray_address: RayAddressOpt = None,
@@ -49,7 +51,7 @@ def convert(
     """Convert a checkpoint: streaming, bounded memory, atomic files, resumable."""
     # Flags left at None were not given; a target that does not take a given flag refuses it by name.
     opts = build_options(
-        to, out=out, device=device, workers=workers, drop_mtp=drop_mtp, dry_run=dry_run,
+        to, out=out, device=device, workers=workers, drop_mtp=drop_mtp, dry_run=dry_run, force=force, name=name,
         format=format_, group_size=group_size, symmetric=symmetric, scope=scope, ignore=tuple(ignore) if ignore else None,
         quant=quant, split_max_size=split_max_size, split_max_tensors=split_max_tensors,
         tensor_type=tuple(tensor_type) if tensor_type else None, policy=str(policy) if policy else None,

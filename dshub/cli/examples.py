@@ -9,6 +9,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
              "dshub info ./R1-Q4_K_M-00001-of-00009.gguf --json"),
     "verify": ("dshub verify ~/models/DeepSeek-R1          # headers, index, tensors, FP8 scales",
                "dshub verify ~/models/DeepSeek-R1 --deep --hashes",
+               "dshub verify ./R1-int4 --hashes            # a dshub output against its own manifest",
                "dshub verify ./R1 --against-hub deepseek-ai/DeepSeek-R1 --json"),
     "download": ("dshub download deepseek-ai/DeepSeek-R1                    # into the HF cache; a rerun resumes",
                  "dshub download deepseek-ai/DeepSeek-V3 --local-dir ./V3 --include '*.json' --dry-run",

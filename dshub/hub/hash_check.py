@@ -12,6 +12,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from dshub.checkpoint.json_limits import loads_bounded
+from dshub.constants import MANIFEST_NAME
 from dshub.hub.manifest import RemoteFile, hash_cache_path, load_manifest
 from dshub.errors import CheckpointError, HubUnreachable, UsageError
 from dshub.hub.hashing import HashCache, git_blob_sha1, hash_many
@@ -64,10 +66,12 @@ def reference_files(root: Path, against_hub: str | None, source: str = "hf") -> 
         require_usable_hf_environment()
     manifest = load_manifest(root)
     if against_hub is None:
+        if manifest is None and (root / MANIFEST_NAME).is_file():
+            return output_reference(root)
         if manifest is None:
             raise CheckpointError(
-                "no download manifest (.dshub/download.json) to check hashes against; "
-                "use --against-hub REPO[@REV] or download with `dshub download`", path=str(root),
+                f"no download manifest (.dshub/download.json) nor conversion manifest ({MANIFEST_NAME}) to check "
+                "hashes against; use --against-hub REPO[@REV] or download with `dshub download`", path=str(root),
             )
         return f"manifest {manifest.repo_id}@{manifest.commit}", check_listing(manifest.repo_id, list(manifest.files.values()))
     repo, rev = parse_repo_rev(against_hub)
@@ -79,6 +83,22 @@ def reference_files(root: Path, against_hub: str | None, source: str = "hf") -> 
     if manifest is not None and manifest.repo_id == repo:  # a partial download was asked for: check that part
         files = select(files, manifest.include, manifest.exclude)
     return f"hub {repo}@{commit}", files
+
+
+def output_reference(root: Path) -> tuple[str, list[RemoteFile]]:
+    """The files a dshub conversion recorded as finished in its manifest (`dshub-manifest.json`: name -> sha256,
+    size), checked as a listing is (relative paths inside the directory, sizes, digests)."""
+    path = root / MANIFEST_NAME
+    try:
+        doc = loads_bounded(path.read_bytes())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"unreadable conversion manifest: {e}", path=str(path)) from None
+    files = doc.get("files") if isinstance(doc, dict) else None
+    if not isinstance(files, dict) or not all(isinstance(r, dict) for r in files.values()):
+        raise CheckpointError("not a dshub conversion manifest (no files mapping)", path=str(path))
+    listing = [RemoteFile(name, r.get("size"), r.get("sha256")) for name, r in sorted(files.items())]
+    state = "complete" if doc.get("complete") else "incomplete run"
+    return f"conversion manifest {MANIFEST_NAME} ({len(listing)} files, {state})", check_listing("dshub output", listing)
 
 
 def verify_hashes(

@@ -7,6 +7,7 @@ the target, through `..` or through a symlink already on disk.
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -166,6 +167,29 @@ def cached_commit(repo_id: str, revision: str) -> str | None:
         return ref.read_text().strip() or None
     except OSError:
         return None
+
+
+REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def cached_snapshot(repo_id: str, revision: str = "main") -> Path | None:
+    """The HF cache's snapshot of `repo_id` at `revision` (a branch or tag through refs/, or a commit), if there."""
+    repo_dir = cache_repo_dir(hf_cache_dir(), repo_id)
+    commit = revision if GIT_SHA1_RE.fullmatch(revision) else cached_commit(repo_id, revision)
+    if commit is None:
+        return None
+    snap = repo_dir / "snapshots" / commit
+    return snap if snap.is_dir() else None
+
+
+def source_name(root: Path) -> str:
+    """The model's name for a checkpoint directory: an HF cache snapshot (`models--owner--name/snapshots/<commit>`)
+    is named after its repository, never after the commit; any other directory by its own name."""
+    root = root.resolve()
+    repo = root.parent.parent.name
+    if root.parent.name == "snapshots" and repo.startswith("models--") and repo.count("--") >= 2:
+        return repo.split("--", 2)[2]
+    return root.name
 
 
 Layout = LocalDirLayout | HfCacheLayout

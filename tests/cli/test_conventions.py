@@ -57,9 +57,12 @@ def test_shell_completion_completes_commands():
     assert "--format" in r.stdout.split()
 
 
-def test_show_completion_prints_a_script(cli):
-    r = cli("--show-completion", "bash")
-    assert r.exit_code == 0 and "_dshub_completion" in r.stdout
+def test_completion_script_for_bash():
+    """What `dshub --install-completion` installs (the shell is detected there; here it is named)."""
+    env = {**os.environ, "_DSHUB_COMPLETE": "source_bash"}
+    r = subprocess.run([sys.executable, "-c", "from dshub.cli import app; app(prog_name='dshub')"], env=env,
+                       capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    assert r.returncode == 0 and "_dshub_completion" in r.stdout and "complete_bash" in r.stdout, r.stderr
 
 
 def test_choices_are_case_insensitive(cli):
