@@ -10,7 +10,7 @@ import yaml
 
 from dshub.converters.executors import WORKER_BASE_MEMORY
 from dshub.recipes.validate import check_k8s
-from tests.pipeline.test_run import PIPELINE
+from tests.support.pipelines import PIPELINE
 from tests.support.fakehub import REPO, TEST_TOKEN
 from tests.support.tools import require_validator_venv
 

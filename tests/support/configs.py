@@ -12,3 +12,9 @@ V3 = {
                      "original_max_position_embeddings": 4096, "type": "yarn"},
     "scoring_func": "sigmoid", "topk_group": 4, "topk_method": "noaux_tc", "v_head_dim": 128, "vocab_size": 129280,
 }
+
+# DeepSeek-V3's dimensions as synth.Preset dims (the 671B layout, planned from shapes only).
+V3_DIMS = dict(hidden_size=7168, num_hidden_layers=61, first_k_dense_replace=3, num_attention_heads=128, q_lora_rank=1536,
+               kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128, intermediate_size=18432,
+               moe_intermediate_size=2048, n_routed_experts=256, num_experts_per_tok=8, n_group=8, topk_group=4,
+               n_shared_experts=1, num_nextn_predict_layers=1, max_position_embeddings=163840)

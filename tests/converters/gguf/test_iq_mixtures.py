@@ -17,7 +17,7 @@ from dshub.errors import PolicyError
 from dshub.formats.gguf_layout import forced_f32, map_tensors
 from dshub.quant.gguf.types import GGML_TYPES
 from dshub.recipes.models import catalog_entry
-from tests.converters.gguf.test_mixtures import V3_DIMS
+from tests.support.configs import V3_DIMS
 
 
 @pytest.fixture(scope="module")

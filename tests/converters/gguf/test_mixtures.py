@@ -22,11 +22,8 @@ from dshub.converters.gguf.tensors import plan_tensors
 from dshub.errors import PolicyError, UsageError
 from dshub.formats.gguf_layout import forced_f32, map_tensors
 from dshub.checkpoint.synth import PRESETS, make_config
+from tests.support.configs import V3_DIMS
 
-V3_DIMS = dict(hidden_size=7168, num_hidden_layers=61, first_k_dense_replace=3, num_attention_heads=128, q_lora_rank=1536,
-               kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128, intermediate_size=18432,
-               moe_intermediate_size=2048, n_routed_experts=256, num_experts_per_tok=8, n_group=8, topk_group=4,
-               n_shared_experts=1, num_nextn_predict_layers=1, max_position_embeddings=163840)
 MORE_BITS_61 = set(range(0, 7)) | set(range(9, 52, 3)) | set(range(53, 61))
 
 
