@@ -5,6 +5,7 @@ import math
 from collections import Counter
 
 from dshub.checkpoint.reader import Checkpoint
+from dshub.errors import UsageError
 from dshub.formats.gguf_file import KV, file_size, split_kvs, split_names, split_tensors, write_gguf
 from dshub.formats.gguf_layout import forced_f32, gguf_mapping, map_tensors
 from dshub.formats.gguf_metadata import arch_kvs, general_kvs, llama_cpp_caveats, size_label
@@ -16,6 +17,26 @@ from dshub.converters.gguf.tensors import PlannedTensor, SourceReader, plan_tens
 from dshub.converters.gguf.imatrix import load_imatrix, slices_for
 from dshub.converters.gguf.policy import TOKEN_RESERVE
 from dshub.formats.gguf_tokenizer import load_vocab_kvs, read_json_object
+
+NATIVE_ONLY = "MXFP4_MOE"  # the scheme that exists to keep a release's MXFP4 experts (DeepSeek-V4) lossless
+
+
+def family_types(ckpt: Checkpoint, opts: GGUFOptions, mapped: list) -> dict[str, str]:
+    """GGUF name -> the type the family keeps it as (its `source_types`, from each tensor's stored dtype); a
+    --tensor-type rule that names the tensor wins over the scheme-dependent ones (not over tables and F32 sources)."""
+    g = gguf_mapping(ckpt.config)
+    if g.source_types is None:
+        return {}
+    scheme = get_scheme(opts.quant).name
+    rules = parse_tensor_types(list(opts.tensor_type))
+    out = {}
+    for name, shape, src in mapped:
+        dtype = ckpt.entry(src.names[0]).dtype
+        t = g.source_types(name, shape, dtype, scheme)
+        if t is not None and (t == g.source_types(name, shape, dtype, "") or not any(rx.search(name) for rx, _ in rules)):
+            out[name] = t
+    return out
+
 
 def model_name(ckpt: Checkpoint, opts: GGUFOptions) -> str:
     """general.name: the `name` option, else the checkpoint directory's name."""
@@ -48,9 +69,13 @@ class GGUFConverter(Converter):
     def plan(self, ckpt: Checkpoint, opts: GGUFOptions) -> ConversionPlan:
         keep_mtp = opts.mtp
         mapped = map_tensors(ckpt.config, mtp=keep_mtp)
-        ctx = SchemeContext(ckpt.config, tuple((n, s) for n, s, _ in mapped if not forced_f32(n, s)))
+        fixed = family_types(ckpt, opts, mapped)
+        ctx = SchemeContext(ckpt.config, tuple((n, s) for n, s, _ in mapped if not forced_f32(n, s) and n not in fixed))
         scheme, type_fn = resolve(opts, ctx)
-        planned = plan_tensors(mapped, type_fn)
+        planned = plan_tensors(mapped, type_fn, fixed)
+        if scheme.name == NATIVE_ONLY and "MXFP4" not in fixed.values():
+            raise UsageError(f"--quant {scheme.name} keeps MXFP4 experts as they are stored; {ckpt.root} has none "
+                             "(choose a type such as Q8_0 or Q4_K_M)")
         gen_path = ckpt.root / "generation_config.json"
         gen = read_json_object(gen_path) if gen_path.is_file() else None
         kvs: list[KV] = general_kvs(model_name(ckpt, opts), scheme.file_type, gen,

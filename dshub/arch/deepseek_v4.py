@@ -15,14 +15,17 @@ them as they are. Sources of every fact below, cross-checked against each other:
 Encodings per tensor: block-FP8 e4m3 linears with a `<x>.scale` per 128x128 block (e8m0 or F32); routed experts
 MXFP4 (`expert_dtype: fp4`) with a `<x>.scale` e8m0 per 32 inputs, or block FP8 (`fp8`); norms, router, embeddings,
 head BF16; hyper-connection, sink and compressor position-bias tensors F32; `ffn.gate.tid2eid` an integer table
-[vocab, top_k] of expert ids.
+[vocab, top_k] of expert ids. GGUF: llama.cpp's `deepseek4` names, metadata and per-source types [L]; its MTP layer
+goes to a separate file there, so `--mtp` is refused.
 """
 from __future__ import annotations
 
 import math
 from typing import Any, Mapping
 
-from dshub.arch.family import Family, PlannerFacts, Release, ServingFacts, frozen, register
+from dshub.arch.family import (
+    Family, GGUFDerived, GGUFExperts, GGUFField, GGUFMapping, PlannerFacts, Release, ServingFacts, frozen, register,
+)
 from dshub.arch.spec import INT_TABLE_DTYPES, ArchSpec, Role, TensorSpec, require
 from dshub.errors import ConfigError
 
@@ -208,6 +211,119 @@ def tp_split_dims(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
 PLANNER = PlannerFacts(kv_elems_per_token_layer=kv_elems_per_token_layer, tp_split_dims=tp_split_dims)
 
 
+# ------------------------------------------------------------------ GGUF: llama.cpp's `deepseek4` architecture
+# [L] DeepseekV4Model._map_dsv4_tensor_name and gguf-py constants.py (MODEL_TENSOR names for DEEPSEEK4).
+GGUF_ARCH = "deepseek4"
+GLOBAL_NAMES: Mapping[str, str] = frozen({
+    "embed.weight": "token_embd.weight", "norm.weight": "output_norm.weight", "head.weight": "output.weight",
+    "hc_head_fn": "output_hc_fn.weight", "hc_head_base": "output_hc_base.weight", "hc_head_scale": "output_hc_scale.weight",
+})
+LAYER_NAMES: Mapping[str, str] = frozen({
+    **{f"hc_{b}_{p}": f"hc_{b}_{p}.weight" for b in ("attn", "ffn") for p in ("fn", "base", "scale")},
+    "attn.attn_sink": "attn_sinks.weight",
+    "attn.wq_a.weight": "attn_q_a.weight", "attn.wq_b.weight": "attn_q_b.weight", "attn.q_norm.weight": "attn_q_a_norm.weight",
+    "attn.wkv.weight": "attn_kv.weight", "attn.kv_norm.weight": "attn_kv_a_norm.weight",
+    "attn.wo_a.weight": "attn_output_a.weight", "attn.wo_b.weight": "attn_output_b.weight",
+    "attn.compressor.ape": "attn_compressor_ape.weight", "attn.compressor.wkv.weight": "attn_compressor_kv.weight",
+    "attn.compressor.wgate.weight": "attn_compressor_gate.weight", "attn.compressor.norm.weight": "attn_compressor_norm.weight",
+    "attn.indexer.wq_b.weight": "indexer.attn_q_b.weight", "attn.indexer.weights_proj.weight": "indexer.proj.weight",
+    "attn.indexer.compressor.ape": "indexer_compressor_ape.weight",
+    "attn.indexer.compressor.wkv.weight": "indexer_compressor_kv.weight",
+    "attn.indexer.compressor.wgate.weight": "indexer_compressor_gate.weight",
+    "attn.indexer.compressor.norm.weight": "indexer_compressor_norm.weight",
+    "attn_norm.weight": "attn_norm.weight", "ffn_norm.weight": "ffn_norm.weight",
+    "ffn.gate.weight": "ffn_gate_inp.weight", "ffn.gate.bias": "exp_probs_b.bias", "ffn.gate.tid2eid": "ffn_gate_tid2eid.weight",
+    "ffn.shared_experts.w1.weight": "ffn_gate_shexp.weight", "ffn.shared_experts.w2.weight": "ffn_down_shexp.weight",
+    "ffn.shared_experts.w3.weight": "ffn_up_shexp.weight",
+})
+# [L] set_gguf_parameters, in its order (the generic keys first, as TextModel writes them).
+GGUF_FIELDS: tuple[GGUFField, ...] = (
+    GGUFField("block_count", "num_hidden_layers", "UINT32"),
+    GGUFField("context_length", "max_position_embeddings", "UINT32"),
+    GGUFField("embedding_length", "hidden_size", "UINT32"),
+    GGUFField("attention.head_count", "num_attention_heads", "UINT32"),
+    GGUFField("attention.head_count_kv", "num_key_value_heads", "UINT32"),
+    GGUFField("rope.freq_base", "rope_theta", "FLOAT32"),
+    GGUFField("attention.layer_norm_rms_epsilon", "rms_norm_eps", "FLOAT32"),
+    GGUFField("expert_count", "n_routed_experts", "UINT32"),
+    GGUFField("expert_used_count", "num_experts_per_tok", "UINT32"),
+    GGUFField("attention.key_length", "head_dim", "UINT32"),
+    GGUFField("attention.value_length", "head_dim", "UINT32"),
+    GGUFField("rope.dimension_count", "qk_rope_head_dim", "UINT32"),
+    GGUFField("attention.q_lora_rank", "q_lora_rank", "UINT32"),
+    GGUFField("attention.sliding_window", "sliding_window", "UINT32"),
+    GGUFField("expert_feed_forward_length", "moe_intermediate_size", "UINT32"),
+    GGUFField("expert_shared_count", "n_shared_experts", "UINT32"),
+    GGUFField("expert_weights_scale", "routed_scaling_factor", "FLOAT32"),
+    GGUFField("expert_weights_norm", "norm_topk_prob", "BOOL"),
+    GGUFField("attention.indexer.head_count", "index_n_heads", "UINT32"),
+    GGUFField("attention.indexer.key_length", "index_head_dim", "UINT32"),
+    GGUFField("attention.indexer.top_k", "index_topk", "UINT32"),
+    GGUFField("attention.output_group_count", "o_groups", "UINT32"),
+    GGUFField("attention.output_lora_rank", "o_lora_rank", "UINT32"),
+    GGUFField("attention.compress_rope_freq_base", "compress_rope_theta", "FLOAT32"),
+    GGUFField("hyper_connection.count", "hc_mult", "UINT32"),
+    GGUFField("hyper_connection.sinkhorn_iterations", "hc_sinkhorn_iters", "UINT32"),
+    GGUFField("hyper_connection.epsilon", "hc_eps", "FLOAT32"),
+    GGUFField("hash_layer_count", "num_hash_layers", "UINT32"),
+)
+GGUF_DERIVED: tuple[GGUFDerived, ...] = (
+    # one SwiGLU clamp per block, for routed and shared experts alike ([L] add_swiglu_clamp_exp / _shexp)
+    GGUFDerived("swiglu_clamp_exp", "ARRAY", lambda c: [c["swiglu_limit"]] * int(c["num_hidden_layers"]), "FLOAT32"),
+    GGUFDerived("swiglu_clamp_shexp", "ARRAY", lambda c: [c["swiglu_limit"]] * int(c["num_hidden_layers"]), "FLOAT32"),
+    GGUFDerived("attention.compress_ratios", "ARRAY", lambda c: list(c["compress_ratios"]), "INT32"),  # MTP entry too
+    GGUFDerived("embedding_length_out", "UINT32", lambda c: int(c["hidden_size"]) * int(c["hc_mult"])),
+)
+# The types llama.cpp's converter gives V4 tensors whatever --outtype ([L] tensor_force_quant, generate_extra_tensors):
+# hash tables I32, F32 sources and 1-D tensors F32; under MXFP4_MOE (what it writes) MXFP4 experts stay MXFP4
+# (repacked), FP8 weights become Q8_0 and BF16 matrices stay BF16.
+NATIVE_SCHEME = "MXFP4_MOE"
+NATIVE_TYPES: Mapping[str, str] = frozen({"I8": "MXFP4", "U8": "MXFP4", "F8_E4M3": "Q8_0", "BF16": "BF16"})
+
+
+def gguf_source_types(name: str, shape: tuple[int, ...], dtype: str, scheme: str) -> str | None:
+    if dtype in INT_TABLE_DTYPES:
+        return "I32"
+    if dtype == "F32" or len(shape) <= 1:
+        return "F32"
+    return NATIVE_TYPES.get(dtype) if scheme == NATIVE_SCHEME else None
+
+
+def hash_layer_biases(config: dict[str, Any]) -> frozenset[str]:
+    """The router bias of each hash-routed layer: unused (tid2eid picks the experts); llama.cpp drops it [L]."""
+    return frozenset(f"layers.{i}.ffn.gate.bias" for i in range(int(config.get("num_hash_layers") or 0)))
+
+
+def _no_config_from_gguf(kv: Mapping[str, Any], tensor_names: set[str] | None = None) -> dict[str, Any]:
+    raise ConfigError("reading a deepseek4 GGUF's metadata back into config.json is not supported", path="gguf", show_path="")
+
+
+GGUF = GGUFMapping(
+    arch=GGUF_ARCH,
+    global_names=GLOBAL_NAMES,
+    layer_pattern=r"^layers\.(\d+)\.(.+)$",
+    layer_names=LAYER_NAMES,
+    mtp_names=frozen({}),
+    splits=frozen({}),
+    experts=GGUFExperts(r"^ffn\.experts\.(\d+)\.(w[123])\.weight$", "ffn_{proj}_exps.weight",
+                        "ffn.experts.{expert}.{proj}.weight", "n_routed_experts",
+                        proj_names=frozen({"w1": "gate", "w2": "down", "w3": "up"})),
+    fields=GGUF_FIELDS,
+    derived=GGUF_DERIVED,
+    block_count_key="num_hidden_layers",
+    mtp_count_key="num_nextn_predict_layers",
+    default_gating=frozen({}),
+    default_gating_other="sqrtsoftplus",
+    yarn_log_multiplier_factor=0.1,
+    config_from_metadata=_no_config_from_gguf,
+    caveats=lambda config: [],
+    skipped=hash_layer_biases,
+    source_types=gguf_source_types,
+    mtp_refusal="llama.cpp's converter writes DeepSeek-V4's MTP layer only into a separate MTP-only file; "
+                "convert without --mtp",
+)
+
+
 # ------------------------------------------------------------------ releases and their engine facts
 # serving.md §1.6 (vllm recipes V4 guide: vLLM >= 0.20, --block-size 256, MTP 2 tokens, no MI300X; sglang docs
 # deepseek-v4 parsers; llama.cpp#22319).
@@ -234,7 +350,6 @@ EXAMPLE: Mapping[str, Any] = frozen(dict(
                                              "scale_fmt": "ue8m0", "weight_block_size": [128, 128]},
 ))
 
-_GGUF_LATER = ("llama.cpp's deepseek4 tensor names and metadata are not mapped yet; convert with --to bf16")
 _INT4_REASON = ("no serving engine loads INT4 DeepSeek-V4 experts: vLLM's DeepseekV4FP8Config accepts expert_dtype "
                 "fp4 (MXFP4) or fp8 only (vllm model_executor/models/deepseek_v4.py); use --to bf16, or --to gguf "
                 "for llama.cpp on GPUs without FP4")
@@ -246,7 +361,8 @@ FAMILY = register(Family(
     example=EXAMPLE,
     planner=PLANNER,
     releases=RELEASES,
-    refusals=frozen({"gguf": _GGUF_LATER, "int4": _INT4_REASON}),
+    gguf=GGUF,
+    refusals=frozen({"int4": _INT4_REASON}),
 ))
 
 # Released configurations: the architecture fields of deepseek-ai/DeepSeek-V4-Flash(-Base) and -Pro config.json as
