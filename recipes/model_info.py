@@ -104,7 +104,7 @@ def info_from_config(config: dict[str, Any], *, name: str, hub_id: str | None, f
         name=name, hub_id=hub_id, family=family, shipped=shipped, source=source, path=path, config=config,
         params=params, layers=spec.num_layers, moe_layers=moe_layers,
         mtp_layers=spec.num_mtp_layers, heads=int(config["num_attention_heads"]),
-        kv_lora_rank=int(config["kv_lora_rank"]), qk_rope_head_dim=int(config["qk_rope_head_dim"]),
+        kv_lora_rank=int(config.get("kv_lora_rank") or 0), qk_rope_head_dim=int(config["qk_rope_head_dim"]),
         n_experts=spec.num_experts, max_context=int(config.get("max_position_embeddings") or 0),
         tp_split_dims=fam.planner.tp_split_dims(config), architecture=spec.architecture,
         kv_elems_per_layer=fam.planner.kv_elems_per_token_layer(config), kv_bytes_per_layer=fam.planner.kv_bytes_per_layer,

@@ -7,8 +7,9 @@ from the model's family module (dshub.arch) exactly as for a local checkpoint. S
 - Kimi-K2: moonshotai/Kimi-K2-Instruct `config.json` (DeepseekV3ForCausalLM with 64 heads, 384 experts,
   first_k_dense_replace 1, vocab 163840, no MTP layer); Kimi-K2-Thinking ships compressed-tensors INT4
   (serving.md §1.5).
-- DeepSeek-V4: only what serving.md §1.6 states (parameter totals, checkpoint sizes, TP cap); its attention is not
-  MLA-compatible with the formulas here, so its KV cache is not modelled.
+- DeepSeek-V4-Flash, -Flash-Base and -Pro: the architecture fields of their config.json, kept in their family module
+  (dshub.arch.deepseek_v4 FLASH_DIMS, FLASH_BASE_DIMS, PRO_DIMS, with sources); parameter counts and the KV cache per
+  attention kind come from there; the TP cap and KV dtype from serving.md §1.6.
 """
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from dshub.arch.deepseek_v4 import FLASH_BASE_DIMS as V4_FLASH_BASE, FLASH_DIMS as V4_FLASH, PRO_DIMS as V4_PRO
 from dshub.errors import UsageError
 
-from dshub.recipes.local import local_info
+from dshub.checkpoint.shapes import shape_checkpoint
+from dshub.recipes.local import local_info, stored_components
 from dshub.formats.gguf_file import is_gguf_path
 from dshub.recipes.local_gguf import gguf_info
 from dshub.recipes.model_info import COMPONENTS, ModelInfo, info_from_config, module_of  # noqa: F401  (re-exported)
@@ -67,6 +70,9 @@ class CatalogEntry:
     max_tp: int | None = None  # a TP cap a source states outright
     max_tp_source: str = ""
     default_kv_dtype: str | None = None  # a KV cache dtype the model's recipe sets (vLLM/SGLang)
+    # the release stores exactly its family's release layout (dshub.checkpoint.shapes): its bytes as shipped are
+    # that layout's, tensor by tensor, not a per-parameter estimate (DeepSeek-V4's MXFP4 experts)
+    sized_by_layout: bool = False
 
 
 CATALOG: tuple[CatalogEntry, ...] = (
@@ -88,14 +94,15 @@ CATALOG: tuple[CatalogEntry, ...] = (
                  {**_KIMI_DIMS, "max_position_embeddings": 262144}),
     CatalogEntry("kimi-k2-thinking", "moonshotai/Kimi-K2-Thinking", "kimi_k2_thinking", "int4",
                  {**_KIMI_DIMS, "max_position_embeddings": 262144}),
-    # serving.md §1.6: V4-Flash 284B total / 13B active, ~160-167 GB, 1M context.
-    CatalogEntry("deepseek-v4-flash", "deepseek-ai/DeepSeek-V4-Flash", "v4", "fp4-fp8", None,
-                 stated_params=284_000_000_000, stated_active=13_000_000_000, stated_bytes=167_000_000_000,
-                 stated_max_context=1_048_576, default_kv_dtype="fp8"),  # V4 base args: --kv-cache-dtype fp8
-    # serving.md §1.6: V4-Pro 1.6T / 49B, ~865-893 GB; TP16 breaks the FP8 128-blocks (vllm#42384, recipes PR#567).
-    CatalogEntry("deepseek-v4-pro", "deepseek-ai/DeepSeek-V4-Pro", "v4", "fp4-fp8", None,
-                 stated_params=1_600_000_000_000, stated_active=49_000_000_000, stated_bytes=893_000_000_000,
-                 stated_max_context=1_048_576, max_tp=8, default_kv_dtype="fp8",
+    # serving.md §1.6: V4-Flash 284B total / 13B active, 1M context; V4 base args: --kv-cache-dtype fp8.
+    CatalogEntry("deepseek-v4-flash", "deepseek-ai/DeepSeek-V4-Flash", "v4", "fp4-fp8", dict(V4_FLASH), sized_by_layout=True,
+                 default_kv_dtype="fp8"),
+    # V4-Flash-Base: the same architecture with block-FP8 experts (expert_dtype fp8, F32 scales).
+    CatalogEntry("deepseek-v4-flash-base", "deepseek-ai/DeepSeek-V4-Flash-Base", "v4", "fp8", dict(V4_FLASH_BASE), sized_by_layout=True,
+                 default_kv_dtype="fp8"),
+    # serving.md §1.6: V4-Pro 1.6T / 49B; TP16 breaks the FP8 128-blocks (vllm#42384, recipes PR#567).
+    CatalogEntry("deepseek-v4-pro", "deepseek-ai/DeepSeek-V4-Pro", "v4", "fp4-fp8", dict(V4_PRO), sized_by_layout=True,
+                 max_tp=8, default_kv_dtype="fp8",
                  max_tp_source="MoE 3072/16 = 192 is not a multiple of 128 (vllm#42384, #45784; recipes PR#567)"),
 )
 
@@ -113,8 +120,11 @@ def _catalog_info(name: str) -> ModelInfo:
                          params={"total": e.stated_params or 0}, max_context=e.stated_max_context or 0,
                          max_tp=e.max_tp, max_tp_source=e.max_tp_source, stated_bytes=e.stated_bytes,
                          stated_active=e.stated_active, default_kv_dtype=e.default_kv_dtype)
-    info = info_from_config(e.config, name=e.name, hub_id=e.hub_id, family=e.family, shipped=e.shipped, source="catalog")
-    return replace(info, default_kv_dtype=e.default_kv_dtype)
+    component_of: dict[str, str] = {}
+    info = info_from_config(e.config, name=e.name, hub_id=e.hub_id, family=e.family, shipped=e.shipped, source="catalog",
+                            component_of_out=component_of)
+    stored = stored_components(shape_checkpoint(e.config), component_of) if e.sized_by_layout else {}
+    return replace(info, default_kv_dtype=e.default_kv_dtype, stored_bytes=stored)
 
 
 def catalog_entry(model: str) -> CatalogEntry | None:

@@ -59,6 +59,11 @@ PRESETS: dict[str, Preset] = {
                       description="DeepSeek-V4 layout: MXFP4 experts, e8m0 scales, a hash layer, every attention kind, MTP"),
     "tiny-v4-base": Preset(dict(V4_EXAMPLE, expert_dtype="fp8"), shard_bytes=1 << 20, family="v4",
                            description="tiny-v4 as V4-Flash-Base ships: block-FP8 experts, F32 scales"),
+    "bench-v4": Preset(dict(V4_EXAMPLE, hidden_size=1024, num_attention_heads=8, head_dim=512, qk_rope_head_dim=64,
+                            q_lora_rank=512, o_groups=4, o_lora_rank=256, n_routed_experts=32, num_experts_per_tok=4,
+                            moe_intermediate_size=1024, index_n_heads=8, index_head_dim=128, sliding_window=128),
+                       shard_bytes=200 << 20, family="v4",
+                       description="a few hundred MB of DeepSeek-V4 (MXFP4 experts, 32 per layer); for benchmarks"),
     "bench": Preset(
         dims=dict(hidden_size=2048, num_hidden_layers=4, first_k_dense_replace=1, num_attention_heads=16, q_lora_rank=768,
                   kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128, intermediate_size=5632,
