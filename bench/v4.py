@@ -11,8 +11,6 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -36,26 +34,8 @@ def main() -> None:
     if not (src / "config.json").exists():
         subprocess.run([sys.executable, "-m", "dshub.cli", "synth", str(src), "--preset", args.preset], env=env, check=True)
     vendor = bench_gguf.llama_cpp_vendor(args.workdir)
-    for f in src.iterdir():  # warm the page cache for both contenders
-        with open(f, "rb") as fh:
-            while fh.read(8 << 20):
-                pass
-    ours_dir, ref_path = args.workdir / "dshub-out", args.workdir / "llama-cpp-out.gguf"
-    shutil.rmtree(ours_dir, ignore_errors=True)
-    ref_path.unlink(missing_ok=True)
-    ours = bench_gguf.timed([sys.executable, "-m", "dshub.cli", "convert", str(src), "--to", "gguf", "--quant", "MXFP4_MOE",
-                             "--out", str(ours_dir), "--workers", str(args.workers), "--device", "cpu"], env)
     # its DeepSeek-V4 types do not depend on --outtype (MXFP4 experts, FP8 -> Q8_0, BF16 and F32 kept)
-    ref = bench_gguf.timed([sys.executable, "-c", bench_gguf.RUNNER, str(vendor), str(src), str(ref_path), "q8_0"],
-                           {**os.environ, "NO_LOCAL_GGUF": "1"})
-    out_file = next(ours_dir.glob("*.gguf"))
-    doc = {
-        "preset": args.preset, "workers": args.workers, "input_bytes": sum(f.stat().st_size for f in src.iterdir()),
-        "output_bytes": out_file.stat().st_size, "dshub": ours, "llama_cpp_convert_hf_to_gguf": ref,
-        "time_ratio": round(ours["wall_s"] / ref["wall_s"], 3), "rss_ratio": round(ours["peak_rss_mb"] / ref["peak_rss_mb"], 3),
-        "targets": TARGETS, "output_check": bench_gguf.compare(out_file, ref_path), "llama_cpp_python": vendor.parts[-3],
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}",
-    }
+    doc = {"preset": args.preset, **bench_gguf.run_pair(src, "MXFP4_MOE", "q8_0", args.workers, args.workdir, vendor, env)}
     print(json.dumps(doc, indent=2))
     if args.results:
         append_results(repo / "bench" / "RESULTS.md", doc)

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from dshub.checkpoint.reader import Checkpoint
 from dshub.checks import verify
+from tests.converters.test_bf16 import load_all
 
 
 def fp8_reference(weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -35,14 +35,6 @@ def mxfp4_reference(codes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     mag = torch.where(exp == 0, man * 0.5, (1 + man * 0.5) * torch.exp2((exp - 1).to(torch.float32)))
     e = scale.view(torch.uint8).to(torch.int32).repeat_interleave(32, dim=1) - 127
     return torch.ldexp(torch.where(sign == 1, -mag, mag), e).to(torch.bfloat16)
-
-
-def load_all(path: Path) -> dict[str, torch.Tensor]:
-    out = {}
-    for shard in sorted(path.glob("*.safetensors")):
-        with safe_open(str(shard), "pt") as f:
-            out.update({k: f.get_tensor(k) for k in f.keys()})
-    return out
 
 
 def decoded(src: Path) -> dict[str, torch.Tensor]:
