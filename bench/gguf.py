@@ -77,6 +77,30 @@ def compare(ours: Path, ref: Path) -> dict[str, int]:
     return {"tensors": len(a), "reference_tensors": len(b), "byte_identical": same}
 
 
+def run_pair(src: Path, quant: str, outtype: str, workers: int, workdir: Path, vendor: Path, env: dict[str, str]) -> dict:
+    """dshub `--quant quant` and llama.cpp's converter `--outtype outtype` on the same warm input: both children's
+    wall time, CPU time and peak RSS, their ratios, and the outputs compared tensor by tensor."""
+    for f in src.iterdir():  # warm the page cache for both contenders, holding nothing
+        with open(f, "rb") as fh:
+            while fh.read(8 << 20):
+                pass
+    ours_dir, ref_path = workdir / "dshub-out", workdir / "llama-cpp-out.gguf"
+    shutil.rmtree(ours_dir, ignore_errors=True)
+    ref_path.unlink(missing_ok=True)
+    ours = timed([sys.executable, "-m", "dshub.cli", "convert", str(src), "--to", "gguf", "--quant", quant, "--out",
+                  str(ours_dir), "--workers", str(workers), "--device", "cpu"], env)
+    ref = timed([sys.executable, "-c", RUNNER, str(vendor), str(src), str(ref_path), outtype],
+                {**os.environ, "NO_LOCAL_GGUF": "1"})
+    out_file = next(ours_dir.glob("*.gguf"))
+    return {
+        "quant": quant, "workers": workers, "input_bytes": sum(f.stat().st_size for f in src.iterdir()),
+        "output_bytes": out_file.stat().st_size, "dshub": ours, "llama_cpp_convert_hf_to_gguf": ref,
+        "time_ratio": round(ours["wall_s"] / ref["wall_s"], 3), "rss_ratio": round(ours["peak_rss_mb"] / ref["peak_rss_mb"], 3),
+        "targets": TARGETS, "output_check": compare(out_file, ref_path), "llama_cpp_python": vendor.parts[-3],
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}",
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="bench")
@@ -91,26 +115,7 @@ def main() -> None:
     if not (src / "config.json").exists():  # in a child: this process stays small, so children do not inherit its RSS
         subprocess.run([sys.executable, "-m", "dshub.cli", "synth", str(src), "--preset", args.preset], env=env, check=True)
     vendor = llama_cpp_vendor(args.workdir)
-    for f in src.iterdir():  # warm the page cache for both contenders, holding nothing
-        with open(f, "rb") as fh:
-            while fh.read(8 << 20):
-                pass
-
-    ours_dir, ref_path = args.workdir / "dshub-out", args.workdir / "llama-cpp-out.gguf"
-    shutil.rmtree(ours_dir, ignore_errors=True)
-    ref_path.unlink(missing_ok=True)
-    ours = timed([sys.executable, "-m", "dshub.cli", "convert", str(src), "--to", "gguf", "--quant", args.quant, "--out",
-                  str(ours_dir), "--workers", str(args.workers), "--device", "cpu"], env)
-    ref = timed([sys.executable, "-c", RUNNER, str(vendor), str(src), str(ref_path), args.quant.lower()],
-                {**os.environ, "NO_LOCAL_GGUF": "1"})
-    out_file = next(ours_dir.glob("*.gguf"))
-    doc = {
-        "preset": args.preset, "quant": args.quant, "workers": args.workers, "input_bytes": sum(f.stat().st_size for f in src.iterdir()),
-        "output_bytes": out_file.stat().st_size, "dshub": ours, "llama_cpp_convert_hf_to_gguf": ref,
-        "time_ratio": round(ours["wall_s"] / ref["wall_s"], 3), "rss_ratio": round(ours["peak_rss_mb"] / ref["peak_rss_mb"], 3),
-        "targets": TARGETS, "output_check": compare(out_file, ref_path), "llama_cpp_python": vendor.parts[-3],
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}",
-    }
+    doc = {"preset": args.preset, **run_pair(src, args.quant, args.quant.lower(), args.workers, args.workdir, vendor, env)}
     print(json.dumps(doc, indent=2))
     if args.results:
         append_results(repo / "bench" / "RESULTS.md", doc)

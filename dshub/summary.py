@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dshub.arch import family_for, spec_for
+from dshub.arch import Role, family_for, spec_for
 from dshub.checkpoint.reader import Checkpoint
 from dshub.checkpoint.shapes import open_for_planning
 from dshub.converters.sizing import planned_bytes, target_options
@@ -57,7 +57,7 @@ def checkpoint_info(path: str | Path) -> dict[str, Any]:
         "model_type": cfg.get("model_type"),
         "layers": spec.num_layers,
         "mtp_layers": spec.num_mtp_layers,
-        "dense_layers": cfg.get("first_k_dense_replace"),
+        "dense_layers": len({t.layer for t in spec if t.role is Role.DENSE_MLP and not t.mtp}),
         "hidden_size": cfg.get("hidden_size"),
         "attention": {"heads": cfg.get("num_attention_heads"), "kv_heads": cfg.get("num_key_value_heads"),
                       "q_lora_rank": cfg.get("q_lora_rank"),

@@ -67,3 +67,17 @@ def _dequant(packed: torch.Tensor, scale: torch.Tensor, block: int, out_dtype: t
         s = e8m0_to_f32(s_all[r0:r1]).repeat_interleave(block, dim=-1)[:, :k]
         out[r0:r1] = lut[codes.long()] * s
     return out.reshape(*packed.shape[:-1], k)
+
+
+def repack_gguf(packed: torch.Tensor, scale: torch.Tensor, block: int = MX_BLOCK) -> torch.Tensor:
+    """MXFP4 codes `[rows, K/2]` + e8m0 scales `[rows, K/32]` as ggml `block_mxfp4` bytes `[rows, K/32*17]`: per
+    group the scale byte, then 16 bytes whose low nibble is element j and high nibble element j+16. Only bits move:
+    the e2m1 codes index the same table in ggml (kvalues_mxfp4 doubled, scale halved), so values are unchanged."""
+    rows, k, nblk = check_shapes(packed, scale, block)
+    if block != MX_BLOCK or k % MX_BLOCK:
+        raise ValueError(f"GGUF MXFP4 needs rows of whole {MX_BLOCK}-groups, got {k} elements")
+    b = packed.reshape(rows, nblk, MX_BLOCK // 2).view(torch.uint8)
+    codes = torch.stack((b & 0xF, b >> 4), dim=-1).reshape(rows, nblk, MX_BLOCK)
+    qs = codes[..., :16] | (codes[..., 16:] << 4)
+    s = scale.reshape(rows, nblk, 1).view(torch.uint8)
+    return torch.cat((s, qs), dim=-1).reshape(rows, nblk * 17).contiguous()

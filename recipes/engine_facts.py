@@ -94,17 +94,8 @@ def version_key(v: str) -> tuple[int, ...]:
 
 
 # The facts of one released model on one engine are its family module's (`Release.engines` in dshub.arch); this
-# module keeps only the releases no family module models yet.
-# DeepSeek-V4 (serving.md §1.6; vllm recipes V4 guide, sglang docs, llama.cpp#22319): stated only until its family
-# module lands (the V4 issue moves these rows there).
-STATED_RELEASES: dict[tuple[str, str], ServingFacts] = {
-    ("vllm", "v4"): ServingFacts(
-        "deepseek_v4", "deepseek_v4", None, "deepseek_v4", "0.20.0", "vllm recipes: V4 needs vLLM >= 0.20",
-        # V4 on MI300X is unsupported (vllm recipes V4 guide).
-        mtp_tokens=2, extra_args=("--block-size", "256"), unsupported_vendors=frozenset({"amd"})),
-    ("sglang", "v4"): ServingFacts("deepseek-v4", "deepseekv4", unsupported_vendors=frozenset({"amd"})),
-    ("llamacpp", "v4"): ServingFacts(notes=("DeepSeek-V4 GGUF support is tracked in llama.cpp#22319.",)),
-}
+# table keeps only releases no family module models (none today: DeepSeek-V4's moved to dshub.arch.deepseek_v4).
+STATED_RELEASES: dict[tuple[str, str], ServingFacts] = {}
 
 
 def family_facts(engine_name: str, release: str) -> ServingFacts:

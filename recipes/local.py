@@ -16,6 +16,8 @@ SHIPPED_BY_QUANT_METHOD: dict[str, str] = {"fp8": "fp8", "compressed-tensors": "
 
 def _shipped(config: dict[str, Any], encoding: str | None) -> str:
     qc = config.get("quantization_config") or {}
+    if qc.get("quant_method") == "fp8" and qc.get("expert_dtype", config.get("expert_dtype")) == "fp4":
+        return "fp4-fp8"  # DeepSeek-V4: MXFP4 routed experts, block FP8 elsewhere
     if qc.get("quant_method") in SHIPPED_BY_QUANT_METHOD:
         return SHIPPED_BY_QUANT_METHOD[qc["quant_method"]]
     return {"fp8-block": "fp8"}.get(encoding or "", encoding or "bf16")
@@ -39,8 +41,13 @@ def local_info(path: Path) -> ModelInfo:
     info = info_from_config(ckpt.config, name=path.name, hub_id=None, family=release_of(ckpt.config, path.name, path),
                             shipped=_shipped(ckpt.config, ckpt.encoding.name), source="local", path=str(path),
                             component_of_out=component_of)
+    return replace(info, stored_bytes=stored_components(ckpt, component_of))
+
+
+def stored_components(ckpt: Checkpoint, component_of: dict[str, str]) -> dict[str, int]:
+    """The bytes a checkpoint stores, per planner component (scales and packed forms count with their module)."""
     stored: dict[str, int] = {}
     for tensor in ckpt.weight_map:
         comp = component_of.get(tensor) or component_of.get(module_of(tensor), "other")
         stored[comp] = stored.get(comp, 0) + ckpt.entry(tensor).nbytes
-    return replace(info, stored_bytes=dict(sorted(stored.items())))
+    return dict(sorted(stored.items()))

@@ -10,8 +10,9 @@ from the model's family module (dshub.arch) exactly as for a local checkpoint. S
 - DeepSeek-R1-Distill-Qwen-1.5B/7B/14B/32B (Qwen2ForCausalLM) and -Llama-8B/70B (LlamaForCausalLM): the
   `config.json` of each deepseek-ai/DeepSeek-R1-Distill-* repository (BF16 safetensors; the model cards recommend
   temperature 0.6, top-p 0.95, which their generation_config.json carries).
-- DeepSeek-V4: only what serving.md §1.6 states (parameter totals, checkpoint sizes, TP cap); its attention is not
-  MLA-compatible with the formulas here, so its KV cache is not modelled.
+- DeepSeek-V4-Flash, -Flash-Base and -Pro: the architecture fields of their config.json, kept in their family module
+  (dshub.arch.deepseek_v4 FLASH_DIMS, FLASH_BASE_DIMS, PRO_DIMS, with sources); parameter counts and the KV cache per
+  attention kind come from there; the TP cap and KV dtype from serving.md §1.6.
 """
 from __future__ import annotations
 
@@ -20,9 +21,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from dshub.arch.deepseek_v4 import FLASH_BASE_DIMS as V4_FLASH_BASE, FLASH_DIMS as V4_FLASH, PRO_DIMS as V4_PRO
 from dshub.errors import UsageError
 
-from dshub.recipes.local import local_info
+from dshub.checkpoint.shapes import shape_checkpoint
+from dshub.recipes.local import local_info, stored_components
 from dshub.formats.gguf_file import is_gguf_path
 from dshub.recipes.local_gguf import gguf_info
 from dshub.recipes.model_info import COMPONENTS, ModelInfo, info_from_config, module_of  # noqa: F401  (re-exported)
@@ -141,6 +144,9 @@ class CatalogEntry:
     max_tp_source: str = ""
     default_kv_dtype: str | None = None  # a KV cache dtype the model's recipe sets (vLLM/SGLang)
     sampling: Sampling | None = None  # recommended sampling (llama-server flags); None where the card states none
+    # the release stores exactly its family's release layout (dshub.checkpoint.shapes): its bytes as shipped are
+    # that layout's, tensor by tensor, not a per-parameter estimate (DeepSeek-V4's MXFP4 experts)
+    sized_by_layout: bool = False
 
 
 CATALOG: tuple[CatalogEntry, ...] = (
@@ -168,14 +174,15 @@ CATALOG: tuple[CatalogEntry, ...] = (
                    "r1_distill_qwen" if k.startswith("qwen") else "r1_distill_llama", "bf16", dims,
                    sampling=R1_DISTILL_SAMPLING)
       for k, dims in DISTILL_DIMS.items()),
-    # serving.md §1.6: V4-Flash 284B total / 13B active, ~160-167 GB, 1M context.
-    CatalogEntry("deepseek-v4-flash", "deepseek-ai/DeepSeek-V4-Flash", "v4", "fp4-fp8", None,
-                 stated_params=284_000_000_000, stated_active=13_000_000_000, stated_bytes=167_000_000_000,
-                 stated_max_context=1_048_576, default_kv_dtype="fp8"),  # V4 base args: --kv-cache-dtype fp8
-    # serving.md §1.6: V4-Pro 1.6T / 49B, ~865-893 GB; TP16 breaks the FP8 128-blocks (vllm#42384, recipes PR#567).
-    CatalogEntry("deepseek-v4-pro", "deepseek-ai/DeepSeek-V4-Pro", "v4", "fp4-fp8", None,
-                 stated_params=1_600_000_000_000, stated_active=49_000_000_000, stated_bytes=893_000_000_000,
-                 stated_max_context=1_048_576, max_tp=8, default_kv_dtype="fp8",
+    # serving.md §1.6: V4-Flash 284B total / 13B active, 1M context; V4 base args: --kv-cache-dtype fp8.
+    CatalogEntry("deepseek-v4-flash", "deepseek-ai/DeepSeek-V4-Flash", "v4", "fp4-fp8", dict(V4_FLASH), sized_by_layout=True,
+                 default_kv_dtype="fp8"),
+    # V4-Flash-Base: the same architecture with block-FP8 experts (expert_dtype fp8, F32 scales).
+    CatalogEntry("deepseek-v4-flash-base", "deepseek-ai/DeepSeek-V4-Flash-Base", "v4", "fp8", dict(V4_FLASH_BASE), sized_by_layout=True,
+                 default_kv_dtype="fp8"),
+    # serving.md §1.6: V4-Pro 1.6T / 49B; TP16 breaks the FP8 128-blocks (vllm#42384, recipes PR#567).
+    CatalogEntry("deepseek-v4-pro", "deepseek-ai/DeepSeek-V4-Pro", "v4", "fp4-fp8", dict(V4_PRO), sized_by_layout=True,
+                 max_tp=8, default_kv_dtype="fp8",
                  max_tp_source="MoE 3072/16 = 192 is not a multiple of 128 (vllm#42384, #45784; recipes PR#567)"),
 )
 
@@ -193,8 +200,11 @@ def _catalog_info(name: str) -> ModelInfo:
                          params={"total": e.stated_params or 0}, max_context=e.stated_max_context or 0,
                          max_tp=e.max_tp, max_tp_source=e.max_tp_source, stated_bytes=e.stated_bytes,
                          stated_active=e.stated_active, default_kv_dtype=e.default_kv_dtype)
-    info = info_from_config(e.config, name=e.name, hub_id=e.hub_id, family=e.family, shipped=e.shipped, source="catalog")
-    return replace(info, default_kv_dtype=e.default_kv_dtype)
+    component_of: dict[str, str] = {}
+    info = info_from_config(e.config, name=e.name, hub_id=e.hub_id, family=e.family, shipped=e.shipped, source="catalog",
+                            component_of_out=component_of)
+    stored = stored_components(shape_checkpoint(e.config), component_of) if e.sized_by_layout else {}
+    return replace(info, default_kv_dtype=e.default_kv_dtype, stored_bytes=stored)
 
 
 def sampling_for(name: str) -> Sampling | None:

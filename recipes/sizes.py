@@ -84,9 +84,12 @@ def _components(model: ModelInfo, target: str, values: dict[str, Any]) -> dict[s
     try:
         ckpt = _source(model)
         without = planned_bytes(ckpt, target_options(target, **values, **_mtp_options(target, False)))
-        full = planned_bytes(ckpt, target_options(target, **values, **_mtp_options(target, True))) if model.mtp_layers else without
     except DshubError:
         return None
+    try:
+        full = planned_bytes(ckpt, target_options(target, **values, **_mtp_options(target, True))) if model.mtp_layers else without
+    except DshubError:  # the target leaves the MTP layers out for this family (DeepSeek-V4 GGUF): nothing to add
+        full = without
     config = ckpt.config
     fam = family_for(config)
     _, component_of = breakdown(fam.inventory(config), fam.planner.components)

@@ -83,6 +83,24 @@ def tiny_v32_bf16(tiny_v32: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     return _bf16(tiny_v32, tmp_path_factory)
 
 
+@pytest.fixture(scope="session")
+def tiny_v4(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny DeepSeek-V4 checkpoint (original names, MXFP4 experts, e8m0 scales); read-only."""
+    from dshub.checkpoint.synth import write_synthetic
+
+    out = tmp_path_factory.mktemp("synth") / "tiny-v4"
+    write_synthetic(out, "tiny-v4", seed=0)
+    return out
+
+
+@pytest.fixture
+def tiny_v4_copy(tiny_v4: Path, tmp_path: Path) -> Path:
+    """A private copy of the tiny V4 checkpoint that a test may damage."""
+    dst = tmp_path / "v4"
+    shutil.copytree(tiny_v4, dst)
+    return dst
+
+
 @pytest.fixture
 def cli():
     """Invoke the dshub CLI in-process; returns the click Result."""

@@ -6,6 +6,7 @@ from collections import Counter
 
 from dshub.checkpoint.reader import Checkpoint
 from dshub.hub.layout import source_name
+from dshub.errors import UsageError
 from dshub.formats.gguf_file import KV, file_size, split_kvs, split_names, split_tensors, write_gguf
 from dshub.formats.gguf_layout import forced_f32, gguf_mapping, map_tensors
 from dshub.formats.gguf_metadata import arch_kvs, general_kvs, llama_cpp_caveats, size_label
@@ -18,6 +19,26 @@ from dshub.converters.gguf.imatrix import load_imatrix, slices_for
 from dshub.converters.gguf.backend import choose_backend, imatrix_missing, require_imatrix
 from dshub.converters.gguf.policy import TOKEN_RESERVE
 from dshub.formats.gguf_tokenizer import load_vocab_kvs, read_json_object
+
+NATIVE_ONLY = "MXFP4_MOE"  # the scheme that exists to keep a release's MXFP4 experts (DeepSeek-V4) lossless
+
+
+def family_types(ckpt: Checkpoint, opts: GGUFOptions, mapped: list) -> dict[str, str]:
+    """GGUF name -> the type the family keeps it as (its `source_types`, from each tensor's stored dtype); a
+    --tensor-type rule that names the tensor wins over the scheme-dependent ones (not over tables and F32 sources)."""
+    g = gguf_mapping(ckpt.config)
+    if g.source_types is None:
+        return {}
+    scheme = get_scheme(opts.quant).name
+    rules = parse_tensor_types(list(opts.tensor_type))
+    out = {}
+    for name, shape, src in mapped:
+        dtype = ckpt.entry(src.names[0]).dtype
+        t = g.source_types(name, shape, dtype, scheme)
+        if t is not None and (t == g.source_types(name, shape, dtype, "") or not any(rx.search(name) for rx, _ in rules)):
+            out[name] = t
+    return out
+
 
 def model_name(ckpt: Checkpoint, opts: GGUFOptions) -> str:
     """general.name and the file names: the `name` option, else the model's name (an HF cache snapshot's repository
@@ -51,9 +72,13 @@ class GGUFConverter(Converter):
     def plan(self, ckpt: Checkpoint, opts: GGUFOptions) -> ConversionPlan:
         keep_mtp = opts.mtp
         mapped = map_tensors(ckpt.config, mtp=keep_mtp)
-        ctx = SchemeContext(ckpt.config, tuple((n, s) for n, s, _ in mapped if not forced_f32(n, s)))
+        fixed = family_types(ckpt, opts, mapped)
+        ctx = SchemeContext(ckpt.config, tuple((n, s) for n, s, _ in mapped if not forced_f32(n, s) and n not in fixed))
         scheme, type_fn = resolve(opts, ctx)
-        planned = plan_tensors(mapped, type_fn)
+        planned = plan_tensors(mapped, type_fn, fixed)
+        if scheme.name == NATIVE_ONLY and "MXFP4" not in fixed.values():
+            raise UsageError(f"--quant {scheme.name} keeps MXFP4 experts as they are stored; {ckpt.root} has none "
+                             "(choose a type such as Q8_0 or Q4_K_M)")
         imatrix = str(opts.imatrix) if opts.imatrix else None
         if not opts.dry_run:
             require_imatrix(planned, imatrix)

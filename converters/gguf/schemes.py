@@ -86,6 +86,8 @@ def _pure(type_name: str) -> Callable[[SchemeContext], TypeFn]:
 PURE_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1")
 for _t in PURE_TYPES:
     register_scheme(_t)(_pure(_t))
+# llama.cpp's MOSTLY_MXFP4_MOE: MXFP4 experts kept as stored (the family's source types decide those), the rest Q8_0.
+register_scheme("MXFP4_MOE")(_pure("Q8_0"))
 
 
 def parse_tensor_types(specs: list[str]) -> list[tuple[re.Pattern[str], str]]:

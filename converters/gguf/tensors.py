@@ -13,8 +13,9 @@ from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
-from dshub.arch import family_for
-from dshub.arch.spec import fp8_scale_name
+from dshub.arch import family_for, spec_for
+from dshub.arch.spec import INT_TABLE_DTYPES, MXFP4_CODE_DTYPES, fp8_scale_name
+from dshub.quant.mxfp4 import repack_gguf
 from dshub.checkpoint.reader import Checkpoint, read_span
 from dshub.errors import CheckpointError
 from dshub.formats.gguf_file import TensorInfo
@@ -52,10 +53,16 @@ class PlannedTensor:
                 "asked": self.asked, **({"note": self.note} if self.note else {})}
 
 
-def plan_tensors(mapped: list[tuple[str, tuple[int, ...], Source]], type_fn: TypeFn) -> list[PlannedTensor]:
-    """Give each mapped tensor its ggml type: F32 where llama.cpp forces it, else the scheme's, with row-size fallback."""
+def plan_tensors(mapped: list[tuple[str, tuple[int, ...], Source]], type_fn: TypeFn,
+                 fixed: dict[str, str] | None = None) -> list[PlannedTensor]:
+    """Give each mapped tensor its ggml type: the family's `fixed` type (what llama.cpp's converter keeps it as), F32
+    where llama.cpp forces it, else the scheme's, with row-size fallback."""
     planned = []
+    fixed = fixed or {}
     for name, shape, src in mapped:
+        if name in fixed:
+            planned.append(PlannedTensor(TensorInfo(name, shape, fixed[name]), src, fixed[name], "kept as the family's converter keeps it"))
+            continue
         if forced_f32(name, shape):
             planned.append(PlannedTensor(TensorInfo(name, shape, "F32"), src, "F32", "kept in F32 (norm, bias or router)"))
             continue
@@ -76,7 +83,8 @@ def read_rows(path: Path, e: TensorEntry, r0: int, r1: int) -> torch.Tensor:
 
 
 class SourceReader:
-    """Float32 values of checkpoint tensors, block-FP8 dequantized exactly (fp32(w) * fp32(scale_inv))."""
+    """Float32 values of checkpoint tensors, block-FP8 dequantized exactly (fp32(w) * fp32(scale_inv)), MXFP4 codes
+    decoded exactly (e2m1 * 2^(e-127))."""
 
     def __init__(self, ckpt: Checkpoint, device: str = "cpu", backend: str = "torch"):
         self.ckpt = ckpt
@@ -84,6 +92,27 @@ class SourceReader:
         self.backend = backend  # the CPU quantizers ("torch" or "ggml") where the device has no kernel
         self.block = ckpt.encoding.block or (128, 128)
         self.dequant = get_codec("fp8_block_dequant_f32", "cpu")
+        self.dequant_mx = get_codec("mxfp4_dequant_f32", "cpu")
+        spec = spec_for(ckpt.config)
+        self.scales = {t.name: t.scale_name for t in spec if t.quantized}  # the family's scale names
+        self.mxfp4 = {t.name for t in spec if t.mxfp4}
+
+    def scale_entry(self, name: str, path: Path) -> tuple[Path, TensorEntry]:
+        sname = self.scales.get(name) or fp8_scale_name(name)
+        if sname not in self.ckpt.weight_map:
+            raise CheckpointError(f"quantized weight without {sname}", path=str(path), show_path=self.ckpt.weight_map[name], tensor=name)
+        return self.entry(sname)
+
+    def raw(self, name: str) -> torch.Tensor:
+        """A tensor as stored (no decoding)."""
+        path, e = self.entry(name)
+        return read_rows(path, e, 0, e.shape[0] if len(e.shape) == 2 else 1).reshape(e.shape)
+
+    def mxfp4_blocks(self, name: str) -> torch.Tensor:
+        """An MXFP4 weight as ggml `block_mxfp4` bytes, without decoding (see dshub.quant.mxfp4.repack_gguf)."""
+        path, _ = self.entry(name)
+        spath, se = self.scale_entry(name, path)
+        return repack_gguf(self.raw(name), read_rows(spath, se, 0, se.shape[0]))
 
     def entry(self, name: str) -> tuple[Path, TensorEntry]:
         return self.ckpt.shard_path(self.ckpt.weight_map[name]), self.ckpt.entry(name)
@@ -95,11 +124,11 @@ class SourceReader:
     def rows(self, name: str, r0: int, r1: int) -> torch.Tensor:
         path, e = self.entry(name)
         w = read_rows(path, e, r0, r1)
+        if name in self.mxfp4 and e.dtype in MXFP4_CODE_DTYPES:
+            spath, se = self.scale_entry(name, path)
+            return self.dequant_mx(w, read_rows(spath, se, r0, r1))
         if e.dtype.startswith("F8_"):
-            sname = fp8_scale_name(name)
-            if sname not in self.ckpt.weight_map:
-                raise CheckpointError(f"FP8 weight without {sname}", path=str(path), show_path=self.ckpt.weight_map[name], tensor=name)
-            spath, se = self.entry(sname)
+            spath, se = self.scale_entry(name, path)
             br = self.block[0]
             s = read_rows(spath, se, r0 // br, math.ceil(r1 / br)).to(torch.float32)
             return self.dequant(w, s, self.block)
@@ -162,11 +191,26 @@ def jobs(reader: SourceReader, p: PlannedTensor) -> Iterator[Job]:
         raise ValueError(f"unknown source kind {src.kind}")
 
 
+def stored_bytes(reader: SourceReader, p: PlannedTensor) -> Iterator[Any] | None:
+    """The tensor's bytes straight from the stored values where no float round trip is wanted: MXFP4 sources kept as
+    GGUF MXFP4 (a lossless repack) and integer tables kept as I32; None for every other tensor."""
+    names = p.source.names
+    if p.info.ggml_type == "MXFP4" and all(n in reader.mxfp4 and reader.entry(n)[1].dtype in MXFP4_CODE_DTYPES for n in names):
+        return (reader.mxfp4_blocks(n).numpy() for n in names)
+    if p.info.ggml_type == "I32" and p.source.kind == "tensor" and reader.entry(names[0])[1].dtype in INT_TABLE_DTYPES:
+        return iter([reader.raw(names[0]).to(torch.int32).numpy()])
+    return None
+
+
 def produce(reader: SourceReader, p: PlannedTensor, workers: int = 1, imatrix: Any = None) -> Iterable[Any]:
     """The tensor's GGUF bytes, chunk by chunk; with workers > 1, up to `workers` chunks are computed ahead.
 
     `imatrix` (float32 [slices, ne0], see converters.gguf.imatrix) selects llama-quantize's importance-weighted paths.
     """
+    raw = stored_bytes(reader, p)
+    if raw is not None:
+        yield from raw
+        return
     codec = get_codec(f"gguf_{p.info.ggml_type}", reader.device, reader.backend)  # GPU kernels take and return host tensors
     if imatrix is not None:  # the same registered codec, given each expert's (or the tensor's) importance row
         expert = {n: i for i, n in enumerate(p.source.names)} if p.source.kind == "experts" else {}

@@ -51,6 +51,7 @@ class GGUFDerived:
     suffix: str
     vtype: str
     value: Callable[[Config], Any]
+    sub: str | None = None  # element type (VT member name) when `vtype` is "ARRAY"
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class GGUFExperts:
     name: str  # GGUF name after `blk.N.`, with {proj}
     source: str  # HF name after the layer prefix, with {expert} and {proj}
     count_key: str  # config.json field holding the number of experts
+    proj_names: Mapping[str, str] = field(default_factory=dict)  # HF projection -> GGUF one where they differ (w1 -> gate)
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,12 @@ class GGUFMapping:
     # tensors computed from config.json alone (llama3's rope_freqs), global (no `blk.N.` prefix); source names none
     generated: Callable[[Config], tuple[GGUFPart, ...]] = lambda config: ()
     generated_values: Callable[[str, Config], list[float]] = lambda kind, config: []  # a generated part's values
+    # HF tensors llama.cpp's converter drops (unused by its loader), by config
+    skipped: Callable[[Config], frozenset[str]] = lambda config: frozenset()
+    # (GGUF name, numpy shape, source dtype, --quant scheme) -> the ggml type the tensor keeps, as llama.cpp's
+    # converter forces it for this family; None where the scheme decides
+    source_types: Callable[[str, tuple[int, ...], str, str], str | None] | None = None
+    mtp_refusal: str | None = None  # why `--mtp` is refused for this family (None: MTP blocks are written)
 
     def key(self, suffix: str) -> str:
         return f"{self.arch}.{suffix}"

@@ -28,6 +28,11 @@ FLOAT_DTYPES: frozenset[str] = frozenset({"BF16", "F16", "F32"})
 FP8_WEIGHT_DTYPES: frozenset[str] = frozenset({"F8_E4M3"})  # a block-FP8 linear weight (fmt e4m3)
 FP8_SCALE_DTYPES: frozenset[str] = frozenset({"F32"})  # its weight_scale_inv, unless the family says otherwise
 DTYPES_BY_ROLE: dict[Role, frozenset[str]] = {role: FLOAT_DTYPES for role in Role}  # norms, routers, embeddings: float
+# MXFP4 (OCP microscaling) weights: two e2m1 codes per byte `[out, in/2]`, one e8m0 scale per 32 inputs `[out, in/32]`.
+MXFP4_CODE_DTYPES: frozenset[str] = frozenset({"I8", "U8"})
+MXFP4_SCALE_DTYPES: frozenset[str] = frozenset({"F8_E8M0", "U8"})
+MXFP4_GROUP = 32
+INT_TABLE_DTYPES: frozenset[str] = frozenset({"I32", "I64"})
 
 
 def fp8_scale_name(weight: str) -> str:
@@ -37,7 +42,12 @@ def fp8_scale_name(weight: str) -> str:
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One expected tensor. `linear` weights are [out, in]; `fp8` ones carry a `_scale_inv` in block-FP8 checkpoints."""
+    """One expected tensor. `linear` weights are [out, in]; `fp8` ones carry a `_scale_inv` in block-FP8 checkpoints.
+
+    `scale` names the scale tensor where a family does not use `_scale_inv` (DeepSeek-V4: `<x>.scale`); `mxfp4`
+    weights are stored as MXFP4 codes (`shape` stays the logical [out, in]); `dtypes` replaces the role's floats
+    (integer tables), whose values must lie in [0, `max_value`).
+    """
 
     name: str
     shape: tuple[int, ...]
@@ -47,6 +57,10 @@ class TensorSpec:
     linear: bool = False
     fp8: bool = False
     mtp: bool = False  # belongs to an MTP (next-n) layer
+    scale: str | None = None
+    mxfp4: bool = False
+    dtypes: frozenset[str] | None = None
+    max_value: int | None = None
 
     @property
     def numel(self) -> int:
@@ -54,12 +68,29 @@ class TensorSpec:
 
     @property
     def scale_name(self) -> str:
-        return fp8_scale_name(self.name)
+        return self.scale or fp8_scale_name(self.name)
+
+    @property
+    def quantized(self) -> bool:
+        """Stored with a scale tensor beside it (block FP8 or MXFP4)."""
+        return self.fp8 or self.mxfp4
+
+    @property
+    def stored_shape(self) -> tuple[int, ...]:
+        """The shape on disk: MXFP4 packs two codes per byte along the input dimension."""
+        return (*self.shape[:-1], self.shape[-1] // 2) if self.mxfp4 else self.shape
+
+    def mxfp4_scale_shape(self) -> tuple[int, ...]:
+        return (*self.shape[:-1], math.ceil(self.shape[-1] / MXFP4_GROUP))
 
     def allowed_dtypes(self, fp8_checkpoint: bool) -> frozenset[str]:
-        """The stored dtypes this tensor may have: its role's floats, plus FP8 for an FP8 linear of an FP8 checkpoint."""
+        """The stored dtypes this tensor may have: its role's floats, plus FP8 for an FP8 linear of an FP8 checkpoint
+        (MXFP4 codes for an MXFP4 one; a table's own integer dtypes)."""
+        if self.dtypes is not None:
+            return self.dtypes
         fp8 = FP8_WEIGHT_DTYPES if fp8_checkpoint and self.fp8 else frozenset()
-        return DTYPES_BY_ROLE[self.role] | fp8
+        mx = MXFP4_CODE_DTYPES if self.mxfp4 else frozenset()
+        return DTYPES_BY_ROLE[self.role] | fp8 | mx
 
 
 @dataclass
@@ -74,6 +105,7 @@ class ArchSpec:
     experts_per_token: int = 0
     num_experts: int = 0
     scale_dtypes: frozenset[str] = FP8_SCALE_DTYPES  # the family's allowed weight_scale_inv dtypes
+    release_scale_dtype: str = "F32"  # the dtype the release stores FP8 block scales in (DeepSeek-V4: F8_E8M0)
 
     def __iter__(self) -> Iterator[TensorSpec]:
         return iter(self.tensors)

@@ -206,7 +206,7 @@ def read_span(path: Path, start: int, nbytes: int, tensor: str) -> torch.Tensor:
 
 def read_entry(path: Path, entry: TensorEntry) -> torch.Tensor:
     """Read one tensor's bytes from `path` into a fresh tensor of its dtype and shape (a dtype torch cannot hold,
-    e.g. U16 or F8_E8M0, is a CheckpointError naming file and tensor)."""
+    e.g. U16, is a CheckpointError naming file and tensor)."""
     dtype = ST_TO_TORCH.get(entry.dtype)
     if dtype is None:
         raise CheckpointError(f"dtype {entry.dtype} cannot be read as a tensor", path=str(path), show_path=path.name, tensor=entry.name)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from dshub.arch import spec_for
-from dshub.arch.spec import ArchSpec, Role
+from dshub.arch.spec import ArchSpec, Role, TensorSpec
 from dshub.checkpoint.header import ShardHeader, TensorEntry
 from dshub.checkpoint.reader import INDEX_NAME, SINGLE_NAME, Checkpoint, load_config, pickle_files
 from dshub.checkpoint.writer import TensorDecl, shard_size
@@ -21,17 +21,28 @@ SHAPES_SHARD = "model.safetensors"  # the one in-memory shard of a shape checkpo
 FP8_BLOCK = 128
 
 
-def release_dtype(spec_role: Role, fp8: bool) -> str:
-    return "F8_E4M3" if fp8 else ("F32" if spec_role is Role.ROUTER_BIAS else "BF16")
+def release_dtype(t: TensorSpec) -> str:
+    """The dtype a release stores `t` in: FP8 / MXFP4 codes for quantized linears, a table's or an F32-only
+    tensor's own dtype, F32 router bias, BF16 elsewhere."""
+    if t.mxfp4:
+        return "I8"
+    if t.fp8:
+        return "F8_E4M3"
+    if t.dtypes is not None:
+        return "F32" if "F32" in t.dtypes else min(t.dtypes)  # integer tables: the narrowest (I32)
+    return "F32" if t.role is Role.ROUTER_BIAS else "BF16"
 
 
 def release_layout(spec: ArchSpec) -> list[TensorDecl]:
-    """Every stored tensor of the release, in canonical order; each FP8 weight followed by its scale."""
+    """Every stored tensor of the release, in canonical order; each quantized weight followed by its scale."""
     decls: list[TensorDecl] = []
     for t in spec:
-        decls.append(TensorDecl(t.name, release_dtype(t.role, t.fp8), t.shape))
-        if t.fp8:
-            decls.append(TensorDecl(t.scale_name, "F32", (math.ceil(t.shape[0] / FP8_BLOCK), math.ceil(t.shape[1] / FP8_BLOCK))))
+        decls.append(TensorDecl(t.name, release_dtype(t), t.stored_shape))
+        if t.mxfp4:
+            decls.append(TensorDecl(t.scale_name, "F8_E8M0", t.mxfp4_scale_shape()))
+        elif t.fp8:
+            decls.append(TensorDecl(t.scale_name, spec.release_scale_dtype,
+                                    (math.ceil(t.shape[0] / FP8_BLOCK), math.ceil(t.shape[1] / FP8_BLOCK))))
     return decls
 
 

@@ -1,6 +1,6 @@
 """Synthetic checkpoints with the real layout and a real tokenizer: DeepSeek-V3 and V3.2 (block-FP8 weights, F32
-scales, MTP layer, index; a tokenizer.json or Kimi's tiktoken vocabulary) and the R1 distills' dense Qwen2 / Llama
-decoders (BF16, as released)."""
+scales, MTP layer, index; a tokenizer.json or Kimi's tiktoken vocabulary), DeepSeek-V4 under its original names (e8m0
+scales, MXFP4 or FP8 experts, hash-routing tables) and the R1 distills' dense Qwen2 / Llama decoders (BF16)."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,9 @@ from typing import Any
 import torch
 
 from dshub.arch import spec_for
-from dshub.arch.spec import Role, TensorSpec
+from dshub.arch.deepseek_v4 import EXAMPLE as V4_EXAMPLE
+from dshub.arch.spec import MXFP4_GROUP, Role, TensorSpec
+from dshub.quant.mxfp4 import E2M1_VALUES
 from dshub.errors import UsageError
 from dshub.fsutil import atomic_open, write_json_atomic
 from dshub.checkpoint.shapes import release_layout
@@ -34,7 +36,7 @@ class Preset:
     yarn: bool = False
     config: dict[str, Any] | None = None  # config.json fields set over the DeepSeek-V3 ones (another family's)
     tokenizer: str = "tokenizer.json"  # or "tiktoken": Kimi's tiktoken.model layout (synth_tiktoken)
-    family: str = "deepseek_v3"  # which config builder (CONFIGS) and tokenizer (TOKENIZER_PRE) the preset uses
+    family: str = "deepseek_v3"  # which config.json writer (CONFIG_WRITERS) and tokenizer (TOKENIZER_PRE) the preset uses
 
 
 TINY_DIMS: dict[str, Any] = dict(
@@ -78,6 +80,15 @@ PRESETS: dict[str, Preset] = {
         config={"model_type": "kimi_k2"},
         tokenizer="tiktoken",
     ),
+    "tiny-v4": Preset(dict(V4_EXAMPLE), shard_bytes=1 << 20, family="deepseek_v4",
+                      description="DeepSeek-V4 layout: MXFP4 experts, e8m0 scales, a hash layer, every attention kind, MTP"),
+    "tiny-v4-base": Preset(dict(V4_EXAMPLE, expert_dtype="fp8"), shard_bytes=1 << 20, family="deepseek_v4",
+                           description="tiny-v4 as V4-Flash-Base ships: block-FP8 experts, F32 scales"),
+    "bench-v4": Preset(dict(V4_EXAMPLE, hidden_size=1024, num_attention_heads=8, head_dim=512, qk_rope_head_dim=64,
+                            q_lora_rank=512, o_groups=4, o_lora_rank=256, n_routed_experts=32, num_experts_per_tok=4,
+                            moe_intermediate_size=1024, index_n_heads=8, index_head_dim=128, sliding_window=128),
+                       shard_bytes=200 << 20, family="deepseek_v4",
+                       description="a few hundred MB of DeepSeek-V4 (MXFP4 experts, 32 per layer); for benchmarks"),
     "bench": Preset(
         dims=dict(hidden_size=2048, num_hidden_layers=4, first_k_dense_replace=1, num_attention_heads=16, q_lora_rank=768,
                   kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128, intermediate_size=5632,
@@ -113,15 +124,19 @@ DENSE_CONFIGS: dict[str, dict[str, Any]] = {
               "rope_theta": 500000.0, "tie_word_embeddings": False, "torch_dtype": "bfloat16", "use_cache": True},
 }
 # Which pre-tokenizer each family's synthetic tokenizer gets (synth_tokenizer.PRETOKENIZERS).
-TOKENIZER_PRE: dict[str, str] = {"deepseek_v3": "deepseek-v3", "qwen2": "qwen2", "llama": "llama3"}
+TOKENIZER_PRE: dict[str, str] = {"deepseek_v3": "deepseek-v3", "deepseek_v4": "deepseek-v3", "qwen2": "qwen2",
+                                 "llama": "llama3"}
 
 
 def make_config(preset: Preset, vocab_size: int) -> dict[str, Any]:
     """config.json as the hub writes it for the preset's family."""
-    if preset.family in DENSE_CONFIGS:
-        return dict(sorted({**DENSE_CONFIGS[preset.family], **preset.dims, "vocab_size": vocab_size,
-                            "bos_token_id": 0, "eos_token_id": 1, "transformers_version": "4.46.3"}.items()))
-    return make_v3_config(preset, vocab_size)
+    return CONFIG_WRITERS[preset.family](preset, vocab_size)
+
+
+def make_dense_config(preset: Preset, vocab_size: int) -> dict[str, Any]:
+    """config.json of an R1 distill (Qwen2 / Llama): the family's fields, then the preset's dimensions."""
+    return dict(sorted({**DENSE_CONFIGS[preset.family], **preset.dims, "vocab_size": vocab_size,
+                        "bos_token_id": 0, "eos_token_id": 1, "transformers_version": "4.46.3"}.items()))
 
 
 def make_v3_config(preset: Preset, vocab_size: int) -> dict[str, Any]:
@@ -180,17 +195,61 @@ def make_v3_config(preset: Preset, vocab_size: int) -> dict[str, Any]:
     return cfg
 
 
-def quantize_fp8_block(w: torch.Tensor, block: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
-    """Quantize fp32 `w` to e4m3 with one F32 scale (the `_scale_inv` multiplier) per block×block tile."""
+def make_v4_config(preset: Preset, vocab_size: int) -> dict[str, Any]:
+    """config.json as DeepSeek-V4's release writes it: legacy fields (compress_ratios, num_hash_layers,
+    qk_rope_head_dim), expert_dtype, FP8 quantization_config (ue8m0 scales beside MXFP4 experts)."""
+    d = dict(preset.dims)
+    qc = {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8", "weight_block_size": [128, 128]}
+    if d["expert_dtype"] == "fp4":
+        qc["scale_fmt"] = "ue8m0"
+    d.update(vocab_size=vocab_size, quantization_config=qc, bos_token_id=0, eos_token_id=1, hidden_act="silu",
+             attention_bias=False, tie_word_embeddings=False, torch_dtype="bfloat16", topk_method="noaux_tc",
+             rope_scaling={"beta_fast": 32, "beta_slow": 1, "factor": 4, "original_max_position_embeddings": 1024,
+                           "type": "yarn"})
+    return dict(sorted(d.items()))
+
+
+CONFIG_WRITERS = {"deepseek_v3": make_v3_config, "deepseek_v4": make_v4_config, "qwen2": make_dense_config,
+                  "llama": make_dense_config}
+
+
+def e8m0_scales(amax: torch.Tensor, code_max: float) -> torch.Tensor:
+    """The smallest power-of-two scales with amax / scale <= code_max, as float32 (what e8m0 holds)."""
+    exp = torch.ceil(torch.log2(amax.clamp(min=1e-30) / code_max)).clamp(-127, 127)
+    return torch.exp2(exp)
+
+
+def quantize_mxfp4(w: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """MXFP4 codes `[rows, cols/2]` (int8, low nibble = even element) and e8m0 scales `[rows, cols/32]` of `w`:
+    per 32-group a power-of-two scale, each value rounded to the nearest e2m1 code (ties to the even code)."""
+    rows, cols = w.shape
+    groups = w.view(rows, cols // MXFP4_GROUP, MXFP4_GROUP)
+    scale = e8m0_scales(groups.abs().amax(dim=-1), 6.0)
+    lut = torch.tensor(E2M1_VALUES[:8])
+    x = (groups / scale[..., None]).clamp(-6.0, 6.0)
+    mag = (x.abs()[..., None] - lut).abs().argmin(dim=-1)
+    codes = (mag | torch.where(x < 0, 8, 0)).view(rows, cols).to(torch.uint8)
+    packed = (codes[:, 0::2] | (codes[:, 1::2] << 4)).view(torch.int8)
+    return packed.contiguous(), scale.to(torch.float8_e8m0fnu).contiguous()
+
+
+def hash_table(vocab: int, top_k: int, n_experts: int, gen: torch.Generator) -> torch.Tensor:
+    """A hash-routing table: `top_k` distinct expert ids per token id (int32)."""
+    return torch.rand((vocab, n_experts), generator=gen).argsort(dim=1)[:, :top_k].to(torch.int32).contiguous()
+
+
+def quantize_fp8_block(w: torch.Tensor, block: int = 128, e8m0: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Quantize fp32 `w` to e4m3 with one scale (the `_scale_inv` multiplier) per block×block tile: F32, or with
+    `e8m0` a power of two stored as float8_e8m0fnu (DeepSeek-V4's ue8m0 scale format)."""
     rows, cols = w.shape
     rb, cb = math.ceil(rows / block), math.ceil(cols / block)
     padded = torch.zeros(rb * block, cb * block)
     padded[:rows, :cols] = w
     tiles = padded.view(rb, block, cb, block)
     amax = tiles.abs().amax(dim=(1, 3)).clamp(min=1e-12)
-    scale = (amax / FP8_MAX).float()
+    scale = e8m0_scales(amax, FP8_MAX) if e8m0 else (amax / FP8_MAX).float()
     q = (tiles / scale[:, None, :, None]).clamp(-FP8_MAX, FP8_MAX).view(rb * block, cb * block)[:rows, :cols]
-    return q.to(torch.float8_e4m3fn).contiguous(), scale.contiguous()
+    return q.to(torch.float8_e4m3fn).contiguous(), (scale.to(torch.float8_e8m0fnu) if e8m0 else scale).contiguous()
 
 
 def _values(t: TensorSpec, gen: torch.Generator) -> torch.Tensor:
@@ -214,12 +273,12 @@ def _values(t: TensorSpec, gen: torch.Generator) -> torch.Tensor:
     return w
 
 
-def plan_shards(decls: list[TensorDecl], shard_bytes: int) -> list[list[TensorDecl]]:
+def plan_shards(decls: list[TensorDecl], shard_bytes: int, scales: frozenset[str] = frozenset()) -> list[list[TensorDecl]]:
     """Group tensors (in order) into shards of about `shard_bytes`, never splitting a layer's scale from its weight."""
     shards: list[list[TensorDecl]] = [[]]
     size = 0
     for d in decls:
-        if shards[-1] and size + d.nbytes > shard_bytes and not d.name.endswith("_scale_inv"):
+        if shards[-1] and size + d.nbytes > shard_bytes and not (d.name.endswith("_scale_inv") or d.name in scales):
             shards.append([])
             size = 0
         shards[-1].append(d)
@@ -247,7 +306,7 @@ def write_synthetic(out: str | Path, preset: str = "tiny", seed: int = 0) -> dic
 
     decls = release_layout(spec)
     # HF writes the MTP layer into the last shard(s); our canonical spec order already puts it last.
-    shards = plan_shards(decls, p.shard_bytes)
+    shards = plan_shards(decls, p.shard_bytes, frozenset(t.scale_name for t in spec if t.quantized))
     n = len(shards)
     names = [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
     by_name = spec.by_name
@@ -258,9 +317,15 @@ def write_synthetic(out: str | Path, preset: str = "tiny", seed: int = 0) -> dic
             return cache.pop(d.name)
         t = by_name[d.name]
         gen = torch.Generator().manual_seed(seed * 1_000_003 + _stable_hash(d.name))
+        if t.max_value is not None:
+            return hash_table(t.shape[0], t.shape[1], t.max_value, gen)
         v = _values(t, gen)
+        if t.mxfp4:
+            q, s = quantize_mxfp4(v, gen)
+            cache[t.scale_name] = s
+            return q
         if t.fp8:
-            q, s = quantize_fp8_block(v)
+            q, s = quantize_fp8_block(v, e8m0=spec.release_scale_dtype == "F8_E8M0")
             cache[t.scale_name] = s
             return q
         return v.to(torch.float32 if d.dtype == "F32" else torch.bfloat16)

@@ -11,8 +11,8 @@ import torch
 from tqdm.auto import tqdm
 
 from dshub.arch import spec_for
-from dshub.arch.spec import FP8_WEIGHT_DTYPES, ArchSpec
-from dshub.checkpoint.reader import INDEX_NAME, Checkpoint, pickle_files, read_entry, scale_shape
+from dshub.arch.spec import FP8_WEIGHT_DTYPES, MXFP4_CODE_DTYPES, MXFP4_SCALE_DTYPES, ArchSpec
+from dshub.checkpoint.reader import INDEX_NAME, Checkpoint, pickle_files, read_entry, read_span, scale_shape
 from dshub.checkpoint.writer import ST_TO_TORCH
 from dshub.quant.registry import Registry
 from dshub.errors import CheckpointError, DshubError
@@ -94,12 +94,15 @@ def _architecture(ctx: VerifyContext) -> Iterator[Finding]:
             if packed & stored.keys():  # an INT4 checkpoint: the packed tensors stand in for the weight (check "int4")
                 expected |= packed
                 continue
-            yield _err("architecture", ctx.ckpt.weight_map.get(t.name), t.name, f"missing (the architecture needs {list(t.shape)})")
+            where = ctx.ckpt.weight_map.get(t.name) or (INDEX_NAME if (ctx.ckpt.root / INDEX_NAME).is_file() else None)
+            yield _err("architecture", where, t.name, f"missing (the architecture needs {list(t.shape)})")
             continue
         shard, e = stored[t.name]
-        if e.shape != t.shape:
-            yield _err("architecture", shard, t.name, f"shape {list(e.shape)}, the architecture needs {list(t.shape)}")
-        if fp8 and t.fp8:
+        want = t.stored_shape if e.dtype in MXFP4_CODE_DTYPES else t.shape
+        if e.shape != want:
+            packed = " (MXFP4: two codes per byte)" if want != t.shape else ""
+            yield _err("architecture", shard, t.name, f"shape {list(e.shape)}, the architecture needs {list(want)}{packed}")
+        if (fp8 and t.fp8) or t.mxfp4:
             expected.add(t.scale_name)
     for name in sorted(set(stored) - expected):
         yield _err("architecture", stored[name][0], name, "unexpected tensor (not part of the architecture)")
@@ -123,7 +126,10 @@ def _dtypes(ctx: VerifyContext) -> Iterator[Finding]:
         if t.scale_name not in stored:
             continue
         sshard, s = stored[t.scale_name]
-        if e.dtype not in FP8_WEIGHT_DTYPES:
+        if t.mxfp4 and e.dtype in MXFP4_CODE_DTYPES:
+            if s.dtype not in MXFP4_SCALE_DTYPES:
+                yield _err("dtypes", sshard, t.scale_name, f"stored as {s.dtype}; an MXFP4 scale is {_listed(MXFP4_SCALE_DTYPES)} (e8m0 bytes)")
+        elif e.dtype not in FP8_WEIGHT_DTYPES:
             yield _err("dtypes", sshard, t.scale_name, f"a scale beside {t.name}, which is {e.dtype}, not FP8 (a mixed or mislabelled checkpoint)")
         elif s.dtype not in ctx.spec.scale_dtypes:
             yield _err("dtypes", sshard, t.scale_name, f"stored as {s.dtype}; the architecture allows {_listed(ctx.spec.scale_dtypes)} for an FP8 scale")
@@ -165,18 +171,72 @@ def _scales(ctx: VerifyContext) -> Iterator[Finding]:
         if s.shape != want:
             yield _err("fp8-scales", sshard, t.scale_name, f"shape {list(s.shape)}, {list(want)} expected for {t.name} {list(w.shape)} in {block[0]}x{block[1]} blocks")
             continue
-        yield from _scale_values(ckpt, sshard, s)
+        yield from _scale_values(ckpt, sshard, s, pow2=_ue8m0(ckpt))
 
 
-def _scale_values(ckpt: Checkpoint, shard: str, entry: TensorEntry) -> Iterator[Finding]:
+def _ue8m0(ckpt: Checkpoint) -> bool:
+    """The checkpoint declares power-of-two (ue8m0) FP8 scales (DeepSeek-V3.1 and V4 releases)."""
+    return (ckpt.config.get("quantization_config") or {}).get("scale_fmt") == "ue8m0"
+
+
+def _scale_values(ckpt: Checkpoint, shard: str, entry: TensorEntry, pow2: bool = False) -> Iterator[Finding]:
     name = entry.name
     v = read_entry(ckpt.shard_path(shard), entry).to(torch.float32)  # by the shard that holds it, whatever the index says
     bad_nan = int((~torch.isfinite(v)).sum())
     bad_pos = int((v <= 0).sum())
     if bad_nan:
-        yield _err("fp8-scales", shard, name, f"{bad_nan} of {v.numel()} scales are NaN or Inf")
+        nan_byte = " (e8m0 byte 0xFF is NaN)" if entry.dtype == "F8_E8M0" else ""
+        yield _err("fp8-scales", shard, name, f"{bad_nan} of {v.numel()} scales are NaN or Inf{nan_byte}")
     if bad_pos:
         yield _err("fp8-scales", shard, name, f"{bad_pos} of {v.numel()} scales are zero or negative")
+    if pow2 and not bad_nan and not bad_pos:
+        off = int((torch.frexp(v).mantissa != 0.5).sum())
+        if off:
+            yield _err("fp8-scales", shard, name, f"{off} of {v.numel()} scales are not powers of two (scale_fmt ue8m0)")
+
+
+@check("mxfp4")
+def _mxfp4(ctx: VerifyContext) -> Iterator[Finding]:
+    """MXFP4 weights: codes [out, in/2], an e8m0 scale per 32 inputs [out, in/32], no NaN scale byte (0xFF)."""
+    if ctx.spec is None:
+        return
+    stored = ctx.stored
+    for t in ctx.spec:
+        if not t.mxfp4 or t.name not in stored or stored[t.name][1].dtype not in MXFP4_CODE_DTYPES:
+            continue
+        shard, _ = stored[t.name]
+        if t.scale_name not in stored:
+            yield _err("mxfp4", shard, t.scale_name, f"missing: MXFP4 weight {t.name} cannot be decoded without it")
+            continue
+        sshard, s = stored[t.scale_name]
+        want = t.mxfp4_scale_shape()
+        if s.shape != want:
+            yield _err("mxfp4", sshard, t.scale_name, f"shape {list(s.shape)}, {list(want)} expected for {t.name} "
+                       f"{list(t.shape)}: one scale per {t.shape[-1] // want[-1]} inputs")
+            continue
+        if s.dtype not in MXFP4_SCALE_DTYPES:
+            continue  # check "dtypes" reports it
+        raw = read_span(ctx.ckpt.shard_path(sshard), s.start, s.nbytes, s.name)
+        n_nan = int((raw == 0xFF).sum())
+        if n_nan:
+            yield _err("mxfp4", sshard, t.scale_name, f"{n_nan} of {s.shape[0] * s.shape[1]} scales are the e8m0 NaN byte 0xFF")
+
+
+@check("tables")
+def _tables(ctx: VerifyContext) -> Iterator[Finding]:
+    """Integer tables (DeepSeek-V4's hash-routing tid2eid): every entry in [0, max_value)."""
+    if ctx.spec is None:
+        return
+    stored = ctx.stored
+    for t in ctx.spec:
+        if t.max_value is None or t.name not in stored or stored[t.name][1].dtype not in t.allowed_dtypes(False):
+            continue
+        shard, e = stored[t.name]
+        v = read_entry(ctx.ckpt.shard_path(shard), e)
+        bad = (v < 0) | (v >= t.max_value)
+        if bool(bad.any()):
+            yield _err("tables", shard, t.name, f"{int(bad.sum())} of {v.numel()} entries outside [0, {t.max_value}) "
+                       f"(e.g. {int(v[bad][0])}): an expert id the layer does not have")
 
 
 @check("values")

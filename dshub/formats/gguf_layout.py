@@ -14,7 +14,7 @@ from typing import Any
 
 from dshub.arch import family_for
 from dshub.arch.family import GGUFMapping
-from dshub.errors import UnsupportedArchitecture
+from dshub.errors import UnsupportedArchitecture, UsageError
 
 # Tensors llama.cpp keeps in F32 whatever the output type (its converter forces them; llama-quantize skips them).
 # `indexer.proj` (V3.2's indexer weights_proj): conversion/base.py forces MODEL_TENSOR.INDEXER_PROJ to F32.
@@ -42,14 +42,17 @@ def map_tensors(config: dict[str, Any], mtp: bool = False) -> list[tuple[str, tu
     """(GGUF name, numpy shape, source) for every tensor of the main model (and the MTP layers with `mtp`)."""
     family = family_for(config)
     g = family.gguf_mapping()
+    if mtp and g.mtp_refusal:
+        raise UsageError(f"--mtp: {family.name}: {g.mtp_refusal}")
     spec = family.inventory(config)
+    skipped = g.skipped(config)
     layer_re = re.compile(g.layer_pattern)
     expert_re = re.compile(g.experts.pattern) if g.experts else None
     n_experts = int(config.get(g.experts.count_key) or 0) if g.experts else 0
     out: list[tuple[str, tuple[int, ...], Source]] = []
     stacked: set[tuple[int, str]] = set()
     for t in spec:
-        if t.mtp and not mtp:
+        if (t.mtp and not mtp) or t.name in skipped:
             continue
         if t.name in g.global_names:
             out.append((g.global_names[t.name], t.shape, Source("tensor", (t.name,))))
@@ -66,7 +69,8 @@ def map_tensors(config: dict[str, Any], mtp: bool = False) -> list[tuple[str, tu
             if (layer, proj) not in stacked:
                 stacked.add((layer, proj))
                 names = tuple(prefix + g.experts.source.format(expert=e, proj=proj) for e in range(n_experts))
-                out.append((blk + g.experts.name.format(proj=proj), (n_experts, *t.shape), Source("experts", names)))
+                gguf_proj = g.experts.proj_names.get(proj, proj)
+                out.append((blk + g.experts.name.format(proj=gguf_proj), (n_experts, *t.shape), Source("experts", names)))
         elif rest in g.layer_names:
             out.append((blk + g.layer_names[rest], t.shape, Source("tensor", (t.name,))))
         elif t.mtp and rest in g.mtp_names:

@@ -14,7 +14,8 @@ from dshub.errors import ConfigError
 from dshub.formats.gguf_file import KV, VT
 from dshub.quant.gguf.types import FILE_TYPES, QUANTIZATION_VERSION
 
-GATING_FUNCS: dict[str, int] = {"softmax": 1, "sigmoid": 2}  # llama_expert_gating_func_type
+# llama_expert_gating_func_type (llama.cpp src/llama-hparams.h; 4 is DeepSeek-V4's sqrt(softplus))
+GATING_FUNCS: dict[str, int] = {"softmax": 1, "sigmoid": 2, "sqrtsoftplus": 4}
 
 # rope_scaling fields -> `<arch>.rope.scaling.*`
 YARN_FIELDS: tuple[tuple[str, str, VT], ...] = (
@@ -74,6 +75,10 @@ def arch_kvs(config: dict[str, Any], mtp: bool = False) -> list[KV]:
     for d in g.derived:
         vtype = VT[d.vtype]
         try:
+            if vtype is VT.ARRAY:
+                sub = VT[d.sub or ""]
+                out.append(KV(g.key(d.suffix), vtype, [_cast(sub, x) for x in d.value(config)], sub))
+                continue
             out.append(KV(g.key(d.suffix), vtype, _cast(vtype, d.value(config))))
         except KeyError as e:
             raise ConfigError(f"{e.args[0]} is required for GGUF key {g.key(d.suffix)}", path="config.json") from None

@@ -26,3 +26,18 @@ def convert_hf_to_gguf(vendor: Path, src: Path, out: Path, outtype: str, timeout
     env = {**os.environ, "NO_LOCAL_GGUF": "1"}  # its gguf-py, not the installed one
     return subprocess.run([sys.executable, "-c", CONVERT_HF_TO_GGUF, str(vendor), str(src), str(out), outtype],
                           capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def assert_same_tensors(ours: Path, ref: Path) -> dict:
+    """Both GGUF files hold the same tensors: names, types, shapes and bytes. Returns the reference's tensors."""
+    import gguf
+    import numpy as np
+
+    t_ours = {t.name: t for t in gguf.GGUFReader(ours).tensors}
+    t_ref = {t.name: t for t in gguf.GGUFReader(ref).tensors}
+    assert set(t_ours) == set(t_ref)
+    for name, t in t_ref.items():
+        o = t_ours[name]
+        assert (o.tensor_type, list(o.shape)) == (t.tensor_type, list(t.shape)), name
+        assert np.array_equal(np.asarray(o.data).view(np.uint8), np.asarray(t.data).view(np.uint8)), name
+    return t_ref
