@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors import safe_open
 
@@ -13,6 +14,7 @@ from dshub.converters import build_options, run_conversion
 from dshub.checkpoint.reader import Checkpoint
 from dshub.constants import MANIFEST_NAME, TMP_SUFFIX
 from dshub.checkpoint.header import read_header
+from tests.support.decode import load_all
 from tests.support.interrupt import kill_mid_run
 
 
@@ -24,14 +26,6 @@ def reference_bf16(weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         for j in range(0, cols, 128):
             tile = weight[i : i + 128, j : j + 128].to(torch.float32)
             out[i : i + 128, j : j + 128] = (tile * scale[i // 128, j // 128].item()).to(torch.bfloat16)
-    return out
-
-
-def load_all(path: Path) -> dict[str, torch.Tensor]:
-    out = {}
-    for shard in sorted(path.glob("*.safetensors")):
-        with safe_open(str(shard), "pt") as f:
-            out.update({k: f.get_tensor(k) for k in f.keys()})
     return out
 
 

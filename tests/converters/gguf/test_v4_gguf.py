@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from dshub.checkpoint.reader import Checkpoint
-from tests.converters.test_bf16_v4 import mxfp4_reference
+from tests.support.decode import mxfp4_reference
 from tests.support.tools import llama_cpp_vendor, require
 from tests.support.upstream import assert_same_tensors, convert_hf_to_gguf
 
