@@ -21,8 +21,9 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
+
+from benchlib import timed  # noqa: E402  (before bench/ leaves sys.path)
 
 # This file is named gguf.py: keep `import gguf` pointing at the gguf package, not at this script.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
@@ -53,18 +54,6 @@ def llama_cpp_vendor(workdir: Path) -> Path:
     with tarfile.open(next(dl.glob("llama_cpp_python-*.tar.gz"))) as tf:
         tf.extractall(workdir / "src", filter="data")
     return next((workdir / "src").glob("llama_cpp_python-*/vendor/llama.cpp"))
-
-
-def timed(argv: list[str], env: dict[str, str] | None = None) -> dict[str, float]:
-    """Run a child; its wall time and peak resident set size."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    err = proc.stderr.read() if proc.stderr else b""
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{argv[:4]} failed:\n{err.decode(errors='replace')[-3000:]}")
-    return {"wall_s": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2)}
 
 
 def compare(ours: Path, ref: Path) -> dict[str, int]:

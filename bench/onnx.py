@@ -10,30 +10,18 @@ sizes and times are of models that work.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from benchlib import REPO, bench_parser, synthetic_input, timed  # noqa: E402  (bench/ is sys.path[0])
 
 TARGETS = {"time": 0.5, "rss": 0.25}
 IDS = [0] + list(range(40, 90))
-
-
-def timed(argv: list[str], env: dict[str, str]) -> dict[str, float]:
-    """Run a child; its wall time, CPU time and peak resident set size."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    err = proc.stderr.read() if proc.stderr else b""
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{argv[:6]} failed:\n{err.decode(errors='replace')[-3000:]}")
-    return {"wall_s": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2)}
 
 
 def logits_error(src: Path, out: Path) -> float:
@@ -90,17 +78,9 @@ def dir_bytes(d: Path) -> int:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--preset", default="bench-qwen2")
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--workdir", type=Path, default=Path("/tmp/dshub-bench-onnx"))
-    ap.add_argument("--results", action="store_true", help="append a section to bench/RESULTS.md")
-    args = ap.parse_args()
-    repo = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "PYTHONPATH": str(repo)}
-    src = args.workdir / args.preset
-    if not (src / "config.json").exists():
-        subprocess.run([sys.executable, "-m", "dshub.cli", "synth", str(src), "--preset", args.preset], env=env, check=True)
+    args = bench_parser(__doc__.split("\n")[0], "bench-qwen2", "/tmp/dshub-bench-onnx").parse_args()
+    repo = REPO
+    src, env = synthetic_input(args)
     for f in src.iterdir():  # warm the page cache for both contenders, holding nothing
         with open(f, "rb") as fh:
             while fh.read(8 << 20):

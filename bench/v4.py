@@ -7,32 +7,21 @@ bench/gguf.py's.
 """
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 _spec = importlib.util.spec_from_file_location("bench_gguf", Path(__file__).with_name("gguf.py"))
 bench_gguf = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench_gguf)  # type: ignore[union-attr]
 TARGETS = bench_gguf.TARGETS
+from benchlib import REPO, bench_parser, synthetic_input  # noqa: E402  (bench/ is sys.path[0])
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--preset", default="bench-v4")
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--workdir", type=Path, default=Path("/tmp/dshub-bench-v4"))
-    ap.add_argument("--results", action="store_true", help="append a section to bench/RESULTS.md")
-    args = ap.parse_args()
-    repo = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "PYTHONPATH": str(repo)}
-    src = args.workdir / args.preset
-    if not (src / "config.json").exists():
-        subprocess.run([sys.executable, "-m", "dshub.cli", "synth", str(src), "--preset", args.preset], env=env, check=True)
+    args = bench_parser(__doc__.split("\n")[0], "bench-v4", "/tmp/dshub-bench-v4").parse_args()
+    repo = REPO
+    src, env = synthetic_input(args)
     vendor = bench_gguf.llama_cpp_vendor(args.workdir)
     # its DeepSeek-V4 types do not depend on --outtype (MXFP4 experts, FP8 -> Q8_0, BF16 and F32 kept)
     doc = {"preset": args.preset, **bench_gguf.run_pair(src, "MXFP4_MOE", "q8_0", args.workers, args.workdir, vendor, env)}
