@@ -11,6 +11,7 @@ from dshub.converters.sizing import planned_bytes, target_options
 from dshub.errors import DshubError
 from dshub.formats.int4_config import int4_summary
 from dshub.formats.gguf_file import is_gguf_path
+from dshub.formats.onnx_info import is_onnx_dir, onnx_info
 from dshub.checks.gguf import gguf_info
 
 # The targets `dshub info` sizes: label -> (target, options). Bytes come from each converter's own plan; `{scope}`
@@ -46,6 +47,8 @@ def output_sizes(ckpt: Checkpoint) -> dict[str, int]:
 def checkpoint_info(path: str | Path) -> dict[str, Any]:
     if is_gguf_path(path):  # a GGUF file, split set or directory of them
         return gguf_info(path)
+    if is_onnx_dir(path):  # an ONNX output (model.onnx + external data + genai_config.json)
+        return onnx_info(path)
     ckpt = open_for_planning(path)  # a bare config.json is described by its release layout
     spec = spec_for(ckpt.config)
     cfg = ckpt.config

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from dshub.arch import spec_for
 from dshub.arch.deepseek_v4 import EXAMPLE as V4_EXAMPLE
@@ -331,10 +333,13 @@ def write_synthetic(out: str | Path, preset: str = "tiny", seed: int = 0) -> dic
         return v.to(torch.float32 if d.dtype == "F32" else torch.bfloat16)
 
     weight_map: dict[str, str] = {}
-    for name, group in zip(names, shards):
-        write_shard(out / name, group, produce, metadata={"format": "pt"})
-        weight_map.update({d.name: name for d in group})
     total = sum(d.nbytes for d in decls)
+    # bytes, rate and ETA on stderr while the shards are written (minutes for `bench`); quiet when not a TTY
+    with tqdm(total=total, desc=f"synth {preset}", unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
+              disable=None, leave=False) as bar:
+        for name, group in zip(names, shards):
+            write_shard(out / name, group, produce, metadata={"format": "pt"}, on_tensor=lambda d: bar.update(d.nbytes))
+            weight_map.update({d.name: name for d in group})
     write_json_atomic(out / "model.safetensors.index.json", {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))})
     write_json_atomic(out / "config.json", config)
     write_json_atomic(out / "generation_config.json", {"_from_model_config": True, "bos_token_id": config["bos_token_id"],

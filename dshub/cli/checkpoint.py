@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.markup import escape
@@ -34,6 +34,22 @@ def synth(
         out_console.print(f"wrote {res['preset']} checkpoint to {res['path']}: {res['shards']} shards, {res['tensors']} tensors, {human(res['bytes'])}")
 
 
+def print_onnx_info(doc: dict[str, Any]) -> None:
+    """An ONNX output: precision (and MatMulNBits blocks), layers, operators, files."""
+    q = doc["quantization"]
+    how = (f"int4 MatMulNBits, block {'/'.join(map(str, q['block_size']))}, "
+           f"{'with zero points' if q['with_zero_points'] else 'symmetric'}, {q['matmuls']} matmuls "
+           f"({q['float_matmuls']} left in float)") if q else str(doc["precision"])
+    att = doc["attention"]
+    out_console.print(f"[bold]ONNX decoder[/] at {escape(doc['path'])}: {escape(how)}", soft_wrap=True)
+    out_console.print(f"layers {doc['layers']}, attention heads {att['heads']} (KV heads {att['kv_heads']}), "
+                      f"opsets {', '.join(f'{k} {v}' for k, v in doc['opset'].items())}", soft_wrap=True, markup=False)
+    out_console.print("operators: " + ", ".join(f"{k} {v}" for k, v in doc["operators"].items()), soft_wrap=True, markup=False)
+    out_console.print(f"files: model.onnx + {len(doc['files'])} data files, {human(doc['bytes'])}; "
+                      f"genai_config.json {'yes' if doc['genai_config'] else 'no'}, tokenizer {'yes' if doc['tokenizer'] else 'no'}",
+                      soft_wrap=True, markup=False)
+
+
 def info(path: PathArg, json_: JsonOpt = False) -> None:
     """Architecture, parameter counts, encodings, shards and the size of each output format."""
     doc = checkpoint_info(path)
@@ -42,6 +58,9 @@ def info(path: PathArg, json_: JsonOpt = False) -> None:
         return
     if doc.get("format") == "gguf":
         print_gguf_info(doc)
+        return
+    if doc.get("format") == "onnx":
+        print_onnx_info(doc)
         return
     p = doc["params"]
     out_console.print(f"[bold]{escape(str(doc['architecture']))}[/] ({escape(str(doc['model_type']))}) at {escape(str(doc['path']))}")

@@ -14,6 +14,9 @@ from dshub.cli.format import human
 from dshub.cli.options import DeviceOpt, DryRunOpt, ExecutorOpt, JsonOpt, RayAddressOpt, WorkersOpt, choice
 from dshub.cli.output import out_console, print_json
 
+# --help shows each target's options in their own group
+INT4_PANEL, GGUF_PANEL, ONNX_PANEL = "INT4 options (--to int4)", "GGUF options (--to gguf)", "ONNX options (--to onnx)"
+
 
 def convert(
     path: Annotated[str, typer.Argument(help="Input checkpoint directory (block-FP8 or BF16 safetensors), or a hub id (owner/name[@revision]) already in the HF cache.")],
@@ -24,29 +27,29 @@ def convert(
     drop_mtp: Annotated[bool, typer.Option("--drop-mtp", help="Leave out the MTP (next-token prediction) layers.")] = False,
     dry_run: DryRunOpt = False,
     force: Annotated[bool, typer.Option("--force", help="Write into a non-empty --out that holds no dshub conversion.")] = False,
-    name: Annotated[Optional[str], typer.Option("--name", help="gguf: model name for general.name and the file names (default: the model's name, e.g. DeepSeek-R1).")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="gguf: model name for general.name and the file names (default: the model's name, e.g. DeepSeek-R1).", rich_help_panel=GGUF_PANEL)] = None,
     json_: JsonOpt = False,
     executor: ExecutorOpt = "local",
     ray_address: RayAddressOpt = None,
     # ---- int4 ----
-    format_: Annotated[Optional[str], typer.Option("--format", help="int4: compressed-tensors | gptq | awq.")] = None,
-    group_size: Annotated[Optional[int], typer.Option("--group-size", help="int4: 32 | 64 | 128.")] = None,
-    symmetric: Annotated[Optional[bool], typer.Option("--symmetric/--asymmetric", help="int4, onnx int4: symmetric or with zero points.")] = None,
-    scope: Annotated[Optional[str], typer.Option("--scope", help="int4: experts | mlp | all-linear.")] = None,
-    ignore: Annotated[Optional[list[str]], typer.Option("--ignore", help="int4: regex of modules kept in BF16 (repeatable).")] = None,
+    format_: Annotated[Optional[str], typer.Option("--format", help="int4: compressed-tensors | gptq | awq.", rich_help_panel=INT4_PANEL)] = None,
+    group_size: Annotated[Optional[int], typer.Option("--group-size", help="int4: 32 | 64 | 128.", rich_help_panel=INT4_PANEL)] = None,
+    symmetric: Annotated[Optional[bool], typer.Option("--symmetric/--asymmetric", help="int4, onnx int4: symmetric or with zero points.", rich_help_panel=INT4_PANEL)] = None,
+    scope: Annotated[Optional[str], typer.Option("--scope", help="int4: experts | mlp | all-linear.", rich_help_panel=INT4_PANEL)] = None,
+    ignore: Annotated[Optional[list[str]], typer.Option("--ignore", help="int4: regex of modules kept in BF16 (repeatable).", rich_help_panel=INT4_PANEL)] = None,
     # ---- gguf ----
-    quant: Annotated[Optional[str], typer.Option("--quant", help="gguf: type or mixture, e.g. Q8_0, Q4_K_M.")] = None,
-    split_max_size: Annotated[Optional[str], typer.Option("--split-max-size", help="gguf: max size per split file, e.g. 50G.")] = None,
-    split_max_tensors: Annotated[Optional[int], typer.Option("--split-max-tensors", help="gguf: max tensors per split file.")] = None,
-    tensor_type: Annotated[Optional[list[str]], typer.Option("--tensor-type", help="gguf: REGEX=TYPE override (repeatable, first match wins).")] = None,
-    policy: Annotated[Optional[Path], typer.Option("--policy", help="gguf: YAML quantization policy file or preset name (deepseek-dynamic, deepseek-attn-q8, deepseek-r1-dynamic).")] = None,
-    target_size: Annotated[Optional[str], typer.Option("--target-size", help="gguf: byte budget for the whole file, e.g. 200G.")] = None,
-    imatrix: Annotated[Optional[Path], typer.Option("--imatrix", help="gguf: llama.cpp importance matrix (GGUF imatrix file).")] = None,
-    codec_backend: Annotated[Optional[str], choice("--codec-backend", "gguf: CPU quantizers: auto | torch | ggml (llama.cpp's own, from llama-cpp-python; same bytes).")] = None,
-    mtp: Annotated[bool, typer.Option("--mtp", help="gguf: keep the MTP layers as blk.N + blk.N.nextn.* (llama.cpp with next-n support).")] = False,
+    quant: Annotated[Optional[str], typer.Option("--quant", help="gguf: type or mixture, e.g. Q8_0, Q4_K_M.", rich_help_panel=GGUF_PANEL)] = None,
+    split_max_size: Annotated[Optional[str], typer.Option("--split-max-size", help="gguf: max size per split file, e.g. 50G.", rich_help_panel=GGUF_PANEL)] = None,
+    split_max_tensors: Annotated[Optional[int], typer.Option("--split-max-tensors", help="gguf: max tensors per split file.", rich_help_panel=GGUF_PANEL)] = None,
+    tensor_type: Annotated[Optional[list[str]], typer.Option("--tensor-type", help="gguf: REGEX=TYPE override (repeatable, first match wins).", rich_help_panel=GGUF_PANEL)] = None,
+    policy: Annotated[Optional[Path], typer.Option("--policy", help="gguf: YAML quantization policy file or preset name (deepseek-dynamic, deepseek-attn-q8, deepseek-r1-dynamic).", rich_help_panel=GGUF_PANEL)] = None,
+    target_size: Annotated[Optional[str], typer.Option("--target-size", help="gguf: byte budget for the whole file, e.g. 200G.", rich_help_panel=GGUF_PANEL)] = None,
+    imatrix: Annotated[Optional[Path], typer.Option("--imatrix", help="gguf: llama.cpp importance matrix (GGUF imatrix file).", rich_help_panel=GGUF_PANEL)] = None,
+    codec_backend: Annotated[Optional[str], choice("--codec-backend", "gguf: CPU quantizers: auto | torch | ggml (llama.cpp's own, from llama-cpp-python; same bytes).", rich_help_panel=GGUF_PANEL)] = None,
+    mtp: Annotated[bool, typer.Option("--mtp", help="gguf: keep the MTP layers as blk.N + blk.N.nextn.* (llama.cpp with next-n support).", rich_help_panel=GGUF_PANEL)] = False,
     # ---- onnx ----
-    precision: Annotated[Optional[str], choice("--precision", "onnx: fp32 | fp16 | int4 (MatMulNBits).")] = None,
-    block_size: Annotated[Optional[int], typer.Option("--block-size", help="onnx int4: 32 | 64 | 128.")] = None,
+    precision: Annotated[Optional[str], choice("--precision", "onnx: fp32 | fp16 | int4 (MatMulNBits).", rich_help_panel=ONNX_PANEL)] = None,
+    block_size: Annotated[Optional[int], typer.Option("--block-size", help="onnx int4: 32 | 64 | 128.", rich_help_panel=ONNX_PANEL)] = None,
 ) -> None:
     """Convert a checkpoint: streaming, bounded memory, atomic files, resumable."""
     # Flags left at None were not given; a target that does not take a given flag refuses it by name.

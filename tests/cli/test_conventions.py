@@ -90,3 +90,20 @@ def test_near_misses_get_did_you_mean(cli, tmp_path, args, guess):
 def test_far_misses_get_no_guess(cli):
     r = cli("plan", "deepseek-r1", "--gpu", "zzz")
     assert r.exit_code == 2 and "did you mean" not in r.stderr and "known:" in r.stderr
+
+
+def test_convert_help_groups_each_targets_options(cli):
+    """--help lists the INT4, GGUF and ONNX options under their own headings, each option under its target's."""
+    help_text = cli("convert", "--help").stdout
+    sections: dict[str, str] = {}
+    title = None
+    for line in help_text.splitlines():
+        if line.startswith("╭─"):
+            title = line.strip("╭─╮ ").rstrip("─ ")
+            sections[title] = ""
+        elif title:
+            sections[title] += line + "\n"
+    assert "--group-size" in sections["INT4 options (--to int4)"] and "--quant" not in sections["INT4 options (--to int4)"]
+    assert "--quant" in sections["GGUF options (--to gguf)"] and "--imatrix" in sections["GGUF options (--to gguf)"]
+    assert "--precision" in sections["ONNX options (--to onnx)"]
+    assert "--out" in sections["Options"] and "--quant" not in sections["Options"]

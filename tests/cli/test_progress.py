@@ -45,3 +45,13 @@ def test_verify_deep_is_quiet_when_stderr_is_not_a_terminal(tiny_ckpt):
     r = subprocess.run([sys.executable, "-m", "dshub.cli", "verify", str(tiny_ckpt), "--deep"], capture_output=True,
                        text=True, cwd=REPO_ROOT, timeout=300)
     assert r.returncode == 0 and r.stderr == ""
+
+
+def test_synth_shows_progress_on_a_terminal_and_nothing_otherwise(tmp_path):
+    code, out, shown = run_on_a_tty("synth", str(tmp_path / "tty"), "--preset", "tiny")
+    assert code == 0 and "synth tiny" in shown and "B/s" in shown and "<" in shown
+    assert "synth tiny" not in out
+    r = subprocess.run([sys.executable, "-m", "dshub.cli", "synth", str(tmp_path / "pipe"), "--preset", "tiny"],
+                       capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    assert r.returncode == 0 and r.stderr == ""
+    assert (tmp_path / "pipe" / "config.json").exists()

@@ -1,0 +1,73 @@
+"""What an ONNX output directory is (`dshub info DIR`): the decoder graph's operators, precision, quantization blocks,
+inputs and outputs, external-data files, and onnxruntime-genai's config. Reads `model.onnx` without its weights."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from dshub.errors import DshubError
+
+GRAPH_FILE = "model.onnx"
+GENAI_CONFIG = "genai_config.json"
+
+
+def is_onnx_dir(path: str | Path) -> bool:
+    """A directory holding an ONNX graph (`model.onnx`), or the graph file itself."""
+    p = Path(path)
+    return (p.is_dir() and (p / GRAPH_FILE).is_file()) or (p.is_file() and p.suffix == ".onnx")
+
+
+def _attribute(node: Any, name: str) -> Any:
+    from onnx import helper
+
+    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), None)
+
+
+def onnx_info(path: str | Path) -> dict[str, Any]:
+    """Format, operators, precision and files of an ONNX decoder directory (or a bare .onnx graph)."""
+    import onnx
+
+    p = Path(path)
+    graph_path = p / GRAPH_FILE if p.is_dir() else p
+    root = graph_path.parent
+    try:
+        model = onnx.load(str(graph_path), load_external_data=False)
+    except Exception as e:  # onnx raises DecodeError / ValueError for a file that is not a ModelProto
+        raise DshubError(f"not a readable ONNX graph ({type(e).__name__})", path=str(graph_path)) from None
+    g = model.graph
+    ops = Counter(n.op_type for n in g.node)
+    nbits = [n for n in g.node if n.op_type == "MatMulNBits"]
+    weights = {t.name: t for t in g.initializer}
+    data_files = sorted({e.value for t in g.initializer for e in t.external_data if e.key == "location"})
+    names = {onnx.TensorProto.FLOAT: "fp32", onnx.TensorProto.FLOAT16: "fp16", onnx.TensorProto.BFLOAT16: "bf16"}
+    float_types = Counter(names[t.data_type] for t in g.initializer if t.data_type in names)
+    precision = "int4" if nbits else (float_types.most_common(1)[0][0] if float_types else None)
+    quant = None
+    if nbits:
+        blocks = sorted({int(_attribute(n, "block_size")) for n in nbits})
+        with_zero_points = sum(1 for n in nbits if len(n.input) > 3 and n.input[3])
+        quant = {"op": "MatMulNBits", "bits": sorted({int(_attribute(n, "bits")) for n in nbits}), "block_size": blocks,
+                 "matmuls": len(nbits), "with_zero_points": with_zero_points, "float_matmuls": ops.get("MatMul", 0)}
+    genai_path = root / GENAI_CONFIG
+    genai = json.loads(genai_path.read_text()) if genai_path.is_file() else None
+    decoder = (genai or {}).get("model", {}).get("decoder", {})
+    return {
+        "format": "onnx",
+        "path": str(path),
+        "opset": {d.domain or "ai.onnx": d.version for d in model.opset_import},
+        "precision": precision,
+        "quantization": quant,
+        "layers": sum(1 for n in g.node if n.op_type == "GroupQueryAttention"),
+        "attention": {"heads": decoder.get("num_attention_heads"), "kv_heads": decoder.get("num_key_value_heads"),
+                      "head_size": decoder.get("head_size")},
+        "operators": dict(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "inputs": [i.name for i in g.input],
+        "outputs": [o.name for o in g.output],
+        "initializers": len(weights),
+        "files": [{"name": f, "bytes": (root / f).stat().st_size if (root / f).is_file() else None} for f in data_files],
+        "bytes": graph_path.stat().st_size + sum((root / f).stat().st_size for f in data_files if (root / f).is_file()),
+        "genai_config": genai is not None,
+        "tokenizer": (root / "tokenizer.json").is_file(),
+    }
