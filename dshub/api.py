@@ -21,6 +21,7 @@ from dshub.hub.hash_check import HashReport, verify_hashes
 from dshub.summary import checkpoint_info
 from dshub.recipes import Plan, RecipeOptions, Request, make_recipe
 from dshub.recipes import plan as _plan
+from dshub.recipes.models import hub_id_for
 from dshub.checks import VerifyReport
 from dshub.checks import verify as _verify
 
@@ -69,8 +70,9 @@ def download(repo_id: str, *, dry_run: Literal[True], **kwargs: Any) -> Download
 @overload
 def download(repo_id: str, *, dry_run: Literal[False] = ..., **kwargs: Any) -> DownloadResult: ...
 def download(repo_id: str, *, dry_run: bool = False, workers: int = DEFAULT_WORKERS, **kwargs: Any) -> DownloadResult | DownloadPlan:
-    """`dshub download`: the plan when `dry_run`, else the verified download's result."""
-    return _download(repo_id, dry_run=dry_run, workers=workers, **kwargs)
+    """`dshub download`: the plan when `dry_run`, else the verified download's result. `repo_id` may be a catalog
+    name (deepseek-v4-flash)."""
+    return _download(hub_id_for(repo_id), dry_run=dry_run, workers=workers, **kwargs)
 
 
 def synth(out: str | Path, preset: str = "tiny", seed: int = 0) -> dict[str, Any]:

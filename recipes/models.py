@@ -217,6 +217,13 @@ def catalog_entry(model: str) -> CatalogEntry | None:
     return _BY_KEY.get(model.strip().lower())
 
 
+def hub_id_for(model: str) -> str:
+    """The hub repository of a catalog name (`deepseek-v4-flash` -> deepseek-ai/DeepSeek-V4-Flash); a repository id
+    (owner/name) is returned as it is."""
+    entry = None if "/" in model else catalog_entry(model)
+    return entry.hub_id if entry else model
+
+
 def resolve_model(model: str) -> ModelInfo:
     """MODEL as a local checkpoint directory (or its config.json), a catalog name, or a hub id the catalog knows."""
     p = Path(model).expanduser()

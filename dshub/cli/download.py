@@ -11,6 +11,7 @@ from rich.table import Table
 from dshub.cli.format import gb
 from dshub.cli.options import DryRunOpt, JsonOpt, PatternOpt, RevisionOpt, choice
 from dshub.cli.output import err_console, failure, out_console, print_json
+from dshub.recipes.models import hub_id_for
 from dshub.hub.download import DEFAULT_WORKERS, DownloadPlan, DownloadResult, download as run_download
 from dshub.hub.hash_check import HashReport, verify_hashes
 from dshub.hub.sources import SOURCES
@@ -64,7 +65,7 @@ def print_result(res: DownloadResult) -> None:
 
 
 def download(
-    repo: Annotated[str, typer.Argument(help="Repository id, e.g. deepseek-ai/DeepSeek-V3.")],
+    repo: Annotated[str, typer.Argument(help="Repository id, e.g. deepseek-ai/DeepSeek-V3, or a catalog name (deepseek-v4-flash; see `dshub plan`).")],
     revision: RevisionOpt = None,
     local_dir: Annotated[Optional[Path], typer.Option("--local-dir", help="Download here (default: the HF cache).")] = None,
     include: PatternOpt = None,
@@ -80,7 +81,7 @@ def download(
     Honours HF_ENDPOINT (mirrors), HF_TOKEN and HF_HUB_OFFLINE. Exit 0 complete, 1 failed, 2 usage error.
     """
     out = run_download(
-        repo, revision=revision, local_dir=local_dir, include=include or (), exclude=exclude or (), source=source,
+        hub_id_for(repo), revision=revision, local_dir=local_dir, include=include or (), exclude=exclude or (), source=source,
         workers=workers, dry_run=dry_run, verify=not no_verify,
     )
     if isinstance(out, DownloadPlan):

@@ -246,3 +246,15 @@ def test_killed_download_resumes_by_byte_range(hub, repo_files, tmp_path):
     assert start == have and get.sent == len(big["model.safetensors"]) - have
     assert (tmp_path / "model.safetensors").read_bytes() == big["model.safetensors"]
     assert json.loads(done.stdout)["ok"] is True
+
+
+@pytest.mark.parametrize("name, hub_id", [("deepseek-v4-flash", "deepseek-ai/DeepSeek-V4-Flash"),
+                                          ("deepseek-v4-pro", "deepseek-ai/DeepSeek-V4-Pro"),
+                                          ("deepseek-r1-distill-qwen-7b", "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B")])
+def test_download_takes_a_catalog_name(cli, hub, repo_files, tmp_path, name, hub_id):
+    """A catalog name is its release's repository: `dshub download deepseek-v4-flash` fetches deepseek-ai/DeepSeek-V4-Flash."""
+    hub.add_repo(hub_id, repo_files)
+    r = cli("download", name, "--local-dir", tmp_path / "x", "--dry-run", "--json")
+    assert r.exit_code == 0, r.output
+    doc = _json(r)
+    assert doc["plan"]["repo_id"] == hub_id and {f["path"] for f in doc["plan"]["files"]} == set(repo_files)
