@@ -1,6 +1,8 @@
 """ArchSpec / TensorSpec: the one table verify, converters and the planner read."""
 from __future__ import annotations
 
+from functools import cached_property
+
 import math
 from dataclasses import dataclass, field
 from enum import Enum
@@ -110,8 +112,9 @@ class ArchSpec:
     def __iter__(self) -> Iterator[TensorSpec]:
         return iter(self.tensors)
 
-    @property
+    @cached_property
     def by_name(self) -> dict[str, TensorSpec]:
+        """Each tensor by name, built once (converters look every stored tensor up in it)."""
         return {t.name: t for t in self.tensors}
 
     def params(self) -> dict[str, int]:
