@@ -29,7 +29,7 @@ CASES = {
                     3, "a step does exactly one of download, verify, convert, recipe"),
     "literal token": ("source: {repo: a/b, token: hf_abcdef}\nsteps:\n  - name: f\n    download: {}\n", 1,
                       "source.token: write a reference such as ${HF_TOKEN}"),
-    "unknown target": (GOOD.replace("to: gguf", "to: onnx"), 8, "'onnx' is not one of"),
+    "unknown target": (GOOD.replace("to: gguf", "to: tflite"), 8, "'tflite' is not one of"),
     "not yaml": ("source: {path: ckpt\nsteps: []\n", 2, "not valid YAML"),
 }
 

@@ -60,7 +60,7 @@ def test_llama_cpp_recipe_for_the_v4_gguf_passes_llama_server(weights: str, card
     from dshub.recipes import RecipeOptions, make_recipe
     from dshub.recipes.render.jsondoc import recipe_doc
     from dshub.recipes.validate import check_llama_server
-    from tests.recipes.test_validators import engine_args
+    from tests.support.engine_argv import engine_args
     from tests.support.tools import require_validator_venv
 
     launch, _ = make_recipe(Request("deepseek-v4-flash", engine="llamacpp", weights=weights, gpu=card, gpus_per_node=gpn),

@@ -15,7 +15,7 @@ import yaml
 from dshub.errors import UsageError
 from dshub.recipes import Network, RecipeOptions, Request, make_recipe, plan
 from dshub.recipes.api import render_recipe
-from dshub.recipes.engine_facts import ENGINES
+from tests.support.engine_argv import HEAD, engine_args
 from dshub.recipes.render.jsondoc import recipe_doc
 from dshub.recipes.validate import check_compose, check_k8s, check_llama_server, check_sglang, check_vllm, resolve_compose
 from tests.support.tools import require_validator_venv
@@ -26,18 +26,11 @@ MODELS = ("deepseek-v3", "deepseek-r1", "deepseek-v3.1", "deepseek-v3.2", "kimi-
 GPUS = ("h100", "h200", "h20", "b200", "mi300x")
 NODES = (1, 2, 3, 4)
 GOALS = ("latency", "throughput")
-HEAD = "10.0.0.1"
 
 
 @pytest.fixture(scope="module")
 def venv() -> Path:
     return require_validator_venv()
-
-
-def engine_args(engine: str, argv: list[str]) -> list[str]:
-    """argv after the engine's executable, with the head placeholder filled in."""
-    prefix = len(ENGINES[engine].container_argv)
-    return [a.replace("${HEAD_IP}", HEAD) for a in argv[prefix:]]
 
 
 def matrix(engine: str) -> tuple[list[dict], list[tuple], list[tuple]]:
