@@ -204,7 +204,8 @@ def _catalog_info(name: str) -> ModelInfo:
     info = info_from_config(e.config, name=e.name, hub_id=e.hub_id, family=e.family, shipped=e.shipped, source="catalog",
                             component_of_out=component_of)
     stored = stored_components(shape_checkpoint(e.config), component_of) if e.sized_by_layout else {}
-    return replace(info, default_kv_dtype=e.default_kv_dtype, stored_bytes=stored)
+    return replace(info, default_kv_dtype=e.default_kv_dtype, stored_bytes=stored, max_tp=e.max_tp,
+                   max_tp_source=e.max_tp_source)  # a stated TP cap holds for a modelled entry too (V4-Pro)
 
 
 def sampling_for(name: str) -> Sampling | None:
