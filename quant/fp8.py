@@ -21,7 +21,7 @@ def expand_scale(scale: torch.Tensor, block: int, n: int) -> torch.Tensor:
 
 
 @lru_cache(maxsize=None)
-def _byte_lut(dtype: torch.dtype) -> np.ndarray:
+def byte_lut(dtype: torch.dtype) -> np.ndarray:
     """fp32 value of every byte pattern of an 8-bit float dtype."""
     return torch.arange(256, dtype=torch.uint8).view(dtype).to(torch.float32).numpy()
 
@@ -29,7 +29,7 @@ def _byte_lut(dtype: torch.dtype) -> np.ndarray:
 @lru_cache(maxsize=None)
 def _pair_lut(dtype: torch.dtype) -> np.ndarray:
     """Two fp32 values (little-endian byte order) for every 16-bit pattern, packed as uint64."""
-    lut = _byte_lut(dtype)
+    lut = byte_lut(dtype)
     idx = np.arange(65536)
     return np.stack([lut[idx & 0xFF], lut[idx >> 8]], axis=1).copy().view(np.uint64).reshape(-1)
 
@@ -44,7 +44,7 @@ def fp8_to_f32(w: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor
     if raw.size % 2 == 0:
         np.take(_pair_lut(w.dtype), raw.view(np.uint16), out=dst.view(np.uint64))
     else:
-        np.take(_byte_lut(w.dtype), raw, out=dst)
+        np.take(byte_lut(w.dtype), raw, out=dst)
     return out
 
 

@@ -74,10 +74,15 @@ class Registry(Generic[K, V]):
 
 
 # (codec name, implementation) -> callable. "cpu" = the torch reference, "cuda" = a GPU kernel (Triton), "ggml" =
-# ggml's own C quantizers (dshub.quant.gguf.ggml). A device kind names where tensors live; a CPU backend ("torch" or
-# "ggml", `--codec-backend`) names which CPU implementation computes when the device has no kernel of its own.
+# ggml's own C quantizers (dshub.quant.gguf.ggml), "native" = dshub's C kernels (dshub.quant.gguf.native). A device
+# kind names where tensors live; a CPU backend chain ("native+ggml", `--codec-backend`, see quant/gguf/backends.py)
+# names which CPU implementations compute, in order, when the device has no kernel of its own.
 CODECS: Registry[tuple[str, str], Callable] = Registry("codec")
-CPU_BACKENDS = ("torch", "ggml")  # the reference first: every other backend must give its bytes
+CPU_BACKENDS = ("torch", "ggml", "native")  # the reference first: every other backend must give its bytes
+
+
+class BackendUnavailable(RuntimeError):
+    """A CPU codec backend cannot be used on this machine; the message says why."""
 
 
 def register_codec(name: str, device: str = "cpu") -> Callable[[Callable], Callable]:
@@ -86,9 +91,10 @@ def register_codec(name: str, device: str = "cpu") -> Callable[[Callable], Calla
 
 
 def get_codec(name: str, device: str = "cpu", backend: str = "torch") -> Callable:
-    """The codec for `device`: its own kernel, else the `backend`'s CPU implementation, else the torch reference."""
-    backend_impl = "cpu" if backend == "torch" else backend
-    for impl in (device, backend_impl, "cpu") if device != "cpu" else (backend_impl, "cpu"):
+    """The codec for `device`: its own kernel, else the first implementation in the `backend` chain ("native+ggml"),
+    else the torch reference."""
+    chain = ["cpu" if b == "torch" else b for b in backend.split("+")]
+    for impl in ([device] if device != "cpu" else []) + chain + ["cpu"]:
         if (name, impl) in CODECS:
             return CODECS.get((name, impl))
     raise UnknownName("codec", name, sorted({n for n, _ in CODECS}))

@@ -1,8 +1,9 @@
 """What a GGUF run's planned types require: which CPU quantizers compute them (`--codec-backend`), and where llama.cpp
 insists on an importance matrix.
 
-The backend is resolved once, at planning: `torch` (the reference), `ggml` (llama.cpp's own C quantizers, the same
-bytes) or `auto` (ggml when its library loads). Types only ggml produces (IQ*, TQ*) make ggml a requirement; a dry run
+The backend is resolved once, at planning, into a chain (quant/gguf/backends.py): `torch` (the reference), `ggml`
+(llama.cpp's own C quantizers, the same bytes), `native` (dshub's C K-quant kernels, the same bytes) or `auto` (every
+one that loads, native first). Types only ggml produces (IQ*, TQ*) make ggml a requirement; a dry run
 (sizing: `info`, `plan`) still prices them without the library. Refusals name the tensor, before any work.
 """
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Iterable
 
 from dshub.errors import DeviceError, PolicyError, UsageError
 from dshub.quant.gguf import ggml
-from dshub.quant.registry import is_registered
+from dshub.quant.gguf.backends import resolve_backend
+from dshub.quant.registry import BackendUnavailable, is_registered
 
 from dshub.converters.gguf.imatrix import load_imatrix, slices_for
 from dshub.converters.gguf.tensors import PlannedTensor
@@ -29,7 +31,7 @@ def ggml_only(planned: Iterable[PlannedTensor]) -> list[PlannedTensor]:
 
 
 def choose_backend(requested: str, planned: list[PlannedTensor], dry_run: bool) -> str:
-    """The CPU backend for this run ("torch" or "ggml"); UsageError / DeviceError when the plan cannot be written."""
+    """The CPU backend chain for this run ("torch", "ggml", "native+ggml", ...); UsageError / DeviceError when the plan cannot be written."""
     need = ggml_only(planned)
     if need and requested == "torch":
         p = need[0]
@@ -42,8 +44,8 @@ def choose_backend(requested: str, planned: list[PlannedTensor], dry_run: bool) 
         raise DeviceError(f"{p.info.ggml_type} (tensor {p.info.name}) is written by ggml's quantizers only, which "
                           f"cannot be used here: {reason}")
     try:
-        return ggml.resolve_backend(requested, note=None if dry_run else lambda m: print(f"note: {m}", file=sys.stderr))
-    except ggml.GGMLUnavailable as e:
+        return resolve_backend(requested, note=None if dry_run else lambda m: print(f"note: {m}", file=sys.stderr))
+    except BackendUnavailable as e:
         raise (UsageError if isinstance(e, ValueError) else DeviceError)(str(e)) from None
 
 

@@ -89,9 +89,9 @@ class SourceReader:
     def __init__(self, ckpt: Checkpoint, device: str = "cpu", backend: str = "torch"):
         self.ckpt = ckpt
         self.device = device  # where quantizers run when a kernel exists there (dequantization stays on the CPU)
-        self.backend = backend  # the CPU quantizers ("torch" or "ggml") where the device has no kernel
+        self.backend = backend  # the CPU backend chain ("native+ggml", ...) where the device has no kernel
         self.block = ckpt.encoding.block or (128, 128)
-        self.dequant = get_codec("fp8_block_dequant_f32", "cpu")
+        self.dequant = get_codec("fp8_block_dequant_f32", "cpu", backend)
         self.dequant_mx = get_codec("mxfp4_dequant_f32", "cpu")
         spec = spec_for(ckpt.config)
         self.scales = {t.name: t.scale_name for t in spec if t.quantized}  # the family's scale names

@@ -45,7 +45,7 @@ def convert(
     policy: Annotated[Optional[Path], typer.Option("--policy", help="gguf: YAML quantization policy file or preset name (deepseek-dynamic, deepseek-attn-q8, deepseek-r1-dynamic).", rich_help_panel=GGUF_PANEL)] = None,
     target_size: Annotated[Optional[str], typer.Option("--target-size", help="gguf: byte budget for the whole file, e.g. 200G.", rich_help_panel=GGUF_PANEL)] = None,
     imatrix: Annotated[Optional[Path], typer.Option("--imatrix", help="gguf: llama.cpp importance matrix (GGUF imatrix file).", rich_help_panel=GGUF_PANEL)] = None,
-    codec_backend: Annotated[Optional[str], choice("--codec-backend", "gguf: CPU quantizers: auto | torch | ggml (llama.cpp's own, from llama-cpp-python; same bytes).", rich_help_panel=GGUF_PANEL)] = None,
+    codec_backend: Annotated[Optional[str], choice("--codec-backend", "gguf: CPU quantizers: auto (every one that loads, fastest first) | torch (the reference) | ggml (llama.cpp's own, from llama-cpp-python) | native (dshub's C K-quant kernels, built on first use); all write the same bytes.", rich_help_panel=GGUF_PANEL)] = None,
     mtp: Annotated[bool, typer.Option("--mtp", help="gguf: keep the MTP layers as blk.N + blk.N.nextn.* (llama.cpp with next-n support).", rich_help_panel=GGUF_PANEL)] = False,
     # ---- onnx ----
     precision: Annotated[Optional[str], choice("--precision", "onnx: fp32 | fp16 | int4 (MatMulNBits).", rich_help_panel=ONNX_PANEL)] = None,

@@ -3,8 +3,8 @@
 `ggml_quantize_chunk` is the function llama-quantize calls for every tensor, so these codecs give llama.cpp's bytes by
 construction, at C speed, without torch's compiler stack. They are registered as implementation "ggml" of the same
 `gguf_<TYPE>` codecs the torch references provide (dshub.quant.registry), and add the types only ggml can produce (the
-IQ and ternary families, whose grid searches have no torch port). The torch path stays the reference and fallback:
-`--codec-backend auto` takes ggml when the library loads and otherwise says why and uses torch.
+IQ and ternary families, whose grid searches have no torch port). The torch path stays the reference and fallback
+(backends.py chooses among them).
 
 The library is found through the installed `llama_cpp` package (`llama_cpp/lib/libggml-base.so`) without importing it.
 Loading it checks that the library's type table agrees with ours (`ggml_type_name`, `ggml_row_size` per type), so a
@@ -17,18 +17,17 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
-import sys
 import threading
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+from dshub.quant.gguf.checks import check_finite, check_imatrix, check_rows
 from dshub.quant.gguf.types import GGML_TYPES, GGMLType
-from dshub.quant.registry import CPU_BACKENDS, register_codec
+from dshub.quant.registry import BackendUnavailable, register_codec
 
 LIBRARY = "libggml-base.so"
-BACKENDS = ("auto", *CPU_BACKENDS)
 # What the ggml backend quantizes: K-quants and legacy types (also in torch; same bytes), the IQ and ternary types
 # (ggml only). F32/F16/BF16 stay with torch (plain conversions).
 SHARED_TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
@@ -38,12 +37,8 @@ TYPES = SHARED_TYPES + GGML_ONLY_TYPES
 NEEDS_IMATRIX = frozenset({"IQ2_XXS", "IQ2_XS", "IQ1_S"})
 
 
-class GGMLUnavailable(RuntimeError):
+class GGMLUnavailable(BackendUnavailable):
     """ggml's library cannot be used here; the message says why (quant imports nothing of dshub; callers map this)."""
-
-
-class BackendNameError(GGMLUnavailable, ValueError):
-    """`--codec-backend` names no known backend (a usage error)."""
 
 
 def library_path() -> Path:
@@ -127,48 +122,13 @@ def unavailable_reason() -> str | None:
         return str(e)
 
 
-def _stderr_note(msg: str) -> None:
-    print(f"note: {msg}", file=sys.stderr)
-
-
-def resolve_backend(requested: str, note: Callable[[str], None] | None = _stderr_note) -> str:
-    """The CPU codec backend, "torch" or "ggml", for `--codec-backend requested`.
-
-    `ggml` raises GGMLUnavailable when the library cannot be used; `auto` takes it when it can and otherwise falls
-    back to "torch", calling `note` with the reason (None: silently).
-    """
-    if requested not in BACKENDS:
-        raise BackendNameError(f"--codec-backend {requested!r}: choose one of {', '.join(BACKENDS)}")
-    if requested == "torch":
-        return "torch"
-    reason = unavailable_reason()
-    if reason is None:
-        return "ggml"
-    if requested == "ggml":
-        raise GGMLUnavailable(f"--codec-backend ggml: {reason}; use --codec-backend torch")
-    if note is not None:
-        note(f"--codec-backend auto: {reason}; quantizing with the torch reference")
-    return "torch"
-
-
 def _check(x: torch.Tensor, t: GGMLType, imatrix: torch.Tensor | None) -> None:
     """Every condition ggml would assert (abort) on, and non-finite input, as ValueError naming the type."""
-    if x.dim() != 2 or x.dtype != torch.float32:
-        raise ValueError(f"{t.name}: expected a 2-D float32 tensor, got {tuple(x.shape)} {x.dtype}")
-    if x.shape[1] % t.block:
-        raise ValueError(f"{t.name}: row length {x.shape[1]} is not a multiple of the block size {t.block}")
-    finite = torch.isfinite(x)
-    if not bool(finite.all()):
-        r, c = (~finite).nonzero()[0].tolist()
-        raise ValueError(f"{t.name}: non-finite value {x[r, c].item()} at row {r}, column {c}")
-    if imatrix is None:
-        if t.name in NEEDS_IMATRIX:
-            raise ValueError(f"{t.name}: ggml's quantizer needs an importance matrix (--imatrix FILE)")
-        return
-    if imatrix.dim() != 1 or imatrix.numel() != x.shape[1]:
-        raise ValueError(f"{t.name}: importance matrix has {imatrix.numel()} values, expected {x.shape[1]} (one per column)")
-    if not bool(torch.isfinite(imatrix).all()):
-        raise ValueError(f"{t.name}: importance matrix has non-finite values")
+    check_rows(x, t.name, t.block)
+    check_finite(x, t.name)
+    if imatrix is None and t.name in NEEDS_IMATRIX:
+        raise ValueError(f"{t.name}: ggml's quantizer needs an importance matrix (--imatrix FILE)")
+    check_imatrix(imatrix, t.name, x.shape[1])
 
 
 def quantize(type_name: str, x: torch.Tensor, imatrix: torch.Tensor | None = None) -> torch.Tensor:

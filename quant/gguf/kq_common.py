@@ -75,9 +75,11 @@ def seqsum(t: torch.Tensor, zero_init: bool = True) -> torch.Tensor:
 def first_absmax(t: torch.Tensor) -> torch.Tensor:
     """Per column, the signed value with the largest |value| (first one on ties), 0.0 when all are 0.
 
-    Mirrors `if (fabsf(x) > amax) { amax = fabsf(x); max = x; }` starting from amax = 0.
+    Mirrors `if (fabsf(x) > amax) { amax = fabsf(x); max = x; }` starting from amax = 0: a nan (a scale from an
+    overflowing x², |x| > 1.8e19) never wins there, while torch's amax would return it.
     """
     a = t.abs()
+    a = torch.where(torch.isnan(a), torch.zeros_like(a), a)
     amax = a.amax(dim=0)
     idx = torch.argmax((a == amax).to(torch.uint8), dim=0)
     val = t.gather(0, idx.unsqueeze(0)).squeeze(0)
@@ -85,8 +87,8 @@ def first_absmax(t: torch.Tensor) -> torch.Tensor:
 
 
 def pos_max(t: torch.Tensor, dim: int) -> torch.Tensor:
-    """`m = 0; if (v > m) m = v;` over `dim`: the maximum clamped at +0.0 (never -0.0)."""
-    m = t.amax(dim=dim)
+    """`m = 0; if (v > m) m = v;` over `dim`: the maximum clamped at +0.0 (never -0.0); nan never wins."""
+    m = torch.where(torch.isnan(t), torch.zeros_like(t), t).amax(dim=dim)
     return torch.where(m > 0, m, torch.zeros_like(m))
 
 

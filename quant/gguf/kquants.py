@@ -12,6 +12,7 @@ from typing import Callable
 
 import torch
 
+from dshub.quant.gguf.checks import check_finite, check_imatrix, check_rows
 from dshub.quant.gguf.types import GGML_TYPES
 from dshub.quant.registry import register_codec
 from dshub.quant.gguf.kq_common import (
@@ -27,18 +28,9 @@ TYPE_SIZES = {name: GGML_TYPES[name].type_size for name in ("Q2_K", "Q3_K", "Q4_
 # ---------------------------------------------------------------------------------------------- helpers
 
 def _check(x: torch.Tensor, name: str, imatrix: torch.Tensor | None) -> None:
-    if x.dim() != 2 or x.dtype != F32:
-        raise ValueError(f"{name}: expected a 2-D float32 tensor, got {tuple(x.shape)} {x.dtype}")
-    if x.shape[1] % QK_K:
-        raise ValueError(f"{name}: row length {x.shape[1]} is not a multiple of the super-block size {QK_K}")
-    if not bool(torch.isfinite(x).all()):
-        r, c = (~torch.isfinite(x)).nonzero()[0].tolist()
-        raise ValueError(f"{name}: non-finite value {x[r, c].item()} at row {r}, column {c}")
-    if imatrix is not None:
-        if imatrix.dim() != 1 or imatrix.numel() != x.shape[1]:
-            raise ValueError(f"{name}: importance matrix has {imatrix.numel()} values, expected {x.shape[1]} (one per column)")
-        if not bool(torch.isfinite(imatrix).all()):
-            raise ValueError(f"{name}: importance matrix has non-finite values")
+    check_rows(x, name, QK_K, "super-block size")
+    check_finite(x, name)
+    check_imatrix(imatrix, name, x.shape[1])
 
 
 def _f16_bits(v: torch.Tensor) -> torch.Tensor:

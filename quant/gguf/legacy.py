@@ -10,23 +10,10 @@ from typing import Callable
 
 import torch
 
+from dshub.quant.gguf.checks import check_finite, check_rows
 from dshub.quant.gguf.types import GGML_TYPES
 
 CHUNK_ELEMENTS = 1 << 20  # elements quantized per step: bounds the float32 temporaries (~4 MiB each)
-
-
-def _check(x: torch.Tensor, block: int, name: str) -> None:
-    if x.dim() != 2 or x.dtype != torch.float32:
-        raise ValueError(f"{name}: expected a 2-D float32 tensor, got {tuple(x.shape)} {x.dtype}")
-    if x.shape[1] % block:
-        raise ValueError(f"{name}: row length {x.shape[1]} is not a multiple of the block size {block}")
-
-
-def _check_finite(x: torch.Tensor, row0: int, name: str) -> None:
-    finite = torch.isfinite(x)
-    if not bool(finite.all()):
-        bad = (~finite).nonzero()[0].tolist()
-        raise ValueError(f"{name}: non-finite value {x[bad[0], bad[1]].item()} at row {row0 + bad[0]}, column {bad[1]}")
 
 
 def _chunked(name: str, block_fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -34,13 +21,13 @@ def _chunked(name: str, block_fn: Callable[[torch.Tensor], torch.Tensor]) -> Cal
     t = GGML_TYPES[name]
 
     def codec(x: torch.Tensor) -> torch.Tensor:
-        _check(x, t.block, name)
+        check_rows(x, name, t.block)
         rows, cols = x.shape
         out = torch.empty((rows, cols // t.block * t.type_size), dtype=torch.uint8)
         step = max(1, CHUNK_ELEMENTS // max(1, cols))
         for r0 in range(0, rows, step):
             r1 = min(rows, r0 + step)
-            _check_finite(x[r0:r1], r0, name)
+            check_finite(x[r0:r1], name, r0)
             blocks = x[r0:r1].contiguous().view(-1, t.block)
             out[r0:r1] = block_fn(blocks).view(r1 - r0, -1)
         return out

@@ -14,7 +14,8 @@ import torch
 
 from dshub.quant.registry import get_codec, register_codec
 from dshub.quant.gguf.kq_common import F32, make_qkx2, make_qx, seqsum, sqrt_f32
-from dshub.quant.gguf.legacy import QUANTIZERS, _check_finite, _f16_bytes, _high_bits, _nibbles
+from dshub.quant.gguf.legacy import QUANTIZERS, _f16_bytes, _high_bits, _nibbles
+from dshub.quant.gguf.checks import check_finite
 from dshub.quant.gguf.types import GGML_TYPES
 
 QK = 32
@@ -75,7 +76,7 @@ def _legacy_imatrix(name: str, x: torch.Tensor, imatrix: torch.Tensor) -> torch.
         raise ValueError(f"{name}: expected float32 rows of a multiple of {QK}, got {tuple(x.shape)} {x.dtype}")
     if imatrix.numel() != cols:
         raise ValueError(f"{name}: importance matrix has {imatrix.numel()} values, expected {cols} (one per column)")
-    _check_finite(x, 0, name)
+    check_finite(x, name)
     out = torch.empty((rows, cols // QK * t.type_size), dtype=torch.uint8)
     qw = imatrix.to(F32).contiguous()
     step = max(1, CHUNK_ELEMENTS // cols)

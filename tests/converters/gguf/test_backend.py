@@ -45,7 +45,7 @@ def test_backend_is_not_part_of_the_resume_key() -> None:
     a = build_options("gguf", out=Path("o"), quant="Q4_K_M", codec_backend="torch")
     b = build_options("gguf", out=Path("o"), quant="Q4_K_M", codec_backend="ggml")
     assert a.key() == b.key()
-    with pytest.raises(UsageError, match="--codec-backend 'c': choose one of auto, torch, ggml"):
+    with pytest.raises(UsageError, match="--codec-backend 'c': choose one of auto, torch, ggml, native"):
         build_options("gguf", out=Path("o"), quant="Q4_K_M", codec_backend="c")
 
 
@@ -53,14 +53,14 @@ def test_ggml_only_types_need_the_ggml_backend(tiny_ckpt: Path, tmp_path: Path) 
     with pytest.raises(UsageError, match=r"--codec-backend torch cannot write IQ4_XS \(tensor blk.1.ffn_\w+_exps.weight\)"):
         convert(tiny_ckpt, tmp_path / "o", quant="Q4_K_M", codec_backend="torch", tensor_type=["_exps=IQ4_XS"])
     doc = convert(tiny_ckpt, tmp_path / "iq", quant="Q4_K_M", tensor_type=["_exps=IQ4_XS"])
-    assert doc["codec_backend"] == "ggml" and doc["types"]["IQ4_XS"] == 6
+    assert doc["codec_backend"] == "native+ggml" and doc["types"]["IQ4_XS"] == 6
 
 
 def test_missing_library_auto_falls_back_with_a_note(tiny_ckpt: Path, tmp_path: Path, no_library: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     doc = convert(tiny_ckpt, tmp_path / "o", quant="Q4_K_S")
-    assert doc["codec_backend"] == "torch"
-    assert f"note: --codec-backend auto: {no_library} does not exist" in capsys.readouterr().err
+    assert doc["codec_backend"] == "native"
+    assert f"note: --codec-backend auto: ggml is not available ({no_library} does not exist" in capsys.readouterr().err
 
 
 def test_missing_library_is_a_one_line_error(cli, tiny_ckpt: Path, tmp_path: Path, no_library: Path) -> None:

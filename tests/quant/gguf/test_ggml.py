@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from dshub.quant.gguf import ggml
+from dshub.quant.gguf.backends import BackendNameError, resolve_backend
 from dshub.quant.gguf.types import GGML_TYPES
-from dshub.quant.registry import get_codec
+from dshub.quant.registry import BackendUnavailable, get_codec
 from tests.support.llama_oracle import ggml_quantize
 from tests.support.tools import require
 
@@ -80,18 +81,18 @@ def test_bad_input_is_an_error_not_an_abort() -> None:
 
 
 def test_resolution_and_a_missing_library(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    assert ggml.resolve_backend("torch") == "torch"
-    assert ggml.resolve_backend("ggml") == "ggml" and ggml.resolve_backend("auto") == "ggml"
-    with pytest.raises(ggml.BackendNameError, match="--codec-backend 'gpu': choose one of auto, torch, ggml"):
-        ggml.resolve_backend("gpu")
+    assert resolve_backend("torch") == "torch"
+    assert resolve_backend("ggml") == "ggml" and resolve_backend("auto") == "native+ggml"
+    with pytest.raises(BackendNameError, match="--codec-backend 'gpu': choose one of auto, torch, ggml, native"):
+        resolve_backend("gpu")
     monkeypatch.setattr(ggml, "_loaded", {})
     monkeypatch.setattr(ggml, "library_path", lambda: tmp_path / "libggml-base.so")
     notes: list[str] = []
-    assert ggml.resolve_backend("auto", note=notes.append) == "torch"
-    assert notes == [f"--codec-backend auto: {tmp_path / 'libggml-base.so'} does not exist (llama-cpp-python installed "
-                     "without its libraries?); quantizing with the torch reference"]
-    with pytest.raises(ggml.GGMLUnavailable, match="--codec-backend ggml: .* does not exist .*; use --codec-backend torch"):
-        ggml.resolve_backend("ggml")
+    assert resolve_backend("auto", note=notes.append) == "native"
+    assert notes == [f"--codec-backend auto: ggml is not available ({tmp_path / 'libggml-base.so'} does not exist "
+                     "(llama-cpp-python installed without its libraries?)); quantizing with native"]
+    with pytest.raises(BackendUnavailable, match="--codec-backend ggml: .* does not exist .*; use --codec-backend torch"):
+        resolve_backend("ggml")
     with pytest.raises(ggml.GGMLUnavailable, match="does not exist"):
         get_codec("gguf_IQ4_NL", "cpu", "ggml")(torch.randn(1, 32))
     (tmp_path / "libggml-base.so").write_bytes(b"not a library")
