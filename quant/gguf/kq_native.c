@@ -1,4 +1,4 @@
-/* dshub's native kernels. K-quants Q2_K, Q4_K, Q5_K and Q6_K without an importance matrix, byte-identical to
+/* dshub's native kernels. K-quants Q2_K, Q3_K, Q4_K, Q5_K and Q6_K without an importance matrix, byte-identical to
  * llama.cpp's reference quantizers (ggml-quants.c, quantize_row_q*_K_ref) and to dshub's torch port of them
  * (quant/gguf/kquants.py, kq_common.py), which is the specification this file follows.
  *
@@ -191,6 +191,49 @@ static void qx(int n, int nmax, const v8f * x, v8i * L, v8f * out_scale) {
     *out_scale = sel(live, scale, zero);
 }
 
+/* make_q3_quants with do_rmse on eight groups: up to five coordinate-descent passes per lane (a lane whose pass changes
+ * nothing would repeat it identically, which is why ggml stops it); scale per lane, L[i] in 0..2*nmax-1. */
+static void q3(int n, int nmax, const v8f * x, v8i * L, v8f * out_scale) {
+    const v8f zero = splat(0.f);
+    v8f amax = zero, mx = zero;
+    for (int i = 0; i < n; ++i) {
+        v8f ax = vabs(x[i]);
+        v8i gt = ax > amax;
+        amax = sel(gt, ax, amax);
+        mx = sel(gt, x[i], mx);
+    }
+    const v8i live = ~(amax < splat(1e-15f));
+    v8f iscale = splat(-(float)nmax) / mx;
+    v8f sumlx = zero, suml2 = zero;
+    for (int i = 0; i < n; ++i) {
+        v8i l = vclamp(vnearest(iscale * x[i]), -nmax, nmax - 1);
+        L[i] = l;
+        v8f w = x[i] * x[i];
+        sumlx += w * x[i] * tof(l);
+        suml2 += w * tof(l) * tof(l);
+    }
+    for (int itry = 0; itry < 5; ++itry) {
+        v8i changed = splati(0);
+        for (int i = 0; i < n; ++i) {
+            v8f w = x[i] * x[i], lf = tof(L[i]);
+            v8f slx = sumlx - w * x[i] * lf;
+            v8f sl2 = suml2 - w * lf * lf;
+            v8i new_l = vclamp(vnearest(x[i] * sl2 / slx), -nmax, nmax - 1);
+            v8f nf = tof(new_l);
+            v8f slx2 = slx + w * x[i] * nf;
+            v8f sl22 = sl2 + w * nf * nf;
+            v8i ok = (slx > zero) & (new_l != L[i]) & (sl22 > zero) & (slx2 * slx2 * suml2 > sumlx * sumlx * sl22);
+            L[i] = seli(ok, new_l, L[i]);
+            sumlx = sel(ok, slx2, sumlx);
+            suml2 = sel(ok, sl22, suml2);
+            changed |= ok;
+        }
+        if (!any(changed)) break;
+    }
+    for (int i = 0; i < n; ++i) L[i] = seli(live, L[i] + splati(nmax), splati(0));
+    *out_scale = sel(live, sumlx / suml2, zero);
+}
+
 /* ggml's final pass: L = clamp(nearest_int((x + dm) / d)) in each lane whose d is not zero. */
 static void requant(int n, const v8f * x, v8f d, v8f dm, v8i * L, int lo, int hi) {
     v8i live = d != splat(0.f);
@@ -379,6 +422,59 @@ void dshub_quantize_q2_k(const float * x, uint8_t * y, int64_t nblocks) {
     }
 }
 
+void dshub_quantize_q3_k(const float * x, uint8_t * y, int64_t nblocks) {
+    uint8_t L[QK_K];
+    for (int64_t b = 0; b < nblocks; ++b, x += QK_K, y += 110) {
+        v8f xt[2][16], scales[2];
+        v8i Lv[2][16];
+        for (int h = 0; h < 2; ++h) {
+            gather(x + 128 * h, 16, xt[h]);
+            q3(16, 4, xt[h], Lv[h], &scales[h]);
+        }
+        float max_scale = 0, amax = 0;
+        for (int j = 0; j < 16; ++j) {
+            float s = scales[j / 8][j % 8];
+            if (fabsf(s) > amax) { amax = fabsf(s); max_scale = s; }
+        }
+        uint8_t * hmask = y, * qs = y + 32, * sc = y + 96;
+        int32_t lsc[16] = {0};  /* the 6-bit scales as stored, minus 32 */
+        memset(sc, 0, 12);
+        if (max_scale != 0) {
+            float iscale = -32.f / max_scale;
+            for (int j = 0; j < 16; ++j) {
+                int8_t l = (int8_t)nearest_int(iscale * scales[j / 8][j % 8]);
+                l = (int8_t)((l < -32 ? -32 : l > 31 ? 31 : l) + 32);
+                if (j < 8) sc[j] = (uint8_t)(l & 0xF);
+                else sc[j - 8] |= (uint8_t)((l & 0xF) << 4);
+                sc[j % 4 + 8] |= (uint8_t)((l >> 4) << (2 * (j / 4)));
+                lsc[j] = l - 32;
+            }
+            put_f16(y + 108, 1 / iscale);
+        } else {
+            put_f16(y + 108, 0.f);
+        }
+        const float d16 = get_f16(y + 108);
+        for (int h = 0; h < 2; ++h) {
+            v8f d;
+            for (int k = 0; k < 8; ++k) d[k] = d16 * (float)lsc[8 * h + k];
+            for (int i = 0; i < 16; ++i) Lv[h][i] -= splati(4);
+            requant(16, xt[h], d, splat(0.f), Lv[h], -4, 3);
+            for (int i = 0; i < 16; ++i) Lv[h][i] += splati(4);
+            scatter(Lv[h], 16, L + 128 * h);
+        }
+        memset(hmask, 0, 32);
+        for (int j = 0; j < QK_K; ++j) {
+            if (L[j] > 3) {
+                hmask[j % 32] |= (uint8_t)(1u << (j / 32));
+                L[j] -= 4;
+            }
+        }
+        for (int j = 0; j < QK_K; j += 128)
+            for (int l = 0; l < 32; ++l)
+                qs[j / 4 + l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) | (L[j + l + 96] << 6));
+    }
+}
+
 /* Block-FP8 dequantization into float32: out[r][c] = lut[w[r][c]] * scale[r / br][c / bc], one rounding (the
  * product), as quant/fp8.py computes it; `lut` holds the exact float32 value of each byte (from torch's conversion).
  * The 1 KiB table stays in L1 and the output is written once, where the torch path makes several passes. */
@@ -397,4 +493,4 @@ void dshub_fp8_block_dequant_f32(const uint8_t * w, const float * lut, const flo
 }
 
 /* The layout this build agrees to: bumped whenever a function's signature or meaning changes. */
-int dshub_kq_abi(void) { return 2; }
+int dshub_kq_abi(void) { return 3; }

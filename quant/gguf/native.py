@@ -1,4 +1,4 @@
-"""The `native` codec backend: dshub's own C kernels (kq_native.c), built on first use, for Q2_K, Q4_K, Q5_K and Q6_K
+"""The `native` codec backend: dshub's own C kernels (kq_native.c), built on first use, for Q2_K..Q6_K
 and for the block-FP8 -> float32 dequantization that feeds them.
 
 They compute llama.cpp's reference bytes (the torch port in kquants.py is their specification) with the groups of a
@@ -33,8 +33,8 @@ from dshub.quant.gguf.types import GGML_TYPES
 from dshub.quant.registry import BackendUnavailable, register_codec
 
 SOURCE = Path(__file__).with_name("kq_native.c")
-ABI = 2
-TYPES = ("Q2_K", "Q4_K", "Q5_K", "Q6_K")
+ABI = 3
+TYPES = ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
 QK_K = 256
 # -ffp-contract=off: no fused multiply-add (the reference rounds every product); never -ffast-math.
 BASE_FLAGS = ("-O2", "-std=gnu11", "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math", "-fno-strict-aliasing")
