@@ -3,8 +3,10 @@
 llama.cpp's path: `convert_hf_to_gguf.py --outtype bf16` (an intermediate file, written once and counted in every
 total), then `llama_model_quantize` (llama-quantize's library call, through llama-cpp-python) to Q4_K_M, Q2_K and
 IQ2_XXS. dshub's: `dshub convert --to gguf --quant TYPE`, no intermediate, with the default codec backend (`auto`:
-ggml's own quantizers through ctypes), and for Q4_K_M also with `--codec-backend torch` (the torch reference with its
-fused torch.compile kernels, after a warm-up child that compiles them). IQ2_XXS needs an importance matrix: both paths
+dshub's native C kernels for the K-quants and the FP8 dequantization, ggml's own quantizers through ctypes for the rest),
+again with `--codec-backend ggml` (ggml for every quantized type) for the K-quant mixtures, and for Q4_K_M also with
+`--codec-backend torch` (the torch reference with its fused torch.compile kernels, after a warm-up child that compiles
+them). IQ2_XXS needs an importance matrix: both paths
 get the same synthetic one (dshub reads the GGUF imatrix file; llama.cpp's child loads it as llama-quantize does).
 Every step is a child process; the parent takes wall time, CPU time and peak RSS (wait4's ru_maxrss) of each, and the
 bytes each path writes (intermediates included). The input is read once first so every step sees a warm page cache.
@@ -90,12 +92,13 @@ def _gguf_bench():
     """bench/gguf.py's helpers (vendor lookup, timed child, llama.cpp converter runner), loaded under another name."""
     spec = importlib.util.spec_from_file_location("bench_gguf", REPO / "bench" / "gguf.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(REPO / "bench"))  # for its `from benchlib import ...`; it takes bench/ off the path again
     spec.loader.exec_module(mod)
     return mod
 
 
 def throughput(rows: int = 64, cols: int = 7168, reps: int = 5) -> dict[str, dict[str, float]]:
-    """M elements/s on one core: the torch reference vs the ggml backend on the same rows (best of reps)."""
+    """M elements/s on one core: the torch reference vs the ggml and native backends on the same rows (best of reps)."""
     import torch
 
     from dshub.quant.registry import get_codec, is_registered
@@ -104,9 +107,9 @@ def throughput(rows: int = 64, cols: int = 7168, reps: int = 5) -> dict[str, dic
     x = (torch.randn(rows, cols, generator=torch.Generator().manual_seed(0)) * 0.02).to(torch.bfloat16).float()
     imatrix = torch.rand(cols, generator=torch.Generator().manual_seed(1)) + 0.1
     out = {}
-    for t, kw in (("Q4_K", {}), ("IQ2_XXS", {"imatrix": imatrix})):
+    for t, kw in (("Q4_K", {}), ("Q6_K", {}), ("Q2_K", {}), ("IQ2_XXS", {"imatrix": imatrix})):
         speeds = {}
-        for backend in ("torch", "ggml"):
+        for backend in ("torch", "ggml", "native"):
             if not is_registered(f"gguf_{t}", "cpu" if backend == "torch" else backend):
                 continue  # no torch implementation of this type
             codec = get_codec(f"gguf_{t}", "cpu", backend)
@@ -141,6 +144,7 @@ def main() -> None:
     ap.add_argument("--quants", default=",".join(QUANTS))
     ap.add_argument("--iq-preset", default="tiny", help="input for the imatrix types (their grid searches are slow)")
     ap.add_argument("--no-torch", action="store_true", help="leave out the torch-backend Q4_K_M run")
+    ap.add_argument("--no-ggml-rows", action="store_true", help="leave out the `--codec-backend ggml` runs")
     ap.add_argument("--results", action="store_true", help="append a section to bench/RESULTS.md")
     args = ap.parse_args()
     sys.path.insert(0, str(REPO))
@@ -195,7 +199,14 @@ def main() -> None:
         mine, out_file = ours(quant, args.workdir / f"dshub-{quant}")
         check = json.loads(subprocess.run([sys.executable, "-c", HELPER, "compare", str(out_file), str(ref)], env=env,
                                           check=True, capture_output=True, text=True).stdout)
-        rows[quant] = {"preset": preset, "input_bytes": inp["input_bytes"], "convert_bf16": step1, "quantize": step2,
+        ggml_row = None
+        if quant not in NEEDS_IMATRIX and not args.no_ggml_rows:  # the imatrix types are ggml's in both rows
+            ggml_row, ggml_file = ours(quant, args.workdir / f"dshub-{quant}-ggml", "--codec-backend", "ggml")
+            ggml_row["same_bytes_as_auto"] = ggml_file.read_bytes() == out_file.read_bytes()
+            ggml_row["time_ratio"] = round(ggml_row["wall_s"] / two["wall_s"], 3)
+            ggml_row["cpu_ratio"] = round(ggml_row["cpu_s"] / two["cpu_s"], 3)
+            ggml_row["rss_ratio"] = round(ggml_row["peak_rss_mb"] / two["peak_rss_mb"], 3)
+        rows[quant] = {"preset": preset, "dshub_ggml": ggml_row, "input_bytes": inp["input_bytes"], "convert_bf16": step1, "quantize": step2,
                        "two_steps": two, "dshub": mine, "output_check": check, "output_bytes": out_file.stat().st_size,
                        "time_ratio": round(mine["wall_s"] / two["wall_s"], 3), "cpu_ratio": round(mine["cpu_s"] / two["cpu_s"], 3),
                        "rss_ratio": round(mine["peak_rss_mb"] / two["peak_rss_mb"], 3), "disk_ratio": round(mine["disk_bytes"] / two["disk_bytes"], 3)}
@@ -204,7 +215,7 @@ def main() -> None:
         warmup = gb.timed([sys.executable, "-c", WARMUP], env)
         torch_row, torch_file = ours("Q4_K_M", args.workdir / "dshub-Q4_K_M-torch", "--codec-backend", "torch")
         torch_row["warmup_compile_s"] = warmup["wall_s"]
-        torch_row["same_bytes_as_ggml"] = torch_file.read_bytes() == next((args.workdir / "dshub-Q4_K_M").glob("*.gguf")).read_bytes()
+        torch_row["same_bytes_as_auto"] = torch_file.read_bytes() == next((args.workdir / "dshub-Q4_K_M").glob("*.gguf")).read_bytes()
         two = rows["Q4_K_M"]["two_steps"]
         torch_row["time_ratio"] = round(torch_row["wall_s"] / two["wall_s"], 3)
         torch_row["rss_ratio"] = round(torch_row["peak_rss_mb"] / two["peak_rss_mb"], 3)
@@ -226,7 +237,9 @@ def append_results(path: Path, d: dict) -> None:
         lines.append(f"| {q} | llama.cpp `convert_hf_to_gguf.py --outtype bf16` ({r['preset']}, {r['input_bytes'] / 1e6:.0f} MB FP8) | {s1['wall_s']} | {s1['cpu_s']} | {s1['peak_rss_mb']} | |")
         lines.append(f"| {q} | llama.cpp `llama_model_quantize` BF16 -> {q} | {st['wall_s']} | {st['cpu_s']} | {st['peak_rss_mb']} | |")
         lines.append(f"| {q} | **llama.cpp, both steps** | {two['wall_s']} | {two['cpu_s']} | {two['peak_rss_mb']} | {two['disk_bytes'] / 1e6:.0f} MB |")
-        lines.append(f"| {q} | **`dshub convert --quant {q}`** (ggml backend) | {m['wall_s']} | {m['cpu_s']} | {m['peak_rss_mb']} | {m['disk_bytes'] / 1e6:.0f} MB |")
+        lines.append(f"| {q} | **`dshub convert --quant {q}`** (default `auto`: native kernels, ggml for the rest) | {m['wall_s']} | {m['cpu_s']} | {m['peak_rss_mb']} | {m['disk_bytes'] / 1e6:.0f} MB |")
+        if (g := r["dshub_ggml"]):
+            lines.append(f"| {q} | `dshub convert --quant {q} --codec-backend ggml` | {g['wall_s']} | {g['cpu_s']} | {g['peak_rss_mb']} | {g['disk_bytes'] / 1e6:.0f} MB |")
     t = d["dshub_torch_q4_k_m"]
     if t:
         lines.append(f"| Q4_K_M | `dshub convert --quant Q4_K_M --codec-backend torch` (fused kernels) | {t['wall_s']} | {t['cpu_s']} | {t['peak_rss_mb']} | {t['disk_bytes'] / 1e6:.0f} MB |")
@@ -237,12 +250,16 @@ def append_results(path: Path, d: dict) -> None:
                       f"CPU time ratio {r['cpu_ratio']}, peak RSS ratio **{r['rss_ratio']}** (target <= {TARGETS['rss']}: "
                       f"{ok(r['rss_ratio'], TARGETS['rss'])}), bytes written {r['disk_ratio']}x; {c['same_types']} of {c['tensors']} "
                       f"tensors have llama.cpp's type, {c['byte_identical']} are byte-identical.")
+        if (g := r["dshub_ggml"]):
+            ratios.append(f"  With `--codec-backend ggml`: wall {g['time_ratio']}, CPU {g['cpu_ratio']}, peak RSS {g['rss_ratio']}; "
+                          f"same file as the default backend's: {g['same_bytes_as_auto']}.")
     if t:
         ratios.append(f"- Torch reference, Q4_K_M: wall time ratio {t['time_ratio']}, peak RSS ratio {t['rss_ratio']} (kernels compiled "
-                      f"once before, {t['warmup_compile_s']} s); same file as the ggml backend's: {t['same_bytes_as_ggml']}.")
+                      f"once before, {t['warmup_compile_s']} s); same file as the default backend's: {t['same_bytes_as_auto']}.")
     pc = d["per_core"]
+    per_core = "; ".join(f"{k} {v.get('torch_melem_s')} / {v.get('ggml_melem_s')} / {v.get('native_melem_s')}" for k, v in pc.items() if k != "IQ2_XXS")
     text = f"""
-## GGUF K-quants and IQ types with the ggml backend: dshub one pass vs llama.cpp two steps (`python bench/kquants.py --preset {d['preset']} --iq-preset {d['iq_preset']} --workers {d['workers']}`)
+## GGUF K-quants and IQ types, native kernels and ggml: dshub one pass vs llama.cpp two steps (`python bench/kquants.py --preset {d['preset']} --iq-preset {d['iq_preset']} --workers {d['workers']}`)
 
 Same run, warm inputs (block-FP8 synthetic presets: `{d['preset']}` for the K-quants, `{d['iq_preset']}` for IQ2_XXS), {d['machine']};
 llama.cpp from {d['llama_cpp_python']} (portable build). Each step is a child process (wall time, CPU time, peak RSS).
@@ -254,8 +271,8 @@ IQ2_XXS: both paths use the same synthetic imatrix.
 {chr(10).join(lines)}
 
 {chr(10).join(ratios)}
-- One core, 64 x 7168 float32 rows, same bytes: Q4_K torch {pc['Q4_K'].get('torch_melem_s')} vs ggml {pc['Q4_K']['ggml_melem_s']} M elements/s;
-  IQ2_XXS (ggml only) {pc['IQ2_XXS']['ggml_melem_s']} M elements/s.
+- One core, 64 x 7168 float32 rows, same bytes, M elements/s (torch / ggml / native): {per_core};
+  IQ2_XXS (ggml only) {pc['IQ2_XXS']['ggml_melem_s']}.
 - Byte identity: the two paths quantize different inputs (llama.cpp rounds the FP8-dequantized weights to BF16 first;
   dshub quantizes the exact float32 values). Given the same float32 input every tensor is byte-identical
   (tests/converters/gguf/test_mixtures_llama.py, test_iq_mixtures_llama.py).

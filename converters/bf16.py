@@ -15,6 +15,7 @@ from dshub.checkpoint.reader import Checkpoint, read_entry
 from dshub.checkpoint.header import TensorEntry
 from dshub.checkpoint.writer import TensorDecl, shard_size, write_shard
 from dshub.quant import get_codec
+from dshub.quant.backends import default_chain
 
 from dshub.converters.pipeline import TensorPipeline, ordered_producer
 from dshub.converters.options import Bf16Options
@@ -80,7 +81,8 @@ class Bf16Converter(Converter):
         path = ckpt.shard_path(f.name)
         block = ckpt.encoding.block or (128, 128)
         # On the CPU a weight streams out one row block at a time; a GPU kernel works on the whole tensor.
-        dequant = get_codec("fp8_block_dequant_bf16_rows" if plan.device == "cpu" else "fp8_block_dequant_bf16", plan.device)
+        dequant = get_codec("fp8_block_dequant_bf16_rows" if plan.device == "cpu" else "fp8_block_dequant_bf16", plan.device,
+                            default_chain())
         dequant_mx = get_codec("mxfp4_dequant_bf16", plan.device)
         spec = spec_for(ckpt.config)
         scales = scale_names(spec)

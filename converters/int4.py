@@ -13,7 +13,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -25,6 +25,7 @@ from dshub.errors import CheckpointError, DshubError, QuantizationError, UsageEr
 from dshub.formats.int4_config import module_of, quantization_config
 from dshub.checkpoint.writer import TORCH_TO_ST, TensorDecl, shard_size, write_shard
 from dshub.quant import get_codec
+from dshub.quant.backends import default_chain
 from dshub.quant.int4 import Int4Error, get_format, packed_layout, scheme_for
 
 from dshub.converters.options import Int4Options
@@ -171,7 +172,7 @@ class Int4Converter(Converter):
         pack = get_codec(get_format(opts.format).codec, dev)
         scheme = scheme_for(opts.format, opts.group_size, opts.symmetric)
         block = ckpt.encoding.block or (128, 128)
-        to_bf16 = get_codec("fp8_block_dequant_bf16_rows" if dev == "cpu" else "fp8_block_dequant_bf16", dev)
+        to_bf16 = get_codec("fp8_block_dequant_bf16_rows" if dev == "cpu" else "fp8_block_dequant_bf16", dev, default_chain())
         quant_fp8, quant_float = get_codec("int4_quantize_fp8", dev), get_codec("int4_quantize", dev)
         kinds = {a.source: a.kind for a in actions.values()}
         units = list(dict.fromkeys(actions[d.name].source for d in decls))  # one per input tensor, in file order

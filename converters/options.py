@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from dshub.arch.family import SCOPE_NAMES
 from dshub.errors import UsageError
 from dshub.quant.device import DEVICES
-from dshub.quant.gguf.backends import BACKENDS
+from dshub.quant.backends import BACKENDS
 from dshub.quant.int4 import GROUP_SIZES, Int4Error, scheme_for
 from dshub.quant.registry import Registry
 

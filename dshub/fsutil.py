@@ -1,11 +1,15 @@
-"""Atomic file writes: temp name in the same directory, fsync, rename, fsync the directory."""
+"""Atomic file writes: temp name in the same directory, fsync, rename, fsync the directory; and the writer that hashes
+what it writes on a second thread."""
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
+import queue
 import shutil
+import threading
 from pathlib import Path
 from typing import IO, Any, Iterator
 
@@ -48,6 +52,60 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+class HashedWriter:
+    """Writes bytes to a file while a second thread computes their sha256, so hashing overlaps the writes instead of
+    adding to them (file writes and `hashlib.update` on large buffers both release the GIL).
+
+    The hash thread lags the writes by at most `depth` slices of `SLICE` bytes, which it keeps alive; a buffer given
+    to `write` must not change afterwards.
+    """
+
+    SLICE = 8 << 20
+
+    def __init__(self, f: IO[Any], depth: int = 4):
+        self.f, self.size = f, 0
+        self._sha = hashlib.sha256()
+        self._queue: queue.Queue[memoryview | None] = queue.Queue(depth)
+        self._thread = threading.Thread(target=self._run, name="sha256", daemon=True)
+        self._thread.start()
+        self._open = True
+
+    def _run(self) -> None:
+        while (part := self._queue.get()) is not None:
+            self._sha.update(part)
+
+    def write(self, data: Any) -> int:
+        mv = memoryview(data).cast("B")
+        for i in range(0, len(mv), self.SLICE):
+            part = mv[i:i + self.SLICE]
+            self.f.write(part)
+            self._queue.put(part)
+        self.size += len(mv)
+        return len(mv)
+
+    def close(self) -> None:
+        """Stop the hash thread once it has hashed everything written (idempotent)."""
+        if self._open:
+            self._open = False
+            self._queue.put(None)
+            self._thread.join()
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self._sha.hexdigest()
+
+
+@contextlib.contextmanager
+def hashed_atomic_open(path: str | os.PathLike) -> Iterator[HashedWriter]:
+    """`atomic_open` for binary output through a HashedWriter; read `.hexdigest()` after the block."""
+    with atomic_open(path) as f:
+        w = HashedWriter(f)
+        try:
+            yield w
+        finally:
+            w.close()
 
 
 def write_json_atomic(path: str | os.PathLike, doc: Any) -> None:

@@ -75,7 +75,7 @@ class Registry(Generic[K, V]):
 
 # (codec name, implementation) -> callable. "cpu" = the torch reference, "cuda" = a GPU kernel (Triton), "ggml" =
 # ggml's own C quantizers (dshub.quant.gguf.ggml), "native" = dshub's C kernels (dshub.quant.gguf.native). A device
-# kind names where tensors live; a CPU backend chain ("native+ggml", `--codec-backend`, see quant/gguf/backends.py)
+# kind names where tensors live; a CPU backend chain ("native+ggml", `--codec-backend`, see quant/backends.py)
 # names which CPU implementations compute, in order, when the device has no kernel of its own.
 CODECS: Registry[tuple[str, str], Callable] = Registry("codec")
 CPU_BACKENDS = ("torch", "ggml", "native")  # the reference first: every other backend must give its bytes

@@ -1,7 +1,7 @@
 """What a GGUF run's planned types require: which CPU quantizers compute them (`--codec-backend`), and where llama.cpp
 insists on an importance matrix.
 
-The backend is resolved once, at planning, into a chain (quant/gguf/backends.py): `torch` (the reference), `ggml`
+The backend is resolved once, at planning, into a chain (quant/backends.py): `torch` (the reference), `ggml`
 (llama.cpp's own C quantizers, the same bytes), `native` (dshub's C K-quant kernels, the same bytes) or `auto` (every
 one that loads, native first). Types only ggml produces (IQ*, TQ*) make ggml a requirement; a dry run
 (sizing: `info`, `plan`) still prices them without the library. Refusals name the tensor, before any work.
@@ -13,7 +13,7 @@ from typing import Iterable
 
 from dshub.errors import DeviceError, PolicyError, UsageError
 from dshub.quant.gguf import ggml
-from dshub.quant.gguf.backends import resolve_backend
+from dshub.quant.backends import resolve_backend
 from dshub.quant.registry import BackendUnavailable, is_registered
 
 from dshub.converters.gguf.imatrix import load_imatrix, slices_for

@@ -21,7 +21,7 @@ from dshub.checkpoint.writer import tensor_bytes
 from dshub.constants import SIDECAR_FILES
 from dshub.errors import QuantizationError
 from dshub.formats.gguf_tokenizer import read_json_object
-from dshub.fsutil import atomic_open, write_json_atomic
+from dshub.fsutil import atomic_open, hashed_atomic_open, write_json_atomic
 from dshub.quant import get_codec
 from dshub.quant.int4 import Int4Error, Int4Scheme
 
@@ -117,23 +117,19 @@ class TensorSource:
 
 def write_data_file(path: Path, inits: list[Initializer], src: TensorSource, on_tensor: Advance) -> str:
     """Initializers at their planned offsets (zero padding between), atomically; returns the sha256."""
-    h = hashlib.sha256()
     pos = 0
-    with atomic_open(path) as f:
+    with hashed_atomic_open(path) as f:
         for t in inits:
-            pad = b"\0" * (t.offset - pos)
-            f.write(pad)
-            h.update(pad)
+            f.write(b"\0" * (t.offset - pos))
             x = src.tensor(t)
             if tuple(x.shape) != t.shape or x.dtype != TORCH_OF[t.elem]:  # pragma: no cover - plan and code out of step
                 raise ValueError(f"{path.name}: {t.name}: produced {x.dtype}{list(x.shape)}, planned {list(t.shape)}")
             data = tensor_bytes(x)
             f.write(data)
-            h.update(data)
             pos = t.offset + t.nbytes
             del x, data
             on_tensor(t.nbytes)
-    return h.hexdigest()
+    return f.hexdigest()
 
 
 def _by_file(inits: list[Initializer]) -> dict[str, list[Initializer]]:

@@ -1,7 +1,6 @@
 """Streaming safetensors writer: header first (from declared dtypes/shapes), then tensors one at a time."""
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import struct
@@ -11,7 +10,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from dshub.fsutil import atomic_open
+from dshub.fsutil import hashed_atomic_open
 from dshub.checkpoint.header import DTYPE_BYTES
 
 TORCH_TO_ST: dict[torch.dtype, str] = {
@@ -69,12 +68,9 @@ def write_shard(
     """Write one shard atomically, calling `produce(decl)` for each tensor in order (one alive at a time).
 
     `produce` returns the whole tensor, or an iterable of row chunks (same dtype, concatenated along dim 0), so a
-    producer can stream a tensor without ever holding it. Returns the file's sha256, computed while writing."""
-    h = hashlib.sha256()
-    with atomic_open(path) as f:
-        header = encode_header(decls, metadata)
-        f.write(header)
-        h.update(header)
+    producer can stream a tensor without ever holding it. Returns the file's sha256, computed beside the writes."""
+    with hashed_atomic_open(path) as f:
+        f.write(encode_header(decls, metadata))
         for d in decls:
             out = produce(d)
             chunks = (out,) if isinstance(out, torch.Tensor) else out
@@ -84,7 +80,6 @@ def write_shard(
                     raise ValueError(f"{path.name}: tensor {d.name}: produced {t.dtype}{list(t.shape)}, declared {d.dtype}{list(d.shape)}")
                 data = tensor_bytes(t)
                 f.write(data)
-                h.update(data)
                 written += data.nbytes
                 del t, data
             if written != d.nbytes:
@@ -92,7 +87,7 @@ def write_shard(
             del out, chunks
             if on_tensor:
                 on_tensor(d)
-    return h.hexdigest()
+    return f.hexdigest()
 
 
 def write_tensors(path: Path, tensors: Iterable[tuple[str, torch.Tensor]], metadata: dict[str, str] | None = None) -> None:

@@ -6,7 +6,6 @@ expert. Split sets follow llama.cpp (`<stem>-00001-of-0000N.gguf`; every file is
 """
 from __future__ import annotations
 
-import hashlib
 import mmap
 import re
 import struct
@@ -17,7 +16,7 @@ from typing import Any, Callable, Iterable
 from dshub.quant.gguf.types import GGML_TYPES, GGML_TYPES_BY_CODE
 
 from dshub.errors import GGUFError
-from dshub.fsutil import atomic_open
+from dshub.fsutil import hashed_atomic_open
 from dshub.formats.gguf_schema import SCALAR_FORMAT, VT, metadata_problems
 
 GGUF_MAGIC = b"GGUF"
@@ -159,29 +158,19 @@ def write_gguf(
     on_tensor: Callable[[TensorInfo], None] | None = None,
 ) -> WriteResult:
     """Write one GGUF file atomically. `produce(t)` yields the tensor's bytes in order; their total must be `t.nbytes`."""
-    digest = hashlib.sha256()
-    size = 0
-    with atomic_open(path) as f:
-
-        def put(b: Any) -> None:
-            nonlocal size
-            mv = memoryview(b).cast("B")
-            f.write(mv)
-            digest.update(mv)
-            size += len(mv)
-
-        put(encode_preamble(kvs, tensors, alignment))
+    with hashed_atomic_open(path) as f:
+        f.write(encode_preamble(kvs, tensors, alignment))
         for t in tensors:
-            start = size
+            start = f.size
             for chunk in produce(t):
-                put(chunk)
-            if size - start != t.nbytes:
-                raise GGUFError(f"{size - start} bytes produced, {t.nbytes} declared",
+                f.write(chunk)
+            if f.size - start != t.nbytes:
+                raise GGUFError(f"{f.size - start} bytes produced, {t.nbytes} declared",
                                 path=str(path), show_path=path.name, tensor=t.name)
-            put(b"\0" * (pad(t.nbytes, alignment) - t.nbytes))
+            f.write(b"\0" * (pad(t.nbytes, alignment) - t.nbytes))
             if on_tensor:
                 on_tensor(t)
-    return WriteResult(path, size, digest.hexdigest())
+    return WriteResult(path, f.size, f.hexdigest())
 
 
 # ---------------------------------------------------------------- reading

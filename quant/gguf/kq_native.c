@@ -10,7 +10,8 @@
  *
  * Build: a C compiler with GCC vector extensions (gcc, clang), -O2 -ffp-contract=off, never -ffast-math.
  * quant/gguf/native.py compiles this file on first use and checks the result against the torch reference.
- * Also block-FP8 -> float32 dequantization (the GGUF converter's input), exactly as quant/fp8.py.
+ * Also block-FP8 dequantization to float32 (the GGUF converter's input) and to bf16 (the BF16 converter's output),
+ * exactly as quant/fp8.py.
  */
 #include <math.h>
 #include <stdint.h>
@@ -492,5 +493,29 @@ void dshub_fp8_block_dequant_f32(const uint8_t * w, const float * lut, const flo
     }
 }
 
+/* bf16 of a float32, round to nearest even; nan becomes 0xffff, as torch's conversion writes it (the self-test
+ * checks this against torch on every load). */
+static inline uint16_t f32_to_bf16(float f) {
+    uint32_t b;
+    memcpy(&b, &f, 4);
+    if ((b & 0x7fffffffu) > 0x7f800000u) return 0xffffu;
+    return (uint16_t)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+}
+
+/* The same product rounded to bf16: bf16(lut[w] * scale), the BF16 converter's output, one pass. */
+void dshub_fp8_block_dequant_bf16(const uint8_t * w, const float * lut, const float * scale, uint16_t * out,
+                                  int64_t rows, int64_t cols, int64_t br, int64_t bc, int64_t scale_cols) {
+    for (int64_t r = 0; r < rows; ++r) {
+        const uint8_t * wr = w + r * cols;
+        const float * sr = scale + (r / br) * scale_cols;
+        uint16_t * o = out + r * cols;
+        for (int64_t c0 = 0, j = 0; c0 < cols; c0 += bc, ++j) {
+            const float s = sr[j];
+            const int64_t c1 = c0 + bc < cols ? c0 + bc : cols;
+            for (int64_t c = c0; c < c1; ++c) o[c] = f32_to_bf16(lut[wr[c]] * s);
+        }
+    }
+}
+
 /* The layout this build agrees to: bumped whenever a function's signature or meaning changes. */
-int dshub_kq_abi(void) { return 3; }
+int dshub_kq_abi(void) { return 4; }

@@ -23,7 +23,7 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -33,7 +33,7 @@ from dshub.quant.gguf.types import GGML_TYPES
 from dshub.quant.registry import BackendUnavailable, register_codec
 
 SOURCE = Path(__file__).with_name("kq_native.c")
-ABI = 3
+ABI = 4
 TYPES = ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
 QK_K = 256
 # -ffp-contract=off: no fused multiply-add (the reference rounds every product); never -ffast-math.
@@ -127,15 +127,18 @@ class _Lib:
             fn.restype = None
             fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
             self.fns[name] = fn
-        fn = lib.dshub_fp8_block_dequant_f32
-        fn.restype = None
-        fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 5
-        self.dequant_fn = fn
+        self.dequant_fns = {}
+        for dtype, fn in ((torch.float32, lib.dshub_fp8_block_dequant_f32), (torch.bfloat16, lib.dshub_fp8_block_dequant_bf16)):
+            fn.restype = None
+            fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 5
+            self.dequant_fns[dtype] = fn
         self.lib, self.path = lib, path
         self._self_test()
 
-    def fp8_dequant(self, weight: torch.Tensor, scale_inv: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
-        """Exact float32 fp32(w) * fp32(scale_inv) per block, one pass (weight [rows, cols] of an 8-bit float)."""
+    def fp8_dequant(self, weight: torch.Tensor, scale_inv: torch.Tensor, block: tuple[int, int],
+                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """fp32(w) * fp32(scale_inv) per block in one pass (weight [rows, cols] of an 8-bit float), as float32
+        (exact) or rounded to bfloat16 (nearest even)."""
         rows, cols = weight.shape
         br, bc = block
         w = weight.contiguous().view(torch.uint8)
@@ -144,8 +147,8 @@ class _Lib:
             raise ValueError(f"scale_inv has shape {tuple(s.shape)}, expected {(-(-rows // br), -(-cols // bc))} for "
                              f"{rows} x {cols} in {br} x {bc} blocks")
         lut = torch.from_numpy(byte_lut(weight.dtype))
-        out = torch.empty((rows, cols), dtype=torch.float32)
-        self.dequant_fn(w.data_ptr(), lut.data_ptr(), s.data_ptr(), out.data_ptr(), rows, cols, br, bc, s.shape[1])
+        out = torch.empty((rows, cols), dtype=dtype)
+        self.dequant_fns[dtype](w.data_ptr(), lut.data_ptr(), s.data_ptr(), out.data_ptr(), rows, cols, br, bc, s.shape[1])
         return out
 
     def run(self, name: str, x: torch.Tensor) -> torch.Tensor:
@@ -156,7 +159,7 @@ class _Lib:
         return out
 
     def _self_test(self) -> None:
-        from dshub.quant.fp8 import dequant_fp8_block_f32  # the references, imported only to check a library
+        from dshub.quant.fp8 import dequant_fp8_block_bf16, dequant_fp8_block_f32  # the references, to check a library
         from dshub.quant.gguf.kquants import QUANTIZERS
 
         g = torch.Generator().manual_seed(20261201)
@@ -167,13 +170,15 @@ class _Lib:
             if not torch.equal(self.run(name, x), QUANTIZERS[name](x)):
                 raise NativeUnavailable(f"{self.path}: {name} differs from the reference quantizer on the self-test "
                                         "(a compiler changing float semantics?); not used")
-        codes = torch.arange(256, dtype=torch.uint8)
-        codes[codes & 0x7F == 0x7F] = 0  # every e4m3 value but nan, at odd offsets
+        codes = torch.arange(256, dtype=torch.uint8)  # every e4m3 value (nan included), at odd offsets
         w = torch.cat([codes, codes.flip(0)]).repeat(3)[:3 * 150].view(3, 150).view(torch.float8_e4m3fn)
         s = torch.tensor([[0.5, -3e-3], [7.0, 1e-30]])
-        if not torch.equal(self.fp8_dequant(w, s, (2, 128)), dequant_fp8_block_f32(w, s, (2, 128))):
-            raise NativeUnavailable(f"{self.path}: FP8 dequantization differs from the reference on the self-test; "
-                                    "not used")
+        for dtype, ref in ((torch.float32, dequant_fp8_block_f32), (torch.bfloat16, dequant_fp8_block_bf16)):
+            got, want = self.fp8_dequant(w, s, (2, 128), dtype), ref(w, s, (2, 128))
+            if not torch.equal(got.view(torch.int16 if dtype == torch.bfloat16 else torch.int32),
+                               want.view(torch.int16 if dtype == torch.bfloat16 else torch.int32)):
+                raise NativeUnavailable(f"{self.path}: FP8 dequantization to {dtype} differs from the reference on "
+                                        "the self-test; not used")
 
 
 _loaded: dict[str, _Lib | NativeUnavailable] = {}
@@ -238,3 +243,13 @@ for _name in TYPES:
 def dequant_fp8_block_f32(weight: torch.Tensor, scale_inv: torch.Tensor, block: tuple[int, int] = (128, 128)) -> torch.Tensor:
     """Exact fp32(w) * fp32(scale_inv) per block (edges cropped), the torch reference's values in one native pass."""
     return load().fp8_dequant(weight, scale_inv, block)
+
+
+@register_codec("fp8_block_dequant_bf16_rows", "native")
+def dequant_fp8_block_bf16_rows(weight: torch.Tensor, scale_inv: torch.Tensor,
+                                block: tuple[int, int] = (128, 128)) -> Iterator[torch.Tensor]:
+    """bf16(fp32(w) * fp32(scale_inv)), the torch reference's bits, one row block at a time (never the whole tensor)."""
+    lib, br = load(), block[0]
+    s = scale_inv.to(torch.float32)
+    for i, r0 in enumerate(range(0, weight.shape[0], br)):
+        yield lib.fp8_dequant(weight[r0:r0 + br], s[i:i + 1], block, torch.bfloat16)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dshub.quant.gguf import ggml
-from dshub.quant.gguf.backends import BackendNameError, resolve_backend
+from dshub.quant.backends import BackendNameError, resolve_backend
 from dshub.quant.gguf.types import GGML_TYPES
 from dshub.quant.registry import BackendUnavailable, get_codec
 from tests.support.llama_oracle import ggml_quantize

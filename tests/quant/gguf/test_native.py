@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from dshub.quant.gguf import ggml, native
-from dshub.quant.gguf.backends import resolve_backend
+from dshub.quant.backends import resolve_backend
 from dshub.quant.gguf.kquants import QUANTIZERS
 from dshub.quant.registry import BackendUnavailable, get_codec
 from tests.support.llama_oracle import ggml_quantize
@@ -105,3 +105,19 @@ def test_a_library_that_disagrees_is_refused(tmp_path: Path) -> None:
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert run.returncode != 0
     assert "differs from the reference quantizer on the self-test" in run.stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize("shape, block", [((300, 700), (128, 128)), ((128, 256), (128, 128)), ((5, 3), (2, 2))])
+def test_fp8_dequant_gives_the_reference_bits(shape: tuple[int, int], block: tuple[int, int]) -> None:
+    from dshub.quant.fp8 import dequant_fp8_block_bf16, dequant_fp8_block_f32
+
+    g = torch.Generator().manual_seed(2)
+    w = torch.randint(0, 256, shape, dtype=torch.uint8, generator=g).view(torch.float8_e4m3fn)  # nan codes included
+    s = torch.randn((-(-shape[0] // block[0]), -(-shape[1] // block[1])), generator=g) * 1e-2
+    f32 = get_codec("fp8_block_dequant_f32", "cpu", "native")(w, s, block)
+    assert torch.equal(f32.view(torch.int32), dequant_fp8_block_f32(w, s, block).view(torch.int32))
+    rows = list(get_codec("fp8_block_dequant_bf16_rows", "cpu", "native")(w, s, block))
+    assert [r.shape[0] for r in rows] == [min(block[0], shape[0] - r0) for r0 in range(0, shape[0], block[0])]
+    assert torch.equal(torch.cat(rows).view(torch.int16), dequant_fp8_block_bf16(w, s, block).view(torch.int16))
+    with pytest.raises(ValueError, match=r"scale_inv has shape \(1, 1\), expected"):
+        native.load().fp8_dequant(w, s[:1, :1], block)

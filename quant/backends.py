@@ -1,4 +1,4 @@
-"""`--codec-backend`: which CPU implementation computes each GGUF codec, resolved once per run into a chain.
+"""`--codec-backend`: which CPU implementation computes each codec, resolved once per run into a chain.
 
 The chain is the backends to try, fastest first, joined by "+" (e.g. "native+ggml"); a codec comes from the first one
 that implements it, else from the torch reference (dshub.quant.registry.get_codec). Every backend gives the torch
@@ -55,3 +55,9 @@ def resolve_backend(requested: str, note: Callable[[str], None] | None = _stderr
                 then = "+".join(chain) if chain else "the torch reference"
                 note(f"--codec-backend auto: {name} is not available ({why}); quantizing with {then}")
     return "+".join(chain) or "torch"
+
+
+def default_chain() -> str:
+    """`auto`'s chain, without notes: what converters that have no `--codec-backend` option (BF16, INT4) use for the
+    CPU kernels they share with GGUF (block-FP8 dequantization), the same bytes whichever computes."""
+    return resolve_backend("auto", note=None)
