@@ -14,17 +14,10 @@ from pathlib import Path
 import pytest
 
 from dshub.constants import MANIFEST_NAME, TMP_SUFFIX
-from tests.support.ray_cluster import RayCluster, ray_env, start_cluster
+from tests.support.ray_cluster import BLOCK_RAY, RayCluster, ray_env
 
 pytestmark = pytest.mark.slow
 TASK_TITLE = "ray::dshub-convert-file"  # a Ray worker's process title while it runs our task
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    c = start_cluster(2)
-    yield c
-    c.stop()
 
 
 @pytest.fixture(scope="module")
@@ -134,17 +127,6 @@ def test_a_node_that_does_not_mount_the_output_is_refused(cluster, tiny_ckpt, tm
     assert not list((tmp_path / "ray").glob("*.safetensors"))
 
 
-BLOCK_RAY = """
-import sys
-class NoRay:
-    def find_spec(self, name, path=None, target=None):
-        if name == "ray" or name.startswith("ray."):
-            raise ModuleNotFoundError("No module named 'ray'")
-sys.meta_path.insert(0, NoRay())
-from dshub.cli import main
-sys.argv = ["dshub", *sys.argv[1:]]
-main()
-"""
 
 
 def test_without_ray_the_executor_is_a_usage_error(tiny_ckpt, tmp_path):

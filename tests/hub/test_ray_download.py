@@ -1,0 +1,122 @@
+"""`dshub download --executor ray` on the shared local Ray cluster, from the loopback fake hub: the local download's
+bytes and manifest, the files fetched by the nodes with their own token (the driver's never leaves it), a file the
+hub serves corrupted refused by name with nothing left looking complete, a rerun resuming and skipping verified
+files, and no Ray installed a usage error (exit 2, one JSON document)."""
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dshub.hub.download import _Runner, plan_download
+from dshub.hub.manifest import STATE_DIR
+from dshub.hub.ray_fetch import tasks_for
+from dshub.hub.transfer import RetryPolicy
+from dshub.raycluster import MARKER_PREFIX
+from tests.support.fakehub import REPO, TEST_TOKEN
+from tests.support.ray_cluster import BLOCK_RAY, NODE_HF_TOKEN, RayCluster, ray_env
+
+SHARD = "model-00005-of-00009.safetensors"
+
+
+def download_cmd(local_dir: Path, cluster: RayCluster, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "dshub.cli", "download", REPO, "--local-dir", str(local_dir), "--executor", "ray",
+            "--ray-address", cluster.address, *extra]
+
+
+def run(cmd: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, env=ray_env(), capture_output=True, text=True, timeout=300)
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """The downloaded files by path; dshub's state and huggingface_hub's bookkeeping (timestamps) left out."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.relative_to(root).parts[0] not in (STATE_DIR, ".cache")}
+
+
+def manifest(root: Path) -> bytes:
+    return (root / STATE_DIR / "download.json").read_bytes()
+
+
+@pytest.fixture
+def gated(hub, repo_files, monkeypatch):
+    """The tiny checkpoint as a gated repository; this process (the driver) holds TEST_TOKEN, the nodes their own."""
+    hub.add_repo(REPO, repo_files, gated=True)
+    hub.tokens.add(NODE_HF_TOKEN)
+    monkeypatch.setenv("HF_TOKEN", TEST_TOKEN)
+    return hub
+
+
+@pytest.mark.slow
+def test_a_ray_download_is_the_local_download_fetched_by_the_nodes(cli, cluster, gated, repo_files, tmp_path):
+    r = cli("download", REPO, "--local-dir", tmp_path / "local", "--json")
+    assert r.exit_code == 0, r.output
+    gated.clear_log()
+
+    r = run(download_cmd(tmp_path / "ray", cluster, "--json"))
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["ok"] and sorted(doc["fetched"]) == sorted(repo_files) and doc["failures"] == []
+    assert doc["bytes_transferred"] == sum(len(b) for b in repo_files.values())
+    assert tree(tmp_path / "ray") == tree(tmp_path / "local") == repo_files
+    assert manifest(tmp_path / "ray") == manifest(tmp_path / "local")  # one manifest, the driver's, the same
+    assert not list((tmp_path / "ray").rglob(f"{MARKER_PREFIX}*"))  # the shared-filesystem marker is removed
+
+    files, listing = gated.gets(), [e for e in gated.log if e.file is None]
+    assert {e.file for e in files} == set(repo_files)
+    assert {e.token for e in files} == {NODE_HF_TOKEN}  # every file fetched on a node, with that node's own token
+    assert listing and {e.token for e in listing} == {TEST_TOKEN}  # the driver's token served the listing only
+    assert TEST_TOKEN not in r.stdout + r.stderr and NODE_HF_TOKEN not in r.stdout + r.stderr
+
+
+@pytest.mark.slow
+def test_a_corrupted_file_fails_by_name_and_a_rerun_fetches_only_it(cli, cluster, gated, repo_files, tmp_path):
+    bad = bytes(b ^ 0xFF for b in repo_files[SHARD])  # the listed size, other bytes: only the digest can tell
+    gated.faults.wrong_bytes[SHARD] = (bad, -1)
+    out = tmp_path / "ray"
+    r = run(download_cmd(out, cluster))
+    assert r.returncode == 1
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and SHARD in errors[0] and "does not match the hub's" in errors[0], r.stderr
+    assert "INCOMPLETE" in r.stdout
+    assert not (out / SHARD).exists() and not list(out.rglob(f"{SHARD}*.part"))  # nothing half-written in place
+    assert set(tree(out)) == set(repo_files) - {SHARD}
+
+    del gated.faults.wrong_bytes[SHARD]
+    gated.clear_log()
+    r = run(download_cmd(out, cluster, "--json"))
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["fetched"] == [SHARD] and sorted(doc["verified"]) == sorted(set(repo_files) - {SHARD})
+    assert {e.file for e in gated.gets()} == {SHARD}
+    assert tree(out) == repo_files
+
+    gated.clear_log()
+    r = run(download_cmd(out, cluster, "--json"))  # complete: the rerun fetches nothing and hashes nothing again
+    doc = json.loads(r.stdout)
+    assert r.returncode == 0 and doc["fetched"] == [] and doc["bytes_transferred"] == 0
+    assert sorted(doc["verified"]) == sorted(repo_files) and gated.gets() == []
+
+
+def test_the_drivers_token_is_in_no_task(gated, monkeypatch, tmp_path):
+    monkeypatch.delenv("HF_TOKEN")
+    plan = plan_download(REPO, local_dir=tmp_path / "d", token=TEST_TOKEN)  # the gated listing needs it: it is sent
+    assert TEST_TOKEN in json.dumps(plan.source.headers())  # the driver's source holds it
+    runner = _Runner(plan, workers=1, progress=False, verify=True, retry=RetryPolicy())
+    tasks = tasks_for(runner, plan.files)
+    assert [t.plan.file.path for t in tasks] == [p.file.path for p in plan.files]
+    assert TEST_TOKEN.encode() not in pickle.dumps(tasks)  # what Ray would send to the workers
+
+
+def test_without_ray_the_download_executor_is_a_usage_error(tmp_path):
+    r = subprocess.run([sys.executable, "-c", BLOCK_RAY, "download", REPO, "--local-dir", str(tmp_path / "d"),
+                        "--executor", "ray", "--json"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    doc = json.loads(r.stdout)
+    assert doc["ok"] is False and doc["command"] == "download"
+    assert doc["error"]["message"] == "--executor ray needs Ray, which is not installed; install it with: pip install 'dshub[ray]'"
+    assert not (tmp_path / "d").exists()
