@@ -1,7 +1,8 @@
 """`dshub download --executor ray` on the shared local Ray cluster, from the loopback fake hub: the local download's
 bytes and manifest, the files fetched by the nodes with their own token (the driver's never leaves it), a file the
 hub serves corrupted refused by name with nothing left looking complete, a rerun resuming and skipping verified
-files, and no Ray installed a usage error (exit 2, one JSON document)."""
+files, a pipeline's download step on the cluster, a node that does not mount the directory refused before any
+transfer, and no Ray installed a usage error (exit 2, one JSON document)."""
 from __future__ import annotations
 
 import json
@@ -100,6 +101,31 @@ def test_a_corrupted_file_fails_by_name_and_a_rerun_fetches_only_it(cli, cluster
     doc = json.loads(r.stdout)
     assert r.returncode == 0 and doc["fetched"] == [] and doc["bytes_transferred"] == 0
     assert sorted(doc["verified"]) == sorted(repo_files) and gated.gets() == []
+
+
+@pytest.mark.slow
+def test_a_pipelines_download_step_runs_on_the_cluster(cluster, gated, repo_files, tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(f"source:\n  repo: {REPO}\n  token: ${{HF_TOKEN}}\nsteps:\n  - name: fetch\n    download: {{}}\n")
+    r = run([sys.executable, "-m", "dshub.cli", "run", str(path), "--executor", "ray", "--ray-address",
+             cluster.address, "--json"])
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["ran"] == ["fetch"]
+    assert tree(tmp_path / "dshub-work" / "fetch") == repo_files
+    assert {e.token for e in gated.gets()} == {NODE_HF_TOKEN}
+
+
+@pytest.mark.slow
+def test_a_node_that_does_not_mount_the_directory_is_refused_before_any_transfer(cluster, gated, tmp_path):
+    node = cluster.add_node(hide=tmp_path)  # this node sees an empty tmpfs where the driver's tmp_path is
+    try:
+        r = run(download_cmd(tmp_path / "ray", cluster))
+    finally:
+        cluster.stop_node(node)
+    assert r.returncode == 1
+    line = r.stderr.strip().splitlines()[-1]
+    assert "does not see" in line and MARKER_PREFIX in line and "--local-dir" in line, r.stderr
+    assert gated.gets() == []  # checked first: no file was requested
 
 
 def test_the_drivers_token_is_in_no_task(gated, monkeypatch, tmp_path):
