@@ -240,11 +240,11 @@ def structural_checks(plan: DownloadPlan) -> list[dict[str, Any]]:
     return [dict(f.to_dict(), message=str(f)) for f in report.findings]
 
 
-def _local(address: str | None, state: Path) -> contextlib.AbstractContextManager[Fetch]:
+def _local(address: str | None, plan: DownloadPlan) -> contextlib.AbstractContextManager[Fetch]:
     return contextlib.nullcontext(fetch_in_threads)
 
 
-EXECUTORS: dict[str, Callable[[str | None, Path], contextlib.AbstractContextManager[Fetch]]] = {
+EXECUTORS: dict[str, Callable[[str | None, DownloadPlan], contextlib.AbstractContextManager[Fetch]]] = {
     "local": _local,  # --workers threads in this process
     "ray": ray_fetch.on_cluster,  # one Ray task per file on a cluster that mounts the target directory
 }
@@ -266,7 +266,7 @@ def run_download(
     retry = retry or RetryPolicy.from_env()  # a bad setting is refused before anything is written
     read_timeout()  # HF_HUB_DOWNLOAD_TIMEOUT too
     plan.layout.prepare(list(plan.manifest.files.values()))
-    with exclusive(plan.root), EXECUTORS[executor](ray_address, state_dir(plan.root)) as fetch:
+    with exclusive(plan.root), EXECUTORS[executor](ray_address, plan) as fetch:
         reclassify(plan)  # another run may have finished files since the plan was made
         return _run_locked(plan, workers=workers, verify=verify, progress=progress, retry=retry, fetch=fetch)
 

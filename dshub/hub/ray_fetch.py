@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from dshub import raycluster
 from dshub.errors import UsageError
 from dshub.hub.fetch import Fetched, Origin, fetch_file
 from dshub.hub.layout import Layout
-from dshub.hub.plan import FilePlan
+from dshub.hub.manifest import state_dir
+from dshub.hub.plan import DownloadPlan, FilePlan
 from dshub.hub.redact import redact_url
 from dshub.hub.sources import make_source
 from dshub.hub.transfer import RetryPolicy
@@ -48,23 +48,30 @@ def fetch_task(task: FileTask) -> Fetched:
     return fetch_file(task.plan, task.layout, origin, task.retry, lambda n: None)
 
 
-def tasks_for(runner: Any, firsts: list[FilePlan]) -> list[FileTask]:
-    """The tasks of a download; an endpoint with credentials in it is refused (it would travel with every task)."""
-    src, m = runner.plan.source, runner.plan.manifest
-    assert src is not None
-    endpoint = getattr(src, "endpoint", "")
+def endpoint_of(plan: DownloadPlan) -> str:
+    """The endpoint every task is given; one with credentials in it is refused (it would travel with each task)."""
+    endpoint = getattr(plan.source, "endpoint", "")
     if redact_url(endpoint) != endpoint:
         raise UsageError(f"--executor ray sends the endpoint to every node; {redact_url(endpoint)} carries credentials: "
                          "give the workers a token in their environment instead")
+    return endpoint
+
+
+def tasks_for(runner: Any, firsts: list[FilePlan]) -> list[FileTask]:
+    """The tasks of a download: one per blob."""
+    src, m = runner.plan.source, runner.plan.manifest
+    assert src is not None
+    endpoint = endpoint_of(runner.plan)
     return [FileTask(p, runner.plan.layout, src.name, endpoint, m.repo_id, m.commit, runner.retry) for p in firsts]
 
 
 @contextlib.contextmanager
-def on_cluster(address: str | None, state: Path) -> Iterator[Callable[[Any, list[FilePlan], Any], None]]:
-    """Connected to the cluster, every node checked to see the download's state directory (`state`, written before
-    any file), for the block: yields the runner's `fetch`."""
+def on_cluster(address: str | None, plan: DownloadPlan) -> Iterator[Callable[[Any, list[FilePlan], Any], None]]:
+    """Connected to the cluster, every node checked to see the download's state directory (written before any file),
+    for the block: yields the runner's `fetch`."""
+    endpoint_of(plan)  # refused before connecting
     with raycluster.session(address) as ray:
-        raycluster.check_shared(ray, state, [], flag="--local-dir",
+        raycluster.check_shared(ray, state_dir(plan.root), [], flag="--local-dir",
                                 what="the download directory (--local-dir, or the HF cache)")
         yield fetch_with(ray)
 

@@ -1,27 +1,34 @@
 """`dshub download --executor ray` on the shared local Ray cluster, from the loopback fake hub: the local download's
-bytes and manifest, the files fetched by the nodes with their own token (the driver's never leaves it), a file the
+bytes and manifest, the files fetched by the nodes with their own token (the driver's never leaves it), a killed
+worker's task retried by Ray and resuming its partial file, a file the
 hub serves corrupted refused by name with nothing left looking complete, a rerun resuming and skipping verified
 files, a pipeline's download step on the cluster, a node that does not mount the directory refused before any
 transfer, and no Ray installed a usage error (exit 2, one JSON document)."""
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from dshub.hub.download import _Runner, plan_download
+from dshub.errors import UsageError
+from dshub.hub.download import _Runner, plan_download, run_download
 from dshub.hub.manifest import STATE_DIR
 from dshub.hub.ray_fetch import tasks_for
+from dshub.hub.sources import HfSource
 from dshub.hub.transfer import RetryPolicy
 from dshub.raycluster import MARKER_PREFIX
 from tests.support.fakehub import REPO, TEST_TOKEN
 from tests.support.ray_cluster import BLOCK_RAY, NODE_HF_TOKEN, RayCluster, ray_env
 
 SHARD = "model-00005-of-00009.safetensors"
+TASK_TITLE = "ray::dshub-download-file"  # a Ray worker's process title while it runs a download task
 
 
 def download_cmd(local_dir: Path, cluster: RayCluster, *extra: str) -> list[str]:
@@ -103,6 +110,34 @@ def test_a_corrupted_file_fails_by_name_and_a_rerun_fetches_only_it(cli, cluster
     assert sorted(doc["verified"]) == sorted(repo_files) and gated.gets() == []
 
 
+def task_pids() -> list[int]:
+    ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    return [int(line.split(None, 1)[0]) for line in ps.splitlines() if line.split(None, 1)[-1].startswith(TASK_TITLE)]
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_retried_and_resumes_its_file(cluster, gated, repo_files, tmp_path):
+    gated.faults.rate_bytes_per_s = 1 << 20  # about a second a shard: time to catch a task mid-file
+    out = tmp_path / "ray"
+    driver = subprocess.Popen(download_cmd(out, cluster, "--json"), env=ray_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    killed = None
+    deadline = time.monotonic() + 240
+    while killed is None and driver.poll() is None and time.monotonic() < deadline:
+        parts = list((out / STATE_DIR / "partial").glob("*.part")) if out.exists() else []
+        if any(p.stat().st_size >= 256 << 10 for p in parts if p.exists()) and (pids := task_pids()):
+            os.kill(pids[0], signal.SIGKILL)
+            killed = pids[0]
+        time.sleep(0.01)
+    stdout, stderr = driver.communicate(timeout=300)
+    assert killed is not None, "no task was caught mid-file"
+    assert driver.returncode == 0, stderr
+    assert "A worker died or was killed while executing a task" in stderr  # Ray saw it and ran the task again
+    assert json.loads(stdout)["ok"] and tree(out) == repo_files
+    resumed = [e for e in gated.gets() if e.range and not e.range.startswith("bytes=0-")]
+    assert resumed, "the retried task started its file over instead of resuming its partial bytes"
+
+
 @pytest.mark.slow
 def test_a_pipelines_download_step_runs_on_the_cluster(cluster, gated, repo_files, tmp_path):
     path = tmp_path / "p.yaml"
@@ -136,6 +171,15 @@ def test_the_drivers_token_is_in_no_task(gated, monkeypatch, tmp_path):
     tasks = tasks_for(runner, plan.files)
     assert [t.plan.file.path for t in tasks] == [p.file.path for p in plan.files]
     assert TEST_TOKEN.encode() not in pickle.dumps(tasks)  # what Ray would send to the workers
+
+
+def test_an_endpoint_with_credentials_is_refused_before_connecting(gated, tmp_path):
+    plan = plan_download(REPO, local_dir=tmp_path / "d")
+    plan.source = HfSource(endpoint=gated.endpoint.replace("http://", "http://mirror-user:s3cret@"))
+    with pytest.raises(UsageError) as e:
+        run_download(plan, executor="ray", ray_address="127.0.0.1:1", progress=False)  # no cluster there: not reached
+    assert "carries credentials" in str(e.value) and "s3cret" not in str(e.value)
+    assert not list((tmp_path / "d").glob("*.safetensors"))
 
 
 def test_without_ray_the_download_executor_is_a_usage_error(tmp_path):
