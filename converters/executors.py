@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from dshub import raycluster
-from dshub.errors import UsageError
 from dshub.quant.registry import Registry
 
 Record = Callable[[str, str, int], None]  # (file name, sha256, size) of a finished file
 Advance = Callable[[int], None]
+TASK_NAME = "dshub-convert-file"  # a worker's process title is `ray::TASK_NAME` while it runs one
 TASK_RETRIES = 3  # a task whose worker dies (killed, out of memory, node lost) runs again, this often
 WORKER_BASE_MEMORY = 512 << 20  # a Ray worker process with torch imported, before any tensor
 TENSOR_COPIES = 3  # the largest input tensor as fp32, plus its input and output forms (the converters stream per tensor)
@@ -100,7 +100,7 @@ class RayExecutor:
             return []
         shared = ray.put(job)
         task = ray.remote(_task).options(num_cpus=1, memory=job.task_memory, max_retries=TASK_RETRIES,
-                                         retry_exceptions=False, name="dshub-convert-file")
+                                         retry_exceptions=False, name=TASK_NAME)
         pending = {task.remote(shared, f.name): f for f in todo}
         written: list[str] = []
         try:

@@ -7,12 +7,9 @@ transfer, and no Ray installed a usage error (exit 2, one JSON document)."""
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,15 +17,14 @@ import pytest
 from dshub.errors import UsageError
 from dshub.hub.download import _Runner, plan_download, run_download
 from dshub.hub.manifest import STATE_DIR
-from dshub.hub.ray_fetch import tasks_for
+from dshub.hub.ray_fetch import TASK_NAME, tasks_for
 from dshub.hub.sources import HfSource
 from dshub.hub.transfer import RetryPolicy
 from dshub.raycluster import MARKER_PREFIX
 from tests.support.fakehub import REPO, TEST_TOKEN
-from tests.support.ray_cluster import BLOCK_RAY, NODE_HF_TOKEN, RayCluster, ray_env
+from tests.support.ray_cluster import BLOCK_RAY, NODE_HF_TOKEN, RayCluster, kill_a_task_mid_file, ray_env
 
 SHARD = "model-00005-of-00009.safetensors"
-TASK_TITLE = "ray::dshub-download-file"  # a Ray worker's process title while it runs a download task
 
 
 def download_cmd(local_dir: Path, cluster: RayCluster, *extra: str) -> list[str]:
@@ -110,25 +106,18 @@ def test_a_corrupted_file_fails_by_name_and_a_rerun_fetches_only_it(cli, cluster
     assert sorted(doc["verified"]) == sorted(repo_files) and gated.gets() == []
 
 
-def task_pids() -> list[int]:
-    ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-    return [int(line.split(None, 1)[0]) for line in ps.splitlines() if line.split(None, 1)[-1].startswith(TASK_TITLE)]
-
-
 @pytest.mark.slow
 def test_a_killed_worker_is_retried_and_resumes_its_file(cluster, gated, repo_files, tmp_path):
     gated.faults.rate_bytes_per_s = 1 << 20  # about a second a shard: time to catch a task mid-file
     out = tmp_path / "ray"
     driver = subprocess.Popen(download_cmd(out, cluster, "--json"), env=ray_env(), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
-    killed = None
-    deadline = time.monotonic() + 240
-    while killed is None and driver.poll() is None and time.monotonic() < deadline:
-        parts = list((out / STATE_DIR / "partial").glob("*.part")) if out.exists() else []
-        if any(p.stat().st_size >= 256 << 10 for p in parts if p.exists()) and (pids := task_pids()):
-            os.kill(pids[0], signal.SIGKILL)
-            killed = pids[0]
-        time.sleep(0.01)
+
+    def busy() -> bool:  # a file has a quarter MiB in its partial file: its task is mid-transfer
+        parts = (out / STATE_DIR / "partial").glob("*.part")
+        return any(p.stat().st_size >= 256 << 10 for p in parts if p.exists())
+
+    killed = kill_a_task_mid_file(driver, TASK_NAME, busy)
     stdout, stderr = driver.communicate(timeout=300)
     assert killed is not None, "no task was caught mid-file"
     assert driver.returncode == 0, stderr

@@ -19,6 +19,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -109,6 +110,26 @@ class RayCluster:
         for proc in reversed(list(self.nodes)):
             self.stop_node(proc)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def task_pids(task_name: str) -> list[int]:
+    """The processes running a Ray task named `task_name` now (a worker's title is `ray::NAME` while it runs one)."""
+    ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    title = f"ray::{task_name}"
+    return [int(line.split(None, 1)[0]) for line in ps.splitlines() if line.split(None, 1)[-1].startswith(title)]
+
+
+def kill_a_task_mid_file(driver: subprocess.Popen, task_name: str, busy: Callable[[], bool],
+                         timeout: float = 240) -> int | None:
+    """SIGKILL one worker running `task_name` as soon as `busy()` says a file is being written; its pid, or None
+    when the driver finished (or `timeout` passed) first."""
+    deadline = time.monotonic() + timeout
+    while driver.poll() is None and time.monotonic() < deadline:
+        if busy() and (pids := task_pids(task_name)):
+            os.kill(pids[0], signal.SIGKILL)
+            return pids[0]
+        time.sleep(0.01)
+    return None
 
 
 # `python -c BLOCK_RAY ARGS...`: the dshub CLI in a process where `import ray` fails, as where Ray is not installed
