@@ -78,6 +78,18 @@ def test_a_ray_download_is_the_local_download_fetched_by_the_nodes(cli, cluster,
 
 
 @pytest.mark.slow
+def test_a_ray_download_into_the_hf_cache_links_the_snapshot(cluster, gated, repo_files, tmp_path):
+    r = run([sys.executable, "-m", "dshub.cli", "download", REPO, "--executor", "ray", "--ray-address",
+             cluster.address, "--json"])  # no --local-dir: HF_HOME (this test's, every node sees it) holds the cache
+    assert r.returncode == 0, r.stderr
+    snapshot = Path(json.loads(r.stdout)["plan"]["local_dir"])
+    assert {p.name: p.read_bytes() for p in snapshot.iterdir()} == repo_files
+    assert all((snapshot / n).is_symlink() for n in repo_files)  # snapshots/<commit>/<file> -> ../../blobs/<digest>
+    repo_dir = snapshot.parent.parent
+    assert (repo_dir / "refs" / "main").read_text() == snapshot.name
+
+
+@pytest.mark.slow
 def test_a_corrupted_file_fails_by_name_and_a_rerun_fetches_only_it(cli, cluster, gated, repo_files, tmp_path):
     bad = bytes(b ^ 0xFF for b in repo_files[SHARD])  # the listed size, other bytes: only the digest can tell
     gated.faults.wrong_bytes[SHARD] = (bad, -1)
