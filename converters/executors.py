@@ -4,28 +4,22 @@ same callback, which records it in the manifest: resume, atomic renames and the 
 
 Ray is an optional dependency (`pip install 'dshub[ray]'`); asking for it without it installed is a usage error.
 Ray facts used here (docs.ray.io, Ray 2.x): `ray.remote(...).options(num_cpus, memory, max_retries)` — `memory` is a
-logical resource the scheduler reserves; a task whose worker process dies is retried up to `max_retries` times;
-`NodeAffinitySchedulingStrategy(node_id, soft=False)` pins a task to one node; a task's exception reaches the driver
-as `RayTaskError` whose `.cause` is the original exception.
+logical resource the scheduler reserves; a task whose worker process dies is retried up to `max_retries` times.
+Connecting, the shared-filesystem check and a task's errors are `dshub.raycluster`'s (downloads use them too).
 """
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
 import threading
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from dshub.errors import ExecutorError, UsageError
+from dshub import raycluster
 from dshub.quant.registry import Registry
 
 Record = Callable[[str, str, int], None]  # (file name, sha256, size) of a finished file
 Advance = Callable[[int], None]
-RAY_HINT = "install it with: pip install 'dshub[ray]'"
+TASK_NAME = "dshub-convert-file"  # a worker's process title is `ray::TASK_NAME` while it runs one
 TASK_RETRIES = 3  # a task whose worker dies (killed, out of memory, node lost) runs again, this often
 WORKER_BASE_MEMORY = 512 << 20  # a Ray worker process with torch imported, before any tensor
 TENSOR_COPIES = 3  # the largest input tensor as fp32, plus its input and output forms (the converters stream per tensor)
@@ -81,14 +75,6 @@ class LocalExecutor:
         return [one(f) for f in todo]
 
 
-def _ray() -> Any:
-    try:
-        import ray
-    except ImportError:
-        raise UsageError(f"--executor ray needs Ray, which is not installed; {RAY_HINT}") from None
-    return ray
-
-
 def _task(job: Job, name: str) -> tuple[str, str, int]:
     """The Ray task: one output file, on one core of whichever node the scheduler chose."""
     import torch
@@ -97,74 +83,24 @@ def _task(job: Job, name: str) -> tuple[str, str, int]:
     return write_one(job, name, lambda n: None)
 
 
-def _probe(marker: str, token: str, paths: list[str]) -> str | None:
-    """On one node: None when the driver's marker and the input are visible there, else what is not."""
-    try:
-        if Path(marker).read_text() != token:
-            return f"sees another {marker}"
-    except OSError:
-        return f"does not see {marker}"
-    missing = [p for p in paths if not Path(p).exists()]
-    return f"does not see {missing[0]}" if missing else None
-
-
 class RayExecutor:
     """One Ray task per output file, each declaring one CPU and the plan's memory; input and output on a filesystem
-    every node mounts (checked first with a marker file the driver writes)."""
+    every node mounts (checked first with a marker file the driver writes: `dshub.raycluster.check_shared`)."""
 
     def __init__(self, address: str | None):
         self.address = address
 
-    def connect(self) -> tuple[Any, bool]:
-        """Ray, connected; True when this call connected it (and `run` disconnects at the end)."""
-        ray = _ray()
-        if ray.is_initialized():
-            return ray, False
-        try:
-            ray.init(address=self.address, log_to_driver=False, configure_logging=False)
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            where = self.address or os.environ.get("RAY_ADDRESS") or "a new local cluster"
-            raise ExecutorError(f"cannot connect to the Ray cluster at {where}: {str(e).splitlines()[0]} (a cluster "
-                                "with token auth needs RAY_AUTH_MODE=token and its RAY_AUTH_TOKEN here too)") from None
-        return ray, True
-
-    def check_shared(self, ray: Any, out: Path, inputs: list[Path]) -> None:
-        """Every alive node must see a marker written into `out` now, and the input: else one error naming the node."""
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        token = uuid.uuid4().hex
-        marker = out / f".dshub-shared-{token}"
-        marker.write_text(token)
-        try:
-            nodes = [n for n in ray.nodes() if n.get("Alive")]
-            probe = ray.remote(_probe)
-            refs = [probe.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
-                    .remote(str(marker), token, [str(p) for p in inputs]) for n in nodes]
-            for node, why in zip(nodes, ray.get(refs, timeout=300)):
-                if why is not None:
-                    raise ExecutorError(f"Ray node {node.get('NodeManagerAddress')} {why}: input and --out must be on a "
-                                        "filesystem every node mounts (NFS, Lustre, an object-store mount)",
-                                        path=str(out), show_path=f"--out {out}")
-        finally:
-            marker.unlink(missing_ok=True)
-
     def run(self, job: Job, todo: list[Any], record: Record, advance: Advance) -> list[str]:
-        # Ray's driver prints cluster events (a worker died, its task retried) on stdout; they are logs: stderr.
-        with contextlib.redirect_stdout(sys.stderr):
-            ray, connected = self.connect()
-            try:
-                return self._run(ray, job, todo, record, advance)
-            finally:
-                if connected:
-                    ray.shutdown()
+        with raycluster.session(self.address) as ray:
+            return self._run(ray, job, todo, record, advance)
 
     def _run(self, ray: Any, job: Job, todo: list[Any], record: Record, advance: Advance) -> list[str]:
-        self.check_shared(ray, job.opts.out, [job.ckpt.root])
+        raycluster.check_shared(ray, job.opts.out, [job.ckpt.root], flag="--out", what="input and --out")
         if not todo:
             return []
         shared = ray.put(job)
         task = ray.remote(_task).options(num_cpus=1, memory=job.task_memory, max_retries=TASK_RETRIES,
-                                         retry_exceptions=False, name="dshub-convert-file")
+                                         retry_exceptions=False, name=TASK_NAME)
         pending = {task.remote(shared, f.name): f for f in todo}
         written: list[str] = []
         try:
@@ -172,7 +108,7 @@ class RayExecutor:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 for ref in done:
                     f = pending.pop(ref)
-                    name, digest, size = self._result(ray, ref)
+                    name, digest, size = raycluster.task_result(ray, ref, "conversion", TASK_RETRIES)
                     record(name, digest, size)
                     advance(f.nbytes)
                     written.append(name)
@@ -180,19 +116,6 @@ class RayExecutor:
             for ref in pending:
                 ray.cancel(ref, force=True)
         return sorted(written, key=[f.name for f in todo].index)
-
-    @staticmethod
-    def _result(ray: Any, ref: Any) -> tuple[str, str, int]:
-        try:
-            return ray.get(ref)
-        except ray.exceptions.RayTaskError as e:
-            cause = getattr(e, "cause", None)
-            if isinstance(cause, Exception):
-                raise cause from None  # the converter's own error (one line, its exit code)
-            raise ExecutorError(f"a conversion task failed on the cluster: {str(e).splitlines()[0]}") from None
-        except ray.exceptions.RayError as e:  # retries exhausted, node lost
-            raise ExecutorError(f"a conversion task failed on the cluster after {TASK_RETRIES} retries: "
-                                f"{str(e).splitlines()[0]}") from None
 
 
 EXECUTORS: Registry[str, Callable[..., Executor]] = Registry("--executor")
@@ -202,12 +125,7 @@ EXECUTORS.add("ray", lambda workers, address: RayExecutor(address))
 
 def check_executor(name: str, address: str | None = None) -> None:
     """Refuse an unknown executor, Ray without Ray installed, or an address for the local one (before any work)."""
-    if name not in EXECUTORS:
-        raise UsageError(f"--executor {name!r}: choose one of {', '.join(EXECUTORS)}")
-    if name == "ray":
-        _ray()  # imported here, so that a missing Ray is a usage error before any work
-    if name != "ray" and address:
-        raise UsageError("--ray-address is for --executor ray")
+    raycluster.check_executor(name, EXECUTORS, address)
 
 
 def make_executor(name: str, workers: int, address: str | None = None) -> Executor:

@@ -1,5 +1,5 @@
-"""Shared fixtures: isolated HF caches, synthetic checkpoints written once per session, a CLI runner; the fake hub
-and the recipes' GGUF (from tests/support) are re-exported here so every test module can ask for them."""
+"""Shared fixtures: isolated HF caches, synthetic checkpoints written once per session, a CLI runner; the fake hub,
+the Ray cluster and the recipes' GGUF (from tests/support) are re-exported here so every test module can ask for them."""
 from __future__ import annotations
 
 import os
@@ -11,6 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from tests.support.fakehub import hub, repo_files  # noqa: F401  (fixtures)
+from tests.support.ray_cluster import cluster  # noqa: F401  (fixture)
 from tests.support.recipes_fixtures import tiny_gguf  # noqa: F401  (fixture)
 from tests.support.tools import require_triton_kernels
 

@@ -9,7 +9,7 @@ from tests.support.import_graph import Edge, cycle_in, import_graph, strongly_co
 # Lowest first. A name covers the module and everything under it, except "dshub", which is the package's __init__ only.
 LAYERS: dict[str, int] = {
     "dshub.quant": 0,
-    "dshub.errors": 1, "dshub.constants": 1, "dshub.fsutil": 1,
+    "dshub.errors": 1, "dshub.constants": 1, "dshub.fsutil": 1, "dshub.raycluster": 1,
     "dshub.formats": 2, "dshub.arch": 2, "dshub.checkpoint": 2,
     "dshub.hub": 3, "dshub.checks": 3,
     "dshub.converters": 4,

@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from dshub.cli.format import gb
-from dshub.cli.options import DryRunOpt, JsonOpt, PatternOpt, RevisionOpt, choice
+from dshub.cli.options import DryRunOpt, ExecutorOpt, JsonOpt, PatternOpt, RayAddressOpt, RevisionOpt, choice
 from dshub.cli.output import err_console, failure, out_console, print_json
 from dshub.recipes.models import hub_id_for
 from dshub.hub.download import DEFAULT_WORKERS, DownloadPlan, DownloadResult, download as run_download
@@ -74,15 +74,19 @@ def download(
     workers: Annotated[int, typer.Option("--workers", min=1, help="Files transferred / hashed in parallel.")] = DEFAULT_WORKERS,
     dry_run: DryRunOpt = False,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Trust files whose size matches; skip the structural check.")] = False,
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Fetch a complete, verified checkpoint; a rerun resumes and fetches only what is missing or bad.
 
-    Honours HF_ENDPOINT (mirrors), HF_TOKEN and HF_HUB_OFFLINE. Exit 0 complete, 1 failed, 2 usage error.
+    Honours HF_ENDPOINT (mirrors), HF_TOKEN and HF_HUB_OFFLINE. With --executor ray each file is one task on the
+    cluster, into a --local-dir every node mounts; the nodes read HF_TOKEN from their own environment.
+    Exit 0 complete, 1 failed, 2 usage error.
     """
     out = run_download(
         hub_id_for(repo), revision=revision, local_dir=local_dir, include=include or (), exclude=exclude or (), source=source,
-        workers=workers, dry_run=dry_run, verify=not no_verify,
+        workers=workers, dry_run=dry_run, verify=not no_verify, executor=executor, ray_address=ray_address,
     )
     if isinstance(out, DownloadPlan):
         if json_:

@@ -1,5 +1,7 @@
 """What an ONNX output directory is (`dshub info DIR`): the decoder graph's operators, precision, quantization blocks,
-inputs and outputs, external-data files, and onnxruntime-genai's config. Reads `model.onnx` without its weights."""
+inputs and outputs, external-data files, and onnxruntime-genai's config. Reads `model.onnx` without its weights; each
+external data file must be there, inside the directory, and hold every byte its initializers' `offset` + `length`
+name (the ONNX external-data keys, onnx/external_data_helper.py): else one error naming the file and a tensor."""
 from __future__ import annotations
 
 import json
@@ -7,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from dshub.errors import DshubError
+from dshub.errors import CheckpointError, DshubError, ShardTruncated
 
 GRAPH_FILE = "model.onnx"
 GENAI_CONFIG = "genai_config.json"
@@ -25,6 +27,37 @@ def _attribute(node: Any, name: str) -> Any:
     return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), None)
 
 
+def _external(t: Any) -> dict[str, str]:
+    return {e.key: e.value for e in t.external_data}
+
+
+def data_files(root: Path, initializers: list[Any]) -> dict[str, int]:
+    """Each external data file's size, checked against what the graph's initializers need from it."""
+    needs: dict[str, tuple[int, str]] = {}  # file -> (bytes needed, the initializer that ends last)
+    for t in initializers:
+        ext = _external(t)
+        if "location" not in ext:
+            continue
+        loc = ext["location"]
+        if Path(loc).is_absolute() or ".." in Path(loc).parts:
+            raise CheckpointError(f"external data location {loc!r} is outside the directory; refused",
+                                  path=str(root / "model.onnx"), tensor=t.name)
+        end = int(ext.get("offset", 0)) + int(ext.get("length", 0))
+        if end >= needs.get(loc, (-1, ""))[0]:
+            needs[loc] = (end, t.name)
+    sizes = {}
+    for loc, (end, tensor) in sorted(needs.items()):
+        f = root / loc
+        if not f.is_file():
+            raise CheckpointError(f"external data file missing: {GRAPH_FILE} stores this initializer in it",
+                                  path=str(f), tensor=tensor)
+        sizes[loc] = f.stat().st_size
+        if sizes[loc] < end:
+            raise ShardTruncated(f"{sizes[loc]} bytes, but {GRAPH_FILE} places this initializer up to byte {end}",
+                                 path=str(f), tensor=tensor, expected=end, actual=sizes[loc])
+    return sizes
+
+
 def onnx_info(path: str | Path) -> dict[str, Any]:
     """Format, operators, precision and files of an ONNX decoder directory (or a bare .onnx graph)."""
     import onnx
@@ -40,7 +73,7 @@ def onnx_info(path: str | Path) -> dict[str, Any]:
     ops = Counter(n.op_type for n in g.node)
     nbits = [n for n in g.node if n.op_type == "MatMulNBits"]
     weights = {t.name: t for t in g.initializer}
-    data_files = sorted({e.value for t in g.initializer for e in t.external_data if e.key == "location"})
+    files = data_files(root, list(g.initializer))
     names = {onnx.TensorProto.FLOAT: "fp32", onnx.TensorProto.FLOAT16: "fp16", onnx.TensorProto.BFLOAT16: "bf16"}
     float_types = Counter(names[t.data_type] for t in g.initializer if t.data_type in names)
     precision = "int4" if nbits else (float_types.most_common(1)[0][0] if float_types else None)
@@ -66,8 +99,8 @@ def onnx_info(path: str | Path) -> dict[str, Any]:
         "inputs": [i.name for i in g.input],
         "outputs": [o.name for o in g.output],
         "initializers": len(weights),
-        "files": [{"name": f, "bytes": (root / f).stat().st_size if (root / f).is_file() else None} for f in data_files],
-        "bytes": graph_path.stat().st_size + sum((root / f).stat().st_size for f in data_files if (root / f).is_file()),
+        "files": [{"name": f, "bytes": n} for f, n in files.items()],
+        "bytes": graph_path.stat().st_size + sum(files.values()),
         "genai_config": genai is not None,
         "tokenizer": (root / "tokenizer.json").is_file(),
     }

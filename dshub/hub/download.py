@@ -17,20 +17,22 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from tqdm.auto import tqdm
 
-from dshub.hub.manifest import RemoteFile, hash_cache_path, save_manifest, state_dir
-from dshub.errors import DshubError, HashMismatch, OutputError
-from dshub.hub.hashing import HashCache, git_blob_sha1, hash_many, sha256_file
+from dshub import raycluster
+from dshub.hub import ray_fetch
+from dshub.hub.fetch import Fetched, Origin, fetch_file, matches
+from dshub.hub.manifest import hash_cache_path, save_manifest, state_dir
+from dshub.errors import OutputError
+from dshub.hub.hashing import HashCache, hash_many
 from dshub.hub.redact import scrub
-from dshub.hub.validate import printable
 from dshub.hub.plan import (  # noqa: F401  (re-exported: the download API lives here)
     DownloadPlan, FilePlan, FileState, check_disk, classify, offline_plan, plan_download, reclassify, select,
 )
 from dshub.hub.sources import hf_offline, require_usable_hf_environment
-from dshub.hub.transfer import RetryPolicy, fetch_to_part, read_timeout
+from dshub.hub.transfer import RetryPolicy, read_timeout
 from dshub.arch import spec_for
 from dshub.checkpoint.reader import load_config
 from dshub.errors import UnsupportedArchitecture
@@ -106,20 +108,16 @@ class _Bar:
         self.bar.close()
 
 
-def _expected(f: RemoteFile) -> tuple[str, str] | None:
-    """(algorithm, digest) the hub records for a file."""
-    if f.sha256:
-        return "sha256", f.sha256
-    if f.blob_id:
-        return "git-sha1", f.blob_id
-    return None
+Fetch = Callable[["_Runner", list[FilePlan], _Bar], None]  # fetches the first file of each blob, records each
 
 
 class _Runner:
-    """Executes a plan: per-file tasks on a thread pool, shared hash cache and progress."""
+    """Executes a plan: hash what is present, fetch the rest (`fetch`: threads here, or Ray tasks), record outcomes."""
 
-    def __init__(self, plan: DownloadPlan, *, workers: int, progress: bool, verify: bool, retry: RetryPolicy):
+    def __init__(self, plan: DownloadPlan, *, workers: int, progress: bool, verify: bool, retry: RetryPolicy,
+                 fetch: Fetch | None = None):
         self.plan, self.workers, self.progress, self.verify, self.retry = plan, workers, progress, verify, retry
+        self.fetch = fetch or fetch_in_threads
         self.cache = HashCache(plan.root, hash_cache_path(plan.root))
         self.result = DownloadResult(plan)
         self._lock = threading.Lock()
@@ -143,20 +141,12 @@ class _Runner:
             p = by_path[rel]
             if isinstance(digest, OSError):
                 p.state = FileState.BAD
-            elif self._matches(p.file, digest, self.plan.layout.data(p.file)):
+            elif matches(p.file, digest, self.plan.layout.data(p.file)):
                 p.state = FileState.VERIFIED
             else:
                 p.state = FileState.BAD
                 self.cache.forget(rel)
                 self.result.refetched_bad.append(rel)
-
-    @staticmethod
-    def _matches(f: RemoteFile, sha256: str, path: Path) -> bool:
-        if f.sha256:
-            return sha256 == f.sha256
-        if f.blob_id:
-            return git_blob_sha1(path) == f.blob_id
-        return True
 
     # -- phase 2: fetch what is missing, partial or bad
     def fetch_all(self) -> None:
@@ -170,9 +160,7 @@ class _Runner:
         firsts = sorted((group[0] for group in by_data.values()), key=lambda p: -p.remaining)
         bar = _Bar("download", sum(p.remaining for p in firsts), len(todo), self.progress)
         try:
-            with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="dshub-dl") as pool:
-                for _ in pool.map(lambda p: self._fetch_one(p, bar), firsts):
-                    pass
+            self.fetch(self, firsts, bar)
         finally:
             bar.close()
         failed = {f.path for f in self.result.failures}
@@ -183,122 +171,42 @@ class _Runner:
                 else:  # linked by layout.finish; a rerun hashes it once through its own path
                     self.result.fetched.append(twin.file.path)
 
-    def _fetch_one(self, p: FilePlan, bar: _Bar) -> None:
-        """Fetch one blob while holding its lock: another process fetching the same blob (another revision in the
-        HF cache) is waited for, and what it installed is checked and used, never appended to."""
-        try:
-            with blob_lock(self.plan.layout.lock(p.file), p.file.path):
-                if self._installed_meanwhile(p):
-                    bar.file_done()
-                    return
-                self._fetch_locked(p, bar)
-        except DshubError as e:
-            self._fail(p.file.path, str(e))
-        except OSError as e:
-            self._fail(p.file.path, f"{p.file.path}: {e.strerror or e} ({e.filename})")
+    @property
+    def origin(self) -> Origin:
+        assert self.plan.source is not None
+        return Origin(self.plan.source, self.plan.manifest.repo_id, self.plan.manifest.commit)
 
-    def _installed_meanwhile(self, p: FilePlan) -> bool:
-        """True when the blob is complete now (another process installed it while this one waited) and matches."""
-        data, part = self.plan.layout.data(p.file), self.plan.layout.part(p.file)
-        if not data.is_file() or data.stat().st_size != p.file.size or part.exists():
-            return False
-        sha = sha256_file(data)
-        if not self._matches(p.file, sha, data):
-            return False
-        self.plan.layout.prepare([p.file])  # links the snapshot path to the blob (HF cache); nothing in a local dir
-        self.cache.put(p.file.path, sha)
+    def record(self, out: Fetched, bar: _Bar) -> None:
+        """One file's outcome into the result, the hash cache and the progress."""
         with self._lock:
-            self.result.fetched.append(p.file.path)
-        return True
-
-    def _fetch_locked(self, p: FilePlan, bar: _Bar) -> None:
-        f, layout, src = p.file, self.plan.layout, self.plan.source
-        data, part = layout.data(f), layout.part(f)
-        if p.state == FileState.PARTIAL and p.have and not part.exists() and data.is_file():
-            part.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(data, part)  # a short file at the final name: resume from its bytes
-        elif p.state == FileState.BAD and data.is_file():
-            data.unlink()
-            self.cache.forget(f.path)
-
-        def on_bytes(n: int) -> None:
-            bar.update(n)
-            with self._lock:
-                self.result.bytes_transferred += n
-
-        url = src.file_url(self.plan.manifest.repo_id, self.plan.manifest.commit, f.path)
-        expected = _expected(f)
-        try:
-            for attempt in (1, 2):  # a digest mismatch earns one fresh transfer from byte 0
-                with src.errors(self.plan.manifest.repo_id, self.plan.manifest.commit, f.path):
-                    sha256, git_sha1 = fetch_to_part(
-                        url, part, f.size, src.headers(), want_git_sha1=not f.sha256 and bool(f.blob_id),
-                        on_bytes=on_bytes, retry=self.retry, label=f.path,
-                    )
-                actual = sha256 if f.sha256 else git_sha1
-                if expected is None or actual == expected[1]:
-                    break
-                part.unlink(missing_ok=True)
-                if attempt == 2:
-                    raise HashMismatch(
-                        f"{expected[0]} {actual} does not match the hub's {expected[1]}; "
-                        "fetched twice, the source serves bad bytes",
-                        path=f.path, expected=expected[1], actual=str(actual),
-                    )
-                with self._lock:
-                    self.result.refetched_bad.append(f.path)
-            layout.install(f, part, self.plan.manifest.commit)
-            self.cache.put(f.path, sha256)
-            with self._lock:
-                self.result.fetched.append(f.path)
-            bar.file_done()
-        except HashMismatch as e:
-            self._fail(f.path, str(e), e.expected, e.actual)
-        except DshubError as e:
-            self._fail(f.path, str(e))
-        except OSError as e:  # local trouble with one file (permissions, a vanished directory): report, go on
-            self._fail(f.path, f"{f.path}: {e.strerror or e} ({e.filename or part})")
+            self.result.bytes_transferred += out.transferred
+            if out.refetched:
+                self.result.refetched_bad.append(out.path)
+            if out.error is not None:
+                self.cache.forget(out.path)
+                self.result.failures.append(FileFailure(out.path, out.error, out.expected, out.actual))
+                return
+            assert out.sha256 is not None
+            self.cache.put(out.path, out.sha256)
+            self.result.fetched.append(out.path)
+        bar.file_done()
 
     def _fail(self, path: str, message: str, expected: str | None = None, actual: str | None = None) -> None:
         with self._lock:
             self.result.failures.append(FileFailure(path, scrub(message), expected, actual))
 
 
-@contextlib.contextmanager
-def blob_lock(lock_path: Path, label: str) -> Iterator[None]:
-    """An advisory lock (fcntl.flock) on one blob's partial file. A holder in another process or thread is waited
-    for, with one message naming it; the lock file is removed on release (and re-taken if it was replaced meanwhile)."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    told = False
-    while True:
-        fh = open(lock_path, "a+")
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if not told:
-                fh.seek(0)
-                log.warning("%s: waiting for another dshub download (pid %s) fetching the same bytes",
-                            printable(label), fh.read().strip() or "?")
-                told = True
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            same = os.fstat(fh.fileno()).st_ino == os.stat(lock_path).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        fh.close()  # the holder removed the file we waited on: take the lock on the one that is there now
-    try:
-        fh.seek(0)
-        fh.truncate()
-        fh.write(str(os.getpid()))
-        fh.flush()
-        yield
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(lock_path)
-        fcntl.flock(fh, fcntl.LOCK_UN)
-        fh.close()
+def fetch_in_threads(runner: _Runner, firsts: list[FilePlan], bar: _Bar) -> None:
+    """The local executor: `--workers` threads in this process, bytes counted on the bar as they arrive."""
+    origin = runner.origin
+
+    def one(p: FilePlan) -> None:
+        out = fetch_file(p, runner.plan.layout, origin, runner.retry, bar.update)
+        runner.record(out, bar)
+
+    with ThreadPoolExecutor(max_workers=runner.workers, thread_name_prefix="dshub-dl") as pool:
+        for _ in pool.map(one, firsts):
+            pass
 
 
 WEIGHT_INDEXES = ("model.safetensors.index.json", "model.safetensors")
@@ -332,6 +240,16 @@ def structural_checks(plan: DownloadPlan) -> list[dict[str, Any]]:
     return [dict(f.to_dict(), message=str(f)) for f in report.findings]
 
 
+def _local(address: str | None, plan: DownloadPlan) -> contextlib.AbstractContextManager[Fetch]:
+    return contextlib.nullcontext(fetch_in_threads)
+
+
+EXECUTORS: dict[str, Callable[[str | None, DownloadPlan], contextlib.AbstractContextManager[Fetch]]] = {
+    "local": _local,  # --workers threads in this process
+    "ray": ray_fetch.on_cluster,  # one Ray task per file on a cluster that mounts the target directory
+}
+
+
 def run_download(
     plan: DownloadPlan,
     *,
@@ -339,14 +257,18 @@ def run_download(
     verify: bool = True,
     progress: bool = True,
     retry: RetryPolicy | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> DownloadResult:
-    """Execute a plan. Per-file failures are collected in the result; fatal errors (disk, hub) raise."""
+    """Execute a plan. Per-file failures are collected in the result; fatal errors (disk, hub) raise. `executor`
+    fetches the files: `local` (--workers threads) or `ray` (one task per file; see `dshub.hub.ray_fetch`)."""
+    raycluster.check_executor(executor, EXECUTORS, ray_address)
     retry = retry or RetryPolicy.from_env()  # a bad setting is refused before anything is written
     read_timeout()  # HF_HUB_DOWNLOAD_TIMEOUT too
     plan.layout.prepare(list(plan.manifest.files.values()))
-    with exclusive(plan.root):
+    with exclusive(plan.root), EXECUTORS[executor](ray_address, plan) as fetch:
         reclassify(plan)  # another run may have finished files since the plan was made
-        return _run_locked(plan, workers=workers, verify=verify, progress=progress, retry=retry)
+        return _run_locked(plan, workers=workers, verify=verify, progress=progress, retry=retry, fetch=fetch)
 
 
 @contextlib.contextmanager
@@ -375,9 +297,10 @@ def exclusive(root: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _run_locked(plan: DownloadPlan, *, workers: int, verify: bool, progress: bool, retry: RetryPolicy) -> DownloadResult:
+def _run_locked(plan: DownloadPlan, *, workers: int, verify: bool, progress: bool, retry: RetryPolicy,
+                fetch: Fetch) -> DownloadResult:
     save_manifest(plan.root, plan.manifest)
-    runner = _Runner(plan, workers=workers, progress=progress, verify=verify, retry=retry)
+    runner = _Runner(plan, workers=workers, progress=progress, verify=verify, retry=retry, fetch=fetch)
     try:
         runner.hash_present()
         runner.result.verified = [p.file.path for p in plan.files if p.state == FileState.VERIFIED]
@@ -413,12 +336,18 @@ def download(
     progress: bool = True,
     endpoint: str | None = None,
     token: str | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> DownloadResult | DownloadPlan:
-    """`dshub download` as a function: the plan when `dry_run`, else the result of running it."""
+    """`dshub download` as a function: the plan when `dry_run`, else the result of running it. With `executor="ray"`
+    the files are fetched on the cluster's nodes, which read their token from their own environment (`token` is this
+    process's, for the listing)."""
+    raycluster.check_executor(executor, EXECUTORS, ray_address)
     require_usable_hf_environment()
+    run = dict(workers=workers, verify=verify, progress=progress, executor=executor, ray_address=ray_address)
     if source == "hf" and hf_offline():
         plan = offline_plan(repo_id, revision=revision, local_dir=local_dir)
-        return plan if dry_run else run_download(plan, workers=workers, verify=verify, progress=progress)
+        return plan if dry_run else run_download(plan, **run)
     plan = plan_download(
         repo_id, revision=revision, local_dir=local_dir, include=include, exclude=exclude, source=source,
         endpoint=endpoint, token=token,
@@ -426,4 +355,4 @@ def download(
     check_disk(plan)
     if dry_run:
         return plan
-    return run_download(plan, workers=workers, verify=verify, progress=progress)
+    return run_download(plan, **run)

@@ -6,7 +6,9 @@
 - `--executor local`: a batch/v1 Job running `dshub run` in one pod, CPU and memory from the plan;
 - `--executor ray`: a KubeRay RayJob (ray.io/v1) whose entrypoint runs `dshub run --executor ray` on a Ray cluster of
   one head (no tasks: `num-cpus: 0`) and N workers, each worker's memory the plan's per-task memory times its CPUs.
-The HF token comes from the Secret `hf-token` (key `token`), which the objects name and never contain.
+The HF token comes from the Secret `hf-token` (key `token`), which the objects name and never contain; every pod
+has it as HF_TOKEN, where the driver lists the repository and the download tasks on the workers fetch with it
+(`dshub.hub.ray_fetch`: no token travels with a task).
 
 RayJob fields (KubeRay v1 API, docs.ray.io/en/latest/cluster/kubernetes/getting-started/rayjob-quick-start.html):
 `entrypoint`, `shutdownAfterJobFinishes`, `ttlSecondsAfterFinished`, `rayClusterSpec` with `headGroupSpec`

@@ -106,7 +106,8 @@ class Download(StepKind):
 
     def run(self, ctx: Context, step: Step) -> dict[str, Any]:
         assert step.download is not None
-        res = run_download(ctx.plans[step.name], workers=step.download.workers, progress=bool(ctx.progress))
+        res = run_download(ctx.plans[step.name], workers=step.download.workers, progress=bool(ctx.progress),
+                           executor=ctx.executor, ray_address=ctx.ray_address)
         if not res.ok:
             first = res.failures[0].message if res.failures else next(c["message"] for c in res.checks if c["severity"] == "error")
             raise StepFailed(f"step {step.name}: download incomplete: {first}; run again to resume")

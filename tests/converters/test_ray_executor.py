@@ -4,7 +4,6 @@ not mount the output directory refused, and no Ray installed a usage error."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,17 +13,10 @@ from pathlib import Path
 import pytest
 
 from dshub.constants import MANIFEST_NAME, TMP_SUFFIX
-from tests.support.ray_cluster import RayCluster, ray_env, start_cluster
+from dshub.converters.executors import TASK_NAME
+from tests.support.ray_cluster import BLOCK_RAY, RayCluster, kill_a_task_mid_file, ray_env
 
 pytestmark = pytest.mark.slow
-TASK_TITLE = "ray::dshub-convert-file"  # a Ray worker's process title while it runs our task
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    c = start_cluster(2)
-    yield c
-    c.stop()
 
 
 @pytest.fixture(scope="module")
@@ -62,22 +54,11 @@ def test_ray_executor_writes_the_local_executors_bytes(cluster, tiny_ckpt, local
     assert not list((tmp_path / "ray").glob(".dshub-shared-*"))  # the shared-filesystem marker is removed
 
 
-def task_pids() -> list[int]:
-    ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-    return [int(line.split(None, 1)[0]) for line in ps.splitlines() if line.split(None, 1)[-1].startswith(TASK_TITLE)]
-
-
 def test_a_killed_worker_is_retried_and_the_output_is_identical(cluster, tiny_ckpt, local_int4, tmp_path):
     out = tmp_path / "ray"
     driver = subprocess.Popen(convert_cmd(tiny_ckpt, out, cluster), env=ray_env(), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
-    killed = None
-    deadline = time.monotonic() + 240
-    while killed is None and driver.poll() is None and time.monotonic() < deadline:
-        if list(out.glob(f"*{TMP_SUFFIX}")) and (pids := task_pids()):  # a task is writing a file right now
-            os.kill(pids[0], signal.SIGKILL)
-            killed = pids[0]
-        time.sleep(0.01)
+    killed = kill_a_task_mid_file(driver, TASK_NAME, lambda: bool(list(out.glob(f"*{TMP_SUFFIX}"))))
     stdout, stderr = driver.communicate(timeout=300)
     assert killed is not None, "no task was caught mid-file"
     assert driver.returncode == 0, stderr
@@ -134,17 +115,6 @@ def test_a_node_that_does_not_mount_the_output_is_refused(cluster, tiny_ckpt, tm
     assert not list((tmp_path / "ray").glob("*.safetensors"))
 
 
-BLOCK_RAY = """
-import sys
-class NoRay:
-    def find_spec(self, name, path=None, target=None):
-        if name == "ray" or name.startswith("ray."):
-            raise ModuleNotFoundError("No module named 'ray'")
-sys.meta_path.insert(0, NoRay())
-from dshub.cli import main
-sys.argv = ["dshub", *sys.argv[1:]]
-main()
-"""
 
 
 def test_without_ray_the_executor_is_a_usage_error(tiny_ckpt, tmp_path):

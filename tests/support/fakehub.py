@@ -70,6 +70,7 @@ class LogEntry:
     status: int
     sent: int  # body bytes written
     authorized: bool
+    token: str | None = None  # the bearer token the request carried (tests assert who sent which)
 
 
 class FakeHub:
@@ -151,11 +152,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _record(self, status: int, sent: int = 0, file: str | None = None) -> None:
         with self.fake._lock:
             self.fake.log.append(LogEntry(self.command, urlsplit(self.path).path, file, self.headers.get("Range"), status,
-                                          sent, self._authorized()))
+                                          sent, self._authorized(), self._bearer()))
+
+    def _bearer(self) -> str | None:
+        auth = self.headers.get("Authorization", "")
+        return auth[7:] if auth.startswith("Bearer ") else None
 
     def _authorized(self) -> bool:
-        auth = self.headers.get("Authorization", "")
-        return auth.startswith("Bearer ") and auth[7:] in self.fake.tokens
+        return self._bearer() in self.fake.tokens
 
     def _send_json(self, doc: object, status: int = 200, file: str | None = None) -> None:
         body = json.dumps(doc).encode()

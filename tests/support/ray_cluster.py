@@ -2,7 +2,10 @@
 --block`, one CPU each, small object stores), each in its own process group so teardown stops exactly these.
 
 A node may be started in a private mount namespace with a tmpfs over a directory (`hide=`): a node that does not
-mount the "shared" filesystem, as a misconfigured cluster has."""
+mount the "shared" filesystem, as a misconfigured cluster has. The nodes' own environment holds `NODE_HF_TOKEN` as
+HF_TOKEN (and no HF_ENDPOINT): a download task that authenticates with it read its own node's environment.
+
+`cluster` is one session-scoped cluster (head + one node) that every Ray test shares."""
 from __future__ import annotations
 
 import os
@@ -16,6 +19,9 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
+
+import pytest
 
 OBJECT_STORE = str(80 * 1000 * 1000)  # Ray's minimum is 75 MB
 NODE_MEMORY = str(3 << 30)  # the logical memory each node offers to tasks
@@ -38,12 +44,21 @@ def ray_cli() -> str:
 AUTH_TOKEN = secrets.token_hex(32)  # Ray 2.5x+ clusters require a token; every process of the tests' cluster shares it
 
 
+NODE_HF_TOKEN = "hf_dshubNodeToken0123456789abcdef"  # every node's HF_TOKEN; never the drivers'
+
+
 def ray_env() -> dict[str, str]:
-    """The environment of the cluster's processes and of the drivers the tests start (token auth, no telemetry).
-    Ray names a node on 127.0.0.1 by the host's interface address; nothing listens beyond this host."""
+    """The environment of the drivers the tests start (token auth, no telemetry). Ray names a node on 127.0.0.1 by
+    the host's interface address; nothing listens beyond this host."""
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=AUTH_TOKEN)
     env.pop("RAY_ADDRESS", None)
     return env
+
+
+def node_env() -> dict[str, str]:
+    """A node process's environment: the drivers', with the node's own HF token and no hub endpoint."""
+    env = {k: v for k, v in ray_env().items() if k not in ("HF_ENDPOINT", "HUGGING_FACE_HUB_TOKEN")}
+    return dict(env, HF_TOKEN=NODE_HF_TOKEN)
 
 
 @dataclass
@@ -60,7 +75,7 @@ class RayCluster:
             script = f"mount -t tmpfs dshub-hidden {hide} && exec " + " ".join(cmd)
             cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c", script]
         before = self.alive_nodes()
-        proc = subprocess.Popen(cmd, env=ray_env(), start_new_session=True, stdout=subprocess.DEVNULL,
+        proc = subprocess.Popen(cmd, env=node_env(), start_new_session=True, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         self.nodes.append(proc)
         self.wait_for_nodes(before + 1, proc)
@@ -97,6 +112,40 @@ class RayCluster:
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
+def task_pids(task_name: str) -> list[int]:
+    """The processes running a Ray task named `task_name` now (a worker's title is `ray::NAME` while it runs one)."""
+    ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    title = f"ray::{task_name}"
+    return [int(line.split(None, 1)[0]) for line in ps.splitlines() if line.split(None, 1)[-1].startswith(title)]
+
+
+def kill_a_task_mid_file(driver: subprocess.Popen, task_name: str, busy: Callable[[], bool],
+                         timeout: float = 240) -> int | None:
+    """SIGKILL one worker running `task_name` as soon as `busy()` says a file is being written; its pid, or None
+    when the driver finished (or `timeout` passed) first."""
+    deadline = time.monotonic() + timeout
+    while driver.poll() is None and time.monotonic() < deadline:
+        if busy() and (pids := task_pids(task_name)):
+            os.kill(pids[0], signal.SIGKILL)
+            return pids[0]
+        time.sleep(0.01)
+    return None
+
+
+# `python -c BLOCK_RAY ARGS...`: the dshub CLI in a process where `import ray` fails, as where Ray is not installed
+BLOCK_RAY = """
+import sys
+class NoRay:
+    def find_spec(self, name, path=None, target=None):
+        if name == "ray" or name.startswith("ray."):
+            raise ModuleNotFoundError("No module named 'ray'")
+sys.meta_path.insert(0, NoRay())
+from dshub.cli import main
+sys.argv = ["dshub", *sys.argv[1:]]
+main()
+"""
+
+
 _COUNT_NODES = """
 import sys, ray
 ray.init(address=sys.argv[1], log_to_driver=False, configure_logging=False)
@@ -112,7 +161,7 @@ def start_cluster(nodes: int = 2) -> RayCluster:
     head = [ray_cli(), "start", "--block", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
             "--num-cpus=1", f"--memory={NODE_MEMORY}", f"--object-store-memory={OBJECT_STORE}",
             "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}"]
-    proc = subprocess.Popen(head, env=ray_env(), start_new_session=True, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(head, env=node_env(), start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     cluster.nodes.append(proc)
     try:
@@ -123,3 +172,11 @@ def start_cluster(nodes: int = 2) -> RayCluster:
         cluster.stop()
         raise
     return cluster
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """One Ray cluster for every test that needs one (tests/conftest.py re-exports it)."""
+    c = start_cluster(2)
+    yield c
+    c.stop()

@@ -1,9 +1,10 @@
 """`dshub info` on an ONNX output (issue 17, item 9): it says what the directory is — format, precision, MatMulNBits
 blocks and zero points, layers and heads from the graph and genai_config.json, every data file — and a file that is
-not an ONNX graph is a one-line error."""
+not an ONNX graph, a data file missing or cut short, are one-line errors naming the file and a tensor in it."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,13 @@ def qwen(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("qwen") / "tiny-qwen2"
     write_synthetic(d, "tiny-qwen2")
     return d
+
+
+@pytest.fixture(scope="module")
+def fp16(qwen, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("onnx") / "fp16"
+    run_conversion(qwen, build_options("onnx", out=out, workers=1, precision="fp16"), progress=False)
+    return out
 
 
 @pytest.mark.parametrize("params, precision, blocks, zero_points", [
@@ -57,3 +65,51 @@ def test_info_on_a_broken_graph_is_one_line(cli, tmp_path):
     r = cli("info", d)
     assert r.exit_code == 1 and "Traceback" not in r.output
     assert "model.onnx" in r.output and "not a readable ONNX graph" in r.output
+
+
+def damaged(fp16: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the fp16 output and its first layer's data file."""
+    out = tmp_path / "onnx"
+    shutil.copytree(fp16, out)
+    return out, sorted(out.glob("*.onnx.data"))[0]
+
+
+def initializers_in(out: Path, data: Path) -> set[str]:
+    import onnx
+
+    g = onnx.load(str(out / "model.onnx"), load_external_data=False).graph
+    return {t.name for t in g.initializer if any(e.key == "location" and e.value == data.name for e in t.external_data)}
+
+
+@pytest.mark.parametrize("damage, detail", [
+    ("missing", "external data file missing: model.onnx stores this initializer in it"),
+    ("short", "but model.onnx places this initializer up to byte"),
+])
+def test_info_on_a_missing_or_short_data_file_is_one_line(cli, fp16, tmp_path, damage, detail):
+    out, data = damaged(fp16, tmp_path)
+    if damage == "missing":
+        data.unlink()
+    else:
+        with open(data, "r+b") as f:
+            f.truncate(data.stat().st_size - 1)
+    r = cli("info", out, "--json")
+    assert r.exit_code == 1
+    err = json.loads(r.stdout)["error"]
+    assert err["path"] == str(data) and err["tensor"] in initializers_in(out, data) and detail in err["message"]
+    text = cli("info", out)
+    lines = text.output.strip().splitlines()
+    assert text.exit_code == 1 and len(lines) == 1 and data.name in lines[0] and err["tensor"] in lines[0], text.output
+
+
+def test_info_refuses_a_data_location_outside_the_directory(cli, fp16, tmp_path):
+    import onnx
+
+    out, data = damaged(fp16, tmp_path)
+    (tmp_path / "elsewhere.data").write_bytes(data.read_bytes())
+    model = onnx.load(str(out / "model.onnx"), load_external_data=False)
+    moved = next(t for t in model.graph.initializer if t.name in initializers_in(out, data))
+    next(e for e in moved.external_data if e.key == "location").value = "../elsewhere.data"
+    onnx.save(model, str(out / "model.onnx"))
+    r = cli("info", out, "--json")
+    err = json.loads(r.stdout)["error"]
+    assert r.exit_code == 1 and err["tensor"] == moved.name and "outside the directory" in err["message"]
