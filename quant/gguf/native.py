@@ -9,8 +9,9 @@ Building: the C file ships with the package; the first use compiles it with the 
 `gcc` or `clang`) into `$DSHUB_NATIVE_CACHE` (default `~/.cache/dshub/native`), named by a hash of the source, the
 compiler and its flags, so a machine builds it once; the build goes to a temporary name and is renamed into place.
 Every load runs a self-test: a few super-blocks of each type must give the torch reference's bytes, else the library
-is refused (a compiler that changes float semantics cannot write wrong bytes). No compiler, a failed build or a failed
-self-test make the backend unavailable with the reason; `--codec-backend auto` then uses the next one.
+is refused (a compiler that changes float semantics cannot write wrong bytes). No compiler, a failed build, a failed
+self-test or `DSHUB_NATIVE=0` (no compiling at run time) make the backend unavailable with the reason;
+`--codec-backend auto` then uses the next one.
 """
 from __future__ import annotations
 
@@ -56,6 +57,8 @@ def cache_dir() -> Path:
 
 
 def _compiler() -> str:
+    if os.environ.get("DSHUB_NATIVE", "1").strip().lower() in ("0", "off", "no", "false"):
+        raise NativeUnavailable("turned off by DSHUB_NATIVE=0")
     for cand in (os.environ.get("CC"), "cc", "gcc", "clang"):
         if cand and shutil.which(cand.split()[0]):
             return cand

@@ -95,6 +95,13 @@ def test_no_compiler_is_a_reason_and_auto_goes_on(monkeypatch: pytest.MonkeyPatc
         resolve_backend("native")
 
 
+def test_it_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DSHUB_NATIVE", "0")
+    monkeypatch.setattr(native, "_loaded", {})
+    assert native.unavailable_reason() == "turned off by DSHUB_NATIVE=0"
+    assert resolve_backend("auto", note=None) == "ggml"
+
+
 def test_a_library_that_disagrees_is_refused(tmp_path: Path) -> None:
     """A build whose float semantics differ (here -ffast-math, which reassociates the sums) fails the self-test. In a
     child process: loading a -ffast-math library turns on flush-to-zero for the whole process."""

@@ -6,7 +6,7 @@ own subprocess; the parent takes each child's wall time and peak RSS (ru_maxrss)
 run by onnxruntime on the same prompt and their logits compared with transformers' (relative max error), so the
 sizes and times are of models that work.
 
-    python bench/onnx.py [--preset bench-qwen2] [--workers 2] [--workdir /tmp/dshub-bench-onnx] [--results]
+    python bench/onnx_int4.py [--preset bench-qwen2] [--workers 2] [--workdir /tmp/dshub-bench-onnx] [--results]
 """
 from __future__ import annotations
 
@@ -116,7 +116,7 @@ def append_results(path: Path, d: dict) -> None:
     ok = lambda r, t: "met" if r <= t else "NOT met"  # noqa: E731
     o, b = d["dshub"], d["builder"]
     text = f"""
-## ONNX int4: dshub vs onnxruntime-genai's model builder (`python bench/onnx.py --preset {d['preset']} --workers {d['workers']}`)
+## ONNX int4: dshub vs onnxruntime-genai's model builder (`python bench/onnx_int4.py --preset {d['preset']} --workers {d['workers']}`)
 
 Same run, same warm input ({d['input_bytes'] / 1e6:.0f} MB BF16 `{d['preset']}` preset), {d['machine']};
 onnxruntime-genai {d['onnxruntime_genai']} (`-p int4 -e cpu`). Wall time and peak RSS of each child process (both
