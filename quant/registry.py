@@ -7,7 +7,9 @@ layer can use it.
 """
 from __future__ import annotations
 
-from typing import Callable, Generic, Hashable, Iterator, TypeVar
+import threading
+
+from typing import Any, Callable, Generic, Hashable, Iterator, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -83,6 +85,36 @@ CPU_BACKENDS = ("torch", "ggml", "native")  # the reference first: every other b
 
 class BackendUnavailable(RuntimeError):
     """A CPU codec backend cannot be used on this machine; the message says why."""
+
+
+class LoadedOnce:
+    """A backend's library, opened on first use and kept for the process; a BackendUnavailable from opening it is kept
+    too and raised again (the reason stays the same for the whole run). Tests reset it by replacing `state`."""
+
+    def __init__(self, open_library: Callable[[], Any]):
+        self._open = open_library
+        self._lock = threading.Lock()
+        self.state: dict[str, Any] = {}
+
+    def load(self) -> Any:
+        with self._lock:
+            if "lib" not in self.state:
+                try:
+                    self.state["lib"] = self._open()
+                except BackendUnavailable as e:
+                    self.state["lib"] = e
+            got = self.state["lib"]
+        if isinstance(got, BackendUnavailable):
+            raise got
+        return got
+
+    def unavailable_reason(self) -> str | None:
+        """Why the library cannot be used here, or None when it can."""
+        try:
+            self.load()
+            return None
+        except BackendUnavailable as e:
+            return str(e)
 
 
 def register_codec(name: str, device: str = "cpu") -> Callable[[Callable], Callable]:

@@ -25,7 +25,7 @@ import torch
 
 from dshub.quant.gguf.checks import check_finite, check_imatrix, check_rows
 from dshub.quant.gguf.types import GGML_TYPES, GGMLType
-from dshub.quant.registry import BackendUnavailable, register_codec
+from dshub.quant.registry import BackendUnavailable, LoadedOnce, register_codec
 
 LIBRARY = "libggml-base.so"
 # What the ggml backend quantizes: K-quants and legacy types (also in torch; same bytes), the IQ and ternary types
@@ -95,31 +95,9 @@ class _Lib:
                 self._ready.add(code)
 
 
-_loaded: dict[str, _Lib | GGMLUnavailable] = {}
-_load_lock = threading.Lock()
-
-
-def load() -> _Lib:
-    """The library, loaded once per process; GGMLUnavailable (the same one each time) when it cannot be used."""
-    with _load_lock:
-        if "lib" not in _loaded:
-            try:
-                _loaded["lib"] = _Lib(library_path())
-            except GGMLUnavailable as e:
-                _loaded["lib"] = e
-        got = _loaded["lib"]
-    if isinstance(got, GGMLUnavailable):
-        raise got
-    return got
-
-
-def unavailable_reason() -> str | None:
-    """Why ggml's quantizers cannot be used here, or None when they can."""
-    try:
-        load()
-        return None
-    except GGMLUnavailable as e:
-        return str(e)
+_library = LoadedOnce(lambda: _Lib(library_path()))
+load = _library.load  # the library, loaded once per process; GGMLUnavailable (the same each time) when it cannot be
+unavailable_reason = _library.unavailable_reason  # why ggml's quantizers cannot be used here, or None
 
 
 def _check(x: torch.Tensor, t: GGMLType, imatrix: torch.Tensor | None) -> None:

@@ -149,8 +149,11 @@ static void qkx2(int n, int nmax, const v8f * x, const v8f * w, v8i * L, v8i * L
     *out_min = -mn;
 }
 
-/* make_qx_quants with rmse_type 1 (weights x^2) on eight groups: scale per lane, L[i] in 0..2*nmax-1. */
-static void qx(int n, int nmax, const v8f * x, v8i * L, v8f * out_scale) {
+/* The opening that make_qx_quants and make_q3_quants share, on eight groups: the signed value of largest magnitude
+ * (first on ties; nan never wins), levels at iscale = -nmax / max stored as l + offset, and the weighted sums with
+ * weights x^2. Returns the lanes that are not all zero. */
+static v8i first_levels(int n, int nmax, const v8f * x, v8i * L, int offset, v8f * mx_out, v8f * sumlx_out,
+                        v8f * suml2_out) {
     const v8f zero = splat(0.f);
     v8f amax = zero, mx = zero;
     for (int i = 0; i < n; ++i) {
@@ -159,21 +162,31 @@ static void qx(int n, int nmax, const v8f * x, v8i * L, v8f * out_scale) {
         amax = sel(gt, ax, amax);
         mx = sel(gt, x[i], mx);
     }
-    const v8i live = ~(amax < splat(1e-15f));
     v8f iscale = splat(-(float)nmax) / mx;
     v8f sumlx = zero, suml2 = zero;
     for (int i = 0; i < n; ++i) {
         v8i l = vclamp(vnearest(iscale * x[i]), -nmax, nmax - 1);
-        L[i] = l + splati(nmax);
+        L[i] = l + splati(offset);
         v8f w = x[i] * x[i];
         sumlx += w * x[i] * tof(l);
         suml2 += w * tof(l) * tof(l);
     }
+    *mx_out = mx;
+    *sumlx_out = sumlx;
+    *suml2_out = suml2;
+    return ~(amax < splat(1e-15f));
+}
+
+/* make_qx_quants with rmse_type 1 (weights x^2) on eight groups: scale per lane, L[i] in 0..2*nmax-1. */
+static void qx(int n, int nmax, const v8f * x, v8i * L, v8f * out_scale) {
+    const v8f zero = splat(0.f);
+    v8f mx, sumlx, suml2;
+    const v8i live = first_levels(n, nmax, x, L, nmax, &mx, &sumlx, &suml2);
     v8f scale = sel(suml2 != zero, sumlx / suml2, zero);
     v8f best = scale * sumlx;
     for (int is = -9; is <= 9; ++is) {
         if (is == 0) continue;
-        iscale = splat(-((float)nmax + 0.1f * (float)is)) / mx;
+        v8f iscale = splat(-((float)nmax + 0.1f * (float)is)) / mx;
         sumlx = zero;
         suml2 = zero;
         for (int i = 0; i < n; ++i) {
@@ -196,23 +209,8 @@ static void qx(int n, int nmax, const v8f * x, v8i * L, v8f * out_scale) {
  * nothing would repeat it identically, which is why ggml stops it); scale per lane, L[i] in 0..2*nmax-1. */
 static void q3(int n, int nmax, const v8f * x, v8i * L, v8f * out_scale) {
     const v8f zero = splat(0.f);
-    v8f amax = zero, mx = zero;
-    for (int i = 0; i < n; ++i) {
-        v8f ax = vabs(x[i]);
-        v8i gt = ax > amax;
-        amax = sel(gt, ax, amax);
-        mx = sel(gt, x[i], mx);
-    }
-    const v8i live = ~(amax < splat(1e-15f));
-    v8f iscale = splat(-(float)nmax) / mx;
-    v8f sumlx = zero, suml2 = zero;
-    for (int i = 0; i < n; ++i) {
-        v8i l = vclamp(vnearest(iscale * x[i]), -nmax, nmax - 1);
-        L[i] = l;
-        v8f w = x[i] * x[i];
-        sumlx += w * x[i] * tof(l);
-        suml2 += w * tof(l) * tof(l);
-    }
+    v8f mx, sumlx, suml2;
+    const v8i live = first_levels(n, nmax, x, L, 0, &mx, &sumlx, &suml2);
     for (int itry = 0; itry < 5; ++itry) {
         v8i changed = splati(0);
         for (int i = 0; i < n; ++i) {
@@ -476,23 +474,6 @@ void dshub_quantize_q3_k(const float * x, uint8_t * y, int64_t nblocks) {
     }
 }
 
-/* Block-FP8 dequantization into float32: out[r][c] = lut[w[r][c]] * scale[r / br][c / bc], one rounding (the
- * product), as quant/fp8.py computes it; `lut` holds the exact float32 value of each byte (from torch's conversion).
- * The 1 KiB table stays in L1 and the output is written once, where the torch path makes several passes. */
-void dshub_fp8_block_dequant_f32(const uint8_t * w, const float * lut, const float * scale, float * out, int64_t rows,
-                                 int64_t cols, int64_t br, int64_t bc, int64_t scale_cols) {
-    for (int64_t r = 0; r < rows; ++r) {
-        const uint8_t * wr = w + r * cols;
-        const float * sr = scale + (r / br) * scale_cols;
-        float * o = out + r * cols;
-        for (int64_t c0 = 0, j = 0; c0 < cols; c0 += bc, ++j) {
-            const float s = sr[j];
-            const int64_t c1 = c0 + bc < cols ? c0 + bc : cols;
-            for (int64_t c = c0; c < c1; ++c) o[c] = lut[wr[c]] * s;
-        }
-    }
-}
-
 /* bf16 of a float32, round to nearest even; nan becomes 0xffff, as torch's conversion writes it (the self-test
  * checks this against torch on every load). */
 static inline uint16_t f32_to_bf16(float f) {
@@ -501,21 +482,28 @@ static inline uint16_t f32_to_bf16(float f) {
     if ((b & 0x7fffffffu) > 0x7f800000u) return 0xffffu;
     return (uint16_t)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
 }
+static inline float as_f32(float f) { return f; }
 
-/* The same product rounded to bf16: bf16(lut[w] * scale), the BF16 converter's output, one pass. */
-void dshub_fp8_block_dequant_bf16(const uint8_t * w, const float * lut, const float * scale, uint16_t * out,
-                                  int64_t rows, int64_t cols, int64_t br, int64_t bc, int64_t scale_cols) {
-    for (int64_t r = 0; r < rows; ++r) {
-        const uint8_t * wr = w + r * cols;
-        const float * sr = scale + (r / br) * scale_cols;
-        uint16_t * o = out + r * cols;
-        for (int64_t c0 = 0, j = 0; c0 < cols; c0 += bc, ++j) {
-            const float s = sr[j];
-            const int64_t c1 = c0 + bc < cols ? c0 + bc : cols;
-            for (int64_t c = c0; c < c1; ++c) o[c] = f32_to_bf16(lut[wr[c]] * s);
-        }
+/* Block-FP8 dequantization: out[r][c] = lut[w[r][c]] * scale[r / br][c / bc], one rounding (the product), as
+ * quant/fp8.py computes it, then stored as float32 (exact) or rounded to bf16 (the BF16 converter's output). `lut`
+ * holds the exact float32 value of each byte (from torch's conversion); the 1 KiB table stays in L1 and the output is
+ * written once, where the torch path makes several passes. */
+#define FP8_BLOCK_DEQUANT(NAME, OUT_T, CONVERT)                                                                   \
+    void NAME(const uint8_t * w, const float * lut, const float * scale, OUT_T * out, int64_t rows, int64_t cols,  \
+              int64_t br, int64_t bc, int64_t scale_cols) {                                                        \
+        for (int64_t r = 0; r < rows; ++r) {                                                                       \
+            const uint8_t * wr = w + r * cols;                                                                     \
+            const float * sr = scale + (r / br) * scale_cols;                                                      \
+            OUT_T * o = out + r * cols;                                                                            \
+            for (int64_t c0 = 0, j = 0; c0 < cols; c0 += bc, ++j) {                                                \
+                const float s = sr[j];                                                                             \
+                const int64_t c1 = c0 + bc < cols ? c0 + bc : cols;                                                \
+                for (int64_t c = c0; c < c1; ++c) o[c] = CONVERT(lut[wr[c]] * s);                                  \
+            }                                                                                                      \
+        }                                                                                                          \
     }
-}
+FP8_BLOCK_DEQUANT(dshub_fp8_block_dequant_f32, float, as_f32)
+FP8_BLOCK_DEQUANT(dshub_fp8_block_dequant_bf16, uint16_t, f32_to_bf16)
 
 /* The layout this build agrees to: bumped whenever a function's signature or meaning changes. */
 int dshub_kq_abi(void) { return 4; }

@@ -22,7 +22,6 @@ import platform
 import shutil
 import subprocess
 import tempfile
-import threading
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -31,7 +30,7 @@ import torch
 from dshub.quant.fp8 import byte_lut
 from dshub.quant.gguf.checks import check_finite, check_imatrix, check_rows
 from dshub.quant.gguf.types import GGML_TYPES
-from dshub.quant.registry import BackendUnavailable, register_codec
+from dshub.quant.registry import BackendUnavailable, LoadedOnce, register_codec
 
 SOURCE = Path(__file__).with_name("kq_native.c")
 ABI = 4
@@ -184,31 +183,9 @@ class _Lib:
                                         "the self-test; not used")
 
 
-_loaded: dict[str, _Lib | NativeUnavailable] = {}
-_lock = threading.Lock()
-
-
-def load() -> _Lib:
-    """The library, built and loaded once per process; NativeUnavailable (the same each time) when it cannot be."""
-    with _lock:
-        if "lib" not in _loaded:
-            try:
-                _loaded["lib"] = _Lib(build())
-            except NativeUnavailable as e:
-                _loaded["lib"] = e
-        got = _loaded["lib"]
-    if isinstance(got, NativeUnavailable):
-        raise got
-    return got
-
-
-def unavailable_reason() -> str | None:
-    """Why the native kernels cannot be used here, or None when they can."""
-    try:
-        load()
-        return None
-    except NativeUnavailable as e:
-        return str(e)
+_library = LoadedOnce(lambda: _Lib(build()))
+load = _library.load  # built and loaded once per process; NativeUnavailable (the same each time) when it cannot be
+unavailable_reason = _library.unavailable_reason  # why the native kernels cannot be used here, or None
 
 
 def quantize(name: str, x: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ def _gguf(out: Path) -> bytes:
 def no_library(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """ggml's library is gone (as on a machine without llama-cpp-python's libraries)."""
     missing = tmp_path / "gone" / "libggml-base.so"
-    monkeypatch.setattr(ggml, "_loaded", {})
+    monkeypatch.setattr(ggml._library, "state", {})
     monkeypatch.setattr(ggml, "library_path", lambda: missing)
     return missing
 

@@ -85,7 +85,7 @@ def test_resolution_and_a_missing_library(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert resolve_backend("ggml") == "ggml" and resolve_backend("auto") == "native+ggml"
     with pytest.raises(BackendNameError, match="--codec-backend 'gpu': choose one of auto, torch, ggml, native"):
         resolve_backend("gpu")
-    monkeypatch.setattr(ggml, "_loaded", {})
+    monkeypatch.setattr(ggml._library, "state", {})
     monkeypatch.setattr(ggml, "library_path", lambda: tmp_path / "libggml-base.so")
     notes: list[str] = []
     assert resolve_backend("auto", note=notes.append) == "native"
@@ -96,7 +96,7 @@ def test_resolution_and_a_missing_library(monkeypatch: pytest.MonkeyPatch, tmp_p
     with pytest.raises(ggml.GGMLUnavailable, match="does not exist"):
         get_codec("gguf_IQ4_NL", "cpu", "ggml")(torch.randn(1, 32))
     (tmp_path / "libggml-base.so").write_bytes(b"not a library")
-    monkeypatch.setattr(ggml, "_loaded", {})
+    monkeypatch.setattr(ggml._library, "state", {})
     with pytest.raises(ggml.GGMLUnavailable, match="cannot be loaded"):
         ggml.load()
 

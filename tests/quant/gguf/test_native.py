@@ -85,7 +85,7 @@ def test_no_compiler_is_a_reason_and_auto_goes_on(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("DSHUB_NATIVE_CACHE", str(tmp_path))
     monkeypatch.setenv("CC", "no-such-compiler")
     monkeypatch.setenv("PATH", str(tmp_path))  # no cc, gcc or clang either
-    monkeypatch.setattr(native, "_loaded", {})
+    monkeypatch.setattr(native._library, "state", {})
     assert native.unavailable_reason() == "no C compiler found (set CC, or install gcc or clang)"
     notes: list[str] = []
     chain = resolve_backend("auto", note=notes.append)
@@ -97,7 +97,7 @@ def test_no_compiler_is_a_reason_and_auto_goes_on(monkeypatch: pytest.MonkeyPatc
 
 def test_it_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DSHUB_NATIVE", "0")
-    monkeypatch.setattr(native, "_loaded", {})
+    monkeypatch.setattr(native._library, "state", {})
     assert native.unavailable_reason() == "turned off by DSHUB_NATIVE=0"
     assert resolve_backend("auto", note=None) == "ggml"
 
