@@ -13,7 +13,7 @@ import pytest
 from tests.support.import_graph import package_dirs, setuptools_config
 from tests.support.tools import REPO_ROOT
 
-DATA_SUFFIXES = (".yaml", ".yml", ".json", ".jinja")
+DATA_SUFFIXES = (".yaml", ".yml", ".json", ".jinja", ".c")  # .c: the native kernels, compiled on first use
 SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build", "dist", "*.dshub-tmp")
 
 
