@@ -14,7 +14,7 @@ from dshub.formats.gguf_metadata import arch_kvs, general_kvs, llama_cpp_caveats
 from dshub.converters.options import GGUFOptions
 from dshub.converters.base import Advance, ConversionPlan, Converter, OutputFile, register_converter
 from dshub.converters.gguf.schemes import SchemeContext, get_scheme, parse_tensor_types, resolve
-from dshub.converters.gguf.tensors import PlannedTensor, SourceReader, plan_tensors, produce
+from dshub.converters.gguf.tensors import SourceReader, file_producer, plan_tensors
 from dshub.converters.gguf.imatrix import load_imatrix, slices_for
 from dshub.converters.gguf.backend import choose_backend, imatrix_missing, require_imatrix
 from dshub.converters.gguf.policy import TOKEN_RESERVE
@@ -134,12 +134,11 @@ class GGUFConverter(Converter):
     def write_file(self, ckpt: Checkpoint, plan: ConversionPlan, opts: GGUFOptions, f: OutputFile, advance: Advance) -> str:
         kvs, group = f.data
         reader = SourceReader(ckpt, plan.device, plan.summary["codec_backend"])
-        by_name: dict[str, PlannedTensor] = {p.info.name: p for p in group}
         imx = load_imatrix(str(opts.imatrix)) if opts.imatrix else None
-        imatrix_for = (lambda t: slices_for(imx, t.name, t.shape)) if imx else (lambda t: None)
+        imatrix_for = (lambda p: slices_for(imx, p.info.name, p.info.shape)) if imx else (lambda p: None)
         inner = self._inner_workers(plan, opts)  # the framework runs min(workers, files) files at once
-        result = write_gguf(opts.out / f.name, kvs, [p.info for p in group], lambda t: produce(reader, by_name[t.name], inner, imatrix_for(t)),
-                            on_tensor=lambda t: advance(t.nbytes))
+        with file_producer(reader, group, inner, imatrix_for) as produce:
+            result = write_gguf(opts.out / f.name, kvs, [p.info for p in group], produce, on_tensor=lambda t: advance(t.nbytes))
         return result.sha256
 
     def finalize(self, ckpt: Checkpoint, plan: ConversionPlan, opts: GGUFOptions) -> None:

@@ -6,7 +6,9 @@ row-chunk by row-chunk, so no stacked tensor and no whole 2-D float32 tensor is 
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -202,15 +204,8 @@ def stored_bytes(reader: SourceReader, p: PlannedTensor) -> Iterator[Any] | None
     return None
 
 
-def produce(reader: SourceReader, p: PlannedTensor, workers: int = 1, imatrix: Any = None) -> Iterable[Any]:
-    """The tensor's GGUF bytes, chunk by chunk; with workers > 1, up to `workers` chunks are computed ahead.
-
-    `imatrix` (float32 [slices, ne0], see converters.gguf.imatrix) selects llama-quantize's importance-weighted paths.
-    """
-    raw = stored_bytes(reader, p)
-    if raw is not None:
-        yield from raw
-        return
+def _runner(reader: SourceReader, p: PlannedTensor, imatrix: Any) -> Callable[[Job], Any]:
+    """The function turning one of the tensor's jobs into its GGUF bytes (errors name the source shard and tensor)."""
     codec = get_codec(f"gguf_{p.info.ggml_type}", reader.device, reader.backend)  # GPU kernels take and return host tensors
     if imatrix is not None:  # the same registered codec, given each expert's (or the tensor's) importance row
         expert = {n: i for i, n in enumerate(p.source.names)} if p.source.kind == "experts" else {}
@@ -228,15 +223,78 @@ def produce(reader: SourceReader, p: PlannedTensor, workers: int = 1, imatrix: A
             where = f" (row offset {job.row0})" if job.row0 else ""
             raise CheckpointError(str(e), path=shard, tensor=job.name, show_tensor=f"tensor {job.name} -> {p.info.name}{where}") from None
 
+    return run
+
+
+def produce(reader: SourceReader, p: PlannedTensor, imatrix: Any = None) -> Iterable[Any]:
+    """The tensor's GGUF bytes, chunk by chunk, computed here one after the other.
+
+    `imatrix` (float32 [slices, ne0], see converters.gguf.imatrix) selects llama-quantize's importance-weighted paths.
+    """
+    raw = stored_bytes(reader, p)
+    if raw is not None:
+        yield from raw
+        return
+    run = _runner(reader, p, imatrix)
+    for job in jobs(reader, p):
+        yield run(job)
+
+
+_END = object()  # after a tensor's last chunk in the file's stream
+
+
+@contextmanager
+def file_producer(reader: SourceReader, planned: list[PlannedTensor], workers: int,
+                  imatrix_for: Callable[[PlannedTensor], Any]) -> Iterator[Callable[[Any], Iterable[Any]]]:
+    """`produce(tensor_info)` for a whole GGUF file, called in file order (write_gguf's).
+
+    With workers > 1, `workers` threads compute chunks in file order up to 2 x workers ahead of the writer, across
+    tensor boundaries: a tensor's last chunks overlap the next tensor's first ones, so no worker idles at the end of
+    each tensor. Memory stays bounded by that window (a few 4 MiB float32 chunks and their outputs).
+    """
+    by_name = {p.info.name: p for p in planned}
     if workers <= 1:
-        for job in jobs(reader, p):
-            yield run(job)
+        yield lambda t: produce(reader, by_name[t.name], imatrix_for(by_name[t.name]))
         return
     with ThreadPoolExecutor(workers) as pool:
-        pending = []
-        for job in jobs(reader, p):
-            pending.append(pool.submit(run, job))
-            if len(pending) >= workers:
-                yield pending.pop(0).result()
-        for fut in pending:
-            yield fut.result()
+
+        def items() -> Iterator[tuple[str, Any]]:
+            for p in planned:
+                raw = stored_bytes(reader, p)
+                if raw is not None:
+                    yield from ((p.info.name, b) for b in raw)
+                else:
+                    run = _runner(reader, p, imatrix_for(p))
+                    yield from ((p.info.name, pool.submit(run, job)) for job in jobs(reader, p))
+                yield p.info.name, _END
+
+        stream = _ahead(items(), 2 * workers)
+
+        def produce_tensor(t: Any) -> Iterator[Any]:
+            for name, value in stream:
+                if name != t.name:  # pragma: no cover - writer and plan out of step
+                    raise RuntimeError(f"GGUF stream produced {name} while {t.name} was asked for")
+                if value is _END:
+                    return
+                yield value
+
+        try:
+            yield produce_tensor
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _ahead(items: Iterator[tuple[str, Any]], depth: int) -> Iterator[tuple[str, Any]]:
+    """`items` in order, each future resolved, while up to `depth` later items are already submitted."""
+    window: deque[tuple[str, Any]] = deque()
+
+    def resolved(item: tuple[str, Any]) -> tuple[str, Any]:
+        name, value = item
+        return name, value.result() if isinstance(value, Future) else value
+
+    for item in items:
+        window.append(item)
+        if len(window) > depth:
+            yield resolved(window.popleft())
+    while window:
+        yield resolved(window.popleft())

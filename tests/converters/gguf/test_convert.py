@@ -293,28 +293,60 @@ def test_missing_tokenizer_is_a_one_line_error(cli, tiny_copy: Path, tmp_path: P
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").glob("*.gguf*"))
 
 
+def _interrupt_at(tensor: str):
+    """A `_runner` replacement whose jobs for `tensor` raise KeyboardInterrupt (as Ctrl-C would)."""
+    from dshub.converters.gguf import tensors
+
+    real = tensors._runner
+
+    def failing(reader, p, imatrix):
+        run = real(reader, p, imatrix)
+        if p.info.name != tensor:
+            return run
+
+        def interrupted(job):
+            raise KeyboardInterrupt
+
+        return interrupted
+
+    return failing
+
+
 def test_interrupted_run_leaves_no_partial_file_and_resumes(tiny_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from dshub.converters.gguf import tensors
 
-    real = tensors.produce
-
-    def failing(reader, p, *a, **k):
-        for chunk in real(reader, p, *a, **k):
-            if p.info.name == "output.weight":  # the last tensor, in the last file
-                raise KeyboardInterrupt
-            yield chunk
+    real = tensors._runner
+    failing = _interrupt_at("output.weight")  # the last tensor, in the last file
 
     def run(**kw) -> dict:
         opts = build_options("gguf", out=tmp_path, workers=1, **{"quant": "Q8_0", "split_max_tensors": 20, **kw})
         return run_conversion(tiny_ckpt, opts, progress=False).to_dict()
 
-    monkeypatch.setattr("dshub.converters.gguf.convert.produce", failing)
+    monkeypatch.setattr(tensors, "_runner", failing)
     with pytest.raises(KeyboardInterrupt):
         run()
     left = sorted(p.name for p in tmp_path.iterdir())
     names = [f"tiny-Q8_0-0000{i}-of-00003.gguf" for i in (1, 2, 3)]
     assert left == ["dshub-manifest.json", *names[:2]], left  # no temp file, no partial third file
-    monkeypatch.setattr("dshub.converters.gguf.convert.produce", real)
+    monkeypatch.setattr(tensors, "_runner", real)
     doc = run()
     assert doc["resumed_skipped"] == names[:2] and doc["written"] == names[2:]
     assert json.loads((tmp_path / "dshub-manifest.json").read_text())["complete"] is True
+
+
+def test_prefetching_workers_write_the_same_file_and_stop_cleanly(tiny_ckpt: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """One file, two workers computing chunks ahead across tensor boundaries: the bytes of one worker; an interrupt
+    in a worker's chunk reaches the writer, which leaves no file and no temporary behind."""
+    from dshub.converters.gguf import tensors
+
+    one = run_conversion(tiny_ckpt, build_options("gguf", out=tmp_path / "one", workers=1, quant="Q4_K_M"), progress=False)
+    real = tensors._runner
+    monkeypatch.setattr(tensors, "_runner", _interrupt_at("blk.1.ffn_down_exps.weight"))
+    with pytest.raises(KeyboardInterrupt):
+        run_conversion(tiny_ckpt, build_options("gguf", out=tmp_path / "two", workers=2, quant="Q4_K_M"), progress=False)
+    assert [p.name for p in (tmp_path / "two").iterdir() if p.name != "dshub-manifest.json"] == []  # no file, no temp
+    monkeypatch.setattr(tensors, "_runner", real)
+    run_conversion(tiny_ckpt, build_options("gguf", out=tmp_path / "two", workers=2, quant="Q4_K_M"), progress=False)
+    name = one.to_dict()["written"][0]
+    assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()

@@ -128,3 +128,14 @@ def test_fp8_dequant_gives_the_reference_bits(shape: tuple[int, int], block: tup
     assert torch.equal(torch.cat(rows).view(torch.int16), dequant_fp8_block_bf16(w, s, block).view(torch.int16))
     with pytest.raises(ValueError, match=r"scale_inv has shape \(1, 1\), expected"):
         native.load().fp8_dequant(w, s[:1, :1], block)
+
+
+def test_the_portable_build_gives_the_same_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Built for the compiler's baseline CPU (no -march=native: the fallback when the native flags fail), the kernels
+    still pass the self-test and write the reference's bytes."""
+    monkeypatch.setenv("DSHUB_NATIVE_CACHE", str(tmp_path))
+    monkeypatch.setattr(native, "ARCH_FLAGS", ((),))
+    lib = native._Lib(native.build())
+    x = _rows(512)
+    for name in native.TYPES:
+        assert torch.equal(lib.run(name, x), QUANTIZERS[name](x)), name
