@@ -85,9 +85,13 @@ def build(cc: str | None = None) -> Path:
         target = cache_dir() / f"libdshub_kq-{key}.so"
         if target.is_file():
             return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
-        os.close(fd)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
+            os.close(fd)
+        except OSError as e:
+            raise NativeUnavailable(f"cannot write the native kernels' cache {target.parent} ({e.strerror}); set "
+                                    "DSHUB_NATIVE_CACHE to a writable directory") from None
         try:
             run = subprocess.run([*cc.split(), *flags, "-o", tmp, str(SOURCE), "-lm"], capture_output=True, text=True,
                                  timeout=300)
@@ -95,6 +99,8 @@ def build(cc: str | None = None) -> Path:
                 os.replace(tmp, target)
                 return target
             errors.append((run.stderr.strip().splitlines() or ["failed"])[-1])
+        except (OSError, subprocess.SubprocessError) as e:
+            errors.append(str(e))
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)

@@ -95,6 +95,15 @@ def test_no_compiler_is_a_reason_and_auto_goes_on(monkeypatch: pytest.MonkeyPatc
         resolve_backend("native")
 
 
+def test_an_unwritable_cache_is_a_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("DSHUB_NATIVE_CACHE", str(blocker / "native"))
+    monkeypatch.setattr(native._library, "state", {})
+    assert native.unavailable_reason().startswith(f"cannot write the native kernels' cache {blocker / 'native'} (")
+    assert native.unavailable_reason().endswith("set DSHUB_NATIVE_CACHE to a writable directory")
+
+
 def test_it_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DSHUB_NATIVE", "0")
     monkeypatch.setattr(native._library, "state", {})
