@@ -41,3 +41,18 @@ def synthetic_input(args: argparse.Namespace) -> tuple[Path, dict[str, str]]:
     if not (src / "config.json").exists():
         subprocess.run([sys.executable, "-m", "dshub.cli", "synth", str(src), "--preset", args.preset], env=env, check=True)
     return src, env
+
+
+def verdict(ratio: float, target: float) -> str:
+    """How a ratio (lower is better) stands against its target."""
+    return "met" if ratio <= target else "NOT met"
+
+
+def ratio_lines(d: dict, targets: dict[str, float]) -> str:
+    """The RESULTS.md lines every "dshub vs llama.cpp's converter" section ends with: time and peak-RSS ratios against
+    their targets, and the tensors byte-identical with llama.cpp's output."""
+    c = d["output_check"]
+    return (f"- Time ratio {d['time_ratio']} (target <= {targets['time']}: {verdict(d['time_ratio'], targets['time'])}); "
+            f"peak RSS ratio {d['rss_ratio']}\n  (target <= {targets['rss']}: {verdict(d['rss_ratio'], targets['rss'])}).\n"
+            f"- Output: {c['byte_identical']} of {c['tensors']} tensors byte-identical with llama.cpp's\n"
+            f"  ({c['reference_tensors']} tensors there).")

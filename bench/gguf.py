@@ -23,7 +23,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from benchlib import timed  # noqa: E402  (before bench/ leaves sys.path)
+from benchlib import ratio_lines, timed  # noqa: E402  (before bench/ leaves sys.path)
 
 # This file is named gguf.py: keep `import gguf` pointing at the gguf package, not at this script.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
@@ -111,7 +111,6 @@ def main() -> None:
 
 
 def append_results(path: Path, d: dict) -> None:
-    ok = lambda r, t: "met" if r <= t else "NOT met"  # noqa: E731
     text = f"""
 ## GGUF: FP8 -> {d['quant']}, dshub vs llama.cpp convert_hf_to_gguf.py (`python bench/gguf.py --preset {d['preset']} --workers {d['workers']}`)
 
@@ -123,10 +122,7 @@ Same run, same warm input ({d['input_bytes'] / 1e6:.0f} MB block-FP8 `{d['preset
 | llama.cpp `convert_hf_to_gguf.py --outtype {d['quant'].lower()}` | {d['llama_cpp_convert_hf_to_gguf']['wall_s']} | {d['llama_cpp_convert_hf_to_gguf']['cpu_s']} | {d['llama_cpp_convert_hf_to_gguf']['peak_rss_mb']} |
 | `dshub convert --to gguf --quant {d['quant']}` | {d['dshub']['wall_s']} | {d['dshub']['cpu_s']} | {d['dshub']['peak_rss_mb']} |
 
-- Time ratio {d['time_ratio']} (target <= {TARGETS['time']}: {ok(d['time_ratio'], TARGETS['time'])}); peak RSS ratio {d['rss_ratio']}
-  (target <= {TARGETS['rss']}: {ok(d['rss_ratio'], TARGETS['rss'])}).
-- Output: {d['output_check']['byte_identical']} of {d['output_check']['tensors']} tensors byte-identical with llama.cpp's
-  ({d['output_check']['reference_tensors']} tensors there).
+{ratio_lines(d, TARGETS)}
 """
     with open(path, "a") as f:
         f.write(text)

@@ -15,7 +15,7 @@ _spec = importlib.util.spec_from_file_location("bench_gguf", Path(__file__).with
 bench_gguf = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench_gguf)  # type: ignore[union-attr]
 TARGETS = bench_gguf.TARGETS
-from benchlib import REPO, bench_parser, synthetic_input  # noqa: E402  (bench/ is sys.path[0])
+from benchlib import REPO, bench_parser, ratio_lines, synthetic_input  # noqa: E402  (bench/ is sys.path[0])
 
 
 def main() -> None:
@@ -31,7 +31,6 @@ def main() -> None:
 
 
 def append_results(path: Path, d: dict) -> None:
-    ok = lambda r, t: "met" if r <= t else "NOT met"  # noqa: E731
     ref, ours = d["llama_cpp_convert_hf_to_gguf"], d["dshub"]
     text = f"""
 ## DeepSeek-V4 -> GGUF (MXFP4 experts kept), dshub vs llama.cpp convert_hf_to_gguf.py (`python bench/v4.py --workers {d['workers']}`)
@@ -44,10 +43,7 @@ block-FP8 elsewhere), {d['machine']}; llama.cpp from {d['llama_cpp_python']}. Wa
 | llama.cpp `convert_hf_to_gguf.py` (its V4 types: MXFP4 experts, FP8 -> Q8_0) | {ref['wall_s']} | {ref['cpu_s']} | {ref['peak_rss_mb']} |
 | `dshub convert --to gguf --quant MXFP4_MOE` | {ours['wall_s']} | {ours['cpu_s']} | {ours['peak_rss_mb']} |
 
-- Time ratio {d['time_ratio']} (target <= {TARGETS['time']}: {ok(d['time_ratio'], TARGETS['time'])}); peak RSS ratio {d['rss_ratio']}
-  (target <= {TARGETS['rss']}: {ok(d['rss_ratio'], TARGETS['rss'])}).
-- Output: {d['output_check']['byte_identical']} of {d['output_check']['tensors']} tensors byte-identical with llama.cpp's
-  ({d['output_check']['reference_tensors']} tensors there).
+{ratio_lines(d, TARGETS)}
 """
     with open(path, "a") as f:
         f.write(text)

@@ -96,6 +96,8 @@ def build(cc: str | None = None) -> Path:
             run = subprocess.run([*cc.split(), *flags, "-o", tmp, str(SOURCE), "-lm"], capture_output=True, text=True,
                                  timeout=300)
             if run.returncode == 0:
+                with open(tmp, "rb") as f:  # on disk before it takes the name (a crash cannot leave a truncated cache)
+                    os.fsync(f.fileno())
                 os.replace(tmp, target)
                 return target
             errors.append((run.stderr.strip().splitlines() or ["failed"])[-1])
