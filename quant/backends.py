@@ -11,6 +11,7 @@ reference's bytes:
 """
 from __future__ import annotations
 
+import sys
 from typing import Callable
 
 from dshub.quant.gguf import ggml, native
@@ -26,8 +27,6 @@ class BackendNameError(BackendUnavailable, ValueError):
 
 
 def _stderr_note(msg: str) -> None:
-    import sys
-
     print(f"note: {msg}", file=sys.stderr)
 
 

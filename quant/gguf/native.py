@@ -30,7 +30,8 @@ import torch
 from dshub.quant.fp8 import byte_lut
 from dshub.quant.gguf.checks import check_finite, check_imatrix, check_rows
 from dshub.quant.gguf.types import GGML_TYPES
-from dshub.quant.registry import BackendUnavailable, LoadedOnce, register_codec
+from dshub.quant.gguf import ggml
+from dshub.quant.registry import BackendUnavailable, LoadedOnce, get_codec, register_codec
 
 SOURCE = Path(__file__).with_name("kq_native.c")
 ABI = 4
@@ -217,9 +218,6 @@ def _codec(name: str) -> Callable[..., torch.Tensor]:
 
 def fallback(name: str) -> Callable[..., torch.Tensor]:
     """The codec that computes what the native kernels do not: ggml's when its library loads, else torch's."""
-    from dshub.quant.gguf import ggml
-    from dshub.quant.registry import get_codec
-
     return get_codec(f"gguf_{name}", "cpu", "ggml" if ggml.unavailable_reason() is None else "torch")
 
 
